@@ -1,0 +1,67 @@
+//! CPU activity per consumer per interval: who used the CPU, as deltas since the previous tick.
+//! Implementations: `cgroup` (cgroup v1/v2 counters, default), `procfs` (node totals and per-process
+//! time); the eBPF issue adds a third. They read counters only; they never see energy.
+
+pub mod cgroup;
+pub mod procfs;
+
+use crate::units::{ContainerId, CpuNanos, Pid, PodUid, SourceIssue};
+
+/// CPU time of one container over one interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerActivity {
+    pub id: ContainerId,
+    pub cpu_time: CpuNanos,
+}
+
+/// CPU time of one pod over one interval. `cpu_time` is the pod cgroup's own counter, which also holds
+/// the time of containers that exited during the interval; `containers` split it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodActivity {
+    pub uid: PodUid,
+    pub cpu_time: CpuNanos,
+    pub containers: Vec<ContainerActivity>,
+}
+
+/// Per-pod activity for one interval. A consumer seen for the first time after the first scan gets its
+/// whole counter (it was created during the interval), so short-lived containers are not lost.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActivitySample {
+    pub pods: Vec<PodActivity>,
+    pub issues: Vec<SourceIssue>,
+}
+
+/// A per-interval CPU-activity reader for pods and containers.
+pub trait ActivitySource: Send {
+    /// `cgroup`, `ebpf`, ...: the value of `kepler_exporter_cpu_source_info{source}`.
+    fn name(&self) -> &'static str;
+    fn sample(&mut self) -> ActivitySample;
+}
+
+/// Node-wide CPU time over one interval, from `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct NodeCpu {
+    /// Busy time summed over all CPUs (user+nice+system+irq+softirq; steal and idle excluded).
+    pub busy: CpuNanos,
+    /// Capacity: elapsed time x logical CPUs as the kernel counted it (all states summed).
+    pub total: CpuNanos,
+}
+
+impl NodeCpu {
+    pub fn usage_ratio(&self) -> f64 {
+        if self.total.0 == 0 {
+            0.0
+        } else {
+            (self.busy.as_f64() / self.total.as_f64()).clamp(0.0, 1.0)
+        }
+    }
+}
+
+/// CPU time of one process over one interval (process metrics, off by default).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessActivity {
+    pub pid: Pid,
+    pub comm: String,
+    pub container: Option<ContainerId>,
+    pub cpu_time: CpuNanos,
+}

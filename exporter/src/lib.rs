@@ -1,0 +1,7 @@
+//! kepler-rs: measures a node's energy on its own tick, attributes it to pods, containers and
+//! processes, and serves the latest immutable snapshot as Prometheus metrics.
+
+pub mod activity;
+pub mod resource;
+pub mod source;
+pub mod units;

@@ -1,0 +1,62 @@
+//! Node energy sources: RAPL through powercap sysfs, or a utilisation-based estimate where there is no RAPL.
+//! A source discovers its zones once, then reports per-interval energy deltas per zone kind.
+//! Sources never attribute energy; that is `attribution`'s job.
+
+pub mod estimate;
+pub mod rapl;
+
+use crate::units::{Joules, SourceIssue, ZoneKind};
+use std::time::Duration;
+
+/// Which kind of measurement produced the node's energy: the `source` label of node energy series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EnergySourceKind {
+    Rapl,
+    Estimate,
+}
+
+impl EnergySourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnergySourceKind::Rapl => "rapl",
+            EnergySourceKind::Estimate => "estimate",
+        }
+    }
+}
+
+/// What a source may use to produce one interval's energy (the estimate needs utilisation).
+#[derive(Debug, Clone, Copy)]
+pub struct IntervalContext {
+    /// Monotonic time since the previous sample.
+    pub elapsed: Duration,
+    /// Node CPU busy time / capacity over the interval, in [0, 1].
+    pub cpu_usage_ratio: f64,
+}
+
+/// Energy of one zone kind (summed over sockets) over one interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneEnergy {
+    pub zone: ZoneKind,
+    pub energy: Joules,
+    /// Idle energy of this interval when the source knows it (the estimate does); RAPL leaves it to
+    /// the idle estimator.
+    pub idle_hint: Option<Joules>,
+}
+
+/// One interval's readings. `zones` holds only zones with a valid delta this interval (a zone that
+/// failed to read, or whose first reading only set the baseline, is absent, and its energy shows up in
+/// the next good interval). `issues` are counted by the monitor.
+#[derive(Debug, Clone, Default)]
+pub struct EnergySample {
+    pub zones: Vec<ZoneEnergy>,
+    pub issues: Vec<SourceIssue>,
+}
+
+/// A node energy source. Implementations own their open files and counter state.
+pub trait EnergySource: Send {
+    fn kind(&self) -> EnergySourceKind;
+    /// The zone kinds this source reports, fixed at discovery, in a stable order.
+    fn zones(&self) -> &[ZoneKind];
+    /// Read every zone and return the deltas since the previous call.
+    fn sample(&mut self, ctx: &IntervalContext) -> EnergySample;
+}
