@@ -2,6 +2,10 @@
 //! processes, and serves the latest immutable snapshot as Prometheus metrics.
 
 pub mod activity;
+pub mod attribution;
+pub mod idle;
+pub mod ledger;
 pub mod resource;
+pub mod snapshot;
 pub mod source;
 pub mod units;

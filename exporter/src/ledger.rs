@@ -1,0 +1,353 @@
+//! Cumulative energy bookkeeping across intervals: adds each interval's attribution into per-node,
+//! per-pod, per-container and per-process counters, keeps ended consumers for a grace period, and
+//! builds snapshots. Pure: no I/O; time is a monotonic `Duration` passed in.
+//!
+//! A pod removed after its grace period moves its joules into the node's `terminated_pods` counter, so
+//! `active = Σ live pods + terminated pods + system` holds in every snapshot and no joule is lost.
+//! Ended containers of a live pod are kept until the pod goes, so `pod = Σ containers` holds too.
+
+use crate::attribution::IntervalEnergy;
+use crate::resource::pods::PodMetadata;
+use crate::snapshot::{ContainerSeries, NodeZone, PodSeries, ProcessSeries};
+use crate::units::{ContainerId, Pid, PodUid, ZoneKind};
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+struct Counters {
+    joules: Vec<f64>,
+    watts: Vec<f64>,
+}
+
+impl Counters {
+    fn new(zones: usize) -> Counters {
+        Counters {
+            joules: vec![0.0; zones],
+            watts: vec![0.0; zones],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PodAcc {
+    energy: Counters,
+    last_seen: Duration,
+    ended: bool,
+    containers: HashMap<ContainerId, Counters>,
+}
+
+#[derive(Debug, Clone)]
+struct ProcessAcc {
+    comm: String,
+    container: Option<ContainerId>,
+    energy: Counters,
+    last_seen: Duration,
+}
+
+/// Cumulative counters of one node. Zones are fixed at construction.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    zones: Vec<ZoneKind>,
+    node: Vec<NodeZone>,
+    pods: HashMap<PodUid, PodAcc>,
+    processes: HashMap<Pid, ProcessAcc>,
+    grace: Duration,
+}
+
+impl Ledger {
+    pub fn new(zones: Vec<ZoneKind>, grace: Duration) -> Ledger {
+        let node = vec![NodeZone::default(); zones.len()];
+        Ledger {
+            zones,
+            node,
+            pods: HashMap::new(),
+            processes: HashMap::new(),
+            grace,
+        }
+    }
+
+    pub fn zones(&self) -> &[ZoneKind] {
+        &self.zones
+    }
+
+    /// Add one interval. `elapsed_secs` converts joules to watts; `now` is monotonic time used for
+    /// the grace period. Zones absent from `interval` keep their previous watts (their energy will
+    /// arrive with the next good reading).
+    pub fn apply(&mut self, interval: &IntervalEnergy, elapsed_secs: f64, now: Duration) {
+        let n = self.zones.len();
+        let per_sec = |j: f64| if elapsed_secs > 0.0 { j / elapsed_secs } else { 0.0 };
+        // Map the interval's zone order onto ours.
+        let index: Vec<Option<usize>> = interval
+            .zones
+            .iter()
+            .map(|z| self.zones.iter().position(|k| *k == z.zone))
+            .collect();
+
+        for (split, idx) in interval.zones.iter().zip(&index) {
+            let Some(i) = *idx else { continue };
+            let node = &mut self.node[i];
+            node.total_joules += split.total.0;
+            node.idle_joules += split.idle.0;
+            node.active_joules += split.active.0;
+            node.system_joules += split.system.0;
+            node.total_watts = per_sec(split.total.0);
+            node.idle_watts = per_sec(split.idle.0);
+            node.active_watts = per_sec(split.active.0);
+            node.system_watts = per_sec(split.system.0);
+        }
+
+        for acc in self.pods.values_mut() {
+            acc.ended = true;
+        }
+        for pod in &interval.pods {
+            let acc = self.pods.entry(pod.uid.clone()).or_insert_with(|| PodAcc {
+                energy: Counters::new(n),
+                last_seen: now,
+                ended: false,
+                containers: HashMap::new(),
+            });
+            acc.last_seen = now;
+            acc.ended = false;
+            add_into(&mut acc.energy, &pod.joules, &index, per_sec);
+            for c in acc.containers.values_mut() {
+                c.watts.iter_mut().for_each(|w| *w = 0.0);
+            }
+            for c in &pod.containers {
+                let cacc = acc
+                    .containers
+                    .entry(c.id.clone())
+                    .or_insert_with(|| Counters::new(n));
+                add_into(cacc, &c.joules, &index, per_sec);
+            }
+        }
+
+        // Ended pods: no power now; removed after the grace period, their joules kept in the node.
+        let grace = self.grace;
+        let mut expired = Vec::new();
+        for (uid, acc) in self.pods.iter_mut() {
+            if acc.ended {
+                acc.energy.watts.iter_mut().for_each(|w| *w = 0.0);
+                for c in acc.containers.values_mut() {
+                    c.watts.iter_mut().for_each(|w| *w = 0.0);
+                }
+                if now.saturating_sub(acc.last_seen) > grace {
+                    expired.push(uid.clone());
+                }
+            }
+        }
+        for uid in expired {
+            if let Some(acc) = self.pods.remove(&uid) {
+                for (node, j) in self.node.iter_mut().zip(&acc.energy.joules) {
+                    node.terminated_pods_joules += j;
+                }
+            }
+        }
+
+        let mut seen = std::collections::HashSet::with_capacity(interval.processes.len());
+        for p in &interval.processes {
+            seen.insert(p.pid);
+            let acc = self.processes.entry(p.pid).or_insert_with(|| ProcessAcc {
+                comm: p.comm.clone(),
+                container: p.container.clone(),
+                energy: Counters::new(n),
+                last_seen: now,
+            });
+            acc.last_seen = now;
+            add_into(&mut acc.energy, &p.joules, &index, per_sec);
+        }
+        self.processes.retain(|pid, acc| {
+            if !seen.contains(pid) {
+                acc.energy.watts.iter_mut().for_each(|w| *w = 0.0);
+            }
+            now.saturating_sub(acc.last_seen) <= grace
+        });
+    }
+
+    pub fn node(&self) -> &[NodeZone] {
+        &self.node
+    }
+
+    /// Pod, container and process series, sorted, with names from `meta` where known.
+    pub fn series(&self, meta: &dyn PodMetadata) -> (Vec<PodSeries>, Vec<ProcessSeries>) {
+        let mut pods: Vec<PodSeries> = self
+            .pods
+            .iter()
+            .map(|(uid, acc)| {
+                let pod_meta = meta.pod(uid);
+                let mut containers: Vec<ContainerSeries> = acc
+                    .containers
+                    .iter()
+                    .map(|(id, c)| ContainerSeries {
+                        id: id.clone(),
+                        name: meta.container_name(uid, id),
+                        joules: c.joules.clone(),
+                        watts: c.watts.clone(),
+                    })
+                    .collect();
+                containers.sort_by(|a, b| a.id.cmp(&b.id));
+                PodSeries {
+                    uid: uid.clone(),
+                    name: pod_meta.as_ref().map(|m| m.name.clone()),
+                    namespace: pod_meta.map(|m| m.namespace),
+                    ended: acc.ended,
+                    joules: acc.energy.joules.clone(),
+                    watts: acc.energy.watts.clone(),
+                    containers,
+                }
+            })
+            .collect();
+        pods.sort_by(|a, b| a.uid.cmp(&b.uid));
+        let mut processes: Vec<ProcessSeries> = self
+            .processes
+            .iter()
+            .map(|(pid, acc)| ProcessSeries {
+                pid: *pid,
+                comm: acc.comm.clone(),
+                container: acc.container.clone(),
+                joules: acc.energy.joules.clone(),
+                watts: acc.energy.watts.clone(),
+            })
+            .collect();
+        processes.sort_by_key(|p| p.pid);
+        (pods, processes)
+    }
+}
+
+fn add_into(acc: &mut Counters, joules: &[crate::units::Joules], index: &[Option<usize>], per_sec: impl Fn(f64) -> f64) {
+    for (j, idx) in joules.iter().zip(index) {
+        if let Some(i) = *idx {
+            acc.joules[i] += j.0;
+            acc.watts[i] = per_sec(j.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activity::{ContainerActivity, NodeCpu, PodActivity};
+    use crate::attribution::{attribute, ActivityInput, ZoneInput};
+    use crate::resource::pods::NoPodMetadata;
+    use crate::units::{CpuNanos, Joules};
+    use proptest::prelude::*;
+
+    fn uid(n: u32) -> PodUid {
+        PodUid::parse(&format!("{n:08x}-0000-0000-0000-000000000000")).unwrap()
+    }
+    fn cid(n: u32) -> ContainerId {
+        ContainerId::parse(&format!("{n:064x}")).unwrap()
+    }
+
+    fn interval(total: f64, pods: &[(u32, u64, &[u64])]) -> IntervalEnergy {
+        let pods: Vec<PodActivity> = pods
+            .iter()
+            .map(|(n, t, cs)| PodActivity {
+                uid: uid(*n),
+                cpu_time: CpuNanos(*t),
+                containers: cs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| ContainerActivity {
+                        id: cid(n * 100 + i as u32),
+                        cpu_time: CpuNanos(*t),
+                    })
+                    .collect(),
+            })
+            .collect();
+        attribute(
+            &[ZoneInput {
+                zone: ZoneKind::Package,
+                total: Joules(total),
+                idle: Joules(total * 0.25),
+            }],
+            ActivityInput {
+                node: NodeCpu {
+                    busy: CpuNanos(1000),
+                    total: CpuNanos(4000),
+                },
+                pods: &pods,
+                processes: &[],
+            },
+        )
+    }
+
+    fn check_identities(l: &Ledger) {
+        let (pods, _) = l.series(&NoPodMetadata);
+        for (zi, node) in l.node().iter().enumerate() {
+            let pods_sum: f64 = pods.iter().map(|p| p.joules[zi]).sum();
+            let rhs = pods_sum + node.terminated_pods_joules + node.system_joules;
+            assert!((node.active_joules - rhs).abs() <= 1e-9 * node.active_joules.max(1e-12));
+            assert!((node.total_joules - node.idle_joules - node.active_joules).abs() <= 1e-9 * node.total_joules.max(1e-12));
+            for p in &pods {
+                let cs: f64 = p.containers.iter().map(|c| c.joules[zi]).sum();
+                assert!((cs - p.joules[zi]).abs() <= 1e-9 * p.joules[zi].max(1e-12));
+            }
+        }
+    }
+
+    #[test]
+    fn ended_pod_keeps_series_for_grace_then_moves_to_terminated() {
+        let mut l = Ledger::new(vec![ZoneKind::Package], Duration::from_secs(10));
+        l.apply(&interval(100.0, &[(1, 500, &[500]), (2, 500, &[500])]), 1.0, Duration::from_secs(1));
+        let (pods, _) = l.series(&NoPodMetadata);
+        assert_eq!(pods.len(), 2);
+        assert!((pods[0].joules[0] - 37.5).abs() < 1e-9);
+        // Pod 2 ends.
+        l.apply(&interval(100.0, &[(1, 500, &[500])]), 1.0, Duration::from_secs(2));
+        let (pods, _) = l.series(&NoPodMetadata);
+        assert_eq!(pods.len(), 2);
+        assert!(pods[1].ended);
+        assert_eq!(pods[1].watts[0], 0.0);
+        assert!((pods[1].joules[0] - 37.5).abs() < 1e-9, "counter must not move backwards");
+        check_identities(&l);
+        // Last seen at t=1: still within the 10 s grace at t=11, gone at t=12.
+        l.apply(&interval(100.0, &[(1, 500, &[500])]), 1.0, Duration::from_secs(11));
+        assert_eq!(l.series(&NoPodMetadata).0.len(), 2);
+        l.apply(&interval(100.0, &[(1, 500, &[500])]), 1.0, Duration::from_secs(12));
+        let (pods, _) = l.series(&NoPodMetadata);
+        assert_eq!(pods.len(), 1);
+        assert!((l.node()[0].terminated_pods_joules - 37.5).abs() < 1e-9);
+        check_identities(&l);
+    }
+
+    #[test]
+    fn pod_that_comes_back_within_grace_continues_its_counter() {
+        let mut l = Ledger::new(vec![ZoneKind::Package], Duration::from_secs(10));
+        l.apply(&interval(40.0, &[(1, 1000, &[1000])]), 1.0, Duration::from_secs(1));
+        l.apply(&interval(40.0, &[]), 1.0, Duration::from_secs(2));
+        l.apply(&interval(40.0, &[(1, 1000, &[1000])]), 1.0, Duration::from_secs(3));
+        let (pods, _) = l.series(&NoPodMetadata);
+        assert!(!pods[0].ended);
+        assert!((pods[0].joules[0] - 60.0).abs() < 1e-9);
+        assert!((pods[0].watts[0] - 30.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ended_container_of_live_pod_is_kept() {
+        let mut l = Ledger::new(vec![ZoneKind::Package], Duration::from_secs(1));
+        l.apply(&interval(40.0, &[(1, 1000, &[500, 500])]), 1.0, Duration::from_secs(1));
+        l.apply(&interval(40.0, &[(1, 1000, &[1000])]), 1.0, Duration::from_secs(10));
+        let (pods, _) = l.series(&NoPodMetadata);
+        assert_eq!(pods[0].containers.len(), 2);
+        check_identities(&l);
+    }
+
+    proptest! {
+        #[test]
+        fn identities_hold_in_every_snapshot(
+            steps in proptest::collection::vec(
+                (0.0f64..500.0, proptest::collection::vec((0u32..8, 0u64..1000, proptest::collection::vec(0u64..1000, 0..3)), 0..6)),
+                1..30)
+        ) {
+            let mut l = Ledger::new(vec![ZoneKind::Package], Duration::from_secs(3));
+            for (t, (total, pods)) in steps.iter().enumerate() {
+                let mut pods: Vec<(u32, u64, Vec<u64>)> = pods.iter().map(|(n, t, cs)| (*n, *t, cs.clone())).collect();
+                pods.sort_by_key(|p| p.0);
+                pods.dedup_by_key(|p| p.0);
+                let refs: Vec<(u32, u64, &[u64])> = pods.iter().map(|(n, t, cs)| (*n, *t, cs.as_slice())).collect();
+                l.apply(&interval(*total, &refs), 1.0, Duration::from_secs(t as u64));
+                check_identities(&l);
+            }
+        }
+    }
+}
