@@ -1,1 +1,1014 @@
-//! TODO
+//! RAPL energy through powercap sysfs (`<sysfs>/class/powercap/intel-rapl*`): discovers the zones once,
+//! keeps each `energy_uj` open and re-reads it with pread, and turns wrapping counters into per-kind
+//! deltas summed over sockets. It must not attribute energy, re-open healthy files, or assume "/sys".
+
+use super::{EnergySample, EnergySource, EnergySourceKind, IntervalContext, ZoneEnergy};
+use crate::units::{io_error_kind, CounterDiff, MicroJoules, SourceIssue, ZoneKind};
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const SOURCE: &str = "rapl";
+
+/// Default plausibility bound for one zone of one socket: far above any real package, low enough to
+/// catch a counter that jumped (firmware reset, a bogus wrap).
+pub const DEFAULT_MAX_ZONE_WATTS: f64 = 5000.0;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why RAPL could not be used on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No powercap directory, or no RAPL zone in it.
+    #[error("no usable RAPL powercap zones under {}", path.display())]
+    NotFound { path: PathBuf },
+    /// Every zone's `energy_uj` refused to be read.
+    #[error(
+        "permission denied reading {}: energy_uj is root-only since Linux 5.10 (CVE-2020-8694); \
+         the exporter needs root or CAP_DAC_READ_SEARCH",
+        path.display()
+    )]
+    PermissionDenied { path: PathBuf },
+    /// The powercap directory could not be listed, or no zone could be read for another I/O reason.
+    #[error("reading {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// No zone could be read because every `energy_uj` held garbage.
+    #[error("parsing {}: {detail}", path.display())]
+    Parse { path: PathBuf, detail: String },
+}
+
+impl Error {
+    /// Short kind for self-metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::Io { .. } => "io",
+            Error::Parse { .. } => "parse",
+        }
+    }
+
+    /// The file or directory the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Error::NotFound { path }
+            | Error::PermissionDenied { path }
+            | Error::Io { path, .. }
+            | Error::Parse { path, .. } => path,
+        }
+    }
+}
+
+/// Opens an `energy_uj` file; a seam so tests can simulate EACCES even when they run as root.
+type Opener = fn(&Path) -> io::Result<File>;
+
+fn open_read_only(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+/// RAPL through powercap: one open `energy_uj` per (zone kind, socket).
+#[derive(Debug)]
+pub struct Rapl {
+    zones: Vec<Zone>,
+    kinds: Vec<ZoneKind>,
+    max_zone_watts: f64,
+    open: Opener,
+}
+
+/// Discovers the RAPL zones under `<sysfs_root>/class/powercap` and checks that they can be read.
+pub fn discover(sysfs_root: &Path) -> Result<Rapl> {
+    discover_with(sysfs_root, open_read_only)
+}
+
+impl Rapl {
+    /// Same as [`discover`].
+    pub fn discover(sysfs_root: &Path) -> Result<Rapl> {
+        discover(sysfs_root)
+    }
+
+    /// Sets the plausibility bound per socket zone (default [`DEFAULT_MAX_ZONE_WATTS`]).
+    pub fn with_max_zone_watts(mut self, watts: f64) -> Rapl {
+        self.set_max_zone_watts(watts);
+        self
+    }
+
+    /// Sets the plausibility bound per socket zone; a non-finite or non-positive value is ignored
+    /// (logged).
+    pub fn set_max_zone_watts(&mut self, watts: f64) {
+        if watts.is_finite() && watts > 0.0 {
+            self.max_zone_watts = watts;
+        } else {
+            tracing::warn!(
+                watts,
+                kept = self.max_zone_watts,
+                "ignoring invalid RAPL max zone watts"
+            );
+        }
+    }
+
+    pub fn max_zone_watts(&self) -> f64 {
+        self.max_zone_watts
+    }
+
+    /// Number of CPU sockets seen: distinct sockets of package zones (of any non-psys zone when there
+    /// is no package zone).
+    pub fn socket_count(&self) -> usize {
+        let sockets_of = |pred: &dyn Fn(ZoneKind) -> bool| {
+            self.zones
+                .iter()
+                .filter(|z| pred(z.kind))
+                .map(|z| z.socket)
+                .collect::<BTreeSet<_>>()
+                .len()
+        };
+        match sockets_of(&|k| k == ZoneKind::Package) {
+            0 => sockets_of(&|k| k != ZoneKind::Psys),
+            n => n,
+        }
+    }
+}
+
+impl EnergySource for Rapl {
+    fn kind(&self) -> EnergySourceKind {
+        EnergySourceKind::Rapl
+    }
+
+    fn zones(&self) -> &[ZoneKind] {
+        &self.kinds
+    }
+
+    fn sample(&mut self, ctx: &IntervalContext) -> EnergySample {
+        let mut totals_uj: Vec<Option<u64>> = vec![None; self.kinds.len()];
+        let mut issues = Vec::new();
+        for zone in &mut self.zones {
+            zone.since_baseline = zone.since_baseline.saturating_add(ctx.elapsed);
+            let delta = zone
+                .read(self.open)
+                .and_then(|current| zone.advance(current, self.max_zone_watts));
+            match delta {
+                Ok(Some(delta_uj)) => {
+                    if let Some(slot) = self
+                        .kinds
+                        .iter()
+                        .position(|k| *k == zone.kind)
+                        .and_then(|i| totals_uj.get_mut(i))
+                    {
+                        *slot = Some(slot.unwrap_or(0).saturating_add(delta_uj));
+                    }
+                }
+                Ok(None) => {}
+                Err(issue) => {
+                    tracing::debug!(kind = issue.kind, detail = %issue.detail, "RAPL zone skipped");
+                    issues.push(issue);
+                }
+            }
+        }
+        let zones = self
+            .kinds
+            .iter()
+            .zip(totals_uj)
+            .filter_map(|(kind, total)| {
+                total.map(|uj| ZoneEnergy {
+                    zone: *kind,
+                    energy: MicroJoules(uj).to_joules(),
+                    idle_hint: None,
+                })
+            })
+            .collect();
+        EnergySample { zones, issues }
+    }
+}
+
+/// One powercap zone of one socket, with its open counter file and counter state.
+#[derive(Debug)]
+struct Zone {
+    kind: ZoneKind,
+    socket: u32,
+    energy_path: PathBuf,
+    /// None after the zone vanished (ENOENT/ENODEV); re-opened at most once per sample.
+    file: Option<File>,
+    /// 0 when unknown; `CounterDiff` then treats a decrease as a reset.
+    max_energy_range_uj: u64,
+    previous_uj: Option<u64>,
+    /// Time since `previous_uj` was read; grows across failed reads so the plausibility bound covers
+    /// the whole span whose energy the next good delta carries.
+    since_baseline: Duration,
+}
+
+impl Zone {
+    fn read(&mut self, open: Opener) -> Result<u64, SourceIssue> {
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => match open(&self.energy_path) {
+                Ok(file) => {
+                    tracing::info!(path = %self.energy_path.display(), "RAPL zone is back");
+                    file
+                }
+                Err(err) => return Err(self.read_issue(ReadError::Io(err))),
+            },
+        };
+        match read_counter(&file) {
+            Ok(uj) => {
+                self.file = Some(file);
+                Ok(uj)
+            }
+            Err(ReadError::Io(err)) if is_vanished(&err) => {
+                tracing::warn!(path = %self.energy_path.display(), error = %err, "RAPL zone vanished");
+                Err(self.read_issue(ReadError::Io(err)))
+            }
+            Err(err) => {
+                self.file = Some(file);
+                Err(self.read_issue(err))
+            }
+        }
+    }
+
+    /// Takes a good reading: the delta since the baseline (None for the first), after the plausibility
+    /// check. The reading becomes the new baseline either way.
+    fn advance(&mut self, current_uj: u64, max_watts: f64) -> Result<Option<u64>, SourceIssue> {
+        let diff = CounterDiff::compute(self.previous_uj, current_uj, self.max_energy_range_uj);
+        let span = self.since_baseline;
+        self.previous_uj = Some(current_uj);
+        self.since_baseline = Duration::ZERO;
+        let Some(delta_uj) = diff.value() else {
+            return Ok(None);
+        };
+        let bound_uj = max_watts * span.as_secs_f64().max(1.0) * 1e6;
+        if delta_uj as f64 > bound_uj {
+            return Err(SourceIssue::new(
+                SOURCE,
+                "counter_anomaly",
+                format!(
+                    "{}: {:?} of {} uJ over {:.3} s exceeds {} W; re-baselined",
+                    self.energy_path.display(),
+                    diff,
+                    delta_uj,
+                    span.as_secs_f64(),
+                    max_watts
+                ),
+            ));
+        }
+        Ok(Some(delta_uj))
+    }
+
+    fn read_issue(&self, err: ReadError) -> SourceIssue {
+        let path = self.energy_path.display();
+        match err {
+            ReadError::Io(err) => {
+                let kind = if is_vanished(&err) {
+                    "zone_vanished"
+                } else {
+                    io_error_kind(&err)
+                };
+                SourceIssue::new(SOURCE, kind, format!("{path}: {err}"))
+            }
+            ReadError::Parse(detail) => {
+                SourceIssue::new(SOURCE, "parse", format!("{path}: {detail}"))
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ReadError {
+    Io(io::Error),
+    Parse(String),
+}
+
+/// pread at offset 0, then a link-count check: sysfs reports a removed attribute as ENODEV, while an
+/// ordinary filesystem (a fixture tree) keeps serving an unlinked file, so nlink 0 reads as ENOENT.
+fn read_counter(file: &File) -> Result<u64, ReadError> {
+    let mut buf = [0u8; 32];
+    let len = file.read_at(&mut buf, 0).map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if meta.nlink() == 0 {
+        return Err(ReadError::Io(io::Error::from_raw_os_error(libc::ENOENT)));
+    }
+    if len == buf.len() {
+        return Err(ReadError::Parse("counter longer than 31 bytes".into()));
+    }
+    parse_uj(&buf[..len]).map_err(ReadError::Parse)
+}
+
+fn parse_uj(raw: &[u8]) -> Result<u64, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| "not UTF-8".to_string())?;
+    let text = text.trim();
+    text.parse::<u64>()
+        .map_err(|err| format!("{text:?} is not a counter: {err}"))
+}
+
+fn is_vanished(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENODEV))
+        || err.kind() == io::ErrorKind::NotFound
+}
+
+/// A powercap directory name: `intel-rapl:N`, `intel-rapl:N:M`, `intel-rapl-mmio:N[:M]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ZoneId {
+    mmio: bool,
+    socket: u32,
+    subzone: Option<u32>,
+}
+
+impl ZoneId {
+    fn parse(dir_name: &str) -> Option<ZoneId> {
+        let (mmio, rest) = if let Some(rest) = dir_name.strip_prefix("intel-rapl-mmio:") {
+            (true, rest)
+        } else {
+            (false, dir_name.strip_prefix("intel-rapl:")?)
+        };
+        let mut parts = rest.split(':');
+        let socket = parts.next()?.parse().ok()?;
+        let subzone = match parts.next() {
+            Some(m) => Some(m.parse().ok()?),
+            None => None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(ZoneId {
+            mmio,
+            socket,
+            subzone,
+        })
+    }
+}
+
+/// A zone directory whose name was understood, before its counter was tried.
+struct Candidate {
+    id: ZoneId,
+    kind: ZoneKind,
+    dir: PathBuf,
+}
+
+fn discover_with(sysfs_root: &Path, open: Opener) -> Result<Rapl> {
+    let powercap = sysfs_root.join("class").join("powercap");
+    let mut candidates = list_candidates(&powercap)?;
+    // MSR zones first, so an mmio zone is kept only where the MSR interface lacks its kind+socket.
+    candidates.sort_by_key(|c| c.id);
+
+    let mut seen = BTreeSet::new();
+    let mut zones = Vec::new();
+    let mut denied: Option<PathBuf> = None;
+    let mut first_failure: Option<Error> = None;
+    let mut readable = 0usize;
+    for cand in candidates {
+        if !seen.insert((cand.kind, cand.id.socket)) {
+            tracing::debug!(dir = %cand.dir.display(), zone = %cand.kind, socket = cand.id.socket,
+                "skipping RAPL zone already exposed by another interface");
+            continue;
+        }
+        let energy_path = cand.dir.join("energy_uj");
+        let file = match open(&energy_path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                tracing::debug!(path = %energy_path.display(), "RAPL energy_uj not readable");
+                denied.get_or_insert(energy_path);
+                continue;
+            }
+            Err(err) if is_vanished(&err) => {
+                tracing::debug!(dir = %cand.dir.display(), "RAPL zone has no energy_uj, skipped");
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(path = %energy_path.display(), error = %err, "cannot open RAPL energy_uj");
+                first_failure.get_or_insert(Error::Io {
+                    path: energy_path,
+                    source: err,
+                });
+                continue;
+            }
+        };
+        // Try one read; a zone that fails for another reason than permission is kept (it may recover
+        // and its failures are counted every tick), but discovery fails if no zone reads at all.
+        match read_counter(&file) {
+            Ok(_) => readable += 1,
+            Err(ReadError::Io(err)) if err.kind() == io::ErrorKind::PermissionDenied => {
+                tracing::debug!(path = %energy_path.display(), "RAPL energy_uj not readable");
+                denied.get_or_insert(energy_path);
+                continue;
+            }
+            Err(ReadError::Io(err)) => {
+                tracing::warn!(path = %energy_path.display(), error = %err, "cannot read RAPL energy_uj");
+                first_failure.get_or_insert(Error::Io {
+                    path: energy_path.clone(),
+                    source: err,
+                });
+            }
+            Err(ReadError::Parse(detail)) => {
+                tracing::warn!(path = %energy_path.display(), %detail, "garbage in RAPL energy_uj");
+                first_failure.get_or_insert(Error::Parse {
+                    path: energy_path.clone(),
+                    detail,
+                });
+            }
+        }
+        zones.push(Zone {
+            kind: cand.kind,
+            socket: cand.id.socket,
+            max_energy_range_uj: read_max_range(&cand.dir),
+            energy_path,
+            file: Some(file),
+            previous_uj: None,
+            since_baseline: Duration::ZERO,
+        });
+    }
+
+    if readable == 0 {
+        return Err(match (first_failure, denied) {
+            (Some(failure), _) => failure,
+            (None, Some(path)) => Error::PermissionDenied { path },
+            (None, None) => Error::NotFound { path: powercap },
+        });
+    }
+    if let Some(path) = &denied {
+        tracing::warn!(path = %path.display(), "some RAPL zones are not readable and are left out");
+    }
+
+    zones.sort_by_key(|z| (z.kind, z.socket));
+    let kinds: Vec<ZoneKind> = zones
+        .iter()
+        .map(|z| z.kind)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    tracing::info!(
+        powercap = %powercap.display(),
+        zones = ?zones.iter().map(|z| (z.kind.as_str(), z.socket)).collect::<Vec<_>>(),
+        "discovered RAPL zones"
+    );
+    Ok(Rapl {
+        zones,
+        kinds,
+        max_zone_watts: DEFAULT_MAX_ZONE_WATTS,
+        open,
+    })
+}
+
+/// Lists the zone directories of `powercap` whose directory name and `name` file are understood.
+fn list_candidates(powercap: &Path) -> Result<Vec<Candidate>> {
+    let entries = match fs::read_dir(powercap) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::NotFound {
+                path: powercap.to_path_buf(),
+            })
+        }
+        Err(err) => {
+            return Err(Error::Io {
+                path: powercap.to_path_buf(),
+                source: err,
+            })
+        }
+    };
+    let mut candidates = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => {
+                tracing::warn!(dir = %powercap.display(), error = %err, "cannot list powercap entry");
+                continue;
+            }
+        };
+        let file_name = entry.file_name();
+        let Some(id) = file_name.to_str().and_then(ZoneId::parse) else {
+            continue;
+        };
+        let dir = entry.path();
+        // In sysfs the entries are symlinks to directories: follow them.
+        if !fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            tracing::debug!(path = %dir.display(), "powercap entry is not a directory, skipped");
+            continue;
+        }
+        let name_path = dir.join("name");
+        let name = match fs::read_to_string(&name_path) {
+            Ok(name) => name,
+            Err(err) => {
+                tracing::warn!(path = %name_path.display(), error = %err, "cannot read RAPL zone name, skipped");
+                continue;
+            }
+        };
+        let Some(kind) = ZoneKind::from_powercap_name(name.trim()) else {
+            tracing::debug!(dir = %dir.display(), name = name.trim(), "unknown RAPL zone name, skipped");
+            continue;
+        };
+        candidates.push(Candidate { id, kind, dir });
+    }
+    Ok(candidates)
+}
+
+/// `max_energy_range_uj`, or 0 (unknown) when it is missing or garbage.
+fn read_max_range(zone_dir: &Path) -> u64 {
+    let path = zone_dir.join("max_energy_range_uj");
+    let parsed = fs::read(&path)
+        .map_err(|err| err.to_string())
+        .and_then(|raw| parse_uj(&raw));
+    match parsed {
+        Ok(max) => max,
+        Err(detail) => {
+            tracing::warn!(path = %path.display(), %detail,
+                "unusable RAPL max_energy_range_uj; treating the counter range as unknown");
+            0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::Joules;
+    use std::path::PathBuf;
+    use tempfile::TempDir;
+
+    fn fixture(scenario: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/powercap")
+            .join(scenario)
+    }
+
+    fn copy_tree(from: &Path, to: &Path) {
+        fs::create_dir_all(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+
+    /// A writable copy of a fixture; returns (guard, sysfs root).
+    fn scratch(scenario: &str) -> (TempDir, PathBuf) {
+        let tmp = TempDir::new().unwrap();
+        let root = tmp.path().join("sys");
+        copy_tree(&fixture(scenario), &root);
+        (tmp, root)
+    }
+
+    fn zone_dir(root: &Path, dir: &str) -> PathBuf {
+        root.join("class/powercap").join(dir)
+    }
+
+    /// Rewrites a counter in place, as the kernel would (same inode, so open handles see it).
+    fn set_uj(root: &Path, dir: &str, uj: u64) {
+        fs::write(zone_dir(root, dir).join("energy_uj"), format!("{uj}\n")).unwrap();
+    }
+
+    fn ctx(secs: u64) -> IntervalContext {
+        IntervalContext {
+            elapsed: Duration::from_secs(secs),
+            cpu_usage_ratio: 0.5,
+        }
+    }
+
+    fn energy(sample: &EnergySample, kind: ZoneKind) -> Option<f64> {
+        sample
+            .zones
+            .iter()
+            .find(|z| z.zone == kind)
+            .map(|z| z.energy.as_f64())
+    }
+
+    fn approx(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() < 1e-9)
+    }
+
+    fn kinds_of(issues: &[SourceIssue]) -> Vec<&'static str> {
+        issues.iter().map(|i| i.kind).collect()
+    }
+
+    #[test]
+    fn one_socket_discovers_all_four_kinds() {
+        let rapl = discover(&fixture("one_socket")).unwrap();
+        assert_eq!(
+            rapl.zones(),
+            &[
+                ZoneKind::Package,
+                ZoneKind::Core,
+                ZoneKind::Uncore,
+                ZoneKind::Dram
+            ]
+        );
+        assert_eq!(rapl.socket_count(), 1);
+        assert_eq!(rapl.kind(), EnergySourceKind::Rapl);
+        assert_eq!(rapl.max_zone_watts(), DEFAULT_MAX_ZONE_WATTS);
+        let pkg = rapl
+            .zones
+            .iter()
+            .find(|z| z.kind == ZoneKind::Package)
+            .unwrap();
+        assert_eq!(pkg.max_energy_range_uj, 262_143_328_850);
+    }
+
+    #[test]
+    fn first_sample_only_sets_baseline_then_deltas_are_exact() {
+        let (_tmp, root) = scratch("one_socket");
+        let mut rapl = discover(&root).unwrap();
+        let first = rapl.sample(&ctx(1));
+        assert!(first.zones.is_empty());
+        assert!(first.issues.is_empty());
+
+        set_uj(&root, "intel-rapl:0", 1_000_000 + 12_500_000);
+        set_uj(&root, "intel-rapl:0:0", 400_000 + 8_000_000);
+        set_uj(&root, "intel-rapl:0:2", 300_000 + 2_250_000);
+        let second = rapl.sample(&ctx(1));
+        assert!(second.issues.is_empty(), "{:?}", second.issues);
+        assert!(approx(energy(&second, ZoneKind::Package), 12.5));
+        assert!(approx(energy(&second, ZoneKind::Core), 8.0));
+        assert!(approx(energy(&second, ZoneKind::Uncore), 0.0));
+        assert!(approx(energy(&second, ZoneKind::Dram), 2.25));
+        assert!(second.zones.iter().all(|z| z.idle_hint.is_none()));
+    }
+
+    #[test]
+    fn two_sockets_are_summed_per_kind() {
+        let (_tmp, root) = scratch("two_sockets");
+        let mut rapl = discover(&root).unwrap();
+        assert_eq!(rapl.zones(), &[ZoneKind::Package, ZoneKind::Dram]);
+        assert_eq!(rapl.socket_count(), 2);
+        rapl.sample(&ctx(1));
+
+        set_uj(&root, "intel-rapl:0", 50_000_000 + 30_000_000);
+        set_uj(&root, "intel-rapl:1", 70_000_000 + 45_500_000);
+        set_uj(&root, "intel-rapl:0:0", 5_000_000 + 1_000_000);
+        set_uj(&root, "intel-rapl:1:0", 6_000_000 + 2_000_001);
+        let s = rapl.sample(&ctx(1));
+        assert!(s.issues.is_empty(), "{:?}", s.issues);
+        assert!(approx(energy(&s, ZoneKind::Package), 75.5));
+        assert!(approx(energy(&s, ZoneKind::Dram), 3.000001));
+    }
+
+    #[test]
+    fn psys_is_its_own_kind_and_unknown_names_are_skipped() {
+        let rapl = discover(&fixture("psys")).unwrap();
+        // the fixture's "gpu" subzone is unknown and skipped.
+        assert_eq!(
+            rapl.zones(),
+            &[
+                ZoneKind::Package,
+                ZoneKind::Core,
+                ZoneKind::Uncore,
+                ZoneKind::Psys
+            ]
+        );
+        assert_eq!(rapl.zones.len(), 4);
+        // psys sits at intel-rapl:1 on a one-socket laptop: it is not a second socket.
+        assert_eq!(rapl.socket_count(), 1);
+    }
+
+    #[test]
+    fn mmio_duplicates_are_ignored_but_missing_kinds_are_kept() {
+        let (_tmp, root) = scratch("mmio_duplicates");
+        let mut rapl = discover(&root).unwrap();
+        assert_eq!(
+            rapl.zones(),
+            &[ZoneKind::Package, ZoneKind::Core, ZoneKind::Dram]
+        );
+        assert_eq!(rapl.zones.len(), 3);
+        let pkg = rapl
+            .zones
+            .iter()
+            .find(|z| z.kind == ZoneKind::Package)
+            .unwrap();
+        assert!(pkg.energy_path.to_string_lossy().contains("intel-rapl:0/"));
+        let dram = rapl
+            .zones
+            .iter()
+            .find(|z| z.kind == ZoneKind::Dram)
+            .unwrap();
+        assert!(dram
+            .energy_path
+            .to_string_lossy()
+            .contains("intel-rapl-mmio:0:0"));
+
+        rapl.sample(&ctx(1));
+        set_uj(&root, "intel-rapl:0", 10_000_000 + 4_000_000);
+        // the mmio package counter moves too; counting it would double the package energy.
+        set_uj(&root, "intel-rapl-mmio:0", 10_000_000 + 4_000_000);
+        set_uj(&root, "intel-rapl-mmio:0:0", 3_000_000 + 500_000);
+        let s = rapl.sample(&ctx(1));
+        assert!(approx(energy(&s, ZoneKind::Package), 4.0));
+        assert!(approx(energy(&s, ZoneKind::Dram), 0.5));
+    }
+
+    #[test]
+    fn garbage_counter_is_a_parse_issue_and_other_zones_report() {
+        let (_tmp, root) = scratch("garbage_energy");
+        let mut rapl = discover(&root).unwrap();
+        // "intel-rapl:0:1" has a garbage name and is skipped; dram's counter is garbage but kept.
+        assert_eq!(
+            rapl.zones(),
+            &[ZoneKind::Package, ZoneKind::Core, ZoneKind::Dram]
+        );
+        // garbage max_energy_range_uj is treated as unknown.
+        let core = rapl
+            .zones
+            .iter()
+            .find(|z| z.kind == ZoneKind::Core)
+            .unwrap();
+        assert_eq!(core.max_energy_range_uj, 0);
+
+        let first = rapl.sample(&ctx(1));
+        assert_eq!(kinds_of(&first.issues), vec!["parse"]);
+        assert_eq!(first.issues[0].source, "rapl");
+        set_uj(&root, "intel-rapl:0", 2_000_000 + 7_000_000);
+        let s = rapl.sample(&ctx(1));
+        assert_eq!(kinds_of(&s.issues), vec!["parse"]);
+        assert!(approx(energy(&s, ZoneKind::Package), 7.0));
+        assert!(energy(&s, ZoneKind::Dram).is_none());
+
+        // the counter becomes readable: the first good read is a baseline, then deltas flow.
+        set_uj(&root, "intel-rapl:0:2", 100);
+        assert!(energy(&rapl.sample(&ctx(1)), ZoneKind::Dram).is_none());
+        set_uj(&root, "intel-rapl:0:2", 1_000_100);
+        assert!(approx(energy(&rapl.sample(&ctx(1)), ZoneKind::Dram), 1.0));
+    }
+
+    #[test]
+    fn wrap_across_max_energy_range_counts_exact_joules() {
+        let (_tmp, root) = scratch("one_socket");
+        let mut rapl = discover(&root).unwrap();
+        let max = 262_143_328_850u64;
+        set_uj(&root, "intel-rapl:0", max - 3_000_000);
+        rapl.sample(&ctx(1));
+        set_uj(&root, "intel-rapl:0", 2_000_000);
+        let s = rapl.sample(&ctx(1));
+        assert!(s.issues.is_empty(), "{:?}", s.issues);
+        // (max - prev) + current = 3 J + 2 J
+        assert!(approx(energy(&s, ZoneKind::Package), 5.0));
+    }
+
+    #[test]
+    fn failed_read_keeps_previous_reading_so_no_joule_is_lost() {
+        let (_tmp, root) = scratch("one_socket");
+        let mut rapl = discover(&root).unwrap();
+        rapl.sample(&ctx(1));
+        set_uj(&root, "intel-rapl:0", 1_000_000 + 3_000_000);
+        let dram = zone_dir(&root, "intel-rapl:0:2").join("energy_uj");
+        fs::write(&dram, "garbage\n").unwrap();
+        let bad = rapl.sample(&ctx(1));
+        assert_eq!(kinds_of(&bad.issues), vec!["parse"]);
+        assert!(energy(&bad, ZoneKind::Dram).is_none());
+        fs::write(&dram, format!("{}\n", 300_000 + 2_500_000)).unwrap();
+        let good = rapl.sample(&ctx(1));
+        assert!(good.issues.is_empty());
+        assert!(approx(energy(&good, ZoneKind::Dram), 2.5));
+    }
+
+    #[test]
+    fn vanished_zone_is_counted_and_recovers() {
+        let (tmp, root) = scratch("one_socket");
+        let mut rapl = discover(&root).unwrap();
+        rapl.sample(&ctx(1));
+        let dram_dir = zone_dir(&root, "intel-rapl:0:2");
+        let parked = tmp.path().join("parked-dram");
+        copy_tree(&dram_dir, &parked);
+        fs::remove_dir_all(&dram_dir).unwrap();
+
+        set_uj(&root, "intel-rapl:0", 1_000_000 + 6_000_000);
+        let gone = rapl.sample(&ctx(1));
+        assert_eq!(kinds_of(&gone.issues), vec!["zone_vanished"]);
+        assert!(approx(energy(&gone, ZoneKind::Package), 6.0));
+        assert!(energy(&gone, ZoneKind::Dram).is_none());
+        assert_eq!(
+            rapl.zones(),
+            &[
+                ZoneKind::Package,
+                ZoneKind::Core,
+                ZoneKind::Uncore,
+                ZoneKind::Dram
+            ]
+        );
+
+        // still gone: one re-open attempt, one issue.
+        let still = rapl.sample(&ctx(1));
+        assert_eq!(kinds_of(&still.issues), vec!["zone_vanished"]);
+
+        // back, with the counter having advanced 4 J since the last good reading (300000).
+        copy_tree(&parked, &dram_dir);
+        set_uj(&root, "intel-rapl:0:2", 300_000 + 4_000_000);
+        let back = rapl.sample(&ctx(1));
+        assert!(back.issues.is_empty(), "{:?}", back.issues);
+        assert!(approx(energy(&back, ZoneKind::Dram), 4.0));
+        // and it stays open: the next tick reads through the re-opened handle.
+        set_uj(&root, "intel-rapl:0:2", 300_000 + 5_000_000);
+        assert!(approx(energy(&rapl.sample(&ctx(1)), ZoneKind::Dram), 1.0));
+    }
+
+    #[test]
+    fn counter_anomaly_is_discarded_and_rebaselined() {
+        let (_tmp, root) = scratch("one_socket");
+        let mut rapl = discover(&root).unwrap().with_max_zone_watts(1000.0);
+        assert_eq!(rapl.max_zone_watts(), 1000.0);
+        rapl.sample(&ctx(2));
+        // 5000 J in 2 s = 2500 W > 1000 W: an anomaly.
+        set_uj(&root, "intel-rapl:0", 1_000_000 + 5_000_000_000);
+        set_uj(&root, "intel-rapl:0:0", 400_000 + 1_000_000);
+        let s = rapl.sample(&ctx(2));
+        assert_eq!(kinds_of(&s.issues), vec!["counter_anomaly"]);
+        assert!(energy(&s, ZoneKind::Package).is_none());
+        assert!(approx(energy(&s, ZoneKind::Core), 1.0));
+        // re-baselined at the jumped value: the next delta is measured from there.
+        set_uj(
+            &root,
+            "intel-rapl:0",
+            1_000_000 + 5_000_000_000 + 20_000_000,
+        );
+        let next = rapl.sample(&ctx(2));
+        assert!(next.issues.is_empty());
+        assert!(approx(energy(&next, ZoneKind::Package), 20.0));
+    }
+
+    #[test]
+    fn anomaly_bound_uses_at_least_one_second() {
+        let (_tmp, root) = scratch("one_socket");
+        let mut rapl = discover(&root).unwrap();
+        rapl.sample(&ctx(0));
+        // 4000 J over a zero-length interval: below 5000 W × 1 s, accepted.
+        set_uj(&root, "intel-rapl:0", 1_000_000 + 4_000_000_000);
+        let s = rapl.sample(&ctx(0));
+        assert!(s.issues.is_empty());
+        assert!(approx(energy(&s, ZoneKind::Package), 4000.0));
+        // 6000 J: above the bound.
+        set_uj(&root, "intel-rapl:0", 1_000_000 + 10_000_000_000);
+        let s = rapl.sample(&ctx(0));
+        assert_eq!(kinds_of(&s.issues), vec!["counter_anomaly"]);
+    }
+
+    #[test]
+    fn invalid_max_zone_watts_is_ignored() {
+        let rapl = discover(&fixture("one_socket"))
+            .unwrap()
+            .with_max_zone_watts(f64::NAN)
+            .with_max_zone_watts(-3.0);
+        assert_eq!(rapl.max_zone_watts(), DEFAULT_MAX_ZONE_WATTS);
+    }
+
+    #[test]
+    fn unreadable_counter_is_an_io_issue() {
+        let (_tmp, root) = scratch("one_socket");
+        let mut rapl = discover(&root).unwrap();
+        rapl.sample(&ctx(1));
+        // Swap dram's energy_uj for a directory: the held handle now points at an unlinked file
+        // (vanished); the re-open then fails with EISDIR on read, which is plain "io".
+        let dram = zone_dir(&root, "intel-rapl:0:2").join("energy_uj");
+        fs::remove_file(&dram).unwrap();
+        fs::create_dir(&dram).unwrap();
+        let s1 = rapl.sample(&ctx(1));
+        assert_eq!(kinds_of(&s1.issues), vec!["zone_vanished"]);
+        let s2 = rapl.sample(&ctx(1));
+        assert_eq!(kinds_of(&s2.issues), vec!["io"]);
+        assert_eq!(s2.zones.len(), 3);
+    }
+
+    #[test]
+    fn energy_uj_directory_at_discovery_fails_with_io_when_nothing_reads() {
+        let tmp = TempDir::new().unwrap();
+        let dir = zone_dir(tmp.path(), "intel-rapl:0");
+        fs::create_dir_all(dir.join("energy_uj")).unwrap();
+        fs::write(dir.join("name"), "package-0\n").unwrap();
+        fs::write(dir.join("max_energy_range_uj"), "262143328850\n").unwrap();
+        let err = discover(tmp.path()).unwrap_err();
+        assert_eq!(err.kind(), "io");
+        assert_eq!(err.path(), dir.join("energy_uj"));
+    }
+
+    #[test]
+    fn all_garbage_counters_fail_discovery_with_parse() {
+        let tmp = TempDir::new().unwrap();
+        let dir = zone_dir(tmp.path(), "intel-rapl:0");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("name"), "package-0\n").unwrap();
+        fs::write(dir.join("energy_uj"), "\u{1}\u{2}\n").unwrap();
+        let err = discover(tmp.path()).unwrap_err();
+        assert_eq!(err.kind(), "parse");
+    }
+
+    #[test]
+    fn missing_powercap_or_no_zones_is_not_found() {
+        let tmp = TempDir::new().unwrap();
+        let err = discover(tmp.path()).unwrap_err();
+        assert_eq!(err.kind(), "not_found");
+        assert_eq!(err.path(), tmp.path().join("class/powercap"));
+
+        // a powercap dir holding only the control type, a regular file and an unknown zone.
+        let powercap = tmp.path().join("class/powercap");
+        fs::create_dir_all(powercap.join("intel-rapl")).unwrap();
+        fs::write(powercap.join("intel-rapl:3"), "not a dir").unwrap();
+        let unknown = powercap.join("intel-rapl:0");
+        fs::create_dir_all(&unknown).unwrap();
+        fs::write(unknown.join("name"), "mystery-0\n").unwrap();
+        fs::write(unknown.join("energy_uj"), "5\n").unwrap();
+        let err = discover(tmp.path()).unwrap_err();
+        assert_eq!(err.kind(), "not_found");
+    }
+
+    #[test]
+    fn symlinked_zones_are_followed_like_real_sysfs() {
+        let tmp = TempDir::new().unwrap();
+        let real = tmp
+            .path()
+            .join("devices/virtual/powercap/intel-rapl/intel-rapl:0");
+        fs::create_dir_all(&real).unwrap();
+        fs::write(real.join("name"), "package-0\n").unwrap();
+        fs::write(real.join("energy_uj"), "10\n").unwrap();
+        fs::write(real.join("max_energy_range_uj"), "100\n").unwrap();
+        let powercap = tmp.path().join("class/powercap");
+        fs::create_dir_all(&powercap).unwrap();
+        std::os::unix::fs::symlink(
+            "../../devices/virtual/powercap/intel-rapl/intel-rapl:0",
+            powercap.join("intel-rapl:0"),
+        )
+        .unwrap();
+        let mut rapl = discover(tmp.path()).unwrap();
+        assert_eq!(rapl.zones(), &[ZoneKind::Package]);
+        rapl.sample(&ctx(1));
+        fs::write(real.join("energy_uj"), "5\n").unwrap();
+        // wrapped at 100: (100 - 10) + 5 = 95 uJ
+        assert_eq!(
+            rapl.sample(&ctx(1)).zones[0].energy,
+            MicroJoules(95).to_joules()
+        );
+        assert_eq!(MicroJoules(95).to_joules(), Joules(0.000095));
+    }
+
+    fn deny(_: &Path) -> io::Result<File> {
+        Err(io::Error::from_raw_os_error(libc::EACCES))
+    }
+
+    #[test]
+    fn every_zone_denied_is_permission_denied() {
+        let err = discover_with(&fixture("two_sockets"), deny).unwrap_err();
+        assert_eq!(err.kind(), "permission_denied");
+        assert!(
+            err.path().ends_with("energy_uj"),
+            "{}",
+            err.path().display()
+        );
+    }
+
+    #[test]
+    fn permission_denied_for_real_when_not_root() {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            eprintln!("skipping: running as root, chmod 000 does not deny root; see every_zone_denied_is_permission_denied");
+            return;
+        }
+        let (_tmp, root) = scratch("one_socket");
+        for dir in [
+            "intel-rapl:0",
+            "intel-rapl:0:0",
+            "intel-rapl:0:1",
+            "intel-rapl:0:2",
+        ] {
+            let path = zone_dir(&root, dir).join("energy_uj");
+            let mut perms = fs::metadata(&path).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o000);
+            fs::set_permissions(&path, perms).unwrap();
+        }
+        let err = discover(&root).unwrap_err();
+        assert_eq!(err.kind(), "permission_denied");
+    }
+
+    #[test]
+    fn permission_denied_display_explains_the_fix() {
+        let err = Error::PermissionDenied {
+            path: PathBuf::from("/host/sys/class/powercap/intel-rapl:0/energy_uj"),
+        };
+        let text = err.to_string();
+        assert!(text.contains("/host/sys/class/powercap/intel-rapl:0/energy_uj"));
+        assert!(text.contains("root-only"));
+        assert!(text.contains("5.10"));
+        assert!(text.contains("CVE-2020-8694"));
+        assert!(text.contains("CAP_DAC_READ_SEARCH"));
+    }
+
+    #[test]
+    fn zone_ids_parse_msr_mmio_and_subzones() {
+        assert_eq!(
+            ZoneId::parse("intel-rapl:1:2"),
+            Some(ZoneId {
+                mmio: false,
+                socket: 1,
+                subzone: Some(2)
+            })
+        );
+        assert_eq!(
+            ZoneId::parse("intel-rapl-mmio:0"),
+            Some(ZoneId {
+                mmio: true,
+                socket: 0,
+                subzone: None
+            })
+        );
+        assert_eq!(ZoneId::parse("intel-rapl"), None);
+        assert_eq!(ZoneId::parse("intel-rapl:x"), None);
+        assert_eq!(ZoneId::parse("intel-rapl:0:1:2"), None);
+        assert_eq!(ZoneId::parse("dtpm"), None);
+    }
+}
