@@ -138,7 +138,10 @@ pub fn attribute(zones: &[ZoneInput], activity: ActivityInput<'_>) -> IntervalEn
                 pid: p.pid,
                 comm: p.comm.clone(),
                 container: p.container.clone(),
-                joules: zones.iter().map(|z| Joules(z.active.0 * fraction)).collect(),
+                joules: zones
+                    .iter()
+                    .map(|z| Joules(z.active.0 * fraction))
+                    .collect(),
             }
         })
         .collect();

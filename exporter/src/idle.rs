@@ -91,7 +91,13 @@ mod tests {
         let mut e = IdleEstimator::new(BTreeMap::new(), 0.1);
         let idle = e.idle_energy(ZoneKind::Package, Joules(10.0), Some(Joules(3.0)), 0.5, 1.0);
         assert_eq!(idle, Joules(3.0));
-        let idle = e.idle_energy(ZoneKind::Package, Joules(10.0), Some(Joules(30.0)), 0.5, 1.0);
+        let idle = e.idle_energy(
+            ZoneKind::Package,
+            Joules(10.0),
+            Some(Joules(30.0)),
+            0.5,
+            1.0,
+        );
         assert_eq!(idle, Joules(10.0));
     }
 
@@ -100,9 +106,15 @@ mod tests {
         let mut cfg = BTreeMap::new();
         cfg.insert(ZoneKind::Package, Watts(20.0));
         let mut e = IdleEstimator::new(cfg, 0.1);
-        assert_eq!(e.idle_energy(ZoneKind::Package, Joules(300.0), None, 0.9, 3.0), Joules(60.0));
+        assert_eq!(
+            e.idle_energy(ZoneKind::Package, Joules(300.0), None, 0.9, 3.0),
+            Joules(60.0)
+        );
         // Never more than the interval's energy.
-        assert_eq!(e.idle_energy(ZoneKind::Package, Joules(30.0), None, 0.9, 3.0), Joules(30.0));
+        assert_eq!(
+            e.idle_energy(ZoneKind::Package, Joules(30.0), None, 0.9, 3.0),
+            Joules(30.0)
+        );
     }
 
     #[test]
@@ -121,12 +133,27 @@ mod tests {
     #[test]
     fn before_a_quiet_interval_the_lowest_power_seen_bounds_idle() {
         let mut e = IdleEstimator::new(BTreeMap::new(), 0.1);
-        assert_eq!(e.idle_energy(ZoneKind::Dram, Joules(80.0), None, 0.9, 1.0), Joules(80.0));
-        assert_eq!(e.idle_energy(ZoneKind::Dram, Joules(60.0), None, 0.5, 1.0), Joules(60.0));
-        assert_eq!(e.idle_energy(ZoneKind::Dram, Joules(90.0), None, 0.9, 1.0), Joules(60.0));
+        assert_eq!(
+            e.idle_energy(ZoneKind::Dram, Joules(80.0), None, 0.9, 1.0),
+            Joules(80.0)
+        );
+        assert_eq!(
+            e.idle_energy(ZoneKind::Dram, Joules(60.0), None, 0.5, 1.0),
+            Joules(60.0)
+        );
+        assert_eq!(
+            e.idle_energy(ZoneKind::Dram, Joules(90.0), None, 0.9, 1.0),
+            Joules(60.0)
+        );
         // A low-usage sample replaces the bound even if it is higher than a busy one's power would be.
-        assert_eq!(e.idle_energy(ZoneKind::Dram, Joules(40.0), None, 0.02, 1.0), Joules(40.0));
-        assert_eq!(e.idle_energy(ZoneKind::Dram, Joules(90.0), None, 0.9, 1.0), Joules(40.0));
+        assert_eq!(
+            e.idle_energy(ZoneKind::Dram, Joules(40.0), None, 0.02, 1.0),
+            Joules(40.0)
+        );
+        assert_eq!(
+            e.idle_energy(ZoneKind::Dram, Joules(90.0), None, 0.9, 1.0),
+            Joules(40.0)
+        );
     }
 
     #[test]
@@ -136,7 +163,13 @@ mod tests {
         e.idle_energy(ZoneKind::Dram, Joules(2.0), None, 0.0, 1.0);
         assert_eq!(e.idle_watts(ZoneKind::Package), Some(Watts(10.0)));
         assert_eq!(e.idle_watts(ZoneKind::Dram), Some(Watts(2.0)));
-        assert_eq!(e.idle_energy(ZoneKind::Core, Joules(f64::NAN), None, f64::NAN, 1.0), Joules(0.0));
-        assert_eq!(e.idle_energy(ZoneKind::Core, Joules(5.0), None, 0.0, 0.0), Joules(5.0));
+        assert_eq!(
+            e.idle_energy(ZoneKind::Core, Joules(f64::NAN), None, f64::NAN, 1.0),
+            Joules(0.0)
+        );
+        assert_eq!(
+            e.idle_energy(ZoneKind::Core, Joules(5.0), None, 0.0, 0.0),
+            Joules(5.0)
+        );
     }
 }

@@ -75,7 +75,13 @@ impl Ledger {
     /// arrive with the next good reading).
     pub fn apply(&mut self, interval: &IntervalEnergy, elapsed_secs: f64, now: Duration) {
         let n = self.zones.len();
-        let per_sec = |j: f64| if elapsed_secs > 0.0 { j / elapsed_secs } else { 0.0 };
+        let per_sec = |j: f64| {
+            if elapsed_secs > 0.0 {
+                j / elapsed_secs
+            } else {
+                0.0
+            }
+        };
         // Map the interval's zone order onto ours.
         let index: Vec<Option<usize>> = interval
             .zones
@@ -213,7 +219,12 @@ impl Ledger {
     }
 }
 
-fn add_into(acc: &mut Counters, joules: &[crate::units::Joules], index: &[Option<usize>], per_sec: impl Fn(f64) -> f64) {
+fn add_into(
+    acc: &mut Counters,
+    joules: &[crate::units::Joules],
+    index: &[Option<usize>],
+    per_sec: impl Fn(f64) -> f64,
+) {
     for (j, idx) in joules.iter().zip(index) {
         if let Some(i) = *idx {
             acc.joules[i] += j.0;
@@ -277,7 +288,10 @@ mod tests {
             let pods_sum: f64 = pods.iter().map(|p| p.joules[zi]).sum();
             let rhs = pods_sum + node.terminated_pods_joules + node.system_joules;
             assert!((node.active_joules - rhs).abs() <= 1e-9 * node.active_joules.max(1e-12));
-            assert!((node.total_joules - node.idle_joules - node.active_joules).abs() <= 1e-9 * node.total_joules.max(1e-12));
+            assert!(
+                (node.total_joules - node.idle_joules - node.active_joules).abs()
+                    <= 1e-9 * node.total_joules.max(1e-12)
+            );
             for p in &pods {
                 let cs: f64 = p.containers.iter().map(|c| c.joules[zi]).sum();
                 assert!((cs - p.joules[zi]).abs() <= 1e-9 * p.joules[zi].max(1e-12));
@@ -288,22 +302,41 @@ mod tests {
     #[test]
     fn ended_pod_keeps_series_for_grace_then_moves_to_terminated() {
         let mut l = Ledger::new(vec![ZoneKind::Package], Duration::from_secs(10));
-        l.apply(&interval(100.0, &[(1, 500, &[500]), (2, 500, &[500])]), 1.0, Duration::from_secs(1));
+        l.apply(
+            &interval(100.0, &[(1, 500, &[500]), (2, 500, &[500])]),
+            1.0,
+            Duration::from_secs(1),
+        );
         let (pods, _) = l.series(&NoPodMetadata);
         assert_eq!(pods.len(), 2);
         assert!((pods[0].joules[0] - 37.5).abs() < 1e-9);
         // Pod 2 ends.
-        l.apply(&interval(100.0, &[(1, 500, &[500])]), 1.0, Duration::from_secs(2));
+        l.apply(
+            &interval(100.0, &[(1, 500, &[500])]),
+            1.0,
+            Duration::from_secs(2),
+        );
         let (pods, _) = l.series(&NoPodMetadata);
         assert_eq!(pods.len(), 2);
         assert!(pods[1].ended);
         assert_eq!(pods[1].watts[0], 0.0);
-        assert!((pods[1].joules[0] - 37.5).abs() < 1e-9, "counter must not move backwards");
+        assert!(
+            (pods[1].joules[0] - 37.5).abs() < 1e-9,
+            "counter must not move backwards"
+        );
         check_identities(&l);
         // Last seen at t=1: still within the 10 s grace at t=11, gone at t=12.
-        l.apply(&interval(100.0, &[(1, 500, &[500])]), 1.0, Duration::from_secs(11));
+        l.apply(
+            &interval(100.0, &[(1, 500, &[500])]),
+            1.0,
+            Duration::from_secs(11),
+        );
         assert_eq!(l.series(&NoPodMetadata).0.len(), 2);
-        l.apply(&interval(100.0, &[(1, 500, &[500])]), 1.0, Duration::from_secs(12));
+        l.apply(
+            &interval(100.0, &[(1, 500, &[500])]),
+            1.0,
+            Duration::from_secs(12),
+        );
         let (pods, _) = l.series(&NoPodMetadata);
         assert_eq!(pods.len(), 1);
         assert!((l.node()[0].terminated_pods_joules - 37.5).abs() < 1e-9);
@@ -313,9 +346,17 @@ mod tests {
     #[test]
     fn pod_that_comes_back_within_grace_continues_its_counter() {
         let mut l = Ledger::new(vec![ZoneKind::Package], Duration::from_secs(10));
-        l.apply(&interval(40.0, &[(1, 1000, &[1000])]), 1.0, Duration::from_secs(1));
+        l.apply(
+            &interval(40.0, &[(1, 1000, &[1000])]),
+            1.0,
+            Duration::from_secs(1),
+        );
         l.apply(&interval(40.0, &[]), 1.0, Duration::from_secs(2));
-        l.apply(&interval(40.0, &[(1, 1000, &[1000])]), 1.0, Duration::from_secs(3));
+        l.apply(
+            &interval(40.0, &[(1, 1000, &[1000])]),
+            1.0,
+            Duration::from_secs(3),
+        );
         let (pods, _) = l.series(&NoPodMetadata);
         assert!(!pods[0].ended);
         assert!((pods[0].joules[0] - 60.0).abs() < 1e-9);
@@ -325,8 +366,16 @@ mod tests {
     #[test]
     fn ended_container_of_live_pod_is_kept() {
         let mut l = Ledger::new(vec![ZoneKind::Package], Duration::from_secs(1));
-        l.apply(&interval(40.0, &[(1, 1000, &[500, 500])]), 1.0, Duration::from_secs(1));
-        l.apply(&interval(40.0, &[(1, 1000, &[1000])]), 1.0, Duration::from_secs(10));
+        l.apply(
+            &interval(40.0, &[(1, 1000, &[500, 500])]),
+            1.0,
+            Duration::from_secs(1),
+        );
+        l.apply(
+            &interval(40.0, &[(1, 1000, &[1000])]),
+            1.0,
+            Duration::from_secs(10),
+        );
         let (pods, _) = l.series(&NoPodMetadata);
         assert_eq!(pods[0].containers.len(), 2);
         check_identities(&l);

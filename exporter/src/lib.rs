@@ -1,11 +1,16 @@
 //! kepler-rs: measures a node's energy on its own tick, attributes it to pods, containers and
 //! processes, and serves the latest immutable snapshot as Prometheus metrics.
+//! Data flow: sources -> monitor (tick) -> attribution -> ledger -> Snapshot -> metrics -> server.
 
 pub mod activity;
 pub mod attribution;
+pub mod config;
 pub mod idle;
 pub mod ledger;
+pub mod metrics;
+pub mod monitor;
 pub mod resource;
+pub mod server;
 pub mod snapshot;
 pub mod source;
 pub mod units;

@@ -1,1 +1,248 @@
-fn main(){}
+//! The `kepler-rs` binary: subcommands, logging setup, wiring of sources -> monitor -> server.
+//! Everything it wires lives in the library; this file only decides and reports.
+
+use clap::{Parser, Subcommand};
+use kepler_rs::activity::cgroup::CgroupActivity;
+use kepler_rs::activity::procfs::{logical_cpus, NodeCpuReader, ProcessScanner};
+use kepler_rs::activity::{ActivitySample, ActivitySource};
+use kepler_rs::config::{Config, EnergySourceChoice, LogFormat, RunArgs};
+use kepler_rs::idle::{IdleEstimator, DEFAULT_LEARN_MAX_USAGE};
+use kepler_rs::metrics::BuildInfo;
+use kepler_rs::monitor::{self, Inputs, Monitor};
+use kepler_rs::resource::pods::NoPodMetadata;
+use kepler_rs::server::{self, ServerState};
+use kepler_rs::snapshot::Snapshot;
+use kepler_rs::source::estimate::Estimate;
+use kepler_rs::source::{rapl, EnergySource};
+use kepler_rs::units::SourceIssue;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kepler-rs",
+    version,
+    about = "Energy of a Kubernetes node's pods, containers and processes, for Prometheus"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure this node and serve Prometheus metrics
+    Run(RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+    }
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec())
+        .ok()
+        .filter(|h| !h.is_empty())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// An activity source that sees no pods (no cgroup hierarchy found): all activity is `system`.
+struct NoPods;
+impl ActivitySource for NoPods {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn sample(&mut self) -> ActivitySample {
+        ActivitySample::default()
+    }
+}
+
+/// Pick the energy source: RAPL where it can be read, otherwise the estimate (unless forced).
+fn energy_source(
+    config: &Config,
+    startup: &mut Vec<SourceIssue>,
+) -> Result<Box<dyn EnergySource>, String> {
+    let cpus = logical_cpus(&config.roots.procfs).unwrap_or_else(|| {
+        tracing::warn!(
+            "cannot count logical CPUs in {}/stat; assuming 1",
+            config.roots.procfs.display()
+        );
+        1
+    });
+    let estimate = || -> Box<dyn EnergySource> { Box::new(Estimate::new(config.estimate, cpus)) };
+    if config.energy_source == EnergySourceChoice::Estimate {
+        tracing::info!(
+            source = "estimate",
+            cpus,
+            "energy source: estimate from CPU utilisation (chosen by --energy-source)"
+        );
+        return Ok(estimate());
+    }
+    match rapl::discover(&config.roots.sysfs) {
+        Ok(r) => {
+            let zones: Vec<&str> = r.zones().iter().map(|z| z.as_str()).collect();
+            tracing::info!(source = "rapl", sockets = r.socket_count(), zones = ?zones, "energy source: RAPL (powercap)");
+            Ok(Box::new(r))
+        }
+        Err(e) if config.energy_source == EnergySourceChoice::Rapl => {
+            Err(format!("--energy-source rapl: {e}"))
+        }
+        Err(e) => {
+            if e.kind() == "permission_denied" {
+                tracing::error!(error = %e, "RAPL is present but unreadable; serving ESTIMATES instead (source=\"estimate\")");
+                startup.push(SourceIssue::new("rapl", e.kind(), e.to_string()));
+            } else {
+                tracing::info!(reason = %e, "no RAPL on this machine");
+            }
+            tracing::info!(
+                source = "estimate",
+                cpus,
+                idle_watts_per_cpu = config.estimate.idle_watts_per_cpu,
+                max_watts_per_cpu = config.estimate.max_watts_per_cpu,
+                "energy source: estimate from CPU utilisation; every node series carries source=\"estimate\""
+            );
+            Ok(estimate())
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let config = match args.resolve(std::env::var("NODE_NAME").ok(), hostname) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kepler-rs: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %config.node_name, listen = %config.listen, interval = ?config.interval, "starting kepler-rs");
+
+    let mut startup = Vec::new();
+    let energy = match energy_source(&config, &mut startup) {
+        Ok(e) => e,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            eprintln!("kepler-rs: error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let activity: Box<dyn ActivitySource> = match CgroupActivity::discover(
+        &config.roots.sysfs,
+        &config.roots.procfs,
+    ) {
+        Ok(a) => {
+            tracing::info!(source = "cgroup", root = %a.root().display(), "CPU activity: cgroup counters");
+            Box::new(a)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no cgroup hierarchy usable: all activity counts as system, no pod series");
+            startup.push(SourceIssue::new("cgroup", e.kind(), e.to_string()));
+            Box::new(NoPods)
+        }
+    };
+    let inputs = Inputs {
+        energy,
+        activity,
+        node_cpu: NodeCpuReader::new(&config.roots.procfs),
+        processes: config
+            .process_metrics
+            .then(|| ProcessScanner::new(&config.roots.procfs)),
+        pod_metadata: Arc::new(NoPodMetadata),
+    };
+    let idle = IdleEstimator::new(config.idle_watts.clone(), DEFAULT_LEARN_MAX_USAGE);
+    let mut monitor = Monitor::new(
+        inputs,
+        config.node_name.clone(),
+        idle,
+        config.grace_period,
+        Instant::now(),
+    );
+    for issue in startup {
+        monitor.note_unavailable(issue);
+    }
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kepler-rs: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match runtime.block_on(tokio::net::TcpListener::bind(config.listen)) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+            eprintln!("kepler-rs: error: --listen {}: {e}", config.listen);
+            return ExitCode::from(2);
+        }
+    };
+    let empty = Snapshot::empty(
+        config.node_name.clone(),
+        monitor.energy_kind(),
+        monitor.cpu_source(),
+    );
+    let (publish, snapshots) = tokio::sync::watch::channel(Arc::new(empty));
+    let (stop_monitor, stop_rx) = std::sync::mpsc::channel::<()>();
+    let interval = config.interval;
+    let monitor_thread = match std::thread::Builder::new()
+        .name("monitor".into())
+        .spawn(move || monitor::run(monitor, interval, publish, stop_rx))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("kepler-rs: error: cannot start the monitor thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = Arc::new(ServerState::new(
+        snapshots,
+        BuildInfo::current(),
+        config.interval,
+    ));
+    tracing::info!(listen = %config.listen, "serving /metrics");
+    runtime.block_on(server::serve(listener, state, shutdown_signal()));
+    let _ = stop_monitor.send(());
+    let _ = monitor_thread.join();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the exporter");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}

@@ -71,6 +71,8 @@ pub struct ExporterHealth {
     /// Skipped reads and degraded measurements by (source, kind), cumulative.
     pub issues: BTreeMap<(&'static str, &'static str), u64>,
     pub sources: Vec<SourceHealth>,
+    /// Wall-clock time of the tick that built the snapshot (for staleness alerts only).
+    pub taken_at_unix_seconds: f64,
 }
 
 /// Everything one scrape encodes.
@@ -91,7 +93,11 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The snapshot served before the first interval completes: no energy series yet.
-    pub fn empty(node_name: String, energy_source: EnergySourceKind, cpu_source: &'static str) -> Snapshot {
+    pub fn empty(
+        node_name: String,
+        energy_source: EnergySourceKind,
+        cpu_source: &'static str,
+    ) -> Snapshot {
         Snapshot {
             node_name,
             energy_source,

@@ -316,8 +316,14 @@ mod tests {
 
     #[test]
     fn zone_names_drop_socket_index() {
-        assert_eq!(ZoneKind::from_powercap_name("package-0"), Some(ZoneKind::Package));
-        assert_eq!(ZoneKind::from_powercap_name("package-12"), Some(ZoneKind::Package));
+        assert_eq!(
+            ZoneKind::from_powercap_name("package-0"),
+            Some(ZoneKind::Package)
+        );
+        assert_eq!(
+            ZoneKind::from_powercap_name("package-12"),
+            Some(ZoneKind::Package)
+        );
         assert_eq!(ZoneKind::from_powercap_name("dram"), Some(ZoneKind::Dram));
         assert_eq!(ZoneKind::from_powercap_name("psys\n"), Some(ZoneKind::Psys));
         assert_eq!(ZoneKind::from_powercap_name("gpu"), None);
@@ -326,10 +332,22 @@ mod tests {
     #[test]
     fn counter_diff_handles_wrap_and_reset() {
         assert_eq!(CounterDiff::compute(None, 5, 100), CounterDiff::FirstTime);
-        assert_eq!(CounterDiff::compute(Some(5), 9, 100), CounterDiff::Difference(4));
-        assert_eq!(CounterDiff::compute(Some(90), 10, 100), CounterDiff::CorrectedDifference(20));
+        assert_eq!(
+            CounterDiff::compute(Some(5), 9, 100),
+            CounterDiff::Difference(4)
+        );
+        assert_eq!(
+            CounterDiff::compute(Some(90), 10, 100),
+            CounterDiff::CorrectedDifference(20)
+        );
         // previous beyond the advertised range: cannot trust it, count only what is certain.
-        assert_eq!(CounterDiff::compute(Some(500), 10, 100), CounterDiff::CorrectedDifference(10));
-        assert_eq!(CounterDiff::compute(Some(5), 3, 0), CounterDiff::CorrectedDifference(3));
+        assert_eq!(
+            CounterDiff::compute(Some(500), 10, 100),
+            CounterDiff::CorrectedDifference(10)
+        );
+        assert_eq!(
+            CounterDiff::compute(Some(5), 3, 0),
+            CounterDiff::CorrectedDifference(3)
+        );
     }
 }

@@ -1,0 +1,533 @@
+//! Flags, environment and YAML file -> one validated `Config`. Precedence: flag > env (`KEPLER_RS_*`)
+//! > file (`--config`) > default. The only module that knows the host paths `/sys` and `/proc`;
+//! everything below receives its roots from `HostRoots`.
+
+use crate::source::estimate::EstimateModel;
+use crate::units::{Watts, ZoneKind};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:28282";
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3);
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Where the host's sysfs and procfs are mounted (`/host/sys`, `/host/proc` in the DaemonSet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoots {
+    pub sysfs: PathBuf,
+    pub procfs: PathBuf,
+}
+
+impl Default for HostRoots {
+    fn default() -> Self {
+        HostRoots {
+            sysfs: PathBuf::from("/sys"),
+            procfs: PathBuf::from("/proc"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Which node energy source to use. `auto`: RAPL where it can be read, otherwise the estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EnergySourceChoice {
+    #[default]
+    Auto,
+    Rapl,
+    Estimate,
+}
+
+/// Which CPU-activity source to use for pods. `auto` is `cgroup` until the eBPF source lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuSourceChoice {
+    #[default]
+    Auto,
+    Cgroup,
+}
+
+/// Raw flags of `kepler-rs run`; every one also reads `KEPLER_RS_<NAME>`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// Address to serve /metrics on [default: 0.0.0.0:28282]
+    #[arg(long, env = "KEPLER_RS_LISTEN")]
+    pub listen: Option<String>,
+    /// Measurement interval, e.g. 3s, 500ms [default: 3s]
+    #[arg(long, env = "KEPLER_RS_INTERVAL")]
+    pub interval: Option<String>,
+    /// Root of the host's sysfs [default: /sys]
+    #[arg(long, env = "KEPLER_RS_SYSFS")]
+    pub sysfs: Option<PathBuf>,
+    /// Root of the host's procfs [default: /proc]
+    #[arg(long, env = "KEPLER_RS_PROCFS")]
+    pub procfs: Option<PathBuf>,
+    /// Node name for the node_name label [default: $NODE_NAME, else the hostname]
+    #[arg(long, env = "KEPLER_RS_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// YAML configuration file (keys as the long flags, with underscores)
+    #[arg(long, env = "KEPLER_RS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format [default: human]
+    #[arg(long, env = "KEPLER_RS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. info, debug, kepler_rs=debug [default: info]
+    #[arg(long, env = "KEPLER_RS_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Node energy source [default: auto]
+    #[arg(long, env = "KEPLER_RS_ENERGY_SOURCE", value_enum)]
+    pub energy_source: Option<EnergySourceChoice>,
+    /// CPU-activity source for pods [default: auto]
+    #[arg(long, env = "KEPLER_RS_CPU_SOURCE", value_enum)]
+    pub cpu_source: Option<CpuSourceChoice>,
+    /// Export per-process series (kepler_process_*); off by default (cardinality)
+    #[arg(long, env = "KEPLER_RS_PROCESS_METRICS", num_args = 0..=1, default_missing_value = "true")]
+    pub process_metrics: Option<bool>,
+    /// How long series of ended pods, containers and processes stay [default: 120s]
+    #[arg(long, env = "KEPLER_RS_GRACE_PERIOD")]
+    pub grace_period: Option<String>,
+    /// Fixed idle power per zone instead of learning it, e.g. package=20,dram=3
+    #[arg(long, env = "KEPLER_RS_IDLE_WATTS")]
+    pub idle_watts: Option<String>,
+    /// Estimate model: idle watts per logical CPU [default: 0.74]
+    #[arg(long, env = "KEPLER_RS_ESTIMATE_IDLE_WATTS_PER_CPU")]
+    pub estimate_idle_watts_per_cpu: Option<f64>,
+    /// Estimate model: watts per logical CPU at 100% utilisation [default: 3.5]
+    #[arg(long, env = "KEPLER_RS_ESTIMATE_MAX_WATTS_PER_CPU")]
+    pub estimate_max_watts_per_cpu: Option<f64>,
+}
+
+/// The YAML file: the same keys as the flags, with underscores.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub interval: Option<String>,
+    pub sysfs: Option<PathBuf>,
+    pub procfs: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    pub energy_source: Option<EnergySourceChoice>,
+    pub cpu_source: Option<CpuSourceChoice>,
+    pub process_metrics: Option<bool>,
+    pub grace_period: Option<String>,
+    pub idle_watts: Option<BTreeMap<String, f64>>,
+    pub estimate_idle_watts_per_cpu: Option<f64>,
+    pub estimate_max_watts_per_cpu: Option<f64>,
+}
+
+/// The validated configuration passed down to every component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub interval: Duration,
+    pub roots: HostRoots,
+    pub node_name: String,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub energy_source: EnergySourceChoice,
+    pub cpu_source: CpuSourceChoice,
+    pub process_metrics: bool,
+    pub grace_period: Duration,
+    pub idle_watts: BTreeMap<ZoneKind, Watts>,
+    pub estimate: EstimateModel,
+}
+
+/// A bad value: names the flag and says what is wrong. `main` prints it and exits with code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.flag, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        message: message.into(),
+    }
+}
+
+impl RunArgs {
+    /// Merge flags/env with the file (if any) and defaults, and validate everything.
+    /// `env_node_name` is `$NODE_NAME`; `hostname` the fallback.
+    pub fn resolve(
+        self,
+        env_node_name: Option<String>,
+        hostname: impl FnOnce() -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen_raw = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_raw.parse().map_err(|e| {
+            err(
+                "--listen",
+                format!("{listen_raw:?} is not an address like 0.0.0.0:28282 ({e})"),
+            )
+        })?;
+
+        let interval = match self.interval.or(file.interval) {
+            Some(raw) => parse_duration("--interval", &raw)?,
+            None => DEFAULT_INTERVAL,
+        };
+        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) {
+            return Err(err(
+                "--interval",
+                format!(
+                    "{} is out of range ({} to {})",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(MIN_INTERVAL),
+                    humantime::format_duration(MAX_INTERVAL)
+                ),
+            ));
+        }
+        let grace_period = match self.grace_period.or(file.grace_period) {
+            Some(raw) => parse_duration("--grace-period", &raw)?,
+            None => DEFAULT_GRACE,
+        };
+
+        let defaults = HostRoots::default();
+        let sysfs = self.sysfs.or(file.sysfs).unwrap_or(defaults.sysfs);
+        let procfs = self.procfs.or(file.procfs).unwrap_or(defaults.procfs);
+        check_dir("--sysfs", &sysfs)?;
+        check_dir("--procfs", &procfs)?;
+
+        let node_name = self
+            .node_name
+            .or(file.node_name)
+            .or(env_node_name.filter(|n| !n.trim().is_empty()))
+            .or_else(hostname)
+            .ok_or_else(|| {
+                err(
+                    "--node-name",
+                    "not set, $NODE_NAME is empty and the hostname is unknown",
+                )
+            })?;
+        let node_name = node_name.trim().to_string();
+        if node_name.is_empty()
+            || node_name.len() > 253
+            || node_name.chars().any(|c| c.is_control())
+        {
+            return Err(err(
+                "--node-name",
+                format!("{node_name:?} is not a valid node name"),
+            ));
+        }
+
+        let idle_watts = match (self.idle_watts, file.idle_watts) {
+            (Some(raw), _) => parse_idle_watts(&raw)?,
+            (None, Some(map)) => idle_watts_from_map(map.into_iter())?,
+            (None, None) => BTreeMap::new(),
+        };
+
+        let mut estimate = EstimateModel::default();
+        if let Some(v) = self
+            .estimate_idle_watts_per_cpu
+            .or(file.estimate_idle_watts_per_cpu)
+        {
+            estimate.idle_watts_per_cpu = v;
+        }
+        if let Some(v) = self
+            .estimate_max_watts_per_cpu
+            .or(file.estimate_max_watts_per_cpu)
+        {
+            estimate.max_watts_per_cpu = v;
+        }
+        estimate
+            .validate()
+            .map_err(|m| err("--estimate-max-watts-per-cpu", m))?;
+
+        let log_level = self
+            .log_level
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".to_string());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(err(
+                "--log-level",
+                format!("{log_level:?} is not a valid filter (e.g. info, debug)"),
+            ));
+        }
+
+        Ok(Config {
+            listen,
+            interval,
+            roots: HostRoots { sysfs, procfs },
+            node_name,
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            log_level,
+            energy_source: self
+                .energy_source
+                .or(file.energy_source)
+                .unwrap_or_default(),
+            cpu_source: self.cpu_source.or(file.cpu_source).unwrap_or_default(),
+            process_metrics: self
+                .process_metrics
+                .or(file.process_metrics)
+                .unwrap_or(false),
+            grace_period,
+            idle_watts,
+            estimate,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml_ng::from_str(&text).map_err(|e| err("--config", format!("{}: {e}", path.display())))
+}
+
+fn check_dir(flag: &'static str, dir: &Path) -> Result<(), ConfigError> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(err(flag, format!("{} is not a directory", dir.display())))
+    }
+}
+
+fn parse_duration(flag: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(raw.trim()).map_err(|e| {
+        err(
+            flag,
+            format!("{raw:?} is not a duration like 3s or 500ms ({e})"),
+        )
+    })
+}
+
+fn parse_idle_watts(raw: &str) -> Result<BTreeMap<ZoneKind, Watts>, ConfigError> {
+    let mut pairs = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (zone, watts) = part.split_once('=').ok_or_else(|| {
+            err(
+                "--idle-watts",
+                format!("{part:?} is not zone=watts (e.g. package=20)"),
+            )
+        })?;
+        let watts: f64 = watts.trim().parse().map_err(|_| {
+            err(
+                "--idle-watts",
+                format!("{watts:?} is not a number of watts"),
+            )
+        })?;
+        pairs.push((zone.trim().to_string(), watts));
+    }
+    idle_watts_from_map(pairs.into_iter())
+}
+
+fn idle_watts_from_map(
+    pairs: impl Iterator<Item = (String, f64)>,
+) -> Result<BTreeMap<ZoneKind, Watts>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (zone, watts) in pairs {
+        let kind = ZoneKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == zone)
+            .ok_or_else(|| {
+                err(
+                    "--idle-watts",
+                    format!("unknown zone {zone:?} (package, core, uncore, dram, psys)"),
+                )
+            })?;
+        if !watts.is_finite() || watts < 0.0 {
+            return Err(err(
+                "--idle-watts",
+                format!("{zone}={watts} must be a finite, non-negative number of watts"),
+            ));
+        }
+        out.insert(kind, Watts(watts));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn resolve(args: RunArgs) -> Result<Config, ConfigError> {
+        args.resolve(None, || Some("host-a".to_string()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = resolve(RunArgs::default()).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:28282".parse().unwrap());
+        assert_eq!(c.interval, Duration::from_secs(3));
+        assert_eq!(c.roots, HostRoots::default());
+        assert_eq!(c.node_name, "host-a");
+        assert!(!c.process_metrics);
+        assert_eq!(c.grace_period, DEFAULT_GRACE);
+    }
+
+    #[test]
+    fn node_name_env_beats_hostname_and_flag_beats_env() {
+        let c = RunArgs::default()
+            .resolve(Some("node-7".into()), || Some("h".into()))
+            .unwrap();
+        assert_eq!(c.node_name, "node-7");
+        let args = RunArgs {
+            node_name: Some("flag".into()),
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            args.resolve(Some("node-7".into()), || None)
+                .unwrap()
+                .node_name,
+            "flag"
+        );
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "interval: 5s\nlisten: 127.0.0.1:9000\nidle_watts:\n  package: 12.5\nprocess_metrics: true").unwrap();
+        let args = RunArgs {
+            config: Some(f.path().to_path_buf()),
+            interval: Some("1s".into()),
+            ..RunArgs::default()
+        };
+        let c = resolve(args).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(1));
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.idle_watts.get(&ZoneKind::Package), Some(&Watts(12.5)));
+        assert!(c.process_metrics);
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let cases: Vec<(RunArgs, &str)> = vec![
+            (
+                RunArgs {
+                    interval: Some("fast".into()),
+                    ..Default::default()
+                },
+                "--interval",
+            ),
+            (
+                RunArgs {
+                    interval: Some("1ms".into()),
+                    ..Default::default()
+                },
+                "--interval",
+            ),
+            (
+                RunArgs {
+                    listen: Some("nowhere".into()),
+                    ..Default::default()
+                },
+                "--listen",
+            ),
+            (
+                RunArgs {
+                    sysfs: Some("/nonexistent/sys".into()),
+                    ..Default::default()
+                },
+                "--sysfs",
+            ),
+            (
+                RunArgs {
+                    idle_watts: Some("gpu=3".into()),
+                    ..Default::default()
+                },
+                "--idle-watts",
+            ),
+            (
+                RunArgs {
+                    idle_watts: Some("package=-1".into()),
+                    ..Default::default()
+                },
+                "--idle-watts",
+            ),
+            (
+                RunArgs {
+                    idle_watts: Some("package".into()),
+                    ..Default::default()
+                },
+                "--idle-watts",
+            ),
+            (
+                RunArgs {
+                    estimate_max_watts_per_cpu: Some(0.1),
+                    ..Default::default()
+                },
+                "--estimate-max-watts-per-cpu",
+            ),
+            (
+                RunArgs {
+                    node_name: Some("a\nb".into()),
+                    ..Default::default()
+                },
+                "--node-name",
+            ),
+            (
+                RunArgs {
+                    grace_period: Some("-3s".into()),
+                    ..Default::default()
+                },
+                "--grace-period",
+            ),
+            (
+                RunArgs {
+                    config: Some("/nonexistent.yaml".into()),
+                    ..Default::default()
+                },
+                "--config",
+            ),
+        ];
+        for (args, flag) in cases {
+            let e = resolve(args).unwrap_err();
+            assert_eq!(e.flag, flag, "{e}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_mistyped_file_keys_are_errors() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "intervall: 5s").unwrap();
+        let e = resolve(RunArgs {
+            config: Some(f.path().into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.flag, "--config");
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "process_metrics: [1, 2]").unwrap();
+        let e = resolve(RunArgs {
+            config: Some(f.path().into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.flag, "--config");
+    }
+}

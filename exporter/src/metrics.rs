@@ -1,0 +1,338 @@
+//! Snapshot -> Prometheus text exposition (format 0.0.4, which promtool accepts). Encodes only what
+//! the snapshot holds: no measuring, no I/O, no global registry (one is built per encode).
+//! Metric names and labels follow Kepler's so its dashboards keep working; see docs/metrics.md.
+
+use crate::snapshot::Snapshot;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::cell::Cell;
+use std::sync::Arc;
+
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Build facts for `kepler_exporter_build_info` / `kepler_build_info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    pub version: &'static str,
+    pub revision: &'static str,
+}
+
+impl BuildInfo {
+    pub fn current() -> BuildInfo {
+        BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            revision: option_env!("KEPLER_RS_GIT_REVISION").unwrap_or("unknown"),
+        }
+    }
+}
+
+/// Encode one snapshot. One call always sees one snapshot, so the identities hold within a scrape.
+pub fn encode(snapshot: Arc<Snapshot>, build: &BuildInfo) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector {
+        snapshot,
+        build: build.clone(),
+    }));
+    let mut out = String::with_capacity(64 * 1024);
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct SnapshotCollector {
+    snapshot: Arc<Snapshot>,
+    build: BuildInfo,
+}
+
+/// Writes families and counts the series written.
+struct Families<'a> {
+    encoder: DescriptorEncoder<'a>,
+    series: Cell<u64>,
+}
+
+impl Families<'_> {
+    fn family<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: impl IntoIterator<Item = (L, f64)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut samples = samples.into_iter().peekable();
+        if samples.peek().is_none() {
+            return Ok(());
+        }
+        let mut metric = self.encoder.encode_descriptor(name, help, None, kind)?;
+        for (labels, value) in samples {
+            let value = if value.is_finite() { value } else { 0.0 };
+            let m = metric.encode_family(&labels)?;
+            match kind {
+                MetricType::Counter => ConstCounter::new(value.max(0.0)).encode(m)?,
+                _ => ConstGauge::new(value).encode(m)?,
+            }
+            self.series.set(self.series.get() + 1);
+        }
+        Ok(())
+    }
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &*self.snapshot;
+        let node = s.node_name.as_str();
+        let source = s.energy_source.as_str();
+        let mut f = Families {
+            encoder,
+            series: Cell::new(0),
+        };
+        use MetricType::{Counter, Gauge};
+
+        // Node zones.
+        type NodeField = fn(&crate::snapshot::NodeZone) -> f64;
+        let node_families: [(&str, &str, MetricType, NodeField); 9] = [
+            ("kepler_node_cpu_joules", "Energy of the zone, in joules (zones overlap: core and uncore are inside package; never sum zones).", Counter, |n| n.total_joules),
+            ("kepler_node_cpu_active_joules", "Active (non-idle) energy of the zone, in joules.", Counter, |n| n.active_joules),
+            ("kepler_node_cpu_idle_joules", "Idle energy of the zone, in joules.", Counter, |n| n.idle_joules),
+            ("kepler_node_cpu_system_joules", "Active energy of everything outside pods (host daemons, kernel), in joules.", Counter, |n| n.system_joules),
+            ("kepler_node_cpu_terminated_pods_joules", "Active energy of pods whose series were removed after the grace period, in joules.", Counter, |n| n.terminated_pods_joules),
+            ("kepler_node_cpu_watts", "Power of the zone over the last interval, in watts.", Gauge, |n| n.total_watts),
+            ("kepler_node_cpu_active_watts", "Active power of the zone over the last interval, in watts.", Gauge, |n| n.active_watts),
+            ("kepler_node_cpu_idle_watts", "Idle power of the zone over the last interval, in watts.", Gauge, |n| n.idle_watts),
+            ("kepler_node_cpu_system_watts", "Active power of everything outside pods over the last interval, in watts.", Gauge, |n| n.system_watts),
+        ];
+        for (name, help, kind, field) in node_families {
+            f.family(
+                name,
+                help,
+                kind,
+                s.zones.iter().zip(&s.node).map(|(z, n)| {
+                    (
+                        [
+                            ("node_name", node),
+                            ("zone", z.as_str()),
+                            ("source", source),
+                        ],
+                        field(n),
+                    )
+                }),
+            )?;
+        }
+        if s.is_ready() {
+            f.family(
+                "kepler_node_cpu_usage_ratio",
+                "Node CPU utilisation over the last interval, 0 to 1.",
+                Gauge,
+                [([("node_name", node)], s.cpu_usage_ratio)],
+            )?;
+        }
+
+        // Pods.
+        let pod_labels = |p: &'_ crate::snapshot::PodSeries, zone: &'static str| {
+            [
+                ("node_name", node.to_string()),
+                ("pod_id", p.uid.to_string()),
+                ("pod_name", p.name.clone().unwrap_or_default()),
+                ("pod_namespace", p.namespace.clone().unwrap_or_default()),
+                ("zone", zone.to_string()),
+            ]
+        };
+        for (name, help, kind, watts) in [
+            (
+                "kepler_pod_cpu_joules",
+                "Active CPU energy attributed to the pod, in joules.",
+                Counter,
+                false,
+            ),
+            (
+                "kepler_pod_cpu_watts",
+                "Active CPU power attributed to the pod over the last interval, in watts.",
+                Gauge,
+                true,
+            ),
+        ] {
+            f.family(
+                name,
+                help,
+                kind,
+                s.pods.iter().flat_map(|p| {
+                    s.zones.iter().enumerate().map(move |(i, z)| {
+                        let v = if watts { p.watts[i] } else { p.joules[i] };
+                        (pod_labels(p, z.as_str()), v)
+                    })
+                }),
+            )?;
+        }
+
+        // Containers.
+        for (name, help, kind, watts) in [
+            (
+                "kepler_container_cpu_joules",
+                "Active CPU energy attributed to the container, in joules.",
+                Counter,
+                false,
+            ),
+            (
+                "kepler_container_cpu_watts",
+                "Active CPU power attributed to the container over the last interval, in watts.",
+                Gauge,
+                true,
+            ),
+        ] {
+            f.family(
+                name,
+                help,
+                kind,
+                s.pods.iter().flat_map(|p| {
+                    p.containers.iter().flat_map(move |c| {
+                        s.zones.iter().enumerate().map(move |(i, z)| {
+                            let v = if watts { c.watts[i] } else { c.joules[i] };
+                            (
+                                [
+                                    ("node_name", node.to_string()),
+                                    ("container_id", c.id.to_string()),
+                                    ("container_name", c.name.clone().unwrap_or_default()),
+                                    ("pod_id", p.uid.to_string()),
+                                    ("zone", z.as_str().to_string()),
+                                ],
+                                v,
+                            )
+                        })
+                    })
+                }),
+            )?;
+        }
+
+        // Processes (only when enabled: the list is empty otherwise).
+        for (name, help, kind, watts) in [
+            (
+                "kepler_process_cpu_joules",
+                "Active CPU energy of the process by its own CPU time, in joules.",
+                Counter,
+                false,
+            ),
+            (
+                "kepler_process_cpu_watts",
+                "Active CPU power of the process over the last interval, in watts.",
+                Gauge,
+                true,
+            ),
+        ] {
+            f.family(
+                name,
+                help,
+                kind,
+                s.processes.iter().flat_map(|p| {
+                    s.zones.iter().enumerate().map(move |(i, z)| {
+                        let v = if watts { p.watts[i] } else { p.joules[i] };
+                        (
+                            [
+                                ("node_name", node.to_string()),
+                                ("pid", p.pid.to_string()),
+                                ("comm", p.comm.clone()),
+                                (
+                                    "container_id",
+                                    p.container
+                                        .as_ref()
+                                        .map(|c| c.to_string())
+                                        .unwrap_or_default(),
+                                ),
+                                ("zone", z.as_str().to_string()),
+                            ],
+                            v,
+                        )
+                    })
+                }),
+            )?;
+        }
+
+        // Self-metrics.
+        let build = [
+            ("node_name", node),
+            ("version", self.build.version),
+            ("revision", self.build.revision),
+        ];
+        f.family(
+            "kepler_exporter_build_info",
+            "Build of the running exporter; value 1.",
+            Gauge,
+            [(build, 1.0)],
+        )?;
+        f.family(
+            "kepler_build_info",
+            "Build of the running exporter (Kepler-compatible name); value 1.",
+            Gauge,
+            [(build, 1.0)],
+        )?;
+        f.family(
+            "kepler_exporter_energy_source_info",
+            "Node energy source in use: rapl (measured) or estimate (modelled from CPU utilisation); value 1.",
+            Gauge,
+            [([("node_name", node), ("source", source)], 1.0)],
+        )?;
+        f.family(
+            "kepler_exporter_cpu_source_info",
+            "CPU-activity source used to split energy between pods; value 1.",
+            Gauge,
+            [([("node_name", node), ("source", s.cpu_source)], 1.0)],
+        )?;
+        f.family(
+            "kepler_exporter_source_up",
+            "1 when the input could be read in the last tick, 0 when it could not (see the logs).",
+            Gauge,
+            s.health.sources.iter().map(|h| {
+                (
+                    [("node_name", node), ("source", h.source)],
+                    if h.up { 1.0 } else { 0.0 },
+                )
+            }),
+        )?;
+        f.family(
+            "kepler_exporter_source_errors",
+            "Skipped reads and rejected measurements by input and kind.",
+            Counter,
+            s.health.issues.iter().map(|((src, kind), n)| {
+                (
+                    [("node_name", node), ("source", *src), ("kind", *kind)],
+                    *n as f64,
+                )
+            }),
+        )?;
+        let node_only = [("node_name", node)];
+        f.family(
+            "kepler_exporter_ticks",
+            "Measurement ticks completed.",
+            Counter,
+            [(node_only, s.health.ticks as f64)],
+        )?;
+        f.family(
+            "kepler_exporter_tick_seconds",
+            "Wall time spent measuring and attributing, summed over ticks, in seconds.",
+            Counter,
+            [(node_only, s.health.tick_seconds_total)],
+        )?;
+        f.family(
+            "kepler_exporter_tick_duration_seconds",
+            "Wall time of the last tick, in seconds.",
+            Gauge,
+            [(node_only, s.health.last_tick_seconds)],
+        )?;
+        f.family(
+            "kepler_exporter_last_tick_timestamp_seconds",
+            "Unix time at which the served snapshot was taken.",
+            Gauge,
+            [(node_only, s.health.taken_at_unix_seconds)],
+        )?;
+        let count = f.series.get() + 1;
+        f.family(
+            "kepler_exporter_series",
+            "Series in this exposition, this one included.",
+            Gauge,
+            [(node_only, count as f64)],
+        )?;
+        Ok(())
+    }
+}

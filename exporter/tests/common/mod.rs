@@ -1,0 +1,241 @@
+//! Shared helpers for the integration tests: run the real binary, scrape it over HTTP, parse the
+//! exposition, and decide whether a privileged test may skip.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Returns true when the test may run. Without root it prints why it skips, and fails instead when
+/// `KEPLER_RS_REQUIRE_PRIVILEGED=1` (CI) is set.
+pub fn privileged(test: &str, needs: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    skip(test, &format!("needs root ({needs})"));
+    false
+}
+
+/// Print a skip, or panic when skips are forbidden.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("KEPLER_RS_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test}: cannot skip under KEPLER_RS_REQUIRE_PRIVILEGED=1: {why}");
+    }
+    eprintln!("SKIP {test}: {why}");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `kepler-rs run`, killed on drop.
+pub struct Exporter {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Exporter {
+    pub fn start(args: &[&str]) -> Exporter {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
+            .arg("run")
+            .args(["--listen", &listen])
+            .args(args)
+            .env("KEPLER_RS_LOG_LEVEL", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kepler-rs");
+        Exporter { child, port }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(self.port, "GET", path, "")
+    }
+
+    /// Wait until /readyz answers 200 (the first complete interval).
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = String::new();
+                self.child.stderr.take().unwrap().read_to_string(&mut err).ok();
+                panic!("exporter exited with {status} before ready:\n{err}");
+            }
+            if let Ok((200, _)) = try_http(self.port, "GET", "/readyz", "") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("exporter not ready after {timeout:?}");
+    }
+
+    /// Send SIGTERM and wait for the exit status (None if it did not exit in time).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn stderr(&mut self) -> String {
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut err).ok();
+        }
+        err
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn try_http(port: u16, method: &str, path: &str, extra: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+pub fn http(port: u16, method: &str, path: &str, extra: &str) -> (u16, String) {
+    try_http(port, method, path, extra).expect("http request")
+}
+
+/// One sample: metric name and labels.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Parse the Prometheus text format (enough for our own output: no escapes inside values needed
+/// beyond \" \\ \n).
+pub fn parse(text: &str) -> Vec<(Key, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let value: f64 = value.parse().expect("sample value");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n.to_string(), parse_labels(rest.trim_end_matches('}'))),
+            None => (series.to_string(), BTreeMap::new()),
+        };
+        out.push((Key { name, labels }, value));
+    }
+    out
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'));
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(o) => value.push(o),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.insert(key.trim_start_matches(',').to_string(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// Sum of all samples of `name` whose labels include every pair of `filter`.
+pub fn sum(samples: &[(Key, f64)], name: &str, filter: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.name == name && filter.iter().all(|(l, v)| k.labels.get(*l).map(String::as_str) == Some(*v)))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+pub fn label_values(samples: &[(Key, f64)], name: &str, label: &str) -> Vec<String> {
+    let mut v: Vec<String> = samples
+        .iter()
+        .filter(|(k, _)| k.name == name)
+        .filter_map(|(k, _)| k.labels.get(label).cloned())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Run `promtool check metrics` on an exposition; Err with its output when it complains.
+pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(_) => return None,
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let msg = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() && msg.trim().is_empty() {
+        Some(Ok(()))
+    } else {
+        Some(Err(msg))
+    }
+}
+
+/// Check promtool, or skip/fail when it is missing.
+pub fn assert_promtool_clean(test: &str, text: &str) {
+    match promtool_check(text) {
+        Some(Ok(())) => {}
+        Some(Err(msg)) => panic!("promtool check metrics complained:\n{msg}"),
+        None => skip(test, "promtool not installed (apt-get install prometheus)"),
+    }
+}
+
+/// Write a powercap zone directory.
+pub fn write_zone(dir: &Path, name: &str, energy_uj: u64, max_uj: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("name"), format!("{name}\n")).unwrap();
+    std::fs::write(dir.join("energy_uj"), format!("{energy_uj:020}\n")).unwrap();
+    std::fs::write(dir.join("max_energy_range_uj"), format!("{max_uj}\n")).unwrap();
+}
