@@ -1,0 +1,311 @@
+//! End to end, as root: real kubelet-like cgroups (cgroupfs layout, two pods), real busy processes held
+//! at known duty cycles by CFS quotas, a simulated powercap tree whose counters wrap every few seconds,
+//! and the real `kepler-rs` binary scraped over HTTP.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PKG_WATTS: f64 = 50.0;
+const DRAM_WATTS: f64 = 5.0;
+const PKG_RANGE_UJ: u64 = 150_000_000; // wraps every 3 s at 50 W
+const DRAM_RANGE_UJ: u64 = 10_000_000; // wraps every 2 s at 5 W
+
+/// The cgroup v1 `cpu` and `cpuacct` mount points, from mountinfo.
+fn v1_mounts() -> Option<(PathBuf, PathBuf)> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (mut cpu, mut cpuacct) = (None, None);
+    for line in info.lines() {
+        let (pre, post) = line.split_once(" - ")?;
+        let mut post = post.split(' ');
+        if post.next() != Some("cgroup") {
+            continue;
+        }
+        let opts = post.nth(1).unwrap_or("");
+        let mount = PathBuf::from(pre.split(' ').nth(4)?);
+        let controllers: Vec<&str> = opts.split(',').collect();
+        if controllers.contains(&"cpuacct") {
+            cpuacct = Some(mount.clone());
+        }
+        if controllers.contains(&"cpu") {
+            cpu = Some(mount);
+        }
+    }
+    Some((cpu?, cpuacct?))
+}
+
+/// Cgroups and processes made by the test, removed on drop (also when an assertion fails).
+struct Cluster {
+    cpu: PathBuf,
+    cpuacct: PathBuf,
+    dirs: Vec<PathBuf>, // relative, creation order
+    procs: Vec<Child>,
+}
+
+impl Cluster {
+    fn mkdir(&mut self, rel: &str) {
+        for root in [&self.cpu, &self.cpuacct] {
+            fs::create_dir_all(root.join(rel)).unwrap_or_else(|e| panic!("mkdir {rel}: {e}"));
+        }
+        self.dirs.push(PathBuf::from(rel));
+    }
+
+    /// A busy loop in `rel`, limited to `duty` of one CPU by a CFS quota.
+    fn busy(&mut self, rel: &str, duty: f64) {
+        fs::write(self.cpu.join(rel).join("cpu.cfs_period_us"), "100000").unwrap();
+        fs::write(self.cpu.join(rel).join("cpu.cfs_quota_us"), format!("{}", (duty * 100_000.0) as u64)).unwrap();
+        let child = Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.attach(rel, child.id());
+        self.procs.push(child);
+    }
+
+    fn attach(&self, rel: &str, pid: u32) {
+        for root in [&self.cpu, &self.cpuacct] {
+            fs::write(root.join(rel).join("cgroup.procs"), pid.to_string()).unwrap();
+        }
+    }
+
+    fn usage_ns(&self, rel: &str) -> f64 {
+        fs::read_to_string(self.cpuacct.join(rel).join("cpuacct.usage")).unwrap().trim().parse().unwrap()
+    }
+
+    fn rmdir(&mut self, rel: &str) {
+        for root in [&self.cpu, &self.cpuacct] {
+            let _ = fs::remove_dir(root.join(rel));
+        }
+        self.dirs.retain(|d| d != Path::new(rel));
+    }
+
+    fn kill_all(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        self.procs.clear();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_all();
+        for rel in self.dirs.clone().iter().rev() {
+            for root in [&self.cpu, &self.cpuacct] {
+                let _ = fs::remove_dir(root.join(rel));
+            }
+        }
+    }
+}
+
+/// Advances a simulated powercap tree at constant power, wrapping at max_energy_range_uj.
+fn start_powercap(sys: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let pkg = sys.join("class/powercap/intel-rapl:0");
+    let dram = sys.join("class/powercap/intel-rapl:0/intel-rapl:0:0");
+    write_zone(&pkg, "package-0", 0, PKG_RANGE_UJ);
+    write_zone(&dram, "dram", 0, DRAM_RANGE_UJ);
+    let sub = sys.join("class/powercap/intel-rapl:0:0");
+    std::os::unix::fs::symlink(&dram, sub).unwrap();
+    let files = [
+        (fs::OpenOptions::new().write(true).open(pkg.join("energy_uj")).unwrap(), PKG_WATTS, PKG_RANGE_UJ),
+        (fs::OpenOptions::new().write(true).open(dram.join("energy_uj")).unwrap(), DRAM_WATTS, DRAM_RANGE_UJ),
+    ];
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let t = t0.elapsed().as_secs_f64();
+            for (file, watts, range) in &files {
+                let uj = (watts * t * 1e6) as u64 % range;
+                // Fixed width, written in place: the exporter keeps the file open and preads it.
+                file.write_at(format!("{uj:020}\n").as_bytes(), 0).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// Scrape right after a tick so the test's own cgroup reads line up with the exporter's.
+fn scrape_after_tick(e: &Exporter) -> (String, Vec<(Key, f64)>) {
+    let ticks = |s: &[(Key, f64)]| sum(s, "kepler_exporter_ticks_total", &[]);
+    let (_, first) = e.get("/metrics");
+    let start = ticks(&parse(&first));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, text) = e.get("/metrics");
+        assert_eq!(status, 200);
+        let samples = parse(&text);
+        if ticks(&samples) > start {
+            return (text, samples);
+        }
+        assert!(Instant::now() < deadline, "no tick within 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn rel_close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * a.abs().max(b.abs()).max(1e-12)
+}
+
+/// The conservation identities, within one scrape.
+fn assert_conservation(s: &[(Key, f64)]) {
+    for zone in ["package", "dram"] {
+        let z = [("zone", zone)];
+        let total = sum(s, "kepler_node_cpu_joules_total", &z);
+        let idle = sum(s, "kepler_node_cpu_idle_joules_total", &z);
+        let active = sum(s, "kepler_node_cpu_active_joules_total", &z);
+        let system = sum(s, "kepler_node_cpu_system_joules_total", &z);
+        let terminated = sum(s, "kepler_node_cpu_terminated_pods_joules_total", &z);
+        let pods = sum(s, "kepler_pod_cpu_joules_total", &z);
+        assert!(total > 0.0, "{zone}: no energy");
+        assert!(rel_close(total, idle + active, 1e-9), "{zone}: total {total} != idle {idle} + active {active}");
+        assert!(
+            rel_close(active, pods + system + terminated, 1e-9),
+            "{zone}: active {active} != pods {pods} + system {system} + terminated {terminated}"
+        );
+        for pod in label_values(s, "kepler_pod_cpu_joules_total", "pod_id") {
+            let p = sum(s, "kepler_pod_cpu_joules_total", &[("zone", zone), ("pod_id", &pod)]);
+            let c = sum(s, "kepler_container_cpu_joules_total", &[("zone", zone), ("pod_id", &pod)]);
+            assert!(rel_close(p, c, 1e-9), "{zone} pod {pod}: {p} != containers {c}");
+        }
+    }
+}
+
+#[test]
+fn real_cgroups_simulated_rapl_end_to_end() {
+    const TEST: &str = "real_cgroups_simulated_rapl_end_to_end";
+    if !privileged(TEST, "creates cgroups and moves processes into them") {
+        return;
+    }
+    let Some((cpu, cpuacct)) = v1_mounts() else {
+        skip(TEST, "needs cgroup v1 cpu and cpuacct hierarchies (hybrid host)");
+        return;
+    };
+    let tag = std::process::id();
+    let uid_a = format!("aaaaaaaa-0000-4000-8000-{tag:012x}");
+    let uid_b = format!("bbbbbbbb-0000-4000-8000-{tag:012x}");
+    let cid = |n: u32| format!("{n:08x}{tag:056x}");
+    let pod_a = format!("kubepods/burstable/pod{uid_a}");
+    let pod_b = format!("kubepods/besteffort/pod{uid_b}");
+    let (a1, b1, b2, b3) = (
+        format!("{pod_a}/{}", cid(0xa1)),
+        format!("{pod_b}/{}", cid(0xb1)),
+        format!("{pod_b}/{}", cid(0xb2)),
+        format!("{pod_b}/{}", cid(0xb3)),
+    );
+
+    let mut cluster = Cluster { cpu, cpuacct, dirs: Vec::new(), procs: Vec::new() };
+    for d in ["kubepods", "kubepods/burstable", "kubepods/besteffort", &pod_a, &pod_b, &a1, &b1, &b2] {
+        cluster.mkdir(d);
+    }
+    cluster.busy(&a1, 0.60);
+    cluster.busy(&b1, 0.10);
+    cluster.busy(&b2, 0.10);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    fs::create_dir_all(&sys).unwrap();
+    // The cgroup mounts in mountinfo are under /sys/fs: the exporter rebases them onto --sysfs.
+    std::os::unix::fs::symlink("/sys/fs", sys.join("fs")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let updater = start_powercap(&sys, stop.clone());
+
+    let mut e = Exporter::start(&[
+        "--sysfs", sys.to_str().unwrap(),
+        "--interval", "1s",
+        "--node-name", "e2e-node",
+        "--grace-period", "2s",
+    ]);
+    e.wait_ready(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1500)); // let the quotas settle
+
+    // Phase 1: steady state.
+    let (_, s1) = scrape_after_tick(&e);
+    let (ua1, ub1) = (cluster.usage_ns(&pod_a), cluster.usage_ns(&pod_b));
+    std::thread::sleep(Duration::from_secs(6));
+    let (text2, s2) = scrape_after_tick(&e);
+    let (ua2, ub2) = (cluster.usage_ns(&pod_a), cluster.usage_ns(&pod_b));
+
+    assert_eq!(label_values(&s2, "kepler_node_cpu_joules_total", "source"), vec!["rapl"]);
+    assert_eq!(label_values(&s2, "kepler_node_cpu_joules_total", "node_name"), vec!["e2e-node"]);
+    let ts = |s: &[(Key, f64)]| sum(s, "kepler_exporter_last_tick_timestamp_seconds", &[]);
+    let dt = ts(&s2) - ts(&s1);
+    for (zone, watts) in [("package", PKG_WATTS), ("dram", DRAM_WATTS)] {
+        let z = [("zone", zone)];
+        let joules = sum(&s2, "kepler_node_cpu_joules_total", &z) - sum(&s1, "kepler_node_cpu_joules_total", &z);
+        let truth = watts * dt;
+        assert!(rel_close(joules, truth, 0.02), "{zone}: exporter {joules:.3} J vs true {truth:.3} J over {dt:.3} s (counters wrapped)");
+    }
+    let pod_j = |s: &[(Key, f64)], uid: &str| sum(s, "kepler_pod_cpu_joules_total", &[("pod_id", uid), ("zone", "package")]);
+    let ea = pod_j(&s2, &uid_a) - pod_j(&s1, &uid_a);
+    let eb = pod_j(&s2, &uid_b) - pod_j(&s1, &uid_b);
+    let steady_b_over_a = eb / ea;
+    let cpu_ratio = (ua2 - ua1) / (ub2 - ub1);
+    assert!(ea > 0.0 && eb > 0.0, "pods got no energy: a={ea} b={eb}");
+    assert!(rel_close(ea / eb, cpu_ratio, 0.05), "energy ratio {:.4} vs cgroup CPU-time ratio {cpu_ratio:.4}", ea / eb);
+    assert!(rel_close(cpu_ratio, 3.0, 0.25), "duty cycles not as configured: ratio {cpu_ratio}");
+    assert_conservation(&s1);
+    assert_conservation(&s2);
+    assert_promtool_clean(TEST, &text2);
+
+    // Phase 2: a container that lives and dies between samples still counts (through its pod's counter).
+    let (_, s3) = scrape_after_tick(&e);
+    let (ua3, ub3) = (cluster.usage_ns(&pod_a), cluster.usage_ns(&pod_b));
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.mkdir(&b3);
+    // The shell moves itself into the container's cgroups before exec, so the busy loop starts there.
+    let script = format!(
+        "echo $$ > {cpu}/cgroup.procs && echo $$ > {acct}/cgroup.procs && exec timeout 1.0 sh -c 'while :; do :; done'",
+        cpu = cluster.cpu.join(&b3).display(),
+        acct = cluster.cpuacct.join(&b3).display()
+    );
+    let status = Command::new("sh").args(["-c", &script]).status().unwrap();
+    assert_eq!(status.code(), Some(124), "burst did not run to its timeout");
+    cluster.rmdir(&b3);
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, s4) = scrape_after_tick(&e);
+    let (ua4, ub4) = (cluster.usage_ns(&pod_a), cluster.usage_ns(&pod_b));
+    let ea = pod_j(&s4, &uid_a) - pod_j(&s3, &uid_a);
+    let eb = pod_j(&s4, &uid_b) - pod_j(&s3, &uid_b);
+    let cpu_ratio = (ua4 - ua3) / (ub4 - ub3);
+    assert!(cpu_ratio < 2.0, "burst did not land in pod B's counter: CPU ratio {cpu_ratio}");
+    // Power is constant here, so a CPU-second is worth less in the busier burst interval: the energy
+    // ratio is not the window's CPU ratio. Without the burst, B/A would stay at its steady value.
+    let gain = (eb / ea) / steady_b_over_a;
+    assert!(gain > 1.3, "short-lived container's CPU time not attributed to pod B: B/A grew only {gain:.3}x");
+    assert_conservation(&s4);
+
+    // Phase 3: pod B ends; its series stay for the grace period, then its joules move to terminated.
+    let b_final = pod_j(&s4, &uid_b);
+    for p in cluster.procs.drain(1..).collect::<Vec<_>>() {
+        let mut p = p;
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    for d in [&b1, &b2, &pod_b] {
+        cluster.rmdir(d);
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, s5) = scrape_after_tick(&e);
+    assert!(!label_values(&s5, "kepler_pod_cpu_joules_total", "pod_id").contains(&uid_b), "pod B still exported after grace");
+    assert!(label_values(&s5, "kepler_pod_cpu_joules_total", "pod_id").contains(&uid_a));
+    let terminated = sum(&s5, "kepler_node_cpu_terminated_pods_joules_total", &[("zone", "package")]);
+    assert!(terminated >= b_final * (1.0 - 1e-9), "terminated {terminated} < pod B's last {b_final}");
+    assert_conservation(&s5);
+    let errors = sum(&s5, "kepler_exporter_source_errors_total", &[("source", "rapl")]);
+    assert_eq!(errors, 0.0, "RAPL errors during the run");
+
+    // Graceful shutdown.
+    let status = e.terminate(Duration::from_secs(10)).expect("exporter did not stop on SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    stop.store(true, Ordering::Relaxed);
+    updater.join().unwrap();
+}
