@@ -104,12 +104,18 @@ impl Collector for SnapshotCollector {
             ("kepler_node_cpu_idle_watts", "Idle power of the zone over the last interval, in watts.", Gauge, |n| n.idle_watts),
             ("kepler_node_cpu_system_watts", "Active power of everything outside pods over the last interval, in watts.", Gauge, |n| n.system_watts),
         ];
+        // Before the first complete interval there is nothing measured: no energy series at all.
+        let zones = if s.is_ready() {
+            s.zones.as_slice()
+        } else {
+            &[]
+        };
         for (name, help, kind, field) in node_families {
             f.family(
                 name,
                 help,
                 kind,
-                s.zones.iter().zip(&s.node).map(|(z, n)| {
+                zones.iter().zip(&s.node).map(|(z, n)| {
                     (
                         [
                             ("node_name", node),

@@ -60,7 +60,11 @@ impl Cluster {
     /// A busy loop in `rel`, limited to `duty` of one CPU by a CFS quota.
     fn busy(&mut self, rel: &str, duty: f64) {
         fs::write(self.cpu.join(rel).join("cpu.cfs_period_us"), "100000").unwrap();
-        fs::write(self.cpu.join(rel).join("cpu.cfs_quota_us"), format!("{}", (duty * 100_000.0) as u64)).unwrap();
+        fs::write(
+            self.cpu.join(rel).join("cpu.cfs_quota_us"),
+            format!("{}", (duty * 100_000.0) as u64),
+        )
+        .unwrap();
         let child = Command::new("sh")
             .args(["-c", "while :; do :; done"])
             .stdout(Stdio::null())
@@ -77,7 +81,11 @@ impl Cluster {
     }
 
     fn usage_ns(&self, rel: &str) -> f64 {
-        fs::read_to_string(self.cpuacct.join(rel).join("cpuacct.usage")).unwrap().trim().parse().unwrap()
+        fs::read_to_string(self.cpuacct.join(rel).join("cpuacct.usage"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     fn rmdir(&mut self, rel: &str) {
@@ -116,8 +124,22 @@ fn start_powercap(sys: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<
     let sub = sys.join("class/powercap/intel-rapl:0:0");
     std::os::unix::fs::symlink(&dram, sub).unwrap();
     let files = [
-        (fs::OpenOptions::new().write(true).open(pkg.join("energy_uj")).unwrap(), PKG_WATTS, PKG_RANGE_UJ),
-        (fs::OpenOptions::new().write(true).open(dram.join("energy_uj")).unwrap(), DRAM_WATTS, DRAM_RANGE_UJ),
+        (
+            fs::OpenOptions::new()
+                .write(true)
+                .open(pkg.join("energy_uj"))
+                .unwrap(),
+            PKG_WATTS,
+            PKG_RANGE_UJ,
+        ),
+        (
+            fs::OpenOptions::new()
+                .write(true)
+                .open(dram.join("energy_uj"))
+                .unwrap(),
+            DRAM_WATTS,
+            DRAM_RANGE_UJ,
+        ),
     ];
     std::thread::spawn(move || {
         let t0 = Instant::now();
@@ -166,15 +188,29 @@ fn assert_conservation(s: &[(Key, f64)]) {
         let terminated = sum(s, "kepler_node_cpu_terminated_pods_joules_total", &z);
         let pods = sum(s, "kepler_pod_cpu_joules_total", &z);
         assert!(total > 0.0, "{zone}: no energy");
-        assert!(rel_close(total, idle + active, 1e-9), "{zone}: total {total} != idle {idle} + active {active}");
+        assert!(
+            rel_close(total, idle + active, 1e-9),
+            "{zone}: total {total} != idle {idle} + active {active}"
+        );
         assert!(
             rel_close(active, pods + system + terminated, 1e-9),
             "{zone}: active {active} != pods {pods} + system {system} + terminated {terminated}"
         );
         for pod in label_values(s, "kepler_pod_cpu_joules_total", "pod_id") {
-            let p = sum(s, "kepler_pod_cpu_joules_total", &[("zone", zone), ("pod_id", &pod)]);
-            let c = sum(s, "kepler_container_cpu_joules_total", &[("zone", zone), ("pod_id", &pod)]);
-            assert!(rel_close(p, c, 1e-9), "{zone} pod {pod}: {p} != containers {c}");
+            let p = sum(
+                s,
+                "kepler_pod_cpu_joules_total",
+                &[("zone", zone), ("pod_id", &pod)],
+            );
+            let c = sum(
+                s,
+                "kepler_container_cpu_joules_total",
+                &[("zone", zone), ("pod_id", &pod)],
+            );
+            assert!(
+                rel_close(p, c, 1e-9),
+                "{zone} pod {pod}: {p} != containers {c}"
+            );
         }
     }
 }
@@ -186,7 +222,10 @@ fn real_cgroups_simulated_rapl_end_to_end() {
         return;
     }
     let Some((cpu, cpuacct)) = v1_mounts() else {
-        skip(TEST, "needs cgroup v1 cpu and cpuacct hierarchies (hybrid host)");
+        skip(
+            TEST,
+            "needs cgroup v1 cpu and cpuacct hierarchies (hybrid host)",
+        );
         return;
     };
     let tag = std::process::id();
@@ -202,8 +241,22 @@ fn real_cgroups_simulated_rapl_end_to_end() {
         format!("{pod_b}/{}", cid(0xb3)),
     );
 
-    let mut cluster = Cluster { cpu, cpuacct, dirs: Vec::new(), procs: Vec::new() };
-    for d in ["kubepods", "kubepods/burstable", "kubepods/besteffort", &pod_a, &pod_b, &a1, &b1, &b2] {
+    let mut cluster = Cluster {
+        cpu,
+        cpuacct,
+        dirs: Vec::new(),
+        procs: Vec::new(),
+    };
+    for d in [
+        "kubepods",
+        "kubepods/burstable",
+        "kubepods/besteffort",
+        &pod_a,
+        &pod_b,
+        &a1,
+        &b1,
+        &b2,
+    ] {
         cluster.mkdir(d);
     }
     cluster.busy(&a1, 0.60);
@@ -219,10 +272,14 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     let updater = start_powercap(&sys, stop.clone());
 
     let mut e = Exporter::start(&[
-        "--sysfs", sys.to_str().unwrap(),
-        "--interval", "1s",
-        "--node-name", "e2e-node",
-        "--grace-period", "2s",
+        "--sysfs",
+        sys.to_str().unwrap(),
+        "--interval",
+        "1s",
+        "--node-name",
+        "e2e-node",
+        "--grace-period",
+        "2s",
     ]);
     e.wait_ready(Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(1500)); // let the quotas settle
@@ -234,24 +291,47 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     let (text2, s2) = scrape_after_tick(&e);
     let (ua2, ub2) = (cluster.usage_ns(&pod_a), cluster.usage_ns(&pod_b));
 
-    assert_eq!(label_values(&s2, "kepler_node_cpu_joules_total", "source"), vec!["rapl"]);
-    assert_eq!(label_values(&s2, "kepler_node_cpu_joules_total", "node_name"), vec!["e2e-node"]);
+    assert_eq!(
+        label_values(&s2, "kepler_node_cpu_joules_total", "source"),
+        vec!["rapl"]
+    );
+    assert_eq!(
+        label_values(&s2, "kepler_node_cpu_joules_total", "node_name"),
+        vec!["e2e-node"]
+    );
     let ts = |s: &[(Key, f64)]| sum(s, "kepler_exporter_last_tick_timestamp_seconds", &[]);
     let dt = ts(&s2) - ts(&s1);
     for (zone, watts) in [("package", PKG_WATTS), ("dram", DRAM_WATTS)] {
         let z = [("zone", zone)];
-        let joules = sum(&s2, "kepler_node_cpu_joules_total", &z) - sum(&s1, "kepler_node_cpu_joules_total", &z);
+        let joules = sum(&s2, "kepler_node_cpu_joules_total", &z)
+            - sum(&s1, "kepler_node_cpu_joules_total", &z);
         let truth = watts * dt;
-        assert!(rel_close(joules, truth, 0.02), "{zone}: exporter {joules:.3} J vs true {truth:.3} J over {dt:.3} s (counters wrapped)");
+        assert!(
+            rel_close(joules, truth, 0.02),
+            "{zone}: exporter {joules:.3} J vs true {truth:.3} J over {dt:.3} s (counters wrapped)"
+        );
     }
-    let pod_j = |s: &[(Key, f64)], uid: &str| sum(s, "kepler_pod_cpu_joules_total", &[("pod_id", uid), ("zone", "package")]);
+    let pod_j = |s: &[(Key, f64)], uid: &str| {
+        sum(
+            s,
+            "kepler_pod_cpu_joules_total",
+            &[("pod_id", uid), ("zone", "package")],
+        )
+    };
     let ea = pod_j(&s2, &uid_a) - pod_j(&s1, &uid_a);
     let eb = pod_j(&s2, &uid_b) - pod_j(&s1, &uid_b);
     let steady_b_over_a = eb / ea;
     let cpu_ratio = (ua2 - ua1) / (ub2 - ub1);
     assert!(ea > 0.0 && eb > 0.0, "pods got no energy: a={ea} b={eb}");
-    assert!(rel_close(ea / eb, cpu_ratio, 0.05), "energy ratio {:.4} vs cgroup CPU-time ratio {cpu_ratio:.4}", ea / eb);
-    assert!(rel_close(cpu_ratio, 3.0, 0.25), "duty cycles not as configured: ratio {cpu_ratio}");
+    assert!(
+        rel_close(ea / eb, cpu_ratio, 0.05),
+        "energy ratio {:.4} vs cgroup CPU-time ratio {cpu_ratio:.4}",
+        ea / eb
+    );
+    assert!(
+        rel_close(cpu_ratio, 3.0, 0.25),
+        "duty cycles not as configured: ratio {cpu_ratio}"
+    );
     assert_conservation(&s1);
     assert_conservation(&s2);
     assert_promtool_clean(TEST, &text2);
@@ -276,11 +356,17 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     let ea = pod_j(&s4, &uid_a) - pod_j(&s3, &uid_a);
     let eb = pod_j(&s4, &uid_b) - pod_j(&s3, &uid_b);
     let cpu_ratio = (ua4 - ua3) / (ub4 - ub3);
-    assert!(cpu_ratio < 2.0, "burst did not land in pod B's counter: CPU ratio {cpu_ratio}");
+    assert!(
+        cpu_ratio < 2.0,
+        "burst did not land in pod B's counter: CPU ratio {cpu_ratio}"
+    );
     // Power is constant here, so a CPU-second is worth less in the busier burst interval: the energy
     // ratio is not the window's CPU ratio. Without the burst, B/A would stay at its steady value.
     let gain = (eb / ea) / steady_b_over_a;
-    assert!(gain > 1.3, "short-lived container's CPU time not attributed to pod B: B/A grew only {gain:.3}x");
+    assert!(
+        gain > 1.3,
+        "short-lived container's CPU time not attributed to pod B: B/A grew only {gain:.3}x"
+    );
     assert_conservation(&s4);
 
     // Phase 3: pod B ends; its series stay for the grace period, then its joules move to terminated.
@@ -295,16 +381,32 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     }
     std::thread::sleep(Duration::from_secs(5));
     let (_, s5) = scrape_after_tick(&e);
-    assert!(!label_values(&s5, "kepler_pod_cpu_joules_total", "pod_id").contains(&uid_b), "pod B still exported after grace");
+    assert!(
+        !label_values(&s5, "kepler_pod_cpu_joules_total", "pod_id").contains(&uid_b),
+        "pod B still exported after grace"
+    );
     assert!(label_values(&s5, "kepler_pod_cpu_joules_total", "pod_id").contains(&uid_a));
-    let terminated = sum(&s5, "kepler_node_cpu_terminated_pods_joules_total", &[("zone", "package")]);
-    assert!(terminated >= b_final * (1.0 - 1e-9), "terminated {terminated} < pod B's last {b_final}");
+    let terminated = sum(
+        &s5,
+        "kepler_node_cpu_terminated_pods_joules_total",
+        &[("zone", "package")],
+    );
+    assert!(
+        terminated >= b_final * (1.0 - 1e-9),
+        "terminated {terminated} < pod B's last {b_final}"
+    );
     assert_conservation(&s5);
-    let errors = sum(&s5, "kepler_exporter_source_errors_total", &[("source", "rapl")]);
+    let errors = sum(
+        &s5,
+        "kepler_exporter_source_errors_total",
+        &[("source", "rapl")],
+    );
     assert_eq!(errors, 0.0, "RAPL errors during the run");
 
     // Graceful shutdown.
-    let status = e.terminate(Duration::from_secs(10)).expect("exporter did not stop on SIGTERM");
+    let status = e
+        .terminate(Duration::from_secs(10))
+        .expect("exporter did not stop on SIGTERM");
     assert!(status.success(), "exit status {status}");
     stop.store(true, Ordering::Relaxed);
     updater.join().unwrap();

@@ -30,7 +30,11 @@ pub fn skip(test: &str, why: &str) {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `kepler-rs run`, killed on drop.
@@ -65,7 +69,12 @@ impl Exporter {
         while start.elapsed() < timeout {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let mut err = String::new();
-                self.child.stderr.take().unwrap().read_to_string(&mut err).ok();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .ok();
                 panic!("exporter exited with {status} before ready:\n{err}");
             }
             if let Ok((200, _)) = try_http(self.port, "GET", "/readyz", "") {
@@ -106,10 +115,18 @@ impl Drop for Exporter {
     }
 }
 
-pub fn try_http(port: u16, method: &str, path: &str, extra: &str) -> std::io::Result<(u16, String)> {
+pub fn try_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    extra: &str,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n")?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).to_string();
@@ -118,7 +135,10 @@ pub fn try_http(port: u16, method: &str, path: &str, extra: &str) -> std::io::Re
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -185,7 +205,12 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
 pub fn sum(samples: &[(Key, f64)], name: &str, filter: &[(&str, &str)]) -> f64 {
     samples
         .iter()
-        .filter(|(k, _)| k.name == name && filter.iter().all(|(l, v)| k.labels.get(*l).map(String::as_str) == Some(*v)))
+        .filter(|(k, _)| {
+            k.name == name
+                && filter
+                    .iter()
+                    .all(|(l, v)| k.labels.get(*l).map(String::as_str) == Some(*v))
+        })
         .map(|(_, v)| *v)
         .sum()
 }
@@ -213,9 +238,18 @@ pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
         Ok(c) => c,
         Err(_) => return None,
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let msg = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if out.status.success() && msg.trim().is_empty() {
         Some(Ok(()))
     } else {

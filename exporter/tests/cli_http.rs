@@ -1,0 +1,195 @@
+//! The binary as a user meets it, without privileges: estimate mode where there is no RAPL, the HTTP
+//! surface, and bad flags (one line naming the flag, exit code 2).
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+/// A sysfs root without powercap (cgroup mounts still resolve through the real /sys/fs).
+fn sysfs_without_rapl() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/sys/fs", tmp.path().join("fs")).unwrap();
+    tmp
+}
+
+#[test]
+fn without_rapl_serves_clearly_labelled_estimates() {
+    let sys = sysfs_without_rapl();
+    let mut e = Exporter::start(&[
+        "--sysfs",
+        sys.path().to_str().unwrap(),
+        "--interval",
+        "200ms",
+        "--node-name",
+        "est",
+    ]);
+    e.wait_ready(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(700));
+    let (status, text) = e.get("/metrics");
+    assert_eq!(status, 200);
+    let s = parse(&text);
+    assert_eq!(
+        label_values(&s, "kepler_node_cpu_joules_total", "source"),
+        vec!["estimate"]
+    );
+    assert_eq!(
+        label_values(&s, "kepler_node_cpu_joules_total", "zone"),
+        vec!["package"]
+    );
+    assert_eq!(
+        sum(
+            &s,
+            "kepler_exporter_energy_source_info",
+            &[("source", "estimate")]
+        ),
+        1.0
+    );
+    let cpus = std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count() as f64;
+    // Default model: 0.74 W idle .. 3.5 W busy per logical CPU.
+    let watts = sum(&s, "kepler_node_cpu_watts", &[]);
+    assert!(
+        watts >= 0.74 * cpus - 1e-9 && watts <= 3.5 * cpus + 1e-9,
+        "{watts} W for {cpus} CPUs"
+    );
+    let idle = sum(&s, "kepler_node_cpu_idle_watts", &[]);
+    assert!((idle - 0.74 * cpus).abs() < 1e-6, "idle {idle} W");
+    assert!(sum(&s, "kepler_node_cpu_joules_total", &[]) > 0.0);
+    let usage = sum(&s, "kepler_node_cpu_usage_ratio", &[]);
+    assert!((0.0..=1.0).contains(&usage));
+    assert_promtool_clean("without_rapl_serves_clearly_labelled_estimates", &text);
+
+    let status = e
+        .terminate(Duration::from_secs(10))
+        .expect("no exit after SIGTERM");
+    assert!(status.success());
+    let log = e.stderr();
+    assert!(
+        log.contains("energy source: estimate"),
+        "log does not say which source: {log}"
+    );
+}
+
+#[test]
+fn http_surface() {
+    let sys = sysfs_without_rapl();
+    let mut e = Exporter::start(&[
+        "--sysfs",
+        sys.path().to_str().unwrap(),
+        "--interval",
+        "200ms",
+    ]);
+    e.wait_ready(Duration::from_secs(20));
+    let p = e.port;
+    assert_eq!(http(p, "GET", "/healthz", "").0, 200);
+    assert_eq!(http(p, "GET", "/readyz", "").0, 200);
+    let (status, body) = http(p, "GET", "/", "");
+    assert_eq!(status, 200);
+    assert!(body.contains("/metrics"));
+    assert_eq!(http(p, "GET", "/nope", "").0, 404);
+    assert_eq!(http(p, "GET", "/metrics/extra", "").0, 404);
+    assert_eq!(http(p, "POST", "/metrics", "Content-Length: 0\r\n").0, 405);
+    assert_eq!(http(p, "DELETE", "/", "").0, 405);
+    assert_eq!(
+        http(p, "GET", "/metrics", "Content-Length: 5\r\n\r\nhello").0,
+        413
+    );
+    let (status, body) = http(p, "HEAD", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(body.is_empty());
+    // Two scrapes without a tick in between see the same snapshot.
+    let (_, a) = http(p, "GET", "/metrics?x=1", "");
+    assert!(a.contains("kepler_node_cpu_joules_total"));
+}
+
+#[test]
+fn readiness_waits_for_the_first_interval() {
+    let sys = sysfs_without_rapl();
+    let e = Exporter::start(&["--sysfs", sys.path().to_str().unwrap(), "--interval", "5s"]);
+    // Poll until the server answers; the first complete interval is 5 s away.
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Ok((s, _)) = try_http(e.port, "GET", "/readyz", "") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "server did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status, 503);
+    assert_eq!(e.get("/healthz").0, 200);
+    let (_, text) = e.get("/metrics");
+    assert!(
+        !text.contains("kepler_node_cpu_joules_total"),
+        "energy before the first interval:\n{text}"
+    );
+    assert!(text.contains("kepler_exporter_build_info"));
+}
+
+fn run_expecting_usage_error(args: &[&str], env: &[(&str, &str)], flag: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(flag),
+        "{args:?}: does not name {flag}: {stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_are_one_line_and_exit_2() {
+    run_expecting_usage_error(&["run", "--interval", "fast"], &[], "--interval");
+    run_expecting_usage_error(&["run", "--interval", "0s"], &[], "--interval");
+    run_expecting_usage_error(&["run", "--listen", "nowhere"], &[], "--listen");
+    run_expecting_usage_error(&["run", "--sysfs", "/nonexistent/sys"], &[], "--sysfs");
+    run_expecting_usage_error(&["run", "--energy-source", "magic"], &[], "--energy-source");
+    run_expecting_usage_error(&["run", "--bogus"], &[], "--bogus");
+    run_expecting_usage_error(&["run", "--idle-watts", "gpu=3"], &[], "--idle-watts");
+    run_expecting_usage_error(&["run"], &[("KEPLER_RS_INTERVAL", "soon")], "--interval");
+    let sys = sysfs_without_rapl();
+    run_expecting_usage_error(
+        &[
+            "run",
+            "--energy-source",
+            "rapl",
+            "--sysfs",
+            sys.path().to_str().unwrap(),
+            "--log-level",
+            "off",
+        ],
+        &[],
+        "--energy-source",
+    );
+}
+
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
+        .args(["run", "--listen", &addr, "--log-level", "off"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--listen") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}
