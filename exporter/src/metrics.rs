@@ -342,3 +342,123 @@ impl Collector for SnapshotCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{ContainerSeries, NodeZone, PodSeries, ProcessSeries};
+    use crate::source::EnergySourceKind;
+    use crate::units::{ContainerId, Pid, PodUid, ZoneKind};
+
+    fn snapshot() -> Snapshot {
+        let mut s = Snapshot::empty("node-1".into(), EnergySourceKind::Rapl, "cgroup");
+        s.health.intervals = 1;
+        s.health.ticks = 2;
+        s.zones = vec![ZoneKind::Package, ZoneKind::Dram];
+        s.node = vec![
+            NodeZone { total_joules: 10.0, idle_joules: 4.0, active_joules: 6.0, system_joules: 1.0, ..Default::default() },
+            NodeZone { total_joules: f64::NAN, ..Default::default() },
+        ];
+        s.pods = vec![PodSeries {
+            uid: PodUid::parse("6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11").unwrap(),
+            name: Some("evil\"pod\\name\nwith-newline-ü".into()),
+            namespace: Some("ns".into()),
+            ended: false,
+            joules: vec![5.0, 0.0],
+            watts: vec![1.0, 0.0],
+            containers: vec![ContainerSeries {
+                id: ContainerId::parse(&"ab".repeat(32)).unwrap(),
+                name: None,
+                joules: vec![5.0, -1.0],
+                watts: vec![1.0, 0.0],
+            }],
+        }];
+        s.processes = vec![ProcessSeries {
+            pid: Pid(42),
+            comm: "we\"ird\\comm".into(),
+            container: None,
+            joules: vec![1.0, 0.0],
+            watts: vec![0.5, 0.0],
+        }];
+        s
+    }
+
+    #[test]
+    fn hostile_label_values_are_escaped() {
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        assert!(text.contains(r#"pod_name="evil\"pod\\name\nwith-newline-ü""#), "{text}");
+        assert!(text.contains(r#"comm="we\"ird\\comm""#), "{text}");
+        for line in text.lines() {
+            assert!(line.starts_with("# ") || line.starts_with("kepler_"), "stray line: {line:?}");
+        }
+    }
+
+    #[test]
+    fn counters_are_never_negative_or_nan() {
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value: f64 = line.rsplit_once(' ').unwrap().1.parse().unwrap();
+            assert!(value.is_finite(), "{line}");
+            if line.contains("_total{") {
+                assert!(value >= 0.0, "{line}");
+            }
+        }
+        assert!(text.contains(r#"kepler_node_cpu_joules_total{node_name="node-1",zone="dram",source="rapl"} 0"#));
+    }
+
+    #[test]
+    fn every_series_carries_node_name_and_the_series_count_is_right() {
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(samples.iter().all(|l| l.contains("node_name=\"node-1\"")));
+        let count_line = samples.iter().find(|l| l.starts_with("kepler_exporter_series")).unwrap();
+        let count: f64 = count_line.rsplit_once(' ').unwrap().1.parse().unwrap();
+        assert_eq!(count as usize, samples.len());
+    }
+
+    #[test]
+    fn kepler_compatible_names_are_present() {
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        for name in [
+            "kepler_node_cpu_joules_total{",
+            "kepler_node_cpu_active_joules_total{",
+            "kepler_node_cpu_idle_joules_total{",
+            "kepler_node_cpu_watts{",
+            "kepler_node_cpu_usage_ratio{",
+            "kepler_pod_cpu_joules_total{",
+            "kepler_pod_cpu_watts{",
+            "kepler_container_cpu_joules_total{",
+            "kepler_container_cpu_watts{",
+            "kepler_process_cpu_joules_total{",
+            "kepler_node_cpu_system_joules_total{",
+            "kepler_build_info{",
+        ] {
+            assert!(text.contains(name), "missing {name}");
+        }
+    }
+
+    #[test]
+    fn promtool_accepts_the_output() {
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        let child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let Ok(mut child) = child else {
+            assert_ne!(
+                std::env::var("KEPLER_RS_REQUIRE_PRIVILEGED").as_deref(),
+                Ok("1"),
+                "promtool is required in CI"
+            );
+            eprintln!("SKIP promtool_accepts_the_output: promtool not installed");
+            return;
+        };
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let msg = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && msg.trim().is_empty(), "promtool: {msg}");
+    }
+}

@@ -244,3 +244,115 @@ pub fn run(
     }
     tracing::debug!("monitor stopped");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activity::{ActivitySample, ContainerActivity, PodActivity};
+    use crate::resource::pods::NoPodMetadata;
+    use crate::source::{EnergySample, EnergySourceKind, ZoneEnergy};
+    use crate::units::{ContainerId, CpuNanos, Joules, PodUid, ZoneKind};
+    use std::collections::BTreeMap;
+
+    /// 30 J per sample on package, with an issue every third sample.
+    struct ScriptedEnergy(u32);
+    impl EnergySource for ScriptedEnergy {
+        fn kind(&self) -> EnergySourceKind {
+            EnergySourceKind::Rapl
+        }
+        fn zones(&self) -> &[ZoneKind] {
+            &[ZoneKind::Package]
+        }
+        fn sample(&mut self, _ctx: &IntervalContext) -> EnergySample {
+            self.0 += 1;
+            let mut s = EnergySample::default();
+            if self.0 > 1 {
+                s.zones.push(ZoneEnergy { zone: ZoneKind::Package, energy: Joules(30.0), idle_hint: None });
+            }
+            if self.0 % 3 == 0 {
+                s.issues.push(SourceIssue::new("rapl", "parse", "garbage in energy_uj"));
+            }
+            s
+        }
+    }
+
+    struct ScriptedPods;
+    impl ActivitySource for ScriptedPods {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn sample(&mut self) -> ActivitySample {
+            ActivitySample {
+                pods: vec![PodActivity {
+                    uid: PodUid::parse("00000001-0000-0000-0000-000000000000").unwrap(),
+                    cpu_time: CpuNanos(500_000_000),
+                    containers: vec![ContainerActivity {
+                        id: ContainerId::parse(&"1".repeat(64)).unwrap(),
+                        cpu_time: CpuNanos(500_000_000),
+                    }],
+                }],
+                issues: vec![],
+            }
+        }
+    }
+
+    #[test]
+    fn first_tick_is_a_baseline_then_intervals_conserve_and_issues_are_counted() {
+        let procfs = tempfile::tempdir().unwrap();
+        let stat = procfs.path().join("stat");
+        std::fs::write(&stat, "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 100 0 100 800 0 0 0 0 0 0\n").unwrap();
+        let inputs = Inputs {
+            energy: Box::new(ScriptedEnergy(0)),
+            activity: Box::new(ScriptedPods),
+            node_cpu: NodeCpuReader::new(procfs.path()),
+            processes: None,
+            pod_metadata: Arc::new(NoPodMetadata),
+        };
+        let mut cfg = BTreeMap::new();
+        cfg.insert(ZoneKind::Package, crate::units::Watts(5.0));
+        let t0 = Instant::now();
+        let mut m = Monitor::new(inputs, "n".into(), IdleEstimator::new(cfg, 0.1), Duration::from_secs(60), t0);
+        let s = m.tick(t0);
+        assert!(!s.is_ready());
+        assert_eq!(s.health.ticks, 1);
+        // 1 s later: 1 s of busy time out of 2 s of capacity (100 ticks per second assumed by the
+        // kernel's USER_HZ on Linux).
+        std::fs::write(&stat, "cpu  150 0 150 900 0 0 0 0 0 0\ncpu0 150 0 150 900 0 0 0 0 0 0\n").unwrap();
+        let s = m.tick(t0 + Duration::from_secs(1));
+        assert!(s.is_ready());
+        let n = &s.node[0];
+        assert_eq!(n.total_joules, 30.0);
+        assert_eq!(n.idle_joules, 5.0);
+        assert_eq!(n.active_joules, 25.0);
+        // The pod used 0.5 s of 1 s busy time: half of active.
+        assert!((s.pods[0].joules[0] - 12.5).abs() < 1e-9);
+        assert!((n.system_joules - 12.5).abs() < 1e-9);
+        assert!((s.cpu_usage_ratio - 0.5).abs() < 1e-9);
+        std::fs::write(&stat, "cpu  200 0 200 1000 0 0 0 0 0 0\n").unwrap();
+        let s = m.tick(t0 + Duration::from_secs(2));
+        assert_eq!(s.health.issues.get(&("rapl", "parse")), Some(&1));
+        assert!(!s.health.sources.iter().find(|h| h.source == "rapl").unwrap().up);
+        assert_eq!(s.node[0].total_joules, 60.0);
+    }
+
+    #[test]
+    fn unreadable_proc_stat_is_counted_not_fatal() {
+        let procfs = tempfile::tempdir().unwrap();
+        let inputs = Inputs {
+            energy: Box::new(ScriptedEnergy(0)),
+            activity: Box::new(ScriptedPods),
+            node_cpu: NodeCpuReader::new(procfs.path()),
+            processes: None,
+            pod_metadata: Arc::new(NoPodMetadata),
+        };
+        let t0 = Instant::now();
+        let mut m = Monitor::new(inputs, "n".into(), IdleEstimator::new(BTreeMap::new(), 0.1), Duration::from_secs(60), t0);
+        m.tick(t0);
+        let s = m.tick(t0 + Duration::from_secs(1));
+        assert!(s.health.issues.keys().any(|(src, _)| *src == "procfs"));
+        // Energy is still accounted; with no busy time known the pods' share is by their own time.
+        assert_eq!(s.node[0].total_joules, 30.0);
+        let pods: f64 = s.pods.iter().map(|p| p.joules[0]).sum();
+        assert!((s.node[0].active_joules - pods - s.node[0].system_joules).abs() < 1e-9);
+    }
+}
