@@ -1,5 +1,5 @@
-//! Flags, environment and YAML file -> one validated `Config`. Precedence: flag > env (`KEPLER_RS_*`)
-//! > file (`--config`) > default. The only module that knows the host paths `/sys` and `/proc`;
+//! Flags, environment and YAML file -> one validated `Config`. Precedence: flag, then environment
+//! (`KEPLER_RS_*`), then file (`--config`), then default. The only module that knows the host paths `/sys` and `/proc`;
 //! everything below receives its roots from `HostRoots`.
 
 use crate::source::estimate::EstimateModel;

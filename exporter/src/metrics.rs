@@ -356,8 +356,17 @@ mod tests {
         s.health.ticks = 2;
         s.zones = vec![ZoneKind::Package, ZoneKind::Dram];
         s.node = vec![
-            NodeZone { total_joules: 10.0, idle_joules: 4.0, active_joules: 6.0, system_joules: 1.0, ..Default::default() },
-            NodeZone { total_joules: f64::NAN, ..Default::default() },
+            NodeZone {
+                total_joules: 10.0,
+                idle_joules: 4.0,
+                active_joules: 6.0,
+                system_joules: 1.0,
+                ..Default::default()
+            },
+            NodeZone {
+                total_joules: f64::NAN,
+                ..Default::default()
+            },
         ];
         s.pods = vec![PodSeries {
             uid: PodUid::parse("6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11").unwrap(),
@@ -386,10 +395,16 @@ mod tests {
     #[test]
     fn hostile_label_values_are_escaped() {
         let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
-        assert!(text.contains(r#"pod_name="evil\"pod\\name\nwith-newline-ü""#), "{text}");
+        assert!(
+            text.contains(r#"pod_name="evil\"pod\\name\nwith-newline-ü""#),
+            "{text}"
+        );
         assert!(text.contains(r#"comm="we\"ird\\comm""#), "{text}");
         for line in text.lines() {
-            assert!(line.starts_with("# ") || line.starts_with("kepler_"), "stray line: {line:?}");
+            assert!(
+                line.starts_with("# ") || line.starts_with("kepler_"),
+                "stray line: {line:?}"
+            );
         }
     }
 
@@ -403,7 +418,9 @@ mod tests {
                 assert!(value >= 0.0, "{line}");
             }
         }
-        assert!(text.contains(r#"kepler_node_cpu_joules_total{node_name="node-1",zone="dram",source="rapl"} 0"#));
+        assert!(text.contains(
+            r#"kepler_node_cpu_joules_total{node_name="node-1",zone="dram",source="rapl"} 0"#
+        ));
     }
 
     #[test]
@@ -411,7 +428,10 @@ mod tests {
         let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert!(samples.iter().all(|l| l.contains("node_name=\"node-1\"")));
-        let count_line = samples.iter().find(|l| l.starts_with("kepler_exporter_series")).unwrap();
+        let count_line = samples
+            .iter()
+            .find(|l| l.starts_with("kepler_exporter_series"))
+            .unwrap();
         let count: f64 = count_line.rsplit_once(' ').unwrap().1.parse().unwrap();
         assert_eq!(count as usize, samples.len());
     }
@@ -456,9 +476,21 @@ mod tests {
             return;
         };
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        let msg = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && msg.trim().is_empty(), "promtool: {msg}");
+        let msg = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && msg.trim().is_empty(),
+            "promtool: {msg}"
+        );
     }
 }

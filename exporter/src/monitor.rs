@@ -267,10 +267,15 @@ mod tests {
             self.0 += 1;
             let mut s = EnergySample::default();
             if self.0 > 1 {
-                s.zones.push(ZoneEnergy { zone: ZoneKind::Package, energy: Joules(30.0), idle_hint: None });
+                s.zones.push(ZoneEnergy {
+                    zone: ZoneKind::Package,
+                    energy: Joules(30.0),
+                    idle_hint: None,
+                });
             }
             if self.0 % 3 == 0 {
-                s.issues.push(SourceIssue::new("rapl", "parse", "garbage in energy_uj"));
+                s.issues
+                    .push(SourceIssue::new("rapl", "parse", "garbage in energy_uj"));
             }
             s
         }
@@ -300,7 +305,11 @@ mod tests {
     fn first_tick_is_a_baseline_then_intervals_conserve_and_issues_are_counted() {
         let procfs = tempfile::tempdir().unwrap();
         let stat = procfs.path().join("stat");
-        std::fs::write(&stat, "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 100 0 100 800 0 0 0 0 0 0\n").unwrap();
+        std::fs::write(
+            &stat,
+            "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 100 0 100 800 0 0 0 0 0 0\n",
+        )
+        .unwrap();
         let inputs = Inputs {
             energy: Box::new(ScriptedEnergy(0)),
             activity: Box::new(ScriptedPods),
@@ -311,13 +320,23 @@ mod tests {
         let mut cfg = BTreeMap::new();
         cfg.insert(ZoneKind::Package, crate::units::Watts(5.0));
         let t0 = Instant::now();
-        let mut m = Monitor::new(inputs, "n".into(), IdleEstimator::new(cfg, 0.1), Duration::from_secs(60), t0);
+        let mut m = Monitor::new(
+            inputs,
+            "n".into(),
+            IdleEstimator::new(cfg, 0.1),
+            Duration::from_secs(60),
+            t0,
+        );
         let s = m.tick(t0);
         assert!(!s.is_ready());
         assert_eq!(s.health.ticks, 1);
         // 1 s later: 1 s of busy time out of 2 s of capacity (100 ticks per second assumed by the
         // kernel's USER_HZ on Linux).
-        std::fs::write(&stat, "cpu  150 0 150 900 0 0 0 0 0 0\ncpu0 150 0 150 900 0 0 0 0 0 0\n").unwrap();
+        std::fs::write(
+            &stat,
+            "cpu  150 0 150 900 0 0 0 0 0 0\ncpu0 150 0 150 900 0 0 0 0 0 0\n",
+        )
+        .unwrap();
         let s = m.tick(t0 + Duration::from_secs(1));
         assert!(s.is_ready());
         let n = &s.node[0];
@@ -331,7 +350,14 @@ mod tests {
         std::fs::write(&stat, "cpu  200 0 200 1000 0 0 0 0 0 0\n").unwrap();
         let s = m.tick(t0 + Duration::from_secs(2));
         assert_eq!(s.health.issues.get(&("rapl", "parse")), Some(&1));
-        assert!(!s.health.sources.iter().find(|h| h.source == "rapl").unwrap().up);
+        assert!(
+            !s.health
+                .sources
+                .iter()
+                .find(|h| h.source == "rapl")
+                .unwrap()
+                .up
+        );
         assert_eq!(s.node[0].total_joules, 60.0);
     }
 
@@ -346,7 +372,13 @@ mod tests {
             pod_metadata: Arc::new(NoPodMetadata),
         };
         let t0 = Instant::now();
-        let mut m = Monitor::new(inputs, "n".into(), IdleEstimator::new(BTreeMap::new(), 0.1), Duration::from_secs(60), t0);
+        let mut m = Monitor::new(
+            inputs,
+            "n".into(),
+            IdleEstimator::new(BTreeMap::new(), 0.1),
+            Duration::from_secs(60),
+            t0,
+        );
         m.tick(t0);
         let s = m.tick(t0 + Duration::from_secs(1));
         assert!(s.health.issues.keys().any(|(src, _)| *src == "procfs"));
