@@ -15,14 +15,7 @@ use std::time::Duration;
 #[test]
 fn real_cgroups_simulated_rapl_end_to_end() {
     const TEST: &str = "real_cgroups_simulated_rapl_end_to_end";
-    if !privileged(TEST, "creates cgroups and moves processes into them") {
-        return;
-    }
-    let Some((cpu, cpuacct)) = v1_mounts() else {
-        skip(
-            TEST,
-            "needs cgroup v1 cpu and cpuacct hierarchies (hybrid host)",
-        );
+    let Some(mut cluster) = Cluster::open(TEST) else {
         return;
     };
     let tag = std::process::id();
@@ -38,12 +31,6 @@ fn real_cgroups_simulated_rapl_end_to_end() {
         format!("{pod_b}/{}", cid(0xb3)),
     );
 
-    let mut cluster = Cluster {
-        cpu,
-        cpuacct,
-        dirs: Vec::new(),
-        procs: Vec::new(),
-    };
     for d in [
         "kubepods",
         "kubepods/burstable",

@@ -48,6 +48,27 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The v1 hierarchies for test `test`, or `None` after printing why it skips (failing instead
+    /// under `KEPLER_RS_REQUIRE_PRIVILEGED=1`): it needs root and cgroup v1 `cpu` and `cpuacct`.
+    pub fn open(test: &str) -> Option<Cluster> {
+        if !privileged(test, "creates cgroups and moves processes into them") {
+            return None;
+        }
+        let Some((cpu, cpuacct)) = v1_mounts() else {
+            skip(
+                test,
+                "needs cgroup v1 cpu and cpuacct hierarchies (hybrid host)",
+            );
+            return None;
+        };
+        Some(Cluster {
+            cpu,
+            cpuacct,
+            dirs: Vec::new(),
+            procs: Vec::new(),
+        })
+    }
+
     pub fn mkdir(&mut self, rel: &str) {
         for root in [&self.cpu, &self.cpuacct] {
             fs::create_dir_all(root.join(rel)).unwrap_or_else(|e| panic!("mkdir {rel}: {e}"));
