@@ -36,7 +36,7 @@ fn recorded_pod(name: &str, uid: &str, runtime: &str, container_id: &str) -> Val
     pod
 }
 
-fn pod_power(s1: &[(Key, f64)], s2: &[(Key, f64)], uid: &str) -> f64 {
+fn pod_joules(s1: &[(Key, f64)], s2: &[(Key, f64)], uid: &str) -> f64 {
     let j = |s: &[(Key, f64)]| {
         sum(
             s,
@@ -44,8 +44,36 @@ fn pod_power(s1: &[(Key, f64)], s2: &[(Key, f64)], uid: &str) -> f64 {
             &[("pod_id", uid), ("zone", "package")],
         )
     };
-    let t = |s: &[(Key, f64)]| sum(s, "kepler_exporter_last_tick_timestamp_seconds", &[]);
-    (j(s2) - j(s1)) / (t(s2) - t(s1))
+    j(s2) - j(s1)
+}
+
+fn ticks(s: &[(Key, f64)]) -> f64 {
+    sum(s, "kepler_exporter_ticks_total", &[])
+}
+
+/// The snapshot of tick `n`, scraped while it is the latest.
+fn at_tick(e: &Exporter, n: f64) -> (String, Vec<(Key, f64)>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, text) = e.get("/metrics");
+        let s = parse(&text);
+        match ticks(&s) {
+            t if t == n => return (text, s),
+            t if t > n => panic!("missed tick {n}: at {t}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no tick {n}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Both exporters' snapshots of the same tick number (their tick grids start within moments).
+fn both_at(a: &Exporter, b: &Exporter, n: f64) -> [(String, Vec<(Key, f64)>); 2] {
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| at_tick(a, n));
+        let second = at_tick(b, n);
+        [first.join().unwrap(), second]
+    })
 }
 
 /// The labels of the one series of `name` for `pod_id` in zone package.
@@ -146,8 +174,17 @@ fn pod_names_and_jupyterhub_users_end_to_end() {
     loop {
         let (_, text) = with_api.get("/metrics");
         let s = parse(&text);
+        // Only this test's pods: other tests on the host may have pods in the same hierarchy.
+        let named = |uid: &str| {
+            s.iter().any(|(k, _)| {
+                k.name == "kepler_pod_cpu_joules_total"
+                    && k.labels.get("pod_id").map(String::as_str) == Some(uid)
+                    && k.labels.get("pod_name").is_some_and(|n| !n.is_empty())
+            })
+        };
         if sum(&s, "kepler_exporter_pod_metadata_synced", &[]) == 1.0
-            && label_values(&s, "kepler_pod_cpu_joules_total", "pod_name").len() == 2
+            && named(&uid_user)
+            && named(&uid_hub)
         {
             break;
         }
@@ -165,11 +202,13 @@ fn pod_names_and_jupyterhub_users_end_to_end() {
     }
     std::thread::sleep(Duration::from_millis(1500)); // let the quotas settle
 
-    let (_, k1) = scrape_after_tick(&with_api);
-    let (_, n1) = scrape_after_tick(&without);
-    std::thread::sleep(Duration::from_secs(6));
-    let (text_k2, k2) = scrape_after_tick(&with_api);
-    let (text_n2, n2) = scrape_after_tick(&without);
+    let start = {
+        let (_, k) = with_api.get("/metrics");
+        let (_, n) = without.get("/metrics");
+        ticks(&parse(&k)).max(ticks(&parse(&n))) + 2.0
+    };
+    let [(_, k1), (_, n1)] = both_at(&with_api, &without, start);
+    let [(text_k2, k2), (text_n2, n2)] = both_at(&with_api, &without, start + 6.0);
 
     // The user server: names, namespace, container name and the raw JupyterHub username.
     let user = labels_of(&k2, "kepler_pod_cpu_joules_total", "pod_id", &uid_user);
@@ -213,14 +252,22 @@ fn pod_names_and_jupyterhub_users_end_to_end() {
     assert!(!text_n2.contains("kepler_exporter_pod_metadata_synced"));
     assert!(!text_n2.contains("kepler_pod_info"));
 
-    // The same energy with and without the API: per-pod power over the same 6 s (the two exporters
-    // tick at different instants, so compare power, not counters).
+    // The same joules with and without the API, over the same ticks. The two tick grids are offset by
+    // the difference in start-up time; the windows differ by that much at each end.
+    let stamp = |s: &[(Key, f64)]| sum(s, "kepler_exporter_last_tick_timestamp_seconds", &[]);
+    let window = stamp(&k2) - stamp(&k1);
+    let offset = (stamp(&k1) - stamp(&n1))
+        .abs()
+        .max((stamp(&k2) - stamp(&n2)).abs());
+    let tolerance = 0.03 + 2.0 * offset / window;
     for uid in [&uid_user, &uid_hub] {
-        let (pk, pn) = (pod_power(&k1, &k2, uid), pod_power(&n1, &n2, uid));
-        assert!(pk > 0.0 && pn > 0.0, "{uid}: {pk} W vs {pn} W");
+        let (jk, jn) = (pod_joules(&k1, &k2, uid), pod_joules(&n1, &n2, uid));
+        eprintln!("{uid}: {jk:.3} J with the API, {jn:.3} J without (grids {offset:.3} s apart)");
+        assert!(jk > 0.0 && jn > 0.0, "{uid}: {jk} J vs {jn} J");
         assert!(
-            rel_close(pk, pn, 0.05),
-            "{uid}: {pk:.3} W with the API vs {pn:.3} W without"
+            rel_close(jk, jn, tolerance),
+            "{uid}: {jk:.3} J with the API vs {jn:.3} J without over ticks {start}..{} (grids {offset:.3} s apart)",
+            start + 6.0
         );
     }
     assert_conservation(&k2);
