@@ -15,25 +15,20 @@ fn queries_in_the_docs_parse() {
     let mut in_block = false;
     let mut current = String::new();
     for line in doc.lines() {
-        match (in_block, line.trim()) {
-            (false, "```promql") => in_block = true,
-            (true, "```") => {
-                if !current.trim().is_empty() {
-                    queries.push(std::mem::take(&mut current));
-                }
-                in_block = false;
+        let trimmed = line.trim();
+        if !in_block {
+            in_block = trimmed == "```promql";
+            continue;
+        }
+        // A query ends at a blank line or at the end of the block.
+        if trimmed.is_empty() || trimmed == "```" {
+            if !current.trim().is_empty() {
+                queries.push(std::mem::take(&mut current));
             }
-            (true, l) if l.is_empty() => {
-                if !current.trim().is_empty() {
-                    queries.push(std::mem::take(&mut current));
-                }
-            }
-            (true, l) if l.starts_with('#') => {}
-            (true, _) => {
-                current.push_str(line);
-                current.push('\n');
-            }
-            _ => {}
+            in_block = trimmed != "```";
+        } else if !trimmed.starts_with('#') {
+            current.push_str(line);
+            current.push('\n');
         }
     }
     assert!(queries.len() >= 12, "found only {} queries", queries.len());
