@@ -194,6 +194,12 @@ async fn initial_list_names_pods_containers_and_jupyterhub_users() {
     let requests = api.requests();
     assert_node_scoped(&requests);
     assert_eq!(lists(&requests), 1);
+    let list = requests.iter().find(|r| r.is_list()).unwrap();
+    assert_eq!(
+        list.query.get("resourceVersion").map(String::as_str),
+        Some("0"),
+        "served from the API server's cache"
+    );
     // A miss never triggers a request: looking up unknown pods changes nothing.
     for n in 0..100u32 {
         assert!(cache

@@ -243,7 +243,13 @@ pub async fn connect(
 /// retried with backoff; they never end the loop.
 pub async fn watch_pods(client: Client, node: String, cache: Arc<PodCache>, tuning: WatchTuning) {
     let api: Api<Pod> = Api::all(client);
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    // Lists with resourceVersion=0 are served from the API server's watch cache (as client-go's
+    // informers and the kubelet do), not by a quorum read of etcd: kinder when every node re-lists.
+    // No pages: one node's pods fit one response, and kube drops resourceVersion=0 when paginating.
+    let mut config = watcher::Config::default()
+        .fields(&format!("spec.nodeName={node}"))
+        .any_semantic();
+    config.page_size = None;
     let backoff: Box<dyn Backoff> = match tuning.backoff {
         RetryBackoff::Default => Box::new(DefaultBackoff::default()),
         RetryBackoff::Exponential { first, max } => Box::new(Doubling::new(first, max)),
