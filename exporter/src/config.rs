@@ -61,6 +61,18 @@ pub enum CpuSourceChoice {
     Cgroup,
 }
 
+/// Where pod names come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PodMetadataSource {
+    /// The pod's service account (in a cluster).
+    #[default]
+    InCluster,
+    /// A kubeconfig file (runs outside a cluster).
+    Kubeconfig(PathBuf),
+    /// No Kubernetes: pods carry `pod_id` only.
+    Off,
+}
+
 /// Raw flags of `kepler-rs run`; every one also reads `KEPLER_RS_<NAME>`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
@@ -109,6 +121,12 @@ pub struct RunArgs {
     /// Estimate model: watts per logical CPU at 100% utilisation [default: 3.5]
     #[arg(long, env = "KEPLER_RS_ESTIMATE_MAX_WATTS_PER_CPU")]
     pub estimate_max_watts_per_cpu: Option<f64>,
+    /// Kubeconfig for pod names when running outside a cluster [default: in-cluster service account]
+    #[arg(long, env = "KEPLER_RS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Run without Kubernetes: pods carry pod_id only
+    #[arg(long, env = "KEPLER_RS_NO_KUBE", num_args = 0..=1, default_missing_value = "true")]
+    pub no_kube: Option<bool>,
 }
 
 /// The YAML file: the same keys as the flags, with underscores.
@@ -129,6 +147,8 @@ pub struct FileConfig {
     pub idle_watts: Option<BTreeMap<String, f64>>,
     pub estimate_idle_watts_per_cpu: Option<f64>,
     pub estimate_max_watts_per_cpu: Option<f64>,
+    pub kubeconfig: Option<PathBuf>,
+    pub no_kube: Option<bool>,
 }
 
 /// The validated configuration passed down to every component.
@@ -146,6 +166,7 @@ pub struct Config {
     pub grace_period: Duration,
     pub idle_watts: BTreeMap<ZoneKind, Watts>,
     pub estimate: EstimateModel,
+    pub pod_metadata: PodMetadataSource,
 }
 
 /// A bad value: names the flag and says what is wrong. `main` prints it and exits with code 2.
@@ -275,6 +296,24 @@ impl RunArgs {
             ));
         }
 
+        let pod_metadata = match (
+            self.no_kube.or(file.no_kube).unwrap_or(false),
+            self.kubeconfig.or(file.kubeconfig),
+        ) {
+            (true, Some(_)) => {
+                return Err(err("--no-kube", "cannot be combined with --kubeconfig"));
+            }
+            (true, None) => PodMetadataSource::Off,
+            (false, Some(path)) if path.is_file() => PodMetadataSource::Kubeconfig(path),
+            (false, Some(path)) => {
+                return Err(err(
+                    "--kubeconfig",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            (false, None) => PodMetadataSource::InCluster,
+        };
+
         Ok(Config {
             listen,
             interval,
@@ -294,6 +333,7 @@ impl RunArgs {
             grace_period,
             idle_watts,
             estimate,
+            pod_metadata,
         })
     }
 }
@@ -387,6 +427,29 @@ mod tests {
         assert_eq!(c.node_name, "host-a");
         assert!(!c.process_metrics);
         assert_eq!(c.grace_period, DEFAULT_GRACE);
+        assert_eq!(c.pod_metadata, PodMetadataSource::InCluster);
+    }
+
+    #[test]
+    fn kubeconfig_and_no_kube() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "no_kube: true").unwrap();
+        let c = resolve(RunArgs {
+            config: Some(f.path().into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.pod_metadata, PodMetadataSource::Off);
+        let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+        let c = resolve(RunArgs {
+            kubeconfig: Some(kubeconfig.path().into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.pod_metadata,
+            PodMetadataSource::Kubeconfig(kubeconfig.path().into())
+        );
     }
 
     #[test]
@@ -502,6 +565,21 @@ mod tests {
                     ..Default::default()
                 },
                 "--config",
+            ),
+            (
+                RunArgs {
+                    kubeconfig: Some("/nonexistent/kubeconfig".into()),
+                    ..Default::default()
+                },
+                "--kubeconfig",
+            ),
+            (
+                RunArgs {
+                    kubeconfig: Some("/".into()),
+                    no_kube: Some(true),
+                    ..Default::default()
+                },
+                "--no-kube",
             ),
         ];
         for (args, flag) in cases {

@@ -194,6 +194,7 @@ impl Ledger {
                 PodSeries {
                     uid: uid.clone(),
                     name: pod_meta.as_ref().map(|m| m.name.clone()),
+                    hub: pod_meta.as_ref().and_then(|m| m.hub.clone()),
                     namespace: pod_meta.map(|m| m.namespace),
                     ended: acc.ended,
                     joules: acc.energy.joules.clone(),

@@ -5,11 +5,12 @@ use clap::{Parser, Subcommand};
 use kepler_rs::activity::cgroup::CgroupActivity;
 use kepler_rs::activity::procfs::{logical_cpus, NodeCpuReader, ProcessScanner};
 use kepler_rs::activity::{ActivitySample, ActivitySource};
-use kepler_rs::config::{Config, EnergySourceChoice, LogFormat, RunArgs};
+use kepler_rs::config::{Config, EnergySourceChoice, LogFormat, PodMetadataSource, RunArgs};
 use kepler_rs::idle::{IdleEstimator, DEFAULT_LEARN_MAX_USAGE};
 use kepler_rs::metrics::BuildInfo;
 use kepler_rs::monitor::{self, Inputs, Monitor};
-use kepler_rs::resource::pods::NoPodMetadata;
+use kepler_rs::resource::kube::{self as pod_watch, PodCache, WatchTuning};
+use kepler_rs::resource::pods::{NoPodMetadata, PodMetadata};
 use kepler_rs::server::{self, ServerState};
 use kepler_rs::snapshot::Snapshot;
 use kepler_rs::source::estimate::Estimate;
@@ -17,7 +18,7 @@ use kepler_rs::source::{rapl, EnergySource};
 use kepler_rs::units::SourceIssue;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -176,6 +177,12 @@ fn run(args: RunArgs) -> ExitCode {
             Box::new(NoPods)
         }
     };
+    let pod_cache =
+        (config.pod_metadata != PodMetadataSource::Off).then(|| Arc::new(PodCache::new()));
+    let pod_metadata: Arc<dyn PodMetadata> = match &pod_cache {
+        Some(cache) => cache.clone(),
+        None => Arc::new(NoPodMetadata),
+    };
     let inputs = Inputs {
         energy,
         activity,
@@ -183,7 +190,7 @@ fn run(args: RunArgs) -> ExitCode {
         processes: config
             .process_metrics
             .then(|| ProcessScanner::new(&config.roots.procfs)),
-        pod_metadata: Arc::new(NoPodMetadata),
+        pod_metadata,
     };
     let idle = IdleEstimator::new(config.idle_watts.clone(), DEFAULT_LEARN_MAX_USAGE);
     let mut monitor = Monitor::new(
@@ -207,6 +214,11 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(cache) = &pod_cache {
+        if let Err(code) = start_pod_watch(&runtime, &config, cache) {
+            return code;
+        }
+    }
     let listener = match runtime.block_on(tokio::net::TcpListener::bind(config.listen)) {
         Ok(l) => l,
         Err(e) => {
@@ -244,6 +256,46 @@ fn run(args: RunArgs) -> ExitCode {
     let _ = monitor_thread.join();
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Start the node-scoped pod watcher on the runtime. A bad `--kubeconfig` is a usage error (exit 2);
+/// no in-cluster configuration is logged and counted, and the exporter runs on with `pod_id` only.
+fn start_pod_watch(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    cache: &Arc<PodCache>,
+) -> Result<(), ExitCode> {
+    let kubeconfig = match &config.pod_metadata {
+        PodMetadataSource::Kubeconfig(path) => Some(path.as_path()),
+        _ => None,
+    };
+    match runtime.block_on(pod_watch::connect(kubeconfig, cache)) {
+        Ok(client) => {
+            // Names of deleted pods outlive the ledger's grace period for their ended series.
+            let tuning = WatchTuning {
+                deleted_retention: config.grace_period + Duration::from_secs(300),
+                ..WatchTuning::default()
+            };
+            tracing::info!(node = %config.node_name, "pod metadata: watching this node's pods (spec.nodeName)");
+            runtime.spawn(pod_watch::watch_pods(
+                client,
+                config.node_name.clone(),
+                cache.clone(),
+                tuning,
+            ));
+            Ok(())
+        }
+        Err(e) if kubeconfig.is_some() => {
+            let msg = e.to_string().replace('\n', " ");
+            eprintln!("kepler-rs: error: --kubeconfig: {msg}");
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no pod metadata: pods carry pod_id only (outside a cluster pass --kubeconfig FILE, or --no-kube)");
+            cache.note_error(e.kind());
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -138,13 +138,15 @@ impl Collector for SnapshotCollector {
 
         // Pods.
         let pod_labels = |p: &'_ crate::snapshot::PodSeries, zone: &'static str| {
-            [
+            let mut labels = vec![
                 ("node_name", node.to_string()),
                 ("pod_id", p.uid.to_string()),
                 ("pod_name", p.name.clone().unwrap_or_default()),
                 ("pod_namespace", p.namespace.clone().unwrap_or_default()),
                 ("zone", zone.to_string()),
-            ]
+            ];
+            hub_labels(&mut labels, p);
+            labels
         };
         for (name, help, kind, watts) in [
             (
@@ -196,21 +198,37 @@ impl Collector for SnapshotCollector {
                     p.containers.iter().flat_map(move |c| {
                         s.zones.iter().enumerate().map(move |(i, z)| {
                             let v = if watts { c.watts[i] } else { c.joules[i] };
-                            (
-                                [
-                                    ("node_name", node.to_string()),
-                                    ("container_id", c.id.to_string()),
-                                    ("container_name", c.name.clone().unwrap_or_default()),
-                                    ("pod_id", p.uid.to_string()),
-                                    ("zone", z.as_str().to_string()),
-                                ],
-                                v,
-                            )
+                            let mut labels = vec![
+                                ("node_name", node.to_string()),
+                                ("container_id", c.id.to_string()),
+                                ("container_name", c.name.clone().unwrap_or_default()),
+                                ("pod_id", p.uid.to_string()),
+                                ("zone", z.as_str().to_string()),
+                            ];
+                            hub_labels(&mut labels, p);
+                            (labels, v)
                         })
                     })
                 }),
             )?;
         }
+
+        // Pod names for joins: one series per pod whose metadata is known.
+        f.family(
+            "kepler_pod_info",
+            "Names of a pod with energy series (value 1), for joins on pod_id; hub_user and hub_server only for JupyterHub user servers.",
+            Gauge,
+            s.pods.iter().filter(|p| p.name.is_some()).map(|p| {
+                let mut labels = vec![
+                    ("node_name", node.to_string()),
+                    ("pod_id", p.uid.to_string()),
+                    ("pod_name", p.name.clone().unwrap_or_default()),
+                    ("pod_namespace", p.namespace.clone().unwrap_or_default()),
+                ];
+                hub_labels(&mut labels, p);
+                (labels, 1.0)
+            }),
+        )?;
 
         // Processes (only when enabled: the list is empty otherwise).
         for (name, help, kind, watts) in [
@@ -308,6 +326,28 @@ impl Collector for SnapshotCollector {
             }),
         )?;
         let node_only = [("node_name", node)];
+        if let Some(sync) = &s.health.pod_metadata {
+            f.family(
+                "kepler_exporter_pod_metadata_synced",
+                "1 when the Kubernetes pod cache holds a complete list of this node's pods and its watch is not failing; 0 otherwise (pods then keep their last known names, or pod_id only).",
+                Gauge,
+                [(node_only, if sync.synced { 1.0 } else { 0.0 })],
+            )?;
+            f.family(
+                "kepler_exporter_pod_metadata_pods",
+                "Pods in the Kubernetes pod cache (deleted pods within their retention included).",
+                Gauge,
+                [(node_only, sync.pods as f64)],
+            )?;
+            f.family(
+                "kepler_exporter_pod_metadata_errors",
+                "Kubernetes list/watch errors and skipped pod objects, by kind.",
+                Counter,
+                sync.errors
+                    .iter()
+                    .map(|(kind, n)| ([("node_name", node), ("kind", *kind)], *n as f64)),
+            )?;
+        }
         f.family(
             "kepler_exporter_ticks",
             "Measurement ticks completed.",
@@ -343,9 +383,18 @@ impl Collector for SnapshotCollector {
     }
 }
 
+/// `hub_user` and `hub_server` for JupyterHub user servers; nothing for other pods.
+fn hub_labels(labels: &mut Vec<(&'static str, String)>, pod: &crate::snapshot::PodSeries) {
+    if let Some(hub) = &pod.hub {
+        labels.push(("hub_user", hub.user.clone()));
+        labels.push(("hub_server", hub.server.clone()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::pods::{HubServer, MetadataSync};
     use crate::snapshot::{ContainerSeries, NodeZone, PodSeries, ProcessSeries};
     use crate::source::EnergySourceKind;
     use crate::units::{ContainerId, Pid, PodUid, ZoneKind};
@@ -372,6 +421,10 @@ mod tests {
             uid: PodUid::parse("6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11").unwrap(),
             name: Some("evil\"pod\\name\nwith-newline-ü".into()),
             namespace: Some("ns".into()),
+            hub: Some(HubServer {
+                user: "Zoë \"o'neil\"\nx".into(),
+                server: "gpu".into(),
+            }),
             ended: false,
             joules: vec![5.0, 0.0],
             watts: vec![1.0, 0.0],
@@ -382,6 +435,21 @@ mod tests {
                 watts: vec![1.0, 0.0],
             }],
         }];
+        s.pods.push(PodSeries {
+            uid: PodUid::parse("7f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11").unwrap(),
+            name: None,
+            namespace: None,
+            hub: None,
+            ended: false,
+            joules: vec![1.0, 0.0],
+            watts: vec![1.0, 0.0],
+            containers: vec![],
+        });
+        s.health.pod_metadata = Some(MetadataSync {
+            synced: false,
+            pods: 3,
+            errors: [("gone", 2), ("watch_failed", 1)].into_iter().collect(),
+        });
         s.processes = vec![ProcessSeries {
             pid: Pid(42),
             comm: "we\"ird\\comm".into(),
@@ -406,6 +474,43 @@ mod tests {
                 "stray line: {line:?}"
             );
         }
+    }
+
+    #[test]
+    fn hub_labels_only_on_user_servers_and_pod_info_only_for_named_pods() {
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        let user = r#"hub_user="Zoë \"o'neil\"\nx",hub_server="gpu""#;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let named = line.contains("6f1c9a4e-");
+            let pod_line = line.starts_with("kepler_pod_") || line.starts_with("kepler_container_");
+            if pod_line && named {
+                assert!(line.contains(user), "{line}");
+            } else {
+                assert!(!line.contains("hub_"), "{line}");
+            }
+        }
+        let info: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("kepler_pod_info{"))
+            .collect();
+        assert_eq!(info.len(), 1, "only the pod with known names: {info:?}");
+        assert!(info[0].contains(r#"pod_namespace="ns""#), "{}", info[0]);
+        assert_eq!(info[0].rsplit_once(' ').unwrap().1.parse::<f64>(), Ok(1.0));
+        for expected in [
+            r#"kepler_exporter_pod_metadata_synced{node_name="node-1"} 0"#,
+            r#"kepler_exporter_pod_metadata_pods{node_name="node-1"} 3"#,
+            r#"kepler_exporter_pod_metadata_errors_total{node_name="node-1",kind="gone"} 2"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(expected)),
+                "missing {expected}:\n{text}"
+            );
+        }
+        // Without Kubernetes there are no pod-metadata self-metrics.
+        let mut s = snapshot();
+        s.health.pod_metadata = None;
+        let text = encode(Arc::new(s), &BuildInfo::current()).unwrap();
+        assert!(!text.contains("pod_metadata"));
     }
 
     #[test]

@@ -180,6 +180,7 @@ impl Monitor {
             .unwrap_or(0.0);
 
         let (pods, processes) = self.ledger.series(self.inputs.pod_metadata.as_ref());
+        self.health.pod_metadata = self.inputs.pod_metadata.sync_status();
         Snapshot {
             node_name: self.node_name.clone(),
             energy_source: self.inputs.energy.kind(),

@@ -2,6 +2,7 @@
 //! monitor, published as `Arc<Snapshot>`, never mutated after publication. Counters are cumulative
 //! since the exporter started; watts are the last interval's average.
 
+use crate::resource::pods::{HubServer, MetadataSync};
 use crate::source::EnergySourceKind;
 use crate::units::{ContainerId, Pid, PodUid, ZoneKind};
 use std::collections::BTreeMap;
@@ -36,6 +37,8 @@ pub struct PodSeries {
     pub uid: PodUid,
     pub name: Option<String>,
     pub namespace: Option<String>,
+    /// JupyterHub user server: `hub_user`/`hub_server` labels; `None` for every other pod.
+    pub hub: Option<HubServer>,
     /// The pod's cgroup is gone; its series stay for the grace period.
     pub ended: bool,
     /// Indexed like `Snapshot::zones`.
@@ -73,6 +76,8 @@ pub struct ExporterHealth {
     pub sources: Vec<SourceHealth>,
     /// Wall-clock time of the tick that built the snapshot (for staleness alerts only).
     pub taken_at_unix_seconds: f64,
+    /// Kubernetes pod metadata sync; `None` without Kubernetes (`--no-kube`).
+    pub pod_metadata: Option<MetadataSync>,
 }
 
 /// Everything one scrape encodes.

@@ -1,5 +1,9 @@
-//! Who a process or cgroup belongs to: cgroup path parsing (pure) and pod metadata lookup.
-//! The Kubernetes issue adds the `kube`-backed pod cache behind `PodMetadata`.
+//! Who a process or cgroup belongs to: cgroup path parsing (pure), pod metadata lookup (`pods`), and
+//! the Kubernetes pod cache behind it (`kube`: watcher -> `record` -> `index`, plus `jupyterhub`).
 
 pub mod cgroup_path;
+pub mod index;
+pub mod jupyterhub;
+pub mod kube;
 pub mod pods;
+pub mod record;

@@ -2,6 +2,8 @@
 //! exposition, and decide whether a privileged test may skip.
 #![allow(dead_code)]
 
+pub mod cgroups;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
