@@ -159,7 +159,8 @@ impl Client {
         // An exposition must be UTF-8; stray bytes are shown as U+FFFD rather than refused.
         let text = String::from_utf8_lossy(&answer.body);
         let samples = exposition::parse(&text).map_err(|source| {
-            if answer.content_type.starts_with("text/html") {
+            // HTML, "ok", JSON...: say "not an exporter" rather than quote a syntax error.
+            if answer.content_type.starts_with("text/html") || !text.contains("kepler_") {
                 ClientError::NotAnExporter {
                     url: url.clone(),
                     source: ModelError::NotAnExporter { samples: 0 },

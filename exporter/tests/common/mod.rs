@@ -45,7 +45,11 @@ pub struct Exporter {
 
 impl Exporter {
     pub fn start(args: &[&str]) -> Exporter {
-        let port = free_port();
+        Exporter::start_on(free_port(), args)
+    }
+
+    /// Start on a given port (e.g. to restart an exporter where a client expects it).
+    pub fn start_on(port: u16, args: &[&str]) -> Exporter {
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
             .arg("run")
