@@ -3,6 +3,7 @@
 //! optionally CO₂, as a table, CSV or Markdown. Queries here; aggregation is a pure function.
 
 use crate::top::client::{BaseUrl, Client, ClientError, PromSample};
+use crate::top::model::counts_zone;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -226,14 +227,6 @@ pub struct Report {
 
 const NO_USERS: &str = "no JupyterHub user data in this period: no hub_user label on kepler_pod_cpu_joules_total or kepler_pod_info (it comes with Kubernetes metadata)";
 
-fn counted(has_psys: bool, zone: &str) -> bool {
-    if has_psys {
-        zone == "psys"
-    } else {
-        zone == "package" || zone == "dram"
-    }
-}
-
 /// Sum the queried energy into the requested groupings. Zones follow the node-total rule per node.
 pub fn aggregate(inputs: &Inputs, from: f64, to: f64, by: &[Grouping]) -> Report {
     let mut psys: HashMap<&str, bool> = HashMap::new();
@@ -243,7 +236,7 @@ pub fn aggregate(inputs: &Inputs, from: f64, to: f64, by: &[Grouping]) -> Report
     let node_joules = inputs
         .nodes
         .iter()
-        .filter(|s| counted(psys[s.label("node_name")], s.label("zone")))
+        .filter(|s| counts_zone(psys[s.label("node_name")], s.label("zone")))
         .map(|s| finite(s.value))
         .sum();
     let info: HashMap<&str, &PromSample> = inputs
@@ -255,7 +248,7 @@ pub fn aggregate(inputs: &Inputs, from: f64, to: f64, by: &[Grouping]) -> Report
     let mut pods: BTreeMap<&str, (String, String, String, f64)> = BTreeMap::new();
     for s in &inputs.pods {
         let has_psys = psys.get(s.label("node_name")).copied().unwrap_or(false);
-        if !counted(has_psys, s.label("zone")) {
+        if !counts_zone(has_psys, s.label("zone")) {
             continue;
         }
         let id = s.label("pod_id");

@@ -80,7 +80,8 @@ impl Node {
     }
 }
 
-fn counts_zone(has_psys: bool, zone: &str) -> bool {
+/// The node-total rule for one zone, given whether the node has `psys`.
+pub fn counts_zone(has_psys: bool, zone: &str) -> bool {
     if has_psys {
         zone == "psys"
     } else {

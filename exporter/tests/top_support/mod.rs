@@ -8,29 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The cgroup v1 `cpu` and `cpuacct` mount points, from mountinfo.
-pub fn v1_mounts() -> Option<(PathBuf, PathBuf)> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let (mut cpu, mut cpuacct) = (None, None);
-    for line in info.lines() {
-        let (pre, post) = line.split_once(" - ")?;
-        let mut post = post.split(' ');
-        if post.next() != Some("cgroup") {
-            continue;
-        }
-        let opts = post.nth(1).unwrap_or("");
-        let mount = PathBuf::from(pre.split(' ').nth(4)?);
-        let controllers: Vec<&str> = opts.split(',').collect();
-        if controllers.contains(&"cpuacct") {
-            cpuacct = Some(mount.clone());
-        }
-        if controllers.contains(&"cpu") {
-            cpu = Some(mount);
-        }
-    }
-    Some((cpu?, cpuacct?))
-}
-
 /// Pods made of real cgroups (kubelet's cgroupfs layout) with busy processes; removed on drop.
 pub struct FakePods {
     cpu: PathBuf,
@@ -43,7 +20,7 @@ pub struct FakePods {
 impl FakePods {
     /// None when the host has no cgroup v1 cpu/cpuacct hierarchies.
     pub fn new() -> Option<FakePods> {
-        let (cpu, cpuacct) = v1_mounts()?;
+        let (cpu, cpuacct) = crate::common::v1_mounts()?;
         Some(FakePods {
             cpu,
             cpuacct,
