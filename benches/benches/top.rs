@@ -61,6 +61,10 @@ fn parse_and_redraw(c: &mut Criterion) {
     assert_eq!(reading.pods.len(), 1000);
     assert_eq!(reading.containers.len(), 2000);
 
+    c.bench_function("top/parse text only (1000 pods)", |b| {
+        b.iter(|| exposition::parse(black_box(&text)).unwrap().len())
+    });
+
     c.bench_function("top/parse 1000-pod exposition", |b| {
         b.iter(|| {
             let samples = exposition::parse(black_box(&text)).unwrap();

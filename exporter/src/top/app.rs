@@ -39,7 +39,8 @@ pub struct App {
     pub rows: Vec<Row>,
     /// Node (all nodes) total watts, oldest first.
     pub node_history: VecDeque<f64>,
-    row_history: HashMap<(View, String), VecDeque<f64>>,
+    /// Power history of the current view's rows, by row key.
+    row_history: HashMap<String, VecDeque<f64>>,
     rates: RateTracker,
     pub quit: bool,
 }
@@ -77,10 +78,9 @@ impl App {
             Ok(mut reading) => {
                 self.rates.update(&mut reading, now_seconds);
                 push(&mut self.node_history, reading.total_watts());
-                self.record_rows(&reading);
                 self.reading = Some(reading);
                 self.status = Status::Ok;
-                self.rebuild();
+                self.rebuild_recording(true);
             }
             Err(message) => {
                 let attempts = match &self.status {
@@ -92,19 +92,16 @@ impl App {
         }
     }
 
-    /// History for every view's rows, so switching views shows a filled sparkline at once.
-    fn record_rows(&mut self, reading: &Reading) {
-        let mut seen = HashMap::with_capacity(self.row_history.len());
-        for view in View::ALL {
-            for row in table::rows(reading, view) {
-                let key = (view, row.key);
-                let mut history = self.row_history.remove(&key).unwrap_or_default();
-                push(&mut history, row.watts);
-                seen.insert(key, history);
-            }
+    /// Add a point to the history of every row of the current view (filtered out or not); rows
+    /// that went away drop theirs. Other views start their sparklines when shown.
+    fn record(&mut self, all_rows: &[Row]) {
+        let mut kept = HashMap::with_capacity(all_rows.len());
+        for row in all_rows {
+            let mut history = self.row_history.remove(&row.key).unwrap_or_default();
+            push(&mut history, row.watts);
+            kept.insert(row.key.clone(), history);
         }
-        // Rows that went away drop their history.
-        self.row_history = seen;
+        self.row_history = kept;
     }
 
     pub fn selected_row(&self) -> Option<&Row> {
@@ -113,16 +110,26 @@ impl App {
 
     pub fn selected_history(&self) -> Option<&VecDeque<f64>> {
         let row = self.selected_row()?;
-        self.row_history.get(&(self.view, row.key.clone()))
+        self.row_history.get(&row.key)
     }
 
     /// Recompute the rows, keeping the selection on the same row where it still exists.
     fn rebuild(&mut self) {
+        self.rebuild_recording(false);
+    }
+
+    fn rebuild_recording(&mut self, record: bool) {
         let keep = self.selected_row().map(|r| r.key.clone());
-        self.rows = match &self.reading {
-            Some(r) => table::table(r, self.view, self.sort, &self.filter),
+        let mut rows = match &self.reading {
+            Some(r) => table::rows(r, self.view),
             None => Vec::new(),
         };
+        if record {
+            self.record(&rows);
+        }
+        table::filter(&mut rows, &self.filter);
+        table::sort(&mut rows, self.sort);
+        self.rows = rows;
         self.selected = keep
             .and_then(|k| self.rows.iter().position(|r| r.key == k))
             .unwrap_or(self.selected)
@@ -133,7 +140,8 @@ impl App {
         if self.view != view {
             self.view = view;
             self.selected = 0;
-            self.rebuild();
+            self.row_history.clear();
+            self.rebuild_recording(true);
         }
     }
 

@@ -212,6 +212,7 @@ impl Reading {
         let mut index: HashMap<(Family, &str, &str), usize> = HashMap::new();
         let mut info: HashMap<&str, (&str, &str, &str)> = HashMap::new();
         let mut builder = Builders::default();
+        let mut last_node: (&str, bool) = ("\u{0}", false);
         for s in samples {
             let (family, is_joules) = match s.name.as_ref() {
                 "kepler_pod_cpu_joules_total" => (Family::Pod, true),
@@ -234,7 +235,11 @@ impl Reading {
                 _ => continue,
             };
             let node = s.label("node_name");
-            if !counts_zone(psys.get(node).copied().unwrap_or(false), s.label("zone")) {
+            // Series come grouped by node: look its zones up only when the node changes.
+            if last_node.0 != node {
+                last_node = (node, psys.get(node).copied().unwrap_or(false));
+            }
+            if !counts_zone(last_node.1, s.label("zone")) {
                 continue;
             }
             let id = match family {

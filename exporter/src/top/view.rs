@@ -224,7 +224,11 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
         header_cell(app, Column::Share, "SHARE"),
     ])
     .style(Style::new().add_modifier(Modifier::BOLD));
-    let rows = app.rows.iter().map(|r| {
+    // Only the rows that fit are built (1,000 pods would otherwise cost milliseconds per frame):
+    // a window over the rows that keeps the selection in view.
+    let visible = usize::from(area.height.saturating_sub(2)).max(1);
+    let offset = (app.selected + 1).saturating_sub(visible);
+    let rows = app.rows.iter().skip(offset).take(visible).map(|r| {
         Row::new(vec![
             Cell::from(r.name.as_str()),
             Cell::from(r.detail.as_str()),
@@ -247,8 +251,8 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
         .header(header)
         .block(Block::new().borders(Borders::TOP).title(title))
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let mut state =
-        TableState::default().with_selected((!app.rows.is_empty()).then_some(app.selected));
+    let mut state = TableState::default()
+        .with_selected((!app.rows.is_empty()).then_some(app.selected - offset));
     frame.render_stateful_widget(table, area, &mut state);
 }
 
