@@ -390,6 +390,35 @@ mod tests {
     }
 
     #[test]
+    fn the_table_scrolls_to_keep_the_selection_in_view() {
+        let mut text = String::new();
+        for pod in 0..100 {
+            text.push_str(&format!(
+                "kepler_pod_cpu_watts{{node_name=\"n\",pod_id=\"pod-{pod:03}\",zone=\"package\"}} {pod}\n"
+            ));
+        }
+        let mut app = App::new(
+            "x".into(),
+            1.0,
+            View::Pods,
+            Default::default(),
+            String::new(),
+        );
+        app.on_reading(Ok(reading(&text)), 1.0);
+        let first = screen(&app, 100, 20);
+        assert!(
+            first.contains("pod-099") && !first.contains("pod-000"),
+            "{first}"
+        );
+        app.on_key(key(KeyCode::End));
+        let last = screen(&app, 100, 20);
+        assert!(
+            last.contains("pod-000") && !last.contains("pod-099"),
+            "{last}"
+        );
+    }
+
+    #[test]
     fn joules_are_shown_in_readable_units() {
         assert_eq!(joules_text(12.34), "12.3 J");
         assert_eq!(joules_text(12_345.0), "12.35 kJ");
