@@ -35,6 +35,10 @@ struct Cli {
 enum Command {
     /// Measure this node and serve Prometheus metrics
     Run(RunArgs),
+    /// Live terminal view of power per pod, namespace, user, container (or --once)
+    Top(kepler_rs::top::TopArgs),
+    /// Energy per JupyterHub user, namespace or pod over a period, from Prometheus
+    Report(kepler_rs::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,7 +60,19 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Top(args) => kepler_rs::top::run(args)
+            .map_err(|e| (e.exit_code(), e.to_string()))
+            .map_or_else(|(code, e)| fail("top", code, &e), |()| ExitCode::SUCCESS),
+        Command::Report(args) => kepler_rs::report::run(args)
+            .map_err(|e| (e.exit_code(), e.to_string()))
+            .map_or_else(|(code, e)| fail("report", code, &e), |()| ExitCode::SUCCESS),
     }
+}
+
+/// One line on stderr, then the exit code (2: bad flag, 1: could not do it).
+fn fail(command: &str, code: u8, message: &str) -> ExitCode {
+    eprintln!("kepler-rs {command}: error: {message}");
+    ExitCode::from(code)
 }
 
 fn hostname() -> Option<String> {

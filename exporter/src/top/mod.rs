@@ -1,0 +1,268 @@
+//! `kepler-rs top`: a live terminal view of who draws power, read over HTTP from one node's
+//! exporter or from Prometheus for the whole cluster; `--once` prints one table (text or JSON).
+//! It never touches sysfs. This file validates the flags and runs the event loop.
+
+pub mod app;
+pub mod batch;
+pub mod client;
+pub mod exposition;
+pub mod model;
+pub mod table;
+pub mod terminal;
+pub mod view;
+
+use app::App;
+use batch::Output;
+use client::{BaseUrl, Client, ClientError};
+use model::Reading;
+use ratatui::crossterm::event::{self, Event};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use table::{Column, Sort, View};
+
+/// Flags of `kepler-rs top`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopArgs {
+    /// The node exporter to read (its /metrics)
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:28282",
+        conflicts_with = "prometheus"
+    )]
+    pub url: String,
+    /// Read the whole cluster from this Prometheus server instead
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+    /// Time between refreshes
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub refresh: Duration,
+    /// Give up on a request after this long (then retry at the next refresh)
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Print the table once and exit (for scripts and `watch`)
+    #[arg(long, alias = "batch")]
+    pub once: bool,
+    /// Output of --once
+    #[arg(long, value_enum, default_value = "text", requires = "once")]
+    pub output: Output,
+    /// The view to start with
+    #[arg(long, value_enum, default_value = "pods")]
+    pub view: View,
+    /// The column to sort by (numbers largest first)
+    #[arg(long, value_enum, default_value = "watts")]
+    pub sort: Column,
+    /// Reverse the sort
+    #[arg(long)]
+    pub reverse: bool,
+    /// Show only rows whose name, detail or node contains this text
+    #[arg(long, default_value = "")]
+    pub filter: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopError {
+    #[error("--{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Terminal(#[from] terminal::TerminalError),
+    #[error("terminal: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot start the fetch thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+impl TopError {
+    /// Exit code: 2 for a bad flag, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TopError::Flag { .. } | TopError::Client(ClientError::BadUrl { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Where readings come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Exporter(BaseUrl),
+    Prometheus(BaseUrl),
+}
+
+impl Source {
+    pub fn fetch(&self, client: &Client) -> Result<Reading, ClientError> {
+        match self {
+            Source::Exporter(base) => client.exporter_reading(base),
+            Source::Prometheus(base) => client.prometheus_reading(base),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Exporter(base) => base.join(if base.path().is_empty() {
+                "/metrics"
+            } else {
+                ""
+            }),
+            Source::Prometheus(base) => format!("prometheus {}", base.join("")),
+        }
+    }
+}
+
+/// Validated flags.
+#[derive(Debug, Clone)]
+pub struct TopConfig {
+    pub source: Source,
+    pub refresh: Duration,
+    pub timeout: Duration,
+    pub once: Option<Output>,
+    pub view: View,
+    pub sort: Sort,
+    pub filter: String,
+}
+
+impl TopArgs {
+    pub fn resolve(self) -> Result<TopConfig, TopError> {
+        let source = match &self.prometheus {
+            Some(url) => Source::Prometheus(BaseUrl::parse(url)?),
+            None => Source::Exporter(BaseUrl::parse(&self.url)?),
+        };
+        if self.refresh < Duration::from_millis(100) {
+            return Err(TopError::Flag {
+                flag: "refresh",
+                message: "must be at least 100ms".into(),
+            });
+        }
+        if self.timeout.is_zero() {
+            return Err(TopError::Flag {
+                flag: "timeout",
+                message: "must be more than 0".into(),
+            });
+        }
+        let descending = self.sort.descending_by_default() != self.reverse;
+        Ok(TopConfig {
+            source,
+            refresh: self.refresh,
+            timeout: self.timeout,
+            once: self.once.then_some(self.output),
+            view: self.view,
+            sort: Sort {
+                column: self.sort,
+                descending,
+            },
+            filter: self.filter,
+        })
+    }
+}
+
+/// Entry point of `kepler-rs top`.
+pub fn run(args: TopArgs) -> Result<(), TopError> {
+    let config = args.resolve()?;
+    match config.once {
+        Some(output) => once(&config, output),
+        None => live(&config),
+    }
+}
+
+fn once(config: &TopConfig, output: Output) -> Result<(), TopError> {
+    let client = Client::new(config.timeout)?;
+    let reading = config.source.fetch(&client)?;
+    let rows = table::table(&reading, config.view, config.sort, &config.filter);
+    let note = table::empty_reason(&reading, config.view);
+    let text = match output {
+        Output::Text => batch::text(config.view, &reading, &rows, note),
+        Output::Json => {
+            batch::json(
+                &config.source.describe(),
+                config.view,
+                &reading,
+                &rows,
+                note,
+            )? + "\n"
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The fetch loop, on its own thread so a slow server never freezes the keys. It stops when the
+/// screen hangs up (either channel closes).
+fn fetch_loop(
+    source: Source,
+    timeout: Duration,
+    refresh: Duration,
+    readings: mpsc::Sender<Result<Reading, String>>,
+    wake: mpsc::Receiver<()>,
+) {
+    let client = match Client::new(timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = readings.send(Err(e.to_string()));
+            return;
+        }
+    };
+    loop {
+        let result = source.fetch(&client).map_err(|e| e.to_string());
+        if readings.send(result).is_err() {
+            return;
+        }
+        match wake.recv_timeout(refresh) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
+}
+
+fn live(config: &TopConfig) -> Result<(), TopError> {
+    let stop = terminal::stop_flag()?;
+    let mut guard = terminal::TerminalGuard::enter()?;
+    let (reading_tx, readings) = mpsc::channel();
+    let (wake, wake_rx) = mpsc::channel();
+    let (source, timeout, refresh) = (config.source.clone(), config.timeout, config.refresh);
+    std::thread::Builder::new()
+        .name("top-fetch".into())
+        .spawn(move || fetch_loop(source, timeout, refresh, reading_tx, wake_rx))
+        .map_err(TopError::Thread)?;
+    let mut app = App::new(
+        config.source.describe(),
+        config.refresh.as_secs_f64(),
+        config.view,
+        config.sort,
+        config.filter.clone(),
+    );
+    let mut dirty = true;
+    while !app.quit && !stop.load(Ordering::Relaxed) {
+        if dirty {
+            guard.terminal.draw(|frame| view::draw(frame, &app))?;
+            dirty = false;
+        }
+        if event::poll(Duration::from_millis(100))? {
+            match event::read()? {
+                Event::Key(key) => {
+                    app.on_key(key);
+                    dirty = true;
+                }
+                Event::Resize(..) => dirty = true,
+                _ => {}
+            }
+        }
+        while let Ok(result) = readings.try_recv() {
+            app.on_reading(result, unix_now());
+            dirty = true;
+        }
+    }
+    drop(wake); // the fetch thread ends at its next wake-up; it holds no terminal state
+    drop(guard);
+    Ok(())
+}

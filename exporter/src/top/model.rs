@@ -1,0 +1,617 @@
+//! Turns parsed samples into a `Reading`: nodes (zones, sources, idle/active) and consumers
+//! (pods, containers, processes) with the node-total rule applied, plus `RateTracker`, which
+//! computes watts between two readings from the energy counters (resets handled). No I/O.
+
+use super::exposition::Sample;
+use std::collections::{BTreeMap, HashMap};
+
+/// Longest label value shown; longer ones are cut with an ellipsis.
+pub const MAX_LABEL_CHARS: usize = 120;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ModelError {
+    #[error("no kepler_* metrics in the response: is this a kepler-rs exporter? ({samples} other samples)")]
+    NotAnExporter { samples: usize },
+}
+
+/// What kind of consumer a series describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    Pod,
+    Container,
+    Process,
+}
+
+/// One zone of one node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ZoneFigures {
+    pub joules: f64,
+    pub watts: f64,
+    pub idle_watts: f64,
+    pub active_watts: f64,
+    pub system_watts: f64,
+}
+
+/// One node as its exporter reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Node {
+    pub name: String,
+    /// `rapl` or `estimate` (from `kepler_exporter_energy_source_info`).
+    pub energy_source: String,
+    /// `cgroup`, `ebpf` or `none` (from `kepler_exporter_cpu_source_info`).
+    pub cpu_source: String,
+    pub usage_ratio: Option<f64>,
+    /// Unix time of the exporter's snapshot; the clock of the rates.
+    pub tick_seconds: Option<f64>,
+    pub zones: BTreeMap<String, ZoneFigures>,
+    /// Watts of the node total: the rate between two readings where known, else the gauge.
+    pub total_watts: f64,
+}
+
+impl Node {
+    /// The node-total rule: `psys` alone where present, else `package + dram`. Zones overlap, so
+    /// summing all of them would count core and uncore twice.
+    pub fn counts_zone(&self, zone: &str) -> bool {
+        counts_zone(self.zones.contains_key("psys"), zone)
+    }
+
+    fn sum(&self, field: impl Fn(&ZoneFigures) -> f64) -> f64 {
+        self.zones
+            .iter()
+            .filter(|(zone, _)| self.counts_zone(zone))
+            .map(|(_, figures)| field(figures))
+            .sum()
+    }
+
+    pub fn total_joules(&self) -> f64 {
+        self.sum(|z| z.joules)
+    }
+    pub fn gauge_watts(&self) -> f64 {
+        self.sum(|z| z.watts)
+    }
+    pub fn idle_watts(&self) -> f64 {
+        self.sum(|z| z.idle_watts)
+    }
+    pub fn active_watts(&self) -> f64 {
+        self.sum(|z| z.active_watts)
+    }
+    pub fn system_watts(&self) -> f64 {
+        self.sum(|z| z.system_watts)
+    }
+}
+
+/// The node-total rule for one zone, given whether the node has `psys`.
+pub fn counts_zone(has_psys: bool, zone: &str) -> bool {
+    if has_psys {
+        zone == "psys"
+    } else {
+        zone == "package" || zone == "dram"
+    }
+}
+
+/// A pod, container or process on one node, summed over the node's counted zones.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Consumer {
+    pub node: String,
+    /// pod UID, container ID or PID.
+    pub id: String,
+    /// What to show: the pod or container name, else its UID/ID; the process's comm.
+    pub name: String,
+    pub namespace: String,
+    pub pod_id: String,
+    /// The pod's name (or UID) for containers and processes.
+    pub pod: String,
+    pub hub_user: String,
+    pub joules: f64,
+    pub gauge_watts: f64,
+    /// The rate between two readings where known, else the gauge.
+    pub watts: f64,
+}
+
+/// Everything one fetch saw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reading {
+    pub nodes: BTreeMap<String, Node>,
+    pub pods: Vec<Consumer>,
+    pub containers: Vec<Consumer>,
+    pub processes: Vec<Consumer>,
+    /// True when the source exposed any `kepler_*gpu*` series (none are defined yet).
+    pub has_gpu_series: bool,
+}
+
+impl Reading {
+    pub fn consumers(&self, family: Family) -> &[Consumer] {
+        match family {
+            Family::Pod => &self.pods,
+            Family::Container => &self.containers,
+            Family::Process => &self.processes,
+        }
+    }
+
+    pub fn total_watts(&self) -> f64 {
+        self.nodes.values().map(|n| n.total_watts).sum()
+    }
+
+    pub fn node_total_watts(&self, node: &str) -> f64 {
+        self.nodes.get(node).map(|n| n.total_watts).unwrap_or(0.0)
+    }
+
+    pub fn has_hub_users(&self) -> bool {
+        self.pods.iter().any(|p| !p.hub_user.is_empty())
+    }
+
+    /// Build from samples; `NotAnExporter` when none of them is a `kepler_*` series.
+    pub fn from_samples(samples: &[Sample<'_>]) -> Result<Reading, ModelError> {
+        let mut reading = Reading::default();
+        let mut kepler = 0usize;
+        // Pass 1: nodes, because the zones a node has decide which zones its consumers count.
+        for s in samples {
+            let Some(metric) = s.name.strip_prefix("kepler_") else {
+                continue;
+            };
+            kepler += 1;
+            if metric.contains("gpu") {
+                reading.has_gpu_series = true;
+            }
+            let node_name = s.label("node_name");
+            let node = || Node {
+                name: clean(node_name),
+                ..Node::default()
+            };
+            let zone_field: Option<fn(&mut ZoneFigures) -> &mut f64> = match metric {
+                "node_cpu_joules_total" => Some(|z| &mut z.joules),
+                "node_cpu_watts" => Some(|z| &mut z.watts),
+                "node_cpu_idle_watts" => Some(|z| &mut z.idle_watts),
+                "node_cpu_active_watts" => Some(|z| &mut z.active_watts),
+                "node_cpu_system_watts" => Some(|z| &mut z.system_watts),
+                _ => None,
+            };
+            fn entry<'r>(
+                r: &'r mut Reading,
+                name: &str,
+                node: impl FnOnce() -> Node,
+            ) -> &'r mut Node {
+                r.nodes.entry(name.to_string()).or_insert_with(node)
+            }
+            if let Some(field) = zone_field {
+                let n = entry(&mut reading, node_name, node);
+                let zone = n.zones.entry(s.label("zone").to_string()).or_default();
+                *field(zone) += finite(s.value);
+                if metric == "node_cpu_joules_total" && n.energy_source.is_empty() {
+                    n.energy_source = clean(s.label("source"));
+                }
+                continue;
+            }
+            match metric {
+                "exporter_energy_source_info" if s.value > 0.0 => {
+                    entry(&mut reading, node_name, node).energy_source = clean(s.label("source"))
+                }
+                "exporter_cpu_source_info" if s.value > 0.0 => {
+                    entry(&mut reading, node_name, node).cpu_source = clean(s.label("source"))
+                }
+                "node_cpu_usage_ratio" => {
+                    entry(&mut reading, node_name, node).usage_ratio = Some(finite(s.value))
+                }
+                "exporter_last_tick_timestamp_seconds" if s.value > 0.0 => {
+                    entry(&mut reading, node_name, node).tick_seconds = Some(finite(s.value))
+                }
+                _ => {}
+            }
+        }
+        if kepler == 0 {
+            return Err(ModelError::NotAnExporter {
+                samples: samples.len(),
+            });
+        }
+        // Pass 2: consumers, keyed by (family, node, id).
+        let psys: HashMap<&str, bool> = reading
+            .nodes
+            .iter()
+            .map(|(name, n)| (name.as_str(), n.zones.contains_key("psys")))
+            .collect();
+        let mut index: HashMap<(Family, &str, &str), usize> = HashMap::new();
+        let mut info: HashMap<&str, (&str, &str, &str)> = HashMap::new();
+        let mut builder = Builders::default();
+        let mut last_node: (&str, bool) = ("\u{0}", false);
+        for s in samples {
+            let (family, is_joules) = match s.name.as_ref() {
+                "kepler_pod_cpu_joules_total" => (Family::Pod, true),
+                "kepler_pod_cpu_watts" => (Family::Pod, false),
+                "kepler_container_cpu_joules_total" => (Family::Container, true),
+                "kepler_container_cpu_watts" => (Family::Container, false),
+                "kepler_process_cpu_joules_total" => (Family::Process, true),
+                "kepler_process_cpu_watts" => (Family::Process, false),
+                "kepler_pod_info" => {
+                    info.insert(
+                        s.label("pod_id"),
+                        (
+                            s.label("pod_name"),
+                            s.label("pod_namespace"),
+                            s.label("hub_user"),
+                        ),
+                    );
+                    continue;
+                }
+                _ => continue,
+            };
+            let node = s.label("node_name");
+            // Series come grouped by node: look its zones up only when the node changes.
+            if last_node.0 != node {
+                last_node = (node, psys.get(node).copied().unwrap_or(false));
+            }
+            if !counts_zone(last_node.1, s.label("zone")) {
+                continue;
+            }
+            let id = match family {
+                Family::Pod => s.label("pod_id"),
+                Family::Container => s.label("container_id"),
+                Family::Process => s.label("pid"),
+            };
+            let list = builder.list(family);
+            let slot = *index.entry((family, node, id)).or_insert_with(|| {
+                list.push(new_consumer(family, s));
+                list.len() - 1
+            });
+            let consumer = &mut list[slot];
+            if is_joules {
+                consumer.joules += finite(s.value);
+            } else {
+                consumer.gauge_watts += finite(s.value);
+            }
+        }
+        for c in builder.pods.iter_mut() {
+            if let Some((name, namespace, user)) = info.get(c.pod_id.as_str()) {
+                fill(&mut c.name, name, &c.pod_id);
+                fill(&mut c.namespace, namespace, "");
+                fill(&mut c.hub_user, user, "");
+            }
+        }
+        let pod_names: HashMap<(&str, &str), &Consumer> = builder
+            .pods
+            .iter()
+            .map(|p| ((p.node.as_str(), p.pod_id.as_str()), p))
+            .collect();
+        for c in builder.containers.iter_mut() {
+            if let Some(pod) = pod_names.get(&(c.node.as_str(), c.pod_id.as_str())) {
+                c.pod = pod.name.clone();
+                c.namespace = pod.namespace.clone();
+                c.hub_user = pod.hub_user.clone();
+            }
+        }
+        for list in [
+            &mut builder.pods,
+            &mut builder.containers,
+            &mut builder.processes,
+        ] {
+            for c in list.iter_mut() {
+                c.watts = c.gauge_watts;
+            }
+        }
+        for n in reading.nodes.values_mut() {
+            n.total_watts = n.gauge_watts();
+        }
+        reading.pods = builder.pods;
+        reading.containers = builder.containers;
+        reading.processes = builder.processes;
+        Ok(reading)
+    }
+}
+
+#[derive(Default)]
+struct Builders {
+    pods: Vec<Consumer>,
+    containers: Vec<Consumer>,
+    processes: Vec<Consumer>,
+}
+
+impl Builders {
+    fn list(&mut self, family: Family) -> &mut Vec<Consumer> {
+        match family {
+            Family::Pod => &mut self.pods,
+            Family::Container => &mut self.containers,
+            Family::Process => &mut self.processes,
+        }
+    }
+}
+
+fn new_consumer(family: Family, s: &Sample<'_>) -> Consumer {
+    let node = clean(s.label("node_name"));
+    match family {
+        Family::Pod => {
+            let pod_id = clean(s.label("pod_id"));
+            Consumer {
+                node,
+                name: name_or(s.label("pod_name"), &pod_id),
+                namespace: clean(s.label("pod_namespace")),
+                hub_user: clean(s.label("hub_user")),
+                id: pod_id.clone(),
+                pod: String::new(),
+                pod_id,
+                ..Consumer::default()
+            }
+        }
+        Family::Container => {
+            let id = clean(s.label("container_id"));
+            let pod_id = clean(s.label("pod_id"));
+            Consumer {
+                node,
+                name: name_or(s.label("container_name"), short_id(&id)),
+                pod: pod_id.clone(),
+                pod_id,
+                id,
+                ..Consumer::default()
+            }
+        }
+        Family::Process => Consumer {
+            node,
+            id: clean(s.label("pid")),
+            name: clean(s.label("comm")),
+            pod: short_id(s.label("container_id")).to_string(),
+            ..Consumer::default()
+        },
+    }
+}
+
+fn fill(target: &mut String, value: &str, unless_equal_to: &str) {
+    if !value.is_empty() && (target.is_empty() || target == unless_equal_to) {
+        *target = clean(value);
+    }
+}
+
+fn name_or(name: &str, fallback: &str) -> String {
+    if name.is_empty() {
+        clean(fallback)
+    } else {
+        clean(name)
+    }
+}
+
+/// Container IDs are 64 hex digits; 12 are enough to tell them apart (as docker does).
+fn short_id(id: &str) -> &str {
+    if id.len() > 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &id[..12]
+    } else {
+        id
+    }
+}
+
+fn finite(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else {
+        0.0
+    }
+}
+
+/// A label value made safe to print on a terminal: control characters (escape sequences could
+/// garble the screen) become `?`, and very long values are cut with an ellipsis.
+pub fn clean(value: &str) -> String {
+    let mut out = String::with_capacity(value.len().min(MAX_LABEL_CHARS + 3));
+    for (i, c) in value.chars().enumerate() {
+        if i == MAX_LABEL_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { '?' } else { c });
+    }
+    out
+}
+
+/// Computes watts between consecutive readings from the energy counters, using the exporter's
+/// snapshot time (not the fetch time) as the clock, so a refresh that saw no new tick does not
+/// read as 0 W. A counter that went down (exporter restart) falls back to the watts gauge.
+#[derive(Debug, Default)]
+pub struct RateTracker {
+    consumers: HashMap<(Family, String, String), Previous>,
+    nodes: HashMap<String, Previous>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Previous {
+    joules: f64,
+    seconds: f64,
+    watts: f64,
+}
+
+/// The rate of one counter. `seconds` is the time of the new value.
+fn rate(previous: Option<Previous>, joules: f64, seconds: f64, gauge: f64) -> Previous {
+    let watts = match previous {
+        Some(p) if seconds > p.seconds && joules >= p.joules => {
+            (joules - p.joules) / (seconds - p.seconds)
+        }
+        // Same snapshot as last time: nothing new, keep the last rate.
+        Some(p) if seconds == p.seconds && joules == p.joules => p.watts,
+        // First sight, a reset (counter went down) or a clock that went back.
+        _ => gauge,
+    };
+    Previous {
+        joules,
+        seconds,
+        watts,
+    }
+}
+
+impl RateTracker {
+    /// Set `watts` on every node and consumer of `reading`. `fetched_seconds` is used where the
+    /// exporter did not say when its snapshot was taken.
+    pub fn update(&mut self, reading: &mut Reading, fetched_seconds: f64) {
+        let mut nodes = HashMap::with_capacity(reading.nodes.len());
+        let mut clocks = HashMap::with_capacity(reading.nodes.len());
+        for (name, node) in reading.nodes.iter_mut() {
+            let seconds = node.tick_seconds.unwrap_or(fetched_seconds);
+            clocks.insert(name.clone(), seconds);
+            let p = rate(
+                self.nodes.get(name).copied(),
+                node.total_joules(),
+                seconds,
+                node.gauge_watts(),
+            );
+            node.total_watts = p.watts;
+            nodes.insert(name.clone(), p);
+        }
+        self.nodes = nodes;
+        let mut consumers = HashMap::with_capacity(self.consumers.len());
+        for (family, list) in [
+            (Family::Pod, &mut reading.pods),
+            (Family::Container, &mut reading.containers),
+            (Family::Process, &mut reading.processes),
+        ] {
+            for c in list.iter_mut() {
+                let seconds = clocks.get(&c.node).copied().unwrap_or(fetched_seconds);
+                let key = (family, c.node.clone(), c.id.clone());
+                let p = rate(
+                    self.consumers.get(&key).copied(),
+                    c.joules,
+                    seconds,
+                    c.gauge_watts,
+                );
+                c.watts = p.watts;
+                consumers.insert(key, p);
+            }
+        }
+        self.consumers = consumers;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::top::exposition::parse;
+
+    pub(crate) const TWO_PODS: &str = include_str!("fixtures/exporter_two_pods.prom");
+    pub(crate) const HUB_USERS: &str = include_str!("fixtures/hub_users.prom");
+
+    pub(crate) fn reading(text: &str) -> Reading {
+        Reading::from_samples(&parse(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn node_total_is_package_plus_dram_not_all_zones() {
+        let r = reading(
+            "kepler_node_cpu_joules_total{node_name=\"n\",zone=\"package\",source=\"rapl\"} 100\n\
+             kepler_node_cpu_joules_total{node_name=\"n\",zone=\"core\",source=\"rapl\"} 80\n\
+             kepler_node_cpu_joules_total{node_name=\"n\",zone=\"dram\",source=\"rapl\"} 10\n\
+             kepler_node_cpu_watts{node_name=\"n\",zone=\"package\",source=\"rapl\"} 50\n\
+             kepler_node_cpu_watts{node_name=\"n\",zone=\"core\",source=\"rapl\"} 40\n\
+             kepler_node_cpu_watts{node_name=\"n\",zone=\"dram\",source=\"rapl\"} 5\n\
+             kepler_pod_cpu_watts{node_name=\"n\",zone=\"core\",pod_id=\"u1\"} 9\n\
+             kepler_pod_cpu_watts{node_name=\"n\",zone=\"package\",pod_id=\"u1\"} 7\n",
+        );
+        let n = &r.nodes["n"];
+        assert_eq!(n.total_joules(), 110.0);
+        assert_eq!(n.total_watts, 55.0);
+        assert_eq!(n.energy_source, "rapl");
+        assert_eq!(r.pods[0].watts, 7.0);
+        assert_eq!(r.pods[0].name, "u1", "a pod without a name shows its UID");
+    }
+
+    #[test]
+    fn psys_alone_where_present() {
+        let r = reading(
+            "kepler_node_cpu_watts{node_name=\"n\",zone=\"package\",source=\"rapl\"} 50\n\
+             kepler_node_cpu_watts{node_name=\"n\",zone=\"dram\",source=\"rapl\"} 5\n\
+             kepler_node_cpu_watts{node_name=\"n\",zone=\"psys\",source=\"rapl\"} 70\n\
+             kepler_pod_cpu_watts{node_name=\"n\",zone=\"package\",pod_id=\"u1\"} 7\n\
+             kepler_pod_cpu_watts{node_name=\"n\",zone=\"psys\",pod_id=\"u1\"} 8\n",
+        );
+        assert_eq!(r.nodes["n"].total_watts, 70.0);
+        assert_eq!(r.pods[0].watts, 8.0);
+    }
+
+    #[test]
+    fn real_exporter_output_is_consistent() {
+        let r = reading(TWO_PODS);
+        assert_eq!(r.nodes.len(), 1);
+        let node = r.nodes.values().next().unwrap();
+        assert!(node.total_watts > 0.0);
+        assert!(node.tick_seconds.is_some());
+        assert_eq!(node.cpu_source, "cgroup");
+        assert_eq!(r.pods.len(), 2);
+        assert!(r.containers.len() >= 2);
+        // Σ pods + system = active (the exporter's identity, per interval).
+        let pods: f64 = r.pods.iter().map(|p| p.watts).sum();
+        let active = node.active_watts();
+        assert!(
+            (pods + node.system_watts() - active).abs() <= 1e-6 * active.max(1.0),
+            "pods {pods} + system {} != active {active}",
+            node.system_watts()
+        );
+        // Containers know their pod's display name.
+        for c in &r.containers {
+            assert!(r.pods.iter().any(|p| p.name == c.pod), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn hub_users_come_from_labels_or_pod_info() {
+        let r = reading(HUB_USERS);
+        assert!(r.has_hub_users());
+        let user = |id: &str| {
+            r.pods
+                .iter()
+                .find(|p| p.pod_id == id)
+                .map(|p| (p.name.as_str(), p.namespace.as_str(), p.hub_user.as_str()))
+        };
+        assert_eq!(user("uid-alice"), Some(("jupyter-alice", "jhub", "alice")));
+        // Named only by kepler_pod_info.
+        assert_eq!(user("uid-bob"), Some(("jupyter-bob", "jhub", "bob")));
+        assert_eq!(user("uid-sys"), Some(("coredns-1", "kube-system", "")));
+        assert!(!reading(TWO_PODS).has_hub_users());
+    }
+
+    #[test]
+    fn non_exporter_text_is_refused() {
+        let samples = parse("go_goroutines 7\nup 1\n").unwrap();
+        assert_eq!(
+            Reading::from_samples(&samples),
+            Err(ModelError::NotAnExporter { samples: 2 })
+        );
+    }
+
+    #[test]
+    fn control_characters_and_long_values_are_cleaned() {
+        assert_eq!(clean("a\u{1b}[2Jb\n"), "a?[2Jb?");
+        let long = clean(&"x".repeat(1000));
+        assert_eq!(long.chars().count(), MAX_LABEL_CHARS + 1);
+        assert!(long.ends_with('…'));
+    }
+
+    fn pod_reading(joules: f64, watts: f64, tick: f64) -> Reading {
+        reading(&format!(
+            "kepler_node_cpu_joules_total{{node_name=\"n\",zone=\"package\",source=\"rapl\"}} {}\n\
+             kepler_node_cpu_watts{{node_name=\"n\",zone=\"package\",source=\"rapl\"}} 99\n\
+             kepler_exporter_last_tick_timestamp_seconds{{node_name=\"n\"}} {tick}\n\
+             kepler_pod_cpu_joules_total{{node_name=\"n\",zone=\"package\",pod_id=\"p\"}} {joules}\n\
+             kepler_pod_cpu_watts{{node_name=\"n\",zone=\"package\",pod_id=\"p\"}} {watts}\n",
+            joules * 10.0
+        ))
+    }
+
+    #[test]
+    fn rates_between_readings_use_the_exporters_clock_and_survive_resets() {
+        let mut rates = RateTracker::default();
+        let mut first = pod_reading(100.0, 4.0, 1000.0);
+        rates.update(&mut first, 5000.0);
+        assert_eq!(first.pods[0].watts, 4.0, "first sight: the gauge");
+        assert_eq!(first.nodes["n"].total_watts, 99.0);
+
+        let mut second = pod_reading(130.0, 4.0, 1003.0);
+        rates.update(&mut second, 5001.0);
+        assert_eq!(second.pods[0].watts, 10.0, "30 J over 3 s of exporter time");
+        assert_eq!(second.nodes["n"].total_watts, 100.0);
+
+        // A refresh that found the same snapshot keeps the last rate (not 0 W).
+        let mut same = pod_reading(130.0, 4.0, 1003.0);
+        rates.update(&mut same, 5002.0);
+        assert_eq!(same.pods[0].watts, 10.0);
+
+        // The exporter restarted: counters went down; use its gauge, then rate again.
+        let mut reset = pod_reading(2.0, 6.0, 1010.0);
+        rates.update(&mut reset, 5010.0);
+        assert_eq!(reset.pods[0].watts, 6.0);
+        let mut after = pod_reading(14.0, 6.0, 1012.0);
+        rates.update(&mut after, 5012.0);
+        assert_eq!(after.pods[0].watts, 6.0);
+        assert_eq!(after.nodes["n"].total_watts, 60.0);
+    }
+}
