@@ -7,7 +7,7 @@ pub mod cgroups;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -278,27 +278,4 @@ pub fn write_zone(dir: &Path, name: &str, energy_uj: u64, max_uj: u64) {
     std::fs::write(dir.join("name"), format!("{name}\n")).unwrap();
     std::fs::write(dir.join("energy_uj"), format!("{energy_uj:020}\n")).unwrap();
     std::fs::write(dir.join("max_energy_range_uj"), format!("{max_uj}\n")).unwrap();
-}
-
-/// The cgroup v1 `cpu` and `cpuacct` mount points, from mountinfo.
-pub fn v1_mounts() -> Option<(PathBuf, PathBuf)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let (mut cpu, mut cpuacct) = (None, None);
-    for line in info.lines() {
-        let (pre, post) = line.split_once(" - ")?;
-        let mut post = post.split(' ');
-        if post.next() != Some("cgroup") {
-            continue;
-        }
-        let opts = post.nth(1).unwrap_or("");
-        let mount = PathBuf::from(pre.split(' ').nth(4)?);
-        let controllers: Vec<&str> = opts.split(',').collect();
-        if controllers.contains(&"cpuacct") {
-            cpuacct = Some(mount.clone());
-        }
-        if controllers.contains(&"cpu") {
-            cpu = Some(mount);
-        }
-    }
-    Some((cpu?, cpuacct?))
 }
