@@ -171,3 +171,47 @@ fn top_in_tmux_against_a_real_exporter() {
     });
     assert_restored(&tmux, dir.path(), "after-sigterm");
 }
+
+#[test]
+fn top_exits_when_its_terminal_goes_away() {
+    // Regression: with SIGHUP caught, crossterm spun on the dead tty (40% CPU, forever) and the
+    // process outlived its terminal. The terminal is gone, so there is nothing to restore: exit.
+    const TEST: &str = "top_exits_when_its_terminal_goes_away";
+    if !Tmux::installed() {
+        skip(TEST, "tmux not installed (apt-get install tmux)");
+        return;
+    }
+    let sys = sysfs_with_host_cgroups();
+    let mut exporter = Exporter::start(&[
+        "--sysfs",
+        sys.path().to_str().unwrap(),
+        "--interval",
+        "500ms",
+    ]);
+    exporter.wait_ready(WAIT);
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let tmux = Tmux::start(100, 30);
+    let bin = env!("CARGO_BIN_EXE_kepler-rs");
+    tmux.type_text(
+        &format!(
+            "sh -c 'echo $$ > {}; exec {bin} top --url http://127.0.0.1:{} --refresh 200ms'",
+            pidfile.display(),
+            exporter.port
+        ),
+        true,
+    );
+    let pid: i32 = wait_file(&pidfile, WAIT).trim().parse().unwrap();
+    tmux.wait_for("top running", WAIT, |s| s.contains("kepler-rs top"));
+    tmux.kill_server();
+    let start = std::time::Instant::now();
+    // SAFETY: signal 0 only checks that the pid exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        if start.elapsed() > Duration::from_secs(5) {
+            // SAFETY: clean up the process this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("top still running 5 s after its terminal went away");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

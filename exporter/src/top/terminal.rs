@@ -1,6 +1,7 @@
 //! Owns the terminal while the live screen runs: raw mode and the alternate screen on entry, and
-//! their undoing on every way out: normal return (drop), panic (ratatui's hook), and SIGTERM,
-//! SIGINT or SIGHUP (a flag the event loop polls, so it unwinds through the drop).
+//! their undoing on every way out: normal return (drop), panic (ratatui's hook), and SIGTERM or
+//! SIGINT (a flag the event loop polls, so it unwinds through the drop). SIGHUP keeps its default
+//! action: the terminal is gone, there is nothing to restore, and crossterm would spin on the dead tty.
 
 use ratatui::DefaultTerminal;
 use std::io::IsTerminal;
@@ -45,14 +46,10 @@ impl Drop for TerminalGuard {
     }
 }
 
-/// A flag raised by SIGTERM, SIGINT and SIGHUP (instead of dying with the terminal in raw mode).
+/// A flag raised by SIGTERM and SIGINT (instead of dying with the terminal in raw mode).
 pub fn stop_flag() -> Result<Arc<AtomicBool>, TerminalError> {
     let flag = Arc::new(AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ] {
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, flag.clone())
             .map_err(|source| TerminalError::Signal { signal, source })?;
     }

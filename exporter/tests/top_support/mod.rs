@@ -270,9 +270,16 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// Close every pane: what happens to a program when its terminal goes away.
+    pub fn kill_server(&self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
+        self.kill_server();
     }
 }
 
