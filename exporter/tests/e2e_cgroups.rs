@@ -1,6 +1,7 @@
 //! End to end, as root: real kubelet-like cgroups (cgroupfs layout, two pods), real busy processes held
 //! at known duty cycles by CFS quotas, a simulated powercap tree whose counters wrap every few seconds,
-//! and the real `kepler-rs` binary scraped over HTTP.
+//! and the real `kepler-rs` binary scraped over HTTP. It runs twice: with `--cpu-source cgroup` and with
+//! `--cpu-source ebpf`, against the same tolerances.
 
 mod common;
 
@@ -18,40 +19,25 @@ const DRAM_WATTS: f64 = 5.0;
 const PKG_RANGE_UJ: u64 = 150_000_000; // wraps every 3 s at 50 W
 const DRAM_RANGE_UJ: u64 = 10_000_000; // wraps every 2 s at 5 W
 
-/// The cgroup v1 `cpu` and `cpuacct` mount points, from mountinfo.
-fn v1_mounts() -> Option<(PathBuf, PathBuf)> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let (mut cpu, mut cpuacct) = (None, None);
-    for line in info.lines() {
-        let (pre, post) = line.split_once(" - ")?;
-        let mut post = post.split(' ');
-        if post.next() != Some("cgroup") {
-            continue;
-        }
-        let opts = post.nth(1).unwrap_or("");
-        let mount = PathBuf::from(pre.split(' ').nth(4)?);
-        let controllers: Vec<&str> = opts.split(',').collect();
-        if controllers.contains(&"cpuacct") {
-            cpuacct = Some(mount.clone());
-        }
-        if controllers.contains(&"cpu") {
-            cpu = Some(mount);
-        }
-    }
-    Some((cpu?, cpuacct?))
-}
-
 /// Cgroups and processes made by the test, removed on drop (also when an assertion fails).
 struct Cluster {
     cpu: PathBuf,
     cpuacct: PathBuf,
+    /// The v2 hierarchy of a hybrid host: runc creates and joins the container's cgroup there too.
+    unified: Option<PathBuf>,
     dirs: Vec<PathBuf>, // relative, creation order
     procs: Vec<Child>,
 }
 
 impl Cluster {
+    fn roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.cpu.clone(), self.cpuacct.clone()];
+        roots.extend(self.unified.clone());
+        roots
+    }
+
     fn mkdir(&mut self, rel: &str) {
-        for root in [&self.cpu, &self.cpuacct] {
+        for root in &self.roots() {
             fs::create_dir_all(root.join(rel)).unwrap_or_else(|e| panic!("mkdir {rel}: {e}"));
         }
         self.dirs.push(PathBuf::from(rel));
@@ -75,7 +61,7 @@ impl Cluster {
     }
 
     fn attach(&self, rel: &str, pid: u32) {
-        for root in [&self.cpu, &self.cpuacct] {
+        for root in &self.roots() {
             fs::write(root.join(rel).join("cgroup.procs"), pid.to_string()).unwrap();
         }
     }
@@ -89,7 +75,7 @@ impl Cluster {
     }
 
     fn rmdir(&mut self, rel: &str) {
-        for root in [&self.cpu, &self.cpuacct] {
+        for root in &self.roots() {
             let _ = fs::remove_dir(root.join(rel));
         }
         self.dirs.retain(|d| d != Path::new(rel));
@@ -108,7 +94,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_all();
         for rel in self.dirs.clone().iter().rev() {
-            for root in [&self.cpu, &self.cpuacct] {
+            for root in &self.roots() {
                 let _ = fs::remove_dir(root.join(rel));
             }
         }
@@ -231,20 +217,35 @@ fn assert_conservation(s: &[(Key, f64)]) {
     }
 }
 
+/// The two variants share the CPU and their duty cycles: run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn real_cgroups_simulated_rapl_end_to_end() {
-    const TEST: &str = "real_cgroups_simulated_rapl_end_to_end";
-    if !privileged(TEST, "creates cgroups and moves processes into them") {
+    end_to_end("real_cgroups_simulated_rapl_end_to_end", "cgroup", 1);
+}
+
+#[test]
+fn real_cgroups_simulated_rapl_end_to_end_ebpf() {
+    end_to_end("real_cgroups_simulated_rapl_end_to_end_ebpf", "ebpf", 2);
+}
+
+/// The whole scenario with `--cpu-source <cpu_source>`; `variant` keeps the cgroup names apart.
+fn end_to_end(test: &'static str, cpu_source: &str, variant: u32) {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !privileged(test, "creates cgroups and moves processes into them") {
         return;
     }
     let Some((cpu, cpuacct)) = v1_mounts() else {
         skip(
-            TEST,
+            test,
             "needs cgroup v1 cpu and cpuacct hierarchies (hybrid host)",
         );
         return;
     };
-    let tag = std::process::id();
+    let tag = std::process::id() * 4 + variant;
     let uid_a = format!("aaaaaaaa-0000-4000-8000-{tag:012x}");
     let uid_b = format!("bbbbbbbb-0000-4000-8000-{tag:012x}");
     let cid = |n: u32| format!("{n:08x}{tag:056x}");
@@ -260,6 +261,7 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     let mut cluster = Cluster {
         cpu,
         cpuacct,
+        unified: v2_mount(),
         dirs: Vec::new(),
         procs: Vec::new(),
     };
@@ -300,6 +302,8 @@ fn real_cgroups_simulated_rapl_end_to_end() {
         // would call almost all of it idle: configure idle as an operator would.
         "--idle-watts",
         "package=20,dram=2",
+        "--cpu-source",
+        cpu_source,
     ]);
     e.wait_ready(Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(1500)); // let the quotas settle
@@ -322,6 +326,10 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     assert_eq!(
         label_values(&s2, "kepler_node_cpu_joules_total", "source"),
         vec!["rapl"]
+    );
+    assert_eq!(
+        label_values(&s2, "kepler_exporter_cpu_source_info", "source"),
+        vec![cpu_source]
     );
     assert_eq!(
         label_values(&s2, "kepler_node_cpu_joules_total", "node_name"),
@@ -382,7 +390,7 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     );
     assert_conservation(&s1);
     assert_conservation(&s2);
-    assert_promtool_clean(TEST, &text2);
+    assert_promtool_clean(test, &text2);
 
     // Phase 2: a container that is created, burns CPU and is removed between two ticks is never seen by
     // the exporter's walk, yet its CPU time is in the pod's own counter and must be attributed.
@@ -390,11 +398,12 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     let (ua3, ub3) = (cluster.usage_ns(&pod_a), cluster.usage_ns(&pod_b));
     cluster.mkdir(&b3);
     // The shell moves itself into the container's cgroups before exec, so the busy loop starts there.
-    let script = format!(
-        "echo $$ > {cpu}/cgroup.procs && echo $$ > {acct}/cgroup.procs && exec timeout 0.4 sh -c 'while :; do :; done'",
-        cpu = cluster.cpu.join(&b3).display(),
-        acct = cluster.cpuacct.join(&b3).display()
-    );
+    let join: String = cluster
+        .roots()
+        .iter()
+        .map(|root| format!("echo $$ > {}/cgroup.procs && ", root.join(&b3).display()))
+        .collect();
+    let script = format!("{join}exec timeout 0.4 sh -c 'while :; do :; done'");
     let status = Command::new("sh").args(["-c", &script]).status().unwrap();
     assert_eq!(status.code(), Some(124), "burst did not run to its timeout");
     let burst_ns = cluster.usage_ns(&b3);

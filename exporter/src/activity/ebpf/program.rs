@@ -173,6 +173,40 @@ impl LoadedProgram {
     }
 }
 
+impl LoadedProgram {
+    /// The kernel's own accounting of one program: (total run time, runs). Both stay 0 unless
+    /// `aya::sys::enable_stats(Stats::RunTime)` (or `sysctl kernel.bpf_stats_enabled=1`) is on.
+    pub fn run_stats(&self, program: &'static str) -> Result<(std::time::Duration, u64)> {
+        let info = self
+            ._ebpf
+            .program(program)
+            .ok_or(Error::MissingInObject { name: program })?
+            .info()
+            .map_err(|e| Error::Program {
+                program,
+                source: Box::new(e),
+            })?;
+        Ok((info.run_time(), info.run_count()))
+    }
+
+    /// Writes one entry into the process map as if the program had (benchmarks and tests: a drain
+    /// of N live processes without N processes). `values` holds one value per possible CPU.
+    pub fn seed(&mut self, key: TaskKey, values: Vec<TaskTime>) -> Result<()> {
+        let mut map = PerCpuHashMap::<&mut MapData, TaskKey, TaskTime>::try_from(&mut self.task_time)
+            .map_err(|e| map_error(names::TASK_TIME, e))?;
+        let values = aya::maps::PerCpuValues::try_from(values).map_err(|e| Error::Drain {
+            map: names::TASK_TIME,
+            source: e,
+        })?;
+        map.insert(key, values, 0)
+            .map_err(|e| map_error(names::TASK_TIME, e))
+    }
+
+    pub fn possible_cpus(&self) -> usize {
+        self.cpus
+    }
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map> {
     ebpf.take_map(name)
         .ok_or(Error::MissingInObject { name })
