@@ -193,3 +193,42 @@ fn port_in_use_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn process_metrics_only_when_enabled() {
+    let mut busy = Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    let pid = busy.id().to_string();
+    let sys = sysfs_without_rapl();
+    let root = sys.path().to_str().unwrap();
+    let mut on = Exporter::start(&["--sysfs", root, "--interval", "300ms", "--process-metrics"]);
+    let mut off = Exporter::start(&["--sysfs", root, "--interval", "300ms"]);
+    on.wait_ready(Duration::from_secs(20));
+    off.wait_ready(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1000));
+    let s = parse(&on.get("/metrics").1);
+    let mine = sum(
+        &s,
+        "kepler_process_cpu_joules_total",
+        &[("pid", &pid), ("comm", "sh"), ("container_id", "")],
+    );
+    let watts = sum(&s, "kepler_process_cpu_watts", &[("pid", &pid)]);
+    let _ = busy.kill();
+    let _ = busy.wait();
+    assert!(mine > 0.0, "busy process has no energy");
+    assert!(watts > 0.0, "busy process has no power");
+    // The busy loop is the biggest consumer; it cannot have more than the node's active energy.
+    let active = sum(&s, "kepler_node_cpu_active_joules_total", &[]);
+    assert!(
+        mine <= active * (1.0 + 1e-9),
+        "process {mine} J > node active {active} J"
+    );
+    let s = parse(&off.get("/metrics").1);
+    assert!(
+        s.iter()
+            .all(|(k, _)| !k.name.starts_with("kepler_process_")),
+        "process series while disabled"
+    );
+}

@@ -453,6 +453,11 @@ impl Walk<'_> {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(source) => {
+                if source.kind() != io::ErrorKind::NotFound {
+                    // Still there but unreadable now (EMFILE, EACCES): keep the baselines below it,
+                    // or the next good walk would count every counter under it again from zero.
+                    self.keep_previous_under(dir);
+                }
                 self.issue(Error::ReadDir {
                     path: dir.to_path_buf(),
                     source,
@@ -516,6 +521,12 @@ impl Walk<'_> {
     fn keep_previous(&mut self, dir: &Path) {
         if let Some(&before) = self.previous.get(dir) {
             self.next.insert(dir.to_path_buf(), before);
+        }
+    }
+
+    fn keep_previous_under(&mut self, dir: &Path) {
+        for (path, before) in self.previous.iter().filter(|(p, _)| p.starts_with(dir)) {
+            self.next.insert(path.clone(), *before);
         }
     }
 
@@ -913,6 +924,35 @@ mod tests {
             return;
         }
         assert_eq!(sample.issues[0].kind, "permission_denied");
+    }
+
+    #[test]
+    fn unlistable_dir_keeps_the_baselines_below_it() {
+        // Regression: a pod directory that still exists but fails to list (EMFILE, EACCES) must keep
+        // its children's baselines, or the next good walk reports their whole counters again.
+        // Root cannot provoke EACCES, so a file stands in for the directory (ENOTDIR).
+        let tmp = TempDir::new().unwrap();
+        let pod = tmp.path().join("podx");
+        fs::write(&pod, "not a directory").unwrap();
+        let mut previous = HashMap::new();
+        previous.insert(pod.join(C1), CpuNanos(1_000));
+        previous.insert(pod.clone(), CpuNanos(1_500));
+        previous.insert(tmp.path().join("other"), CpuNanos(7));
+        let mut walk = Walk {
+            counter: CounterFile::CpuacctUsage,
+            previous: &previous,
+            next: HashMap::new(),
+            pods: Vec::new(),
+            issues: Vec::new(),
+        };
+        assert!(walk.list_dirs(&pod).is_none());
+        assert_eq!(walk.issues.len(), 1);
+        assert_eq!(walk.next.get(&pod.join(C1)), Some(&CpuNanos(1_000)));
+        assert_eq!(walk.next.get(&pod), Some(&CpuNanos(1_500)));
+        assert!(!walk.next.contains_key(&tmp.path().join("other")));
+        // A directory that is gone takes its baselines with it.
+        assert!(walk.list_dirs(&tmp.path().join("gone")).is_none());
+        assert_eq!(walk.next.len(), 2);
     }
 
     #[test]
