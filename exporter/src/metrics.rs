@@ -287,14 +287,14 @@ impl Collector for SnapshotCollector {
         )?;
         let cpu_source = [("node_name", node), ("source", s.cpu_source)];
         f.family(
-            "kepler_exporter_cpu_source_counter_info",
+            "kepler_exporter_cpu_source_measure_info",
             "What the CPU-activity source splits energy by: cpu_time, or cycles/instructions where a PMU is read; value 1.",
             Gauge,
             s.health
                 .cpu_source_stats
                 .counters
                 .iter()
-                .map(|c| ([cpu_source[0], cpu_source[1], ("counter", *c)], 1.0)),
+                .map(|c| ([cpu_source[0], cpu_source[1], ("measure", *c)], 1.0)),
         )?;
         f.family(
             "kepler_exporter_cpu_source_events",

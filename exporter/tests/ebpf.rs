@@ -233,10 +233,7 @@ fn least_privilege_ebpf_metrics_flow() {
     }
     let wrapper = setpriv(CAPS);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let mut e = Exporter::start_under(
-        &wrapper,
-        &["--cpu-source", "ebpf", "--interval", "500ms"],
-    );
+    let mut e = Exporter::start_under(&wrapper, &["--cpu-source", "ebpf", "--interval", "500ms"]);
     e.wait_ready(Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(1200));
     let (status, text) = e.get("/metrics");
@@ -250,8 +247,8 @@ fn least_privilege_ebpf_metrics_flow() {
     assert_eq!(
         value(
             &s,
-            "kepler_exporter_cpu_source_counter_info",
-            &[("counter", "cpu_time")]
+            "kepler_exporter_cpu_source_measure_info",
+            &[("measure", "cpu_time")]
         ),
         1.0
     );
@@ -304,7 +301,11 @@ fn without_cap_bpf_auto_falls_back_and_ebpf_exits_2() {
     let (_, text) = e.get("/metrics");
     let s = parse(&text);
     assert_eq!(
-        value(&s, "kepler_exporter_cpu_source_info", &[("source", "cgroup")]),
+        value(
+            &s,
+            "kepler_exporter_cpu_source_info",
+            &[("source", "cgroup")]
+        ),
         1.0
     );
     assert_eq!(

@@ -92,7 +92,9 @@ impl Error {
         match self.kind() {
             "permission_denied" => "not permitted (needs CAP_BPF and CAP_PERFMON, or root)",
             "no_btf" => "the kernel has no BTF",
-            "verifier" | "attach" => "the kernel refused the program (kernel older than 5.5, or a verifier rejection)",
+            "verifier" | "attach" => {
+                "the kernel refused the program (kernel older than 5.5, or a verifier rejection)"
+            }
             _ => "the eBPF object could not be used",
         }
     }
@@ -101,7 +103,10 @@ impl Error {
     fn os_error(&self) -> Option<i32> {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(error) = source {
-            if let Some(code) = error.downcast_ref::<io::Error>().and_then(io::Error::raw_os_error) {
+            if let Some(code) = error
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::raw_os_error)
+            {
                 return Some(code);
             }
             source = error.source();
@@ -334,7 +339,11 @@ mod tests {
         let pods = aggregate(&mut resolver, &drained);
         assert_eq!(pods.len(), 1);
         assert_eq!(pods[0].uid.as_str(), UID);
-        assert_eq!(pods[0].cpu_time, CpuNanos(1_250), "includes the removed container");
+        assert_eq!(
+            pods[0].cpu_time,
+            CpuNanos(1_250),
+            "includes the removed container"
+        );
         assert_eq!(
             pods[0].containers,
             vec![ContainerActivity {

@@ -163,13 +163,15 @@ impl LoadedProgram {
             .cpu_state
             .get(&0, 0)
             .map_err(|e| map_error(names::CPU_STATE, e))?;
-        Ok(values.iter().fold(CpuState::default(), |sum, cpu| CpuState {
-            last_switch_ns: sum.last_switch_ns.max(cpu.last_switch_ns),
-            switches: sum.switches + cpu.switches,
-            dropped: sum.dropped + cpu.dropped,
-            dropped_ns: sum.dropped_ns + cpu.dropped_ns,
-            exits_dropped: sum.exits_dropped + cpu.exits_dropped,
-        }))
+        Ok(values
+            .iter()
+            .fold(CpuState::default(), |sum, cpu| CpuState {
+                last_switch_ns: sum.last_switch_ns.max(cpu.last_switch_ns),
+                switches: sum.switches + cpu.switches,
+                dropped: sum.dropped + cpu.dropped,
+                dropped_ns: sum.dropped_ns + cpu.dropped_ns,
+                exits_dropped: sum.exits_dropped + cpu.exits_dropped,
+            }))
     }
 }
 
@@ -192,8 +194,9 @@ impl LoadedProgram {
     /// Writes one entry into the process map as if the program had (benchmarks and tests: a drain
     /// of N live processes without N processes). `values` holds one value per possible CPU.
     pub fn seed(&mut self, key: TaskKey, values: Vec<TaskTime>) -> Result<()> {
-        let mut map = PerCpuHashMap::<&mut MapData, TaskKey, TaskTime>::try_from(&mut self.task_time)
-            .map_err(|e| map_error(names::TASK_TIME, e))?;
+        let mut map =
+            PerCpuHashMap::<&mut MapData, TaskKey, TaskTime>::try_from(&mut self.task_time)
+                .map_err(|e| map_error(names::TASK_TIME, e))?;
         let values = aya::maps::PerCpuValues::try_from(values).map_err(|e| Error::Drain {
             map: names::TASK_TIME,
             source: e,
@@ -208,8 +211,7 @@ impl LoadedProgram {
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map> {
-    ebpf.take_map(name)
-        .ok_or(Error::MissingInObject { name })
+    ebpf.take_map(name).ok_or(Error::MissingInObject { name })
 }
 
 fn map_data(map: &Map) -> Result<&MapData> {
@@ -256,12 +258,14 @@ pub fn parse_task(key: &[u8], values: &[u8], cpus: usize, stride: usize) -> Task
     let ancestors_at = std::mem::offset_of!(TaskTime, ancestors);
     for cpu in 0..cpus {
         let base = cpu * stride;
-        task.on_cpu_ns = task
-            .on_cpu_ns
-            .saturating_add(u64_at(values, base + std::mem::offset_of!(TaskTime, on_cpu_ns)));
-        task.switches = task
-            .switches
-            .saturating_add(u64_at(values, base + std::mem::offset_of!(TaskTime, switches)));
+        task.on_cpu_ns = task.on_cpu_ns.saturating_add(u64_at(
+            values,
+            base + std::mem::offset_of!(TaskTime, on_cpu_ns),
+        ));
+        task.switches = task.switches.saturating_add(u64_at(
+            values,
+            base + std::mem::offset_of!(TaskTime, switches),
+        ));
         if task.ancestors.iter().all(|a| *a == 0) {
             for (level, ancestor) in task.ancestors.iter_mut().enumerate() {
                 *ancestor = u64_at(values, base + ancestors_at + level * 8);

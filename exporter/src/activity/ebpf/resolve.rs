@@ -260,7 +260,11 @@ mod tests {
         assert_eq!(r.resolve(&task(12, sshd, &[])), CgroupOwner::System);
         assert_eq!(r.resolve(&task(13, ino(&root), &[])), CgroupOwner::System);
         assert_eq!(r.stats().walks, 1, "known ids do not walk again");
-        assert_eq!(r.stats().proc_reads, 0, "v2 holds the pods: /proc is not read");
+        assert_eq!(
+            r.stats().proc_reads,
+            0,
+            "v2 holds the pods: /proc is not read"
+        );
     }
 
     #[test]
