@@ -277,6 +277,11 @@ fn end_to_end(test: &'static str, cpu_source: &str, variant: u32) {
     ] {
         cluster.mkdir(d);
     }
+    // The quotas are what the test checks: a large CFS weight lets the busy loops reach them even
+    // when the machine is shared with other heavy work (the demand stays at 0.8 of one CPU).
+    for d in ["kubepods", "kubepods/burstable", "kubepods/besteffort"] {
+        let _ = fs::write(cluster.cpu.join(d).join("cpu.shares"), "262144");
+    }
     cluster.busy(&a1, 0.60);
     cluster.busy(&b1, 0.10);
     cluster.busy(&b2, 0.10);
@@ -286,6 +291,8 @@ fn end_to_end(test: &'static str, cpu_source: &str, variant: u32) {
     fs::create_dir_all(&sys).unwrap();
     // The cgroup mounts in mountinfo are under /sys/fs: the exporter rebases them onto --sysfs.
     std::os::unix::fs::symlink("/sys/fs", sys.join("fs")).unwrap();
+    // The kernel's BTF (/sys/kernel/btf/vmlinux), which the eBPF source loads against.
+    std::os::unix::fs::symlink("/sys/kernel", sys.join("kernel")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let updater = start_powercap(&sys, stop.clone());
 
