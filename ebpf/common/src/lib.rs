@@ -14,6 +14,8 @@ pub mod names {
     pub const EXITED: &str = "EXITED";
     /// `tp_btf/sched_switch` program.
     pub const SCHED_SWITCH: &str = "kepler_sched_switch";
+    /// `tp_btf/sched_switch` program that does nothing (benchmarks: the per-switch floor).
+    pub const SCHED_SWITCH_FLOOR: &str = "kepler_sched_switch_floor";
     /// `tp_btf/sched_process_exit` program.
     pub const SCHED_PROCESS_EXIT: &str = "kepler_sched_process_exit";
 }

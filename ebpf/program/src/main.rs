@@ -115,6 +115,13 @@ pub fn kepler_sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Does nothing. Only the overhead benchmark attaches it (alone) to measure what any sched_switch
+/// program costs on a machine: the floor under `kepler_sched_switch`. The exporter never loads it.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn kepler_sched_switch_floor(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
