@@ -61,6 +61,8 @@ pub enum CpuSourceChoice {
     /// Per-process on-CPU time from the eBPF program (needs CAP_BPF + CAP_PERFMON); fails if unusable.
     Ebpf,
     Cgroup,
+    /// A /proc walk per tick: misses processes that live shorter than a tick; the last resort.
+    Procfs,
 }
 
 /// Raw flags of `kepler-rs run`; every one also reads `KEPLER_RS_<NAME>`.

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use kepler_rs::activity::cgroup::CgroupActivity;
 use kepler_rs::activity::ebpf::EbpfActivity;
 use kepler_rs::activity::procfs::{logical_cpus, NodeCpuReader, ProcessScanner};
+use kepler_rs::activity::procfs_pods::ProcfsPods;
 use kepler_rs::activity::{ActivitySample, ActivitySource};
 use kepler_rs::config::{Config, CpuSourceChoice, EnergySourceChoice, LogFormat, RunArgs};
 use kepler_rs::idle::{IdleEstimator, DEFAULT_LEARN_MAX_USAGE};
@@ -148,6 +149,13 @@ fn activity_source(
     config: &Config,
     startup: &mut Vec<SourceIssue>,
 ) -> Result<Box<dyn ActivitySource>, String> {
+    if config.cpu_source == CpuSourceChoice::Procfs {
+        tracing::info!(
+            source = "procfs",
+            "CPU activity: /proc walk (misses processes shorter than a tick)"
+        );
+        return Ok(Box::new(ProcfsPods::new(&config.roots.procfs)));
+    }
     if config.cpu_source != CpuSourceChoice::Cgroup {
         match EbpfActivity::start(&config.roots) {
             Ok(a) => return Ok(Box::new(a)),

@@ -1,10 +1,12 @@
 //! CPU activity per consumer per interval: who used the CPU, as deltas since the previous tick.
-//! Implementations: `cgroup` (cgroup v1/v2 counters, default), `procfs` (node totals and per-process
-//! time), `ebpf` (per-process on-CPU time from the kernel). They read counters only; they never see energy.
+//! Implementations: `ebpf` (per-process on-CPU time from the kernel, default where it loads), `cgroup`
+//! (cgroup v1/v2 counters), `procfs` (node totals, per-process time), `procfs_pods` (pods from a /proc
+//! walk, the last resort). They read counters only; they never see energy.
 
 pub mod cgroup;
 pub mod ebpf;
 pub mod procfs;
+pub mod procfs_pods;
 
 use crate::units::{ContainerId, CpuNanos, Pid, PodUid, SourceIssue};
 
