@@ -52,13 +52,17 @@ pub enum EnergySourceChoice {
     Estimate,
 }
 
-/// Which CPU-activity source to use for pods. `auto` is `cgroup` until the eBPF source lands.
+/// Which CPU-activity source to use for pods. `auto`: eBPF where it loads, otherwise cgroup counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuSourceChoice {
     #[default]
     Auto,
+    /// Per-process on-CPU time from the eBPF program (needs CAP_BPF + CAP_PERFMON); fails if unusable.
+    Ebpf,
     Cgroup,
+    /// A /proc walk per tick: misses processes that live shorter than a tick; the last resort.
+    Procfs,
 }
 
 /// Where pod names come from.

@@ -3,9 +3,13 @@
 
 use clap::{Parser, Subcommand};
 use kepler_rs::activity::cgroup::CgroupActivity;
+use kepler_rs::activity::ebpf::EbpfActivity;
 use kepler_rs::activity::procfs::{logical_cpus, NodeCpuReader, ProcessScanner};
+use kepler_rs::activity::procfs_pods::ProcfsPods;
 use kepler_rs::activity::{ActivitySample, ActivitySource};
-use kepler_rs::config::{Config, EnergySourceChoice, LogFormat, PodMetadataSource, RunArgs};
+use kepler_rs::config::{
+    Config, CpuSourceChoice, EnergySourceChoice, LogFormat, PodMetadataSource, RunArgs,
+};
 use kepler_rs::idle::{IdleEstimator, DEFAULT_LEARN_MAX_USAGE};
 use kepler_rs::metrics::BuildInfo;
 use kepler_rs::monitor::{self, Inputs, Monitor};
@@ -159,6 +163,46 @@ fn energy_source(
     }
 }
 
+/// Pick the CPU-activity source: eBPF where it loads (or as forced), otherwise cgroup counters.
+fn activity_source(
+    config: &Config,
+    startup: &mut Vec<SourceIssue>,
+) -> Result<Box<dyn ActivitySource>, String> {
+    if config.cpu_source == CpuSourceChoice::Procfs {
+        tracing::info!(
+            source = "procfs",
+            "CPU activity: /proc walk (misses processes shorter than a tick)"
+        );
+        return Ok(Box::new(ProcfsPods::new(&config.roots.procfs)));
+    }
+    if config.cpu_source != CpuSourceChoice::Cgroup {
+        match EbpfActivity::start(&config.roots) {
+            Ok(a) => return Ok(Box::new(a)),
+            Err(e) if config.cpu_source == CpuSourceChoice::Ebpf => {
+                return Err(format!("--cpu-source ebpf: {}: {e}", e.reason()))
+            }
+            Err(e) => {
+                tracing::warn!(reason = e.kind(), error = %e,
+                    "eBPF unavailable ({}); CPU activity from cgroup counters instead", e.reason());
+                startup.push(SourceIssue::new("ebpf", e.kind(), e.to_string()));
+            }
+        }
+    }
+    Ok(
+        match CgroupActivity::discover(&config.roots.sysfs, &config.roots.procfs) {
+            Ok(a) => {
+                tracing::info!(source = "cgroup", root = %a.root().display(), "CPU activity: cgroup counters");
+                Box::new(a)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no cgroup hierarchy usable: all activity counts as system, no pod series");
+                startup.push(SourceIssue::new("cgroup", e.kind(), e.to_string()));
+                Box::new(NoPods)
+            }
+        },
+    )
+}
+
 fn run(args: RunArgs) -> ExitCode {
     let config = match args.resolve(std::env::var("NODE_NAME").ok(), hostname) {
         Ok(c) => c,
@@ -179,18 +223,12 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let activity: Box<dyn ActivitySource> = match CgroupActivity::discover(
-        &config.roots.sysfs,
-        &config.roots.procfs,
-    ) {
-        Ok(a) => {
-            tracing::info!(source = "cgroup", root = %a.root().display(), "CPU activity: cgroup counters");
-            Box::new(a)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "no cgroup hierarchy usable: all activity counts as system, no pod series");
-            startup.push(SourceIssue::new("cgroup", e.kind(), e.to_string()));
-            Box::new(NoPods)
+    let activity = match activity_source(&config, &mut startup) {
+        Ok(a) => a,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            eprintln!("kepler-rs: error: {msg}");
+            return ExitCode::from(2);
         }
     };
     let pod_cache =

@@ -303,6 +303,27 @@ impl Collector for SnapshotCollector {
             Gauge,
             [([("node_name", node), ("source", s.cpu_source)], 1.0)],
         )?;
+        let cpu_source = [("node_name", node), ("source", s.cpu_source)];
+        f.family(
+            "kepler_exporter_cpu_source_measure_info",
+            "What the CPU-activity source splits energy by: cpu_time, or cycles/instructions where a PMU is read; value 1.",
+            Gauge,
+            s.health
+                .cpu_source_stats
+                .counters
+                .iter()
+                .map(|c| ([cpu_source[0], cpu_source[1], ("measure", *c)], 1.0)),
+        )?;
+        f.family(
+            "kepler_exporter_cpu_source_events",
+            "Events counted by the CPU-activity source (eBPF: context switches seen, slices dropped because a map was full, drain calls).",
+            Counter,
+            s.health
+                .cpu_source_stats
+                .events
+                .iter()
+                .map(|(e, n)| ([cpu_source[0], cpu_source[1], ("event", *e)], *n as f64)),
+        )?;
         f.family(
             "kepler_exporter_source_up",
             "1 when the input could be read in the last tick, 0 when it could not (see the logs).",

@@ -168,6 +168,7 @@ impl Monitor {
             self.health.intervals += 1;
         }
         self.last_sample = Some(now);
+        self.health.cpu_source_stats = self.inputs.activity.stats();
         self.record(issues);
 
         self.health.ticks += 1;

@@ -74,6 +74,8 @@ pub struct ExporterHealth {
     /// Skipped reads and degraded measurements by (source, kind), cumulative.
     pub issues: BTreeMap<(&'static str, &'static str), u64>,
     pub sources: Vec<SourceHealth>,
+    /// The CPU-activity source's own counters (`kepler_exporter_cpu_source_*`).
+    pub cpu_source_stats: crate::activity::SourceStats,
     /// Wall-clock time of the tick that built the snapshot (for staleness alerts only).
     pub taken_at_unix_seconds: f64,
     /// Kubernetes pod metadata sync; `None` without Kubernetes (`--no-kube`).

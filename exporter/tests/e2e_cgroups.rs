@@ -1,6 +1,7 @@
 //! End to end, as root: real kubelet-like cgroups (cgroupfs layout, two pods), real busy processes held
 //! at known duty cycles by CFS quotas, a simulated powercap tree whose counters wrap every few seconds,
-//! and the real `kepler-rs` binary scraped over HTTP.
+//! and the real `kepler-rs` binary scraped over HTTP. It runs twice: with `--cpu-source cgroup` and with
+//! `--cpu-source ebpf`, against the same tolerances.
 
 mod common;
 
@@ -12,13 +13,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The two variants share the CPU and their duty cycles: run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn real_cgroups_simulated_rapl_end_to_end() {
-    const TEST: &str = "real_cgroups_simulated_rapl_end_to_end";
-    let Some(mut cluster) = Cluster::open(TEST) else {
+    end_to_end("real_cgroups_simulated_rapl_end_to_end", "cgroup", 1);
+}
+
+#[test]
+fn real_cgroups_simulated_rapl_end_to_end_ebpf() {
+    end_to_end("real_cgroups_simulated_rapl_end_to_end_ebpf", "ebpf", 2);
+}
+
+/// The whole scenario with `--cpu-source <cpu_source>`; `variant` keeps the cgroup names apart.
+fn end_to_end(test: &'static str, cpu_source: &str, variant: u32) {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(mut cluster) = Cluster::open(test) else {
         return;
     };
-    let tag = std::process::id();
+    let tag = std::process::id() * 4 + variant;
     let uid_a = format!("aaaaaaaa-0000-4000-8000-{tag:012x}");
     let uid_b = format!("bbbbbbbb-0000-4000-8000-{tag:012x}");
     let cid = |n: u32| format!("{n:08x}{tag:056x}");
@@ -43,6 +59,11 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     ] {
         cluster.mkdir(d);
     }
+    // The quotas are what the test checks: a large CFS weight lets the busy loops reach them even
+    // when the machine is shared with other heavy work (the demand stays at 0.8 of one CPU).
+    for d in ["kubepods", "kubepods/burstable", "kubepods/besteffort"] {
+        cluster.heavy_weight(d);
+    }
     cluster.busy(&a1, 0.60);
     cluster.busy(&b1, 0.10);
     cluster.busy(&b2, 0.10);
@@ -52,6 +73,8 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     fs::create_dir_all(&sys).unwrap();
     // The cgroup mounts in mountinfo are under /sys/fs: the exporter rebases them onto --sysfs.
     std::os::unix::fs::symlink("/sys/fs", sys.join("fs")).unwrap();
+    // The kernel's BTF (/sys/kernel/btf/vmlinux), which the eBPF source loads against.
+    std::os::unix::fs::symlink("/sys/kernel", sys.join("kernel")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let updater = start_powercap(&sys, stop.clone());
 
@@ -68,6 +91,8 @@ fn real_cgroups_simulated_rapl_end_to_end() {
         // would call almost all of it idle: configure idle as an operator would.
         "--idle-watts",
         "package=20,dram=2",
+        "--cpu-source",
+        cpu_source,
     ]);
     e.wait_ready(Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(1500)); // let the quotas settle
@@ -87,6 +112,10 @@ fn real_cgroups_simulated_rapl_end_to_end() {
         node_busy_ns(),
     );
 
+    assert_eq!(
+        label_values(&s2, "kepler_exporter_cpu_source_info", "source"),
+        vec![cpu_source]
+    );
     assert_eq!(
         label_values(&s2, "kepler_node_cpu_joules_total", "source"),
         vec!["rapl"]
@@ -150,7 +179,7 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     );
     assert_conservation(&s1);
     assert_conservation(&s2);
-    assert_promtool_clean(TEST, &text2);
+    assert_promtool_clean(test, &text2);
 
     // Phase 2: a container that is created, burns CPU and is removed between two ticks is never seen by
     // the exporter's walk, yet its CPU time is in the pod's own counter and must be attributed.
@@ -158,11 +187,12 @@ fn real_cgroups_simulated_rapl_end_to_end() {
     let (ua3, ub3) = (cluster.usage_ns(&pod_a), cluster.usage_ns(&pod_b));
     cluster.mkdir(&b3);
     // The shell moves itself into the container's cgroups before exec, so the busy loop starts there.
-    let script = format!(
-        "echo $$ > {cpu}/cgroup.procs && echo $$ > {acct}/cgroup.procs && exec timeout 0.4 sh -c 'while :; do :; done'",
-        cpu = cluster.cpu.join(&b3).display(),
-        acct = cluster.cpuacct.join(&b3).display()
-    );
+    let join: String = cluster
+        .roots()
+        .iter()
+        .map(|root| format!("echo $$ > {}/cgroup.procs && ", root.join(&b3).display()))
+        .collect();
+    let script = format!("{join}exec timeout 0.4 sh -c 'while :; do :; done'");
     let status = Command::new("sh").args(["-c", &script]).status().unwrap();
     assert_eq!(status.code(), Some(124), "burst did not run to its timeout");
     let burst_ns = cluster.usage_ns(&b3);

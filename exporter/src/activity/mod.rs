@@ -1,9 +1,12 @@
 //! CPU activity per consumer per interval: who used the CPU, as deltas since the previous tick.
-//! Implementations: `cgroup` (cgroup v1/v2 counters, default), `procfs` (node totals and per-process
-//! time); the eBPF issue adds a third. They read counters only; they never see energy.
+//! Implementations: `ebpf` (per-process on-CPU time from the kernel, default where it loads), `cgroup`
+//! (cgroup v1/v2 counters), `procfs` (node totals, per-process time), `procfs_pods` (pods from a /proc
+//! walk, the last resort). They read counters only; they never see energy.
 
 pub mod cgroup;
+pub mod ebpf;
 pub mod procfs;
+pub mod procfs_pods;
 
 use crate::units::{ContainerId, CpuNanos, Pid, PodUid, SourceIssue};
 
@@ -36,6 +39,22 @@ pub trait ActivitySource: Send {
     /// `cgroup`, `ebpf`, ...: the value of `kepler_exporter_cpu_source_info{source}`.
     fn name(&self) -> &'static str;
     fn sample(&mut self) -> ActivitySample;
+    /// What the source measures and its own cumulative event counts, for self-metrics.
+    fn stats(&self) -> SourceStats {
+        SourceStats {
+            counters: vec!["cpu_time"],
+            events: Vec::new(),
+        }
+    }
+}
+
+/// Self-observation of an activity source.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceStats {
+    /// What consumers are split by: `cpu_time`, plus `cycles`/`instructions` where a PMU is read.
+    pub counters: Vec<&'static str>,
+    /// Cumulative `(event, count)` pairs, e.g. `("sched_switch", n)`, `("dropped_slice", n)`.
+    pub events: Vec<(&'static str, u64)>,
 }
 
 /// Node-wide CPU time over one interval, from `/proc/stat`.

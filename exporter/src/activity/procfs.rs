@@ -75,7 +75,7 @@ fn nanos_per_tick() -> u64 {
     })
 }
 
-fn ticks_to_nanos(ticks: u64) -> CpuNanos {
+pub(crate) fn ticks_to_nanos(ticks: u64) -> CpuNanos {
     CpuNanos(ticks.saturating_mul(nanos_per_tick()))
 }
 

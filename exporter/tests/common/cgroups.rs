@@ -43,6 +43,9 @@ pub fn v1_mounts() -> Option<(PathBuf, PathBuf)> {
 pub struct Cluster {
     pub cpu: PathBuf,
     pub cpuacct: PathBuf,
+    /// The v2 hierarchy of a hybrid host: runc creates and joins the container's cgroup there too
+    /// (the eBPF source resolves processes by their v2 cgroup id).
+    pub unified: Option<PathBuf>,
     pub dirs: Vec<PathBuf>, // relative, creation order
     pub procs: Vec<Child>,
 }
@@ -64,13 +67,26 @@ impl Cluster {
         Some(Cluster {
             cpu,
             cpuacct,
+            unified: v2_mount(),
             dirs: Vec::new(),
             procs: Vec::new(),
         })
     }
 
+    /// Every hierarchy a container joins: v1 cpu and cpuacct, and v2 where mounted.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.cpu.clone(), self.cpuacct.clone()];
+        roots.extend(self.unified.clone());
+        roots
+    }
+
+    /// A large CFS weight for `rel`, so its busy loops reach their quotas on a shared machine.
+    pub fn heavy_weight(&self, rel: &str) {
+        let _ = fs::write(self.cpu.join(rel).join("cpu.shares"), "262144");
+    }
+
     pub fn mkdir(&mut self, rel: &str) {
-        for root in [&self.cpu, &self.cpuacct] {
+        for root in &self.roots() {
             fs::create_dir_all(root.join(rel)).unwrap_or_else(|e| panic!("mkdir {rel}: {e}"));
         }
         self.dirs.push(PathBuf::from(rel));
@@ -94,7 +110,7 @@ impl Cluster {
     }
 
     pub fn attach(&self, rel: &str, pid: u32) {
-        for root in [&self.cpu, &self.cpuacct] {
+        for root in &self.roots() {
             fs::write(root.join(rel).join("cgroup.procs"), pid.to_string()).unwrap();
         }
     }
@@ -108,7 +124,7 @@ impl Cluster {
     }
 
     pub fn rmdir(&mut self, rel: &str) {
-        for root in [&self.cpu, &self.cpuacct] {
+        for root in &self.roots() {
             let _ = fs::remove_dir(root.join(rel));
         }
         self.dirs.retain(|d| d != Path::new(rel));
@@ -127,7 +143,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_all();
         for rel in self.dirs.clone().iter().rev() {
-            for root in [&self.cpu, &self.cpuacct] {
+            for root in &self.roots() {
                 let _ = fs::remove_dir(root.join(rel));
             }
         }

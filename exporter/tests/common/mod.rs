@@ -7,7 +7,7 @@ pub mod cgroups;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,13 +47,27 @@ pub struct Exporter {
 
 impl Exporter {
     pub fn start(args: &[&str]) -> Exporter {
-        Exporter::start_on(free_port(), args)
+        Exporter::start_under(&[], free_port(), args)
     }
 
     /// Start on a given port (e.g. to restart an exporter where a client expects it).
     pub fn start_on(port: u16, args: &[&str]) -> Exporter {
+        Exporter::start_under(&[], port, args)
+    }
+
+    /// Runs the exporter through `wrapper` (e.g. `setpriv --reuid=... --`); empty runs it directly.
+    pub fn start_under(wrapper: &[&str], port: u16, args: &[&str]) -> Exporter {
         let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
+        let bin = env!("CARGO_BIN_EXE_kepler-rs");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .arg("run")
             .args(["--listen", &listen])
             .args(args)
@@ -278,4 +292,39 @@ pub fn write_zone(dir: &Path, name: &str, energy_uj: u64, max_uj: u64) {
     std::fs::write(dir.join("name"), format!("{name}\n")).unwrap();
     std::fs::write(dir.join("energy_uj"), format!("{energy_uj:020}\n")).unwrap();
     std::fs::write(dir.join("max_energy_range_uj"), format!("{max_uj}\n")).unwrap();
+}
+
+/// The cgroup v1 `cpu` and `cpuacct` mount points, from mountinfo (hybrid and v1 hosts).
+pub fn v1_mounts() -> Option<(PathBuf, PathBuf)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (mut cpu, mut cpuacct) = (None, None);
+    for line in info.lines() {
+        let (pre, post) = line.split_once(" - ")?;
+        let mut post = post.split(' ');
+        if post.next() != Some("cgroup") {
+            continue;
+        }
+        let opts = post.nth(1).unwrap_or("");
+        let mount = PathBuf::from(pre.split(' ').nth(4)?);
+        let controllers: Vec<&str> = opts.split(',').collect();
+        if controllers.contains(&"cpuacct") {
+            cpuacct = Some(mount.clone());
+        }
+        if controllers.contains(&"cpu") {
+            cpu = Some(mount);
+        }
+    }
+    Some((cpu?, cpuacct?))
+}
+
+/// The cgroup v2 mount point (`/sys/fs/cgroup` or, on hybrid hosts, `/sys/fs/cgroup/unified`).
+pub fn v2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        if post.split(' ').next() != Some("cgroup2") {
+            return None;
+        }
+        pre.split(' ').nth(4).map(PathBuf::from)
+    })
 }

@@ -1,0 +1,142 @@
+//! Overhead of the eBPF program per context switch, by the kernel's own accounting (BPF run-time
+//! stats: run_time_ns / run_cnt), under a context-switch-heavy load: pairs of threads ping-ponging a
+//! byte through pipes. Also checks that every switch was counted (program runs = switches the
+//! program saw = the kernel's `ctxt` delta, within what other processes add). Needs root.
+//! Usage: `cargo run --release -p kepler-rs-benches --bin ebpf_overhead [seconds] [pairs]`;
+//! `KEPLER_RS_BPF_OBJECT=<file>` measures another build of the object (e.g. a trimmed variant).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kepler_ebpf_common::names;
+use kepler_rs::activity::ebpf::program::{Drained, LoadedProgram};
+use kepler_rs::activity::ebpf::OBJECT;
+
+fn node_ctxt() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("ctxt ").map(|v| v.trim().parse().ok()))
+        })
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// Context-switch load: `pairs` pairs of threads ping-ponging one byte through a socket pair.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Load {
+    fn start(pairs: usize) -> anyhow::Result<Load> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for _ in 0..pairs {
+            let (mut a, mut b) = UnixStream::pair()?;
+            let stop_a = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 1];
+                let mut trips = 0u64;
+                while !stop_a.load(Ordering::Relaxed) {
+                    if a.write_all(&[1]).is_err() || a.read_exact(&mut buf).is_err() {
+                        break;
+                    }
+                    trips += 1;
+                }
+                trips
+            }));
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 1];
+                while b.read_exact(&mut buf).is_ok() {
+                    if b.write_all(&buf).is_err() {
+                        break;
+                    }
+                }
+                0
+            }));
+        }
+        Ok(Load { stop, threads })
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or(0))
+            .sum()
+    }
+}
+
+/// The no-op program alone, under the same load: what any sched_switch program costs here.
+fn floor(seconds: u64, pairs: usize) -> anyhow::Result<f64> {
+    let btf = aya::Btf::from_sys_fs()?;
+    let mut ebpf = aya::EbpfLoader::new().btf(Some(&btf)).load(OBJECT)?;
+    let program: &mut aya::programs::BtfTracePoint = ebpf
+        .program_mut(names::SCHED_SWITCH_FLOOR)
+        .ok_or_else(|| anyhow::anyhow!("no floor program in the object"))?
+        .try_into()?;
+    program.load("sched_switch", &btf)?;
+    program.attach()?;
+    let load = Load::start(pairs)?;
+    let i0 = program.info()?;
+    std::thread::sleep(Duration::from_secs(seconds));
+    let i1 = program.info()?;
+    load.stop();
+    let runs = i1.run_count() - i0.run_count();
+    Ok((i1.run_time() - i0.run_time()).as_nanos() as f64 / runs.max(1) as f64)
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let seconds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let pairs: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2);
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
+    let floor_ns = floor(seconds, pairs)?;
+
+    let variant = std::env::var_os("KEPLER_RS_BPF_OBJECT")
+        .filter(|path| !path.is_empty())
+        .map(std::fs::read)
+        .transpose()?;
+    let object = variant.as_deref().unwrap_or(OBJECT);
+    let mut program = LoadedProgram::load(object, Path::new("/sys/kernel/btf/vmlinux"))?;
+    let mut drained = Drained::default();
+    program.drain(&mut drained)?;
+    let load = Load::start(pairs)?;
+    let (t0, n0) = program.run_stats(names::SCHED_SWITCH)?;
+    let s0 = program.cpu_state()?.switches;
+    let c0 = node_ctxt();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (t1, n1) = program.run_stats(names::SCHED_SWITCH)?;
+    let s1 = program.cpu_state()?.switches;
+    let c1 = node_ctxt();
+    let elapsed = started.elapsed().as_secs_f64();
+    let trips = load.stop();
+
+    let runs = n1 - n0;
+    let ns = (t1 - t0).as_nanos() as f64 / runs.max(1) as f64;
+    let state = program.cpu_state()?;
+    println!("load: {pairs} ping-pong pairs for {elapsed:.1} s, {trips} round trips");
+    println!(
+        "kepler_sched_switch: {runs} runs ({:.0}/s), {ns:.1} ns per run (kernel run_time_ns / run_cnt)",
+        runs as f64 / elapsed
+    );
+    println!(
+        "no-op sched_switch program (floor, same load): {floor_ns:.1} ns per run; kepler above floor: {:.1} ns",
+        ns - floor_ns
+    );
+    println!(
+        "switches seen by the program: {} (runs: {}, read a moment apart); node ctxt delta: {}; dropped slices: {}",
+        s1 - s0,
+        runs,
+        c1 - c0,
+        state.dropped
+    );
+    Ok(())
+}

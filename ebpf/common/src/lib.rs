@@ -1,0 +1,95 @@
+//! Types shared by the kepler-rs eBPF program (`ebpf/program`) and its userspace loader
+//! (`exporter/src/activity/ebpf`). Every map key and value is `#[repr(C)]` with explicit padding, so
+//! both sides agree on the layout; the loader checks sizes against the object's BTF when it loads.
+//! No logic lives here.
+#![no_std]
+
+/// Names of the maps and programs in the object, as the loader looks them up.
+pub mod names {
+    /// `PERCPU_HASH<TaskKey, TaskTime>`: on-CPU time per (process, cgroup) since the last drain.
+    pub const TASK_TIME: &str = "TASK_TIME";
+    /// `PERCPU_ARRAY<CpuState>` with one slot: per-CPU switch clock and counters.
+    pub const CPU_STATE: &str = "CPU_STATE";
+    /// `HASH<u32 tgid, u64 exits>`: processes whose leader exited since the last drain.
+    pub const EXITED: &str = "EXITED";
+    /// `tp_btf/sched_switch` program.
+    pub const SCHED_SWITCH: &str = "kepler_sched_switch";
+    /// `tp_btf/sched_switch` program that does nothing (benchmarks: the per-switch floor).
+    pub const SCHED_SWITCH_FLOOR: &str = "kepler_sched_switch_floor";
+    /// `tp_btf/sched_process_exit` program.
+    pub const SCHED_PROCESS_EXIT: &str = "kepler_sched_process_exit";
+}
+
+/// Capacity of `TASK_TIME` (entries, each with one value per possible CPU). A node with more
+/// (process, cgroup) pairs running within one tick drops the excess, counted in `CpuState::dropped`.
+pub const TASK_TIME_ENTRIES: u32 = 16_384;
+/// Capacity of `EXITED`.
+pub const EXITED_ENTRIES: u32 = 8_192;
+/// Cgroup v2 ancestor levels recorded when an entry is created (levels 1..=ANCESTOR_LEVELS).
+/// Kubelet's pod cgroups sit at level 2 or 3 (deeper on nested nodes such as kind).
+pub const ANCESTOR_LEVELS: usize = 6;
+
+/// Key of `TASK_TIME`: a process (thread-group id) in a cgroup v2 cgroup. A process that moves to
+/// another cgroup gets a second entry, so time before the move stays with the old cgroup.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TaskKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// `bpf_get_current_cgroup_id()`: the inode number of the cgroup v2 directory.
+    pub cgroup_id: u64,
+}
+
+/// Value of `TASK_TIME` (per CPU).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TaskTime {
+    /// Nanoseconds on this CPU since the entry was created (the last drain).
+    pub on_cpu_ns: u64,
+    /// Times the process was switched out on this CPU.
+    pub switches: u64,
+    /// Cgroup v2 ids of the ancestors at levels 1..=ANCESTOR_LEVELS (0 where the cgroup is shallower),
+    /// written when the entry is created: they let userspace find the pod of a container cgroup that
+    /// was removed before the drain.
+    pub ancestors: [u64; ANCESTOR_LEVELS],
+}
+
+/// Per-CPU state and counters (`CPU_STATE[0]`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuState {
+    /// `bpf_ktime_get_ns()` of the last switch on this CPU (0 before the first one).
+    pub last_switch_ns: u64,
+    /// Context switches seen (every one: the program does not sample).
+    pub switches: u64,
+    /// Slices that could not be recorded because `TASK_TIME` was full.
+    pub dropped: u64,
+    /// Their nanoseconds.
+    pub dropped_ns: u64,
+    /// Exits that could not be recorded because `EXITED` was full.
+    pub exits_dropped: u64,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data: #[repr(C)], integer fields only, explicit padding, any bit pattern valid.
+    unsafe impl aya::Pod for super::TaskKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TaskTime {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CpuState {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<TaskKey>(), 16);
+        assert_eq!(size_of::<TaskTime>(), 16 + 8 * ANCESTOR_LEVELS);
+        assert_eq!(size_of::<CpuState>(), 40);
+        assert_eq!(align_of::<TaskTime>(), 8);
+    }
+}

@@ -1,0 +1,384 @@
+//! CPU activity from the eBPF program in `ebpf/`: per-process on-CPU time counted on every context
+//! switch, drained once per tick, resolved to pods and containers (see `resolve`). It never falls
+//! back by itself: `EbpfActivity::start` fails with a typed error and the caller picks another source.
+
+mod batch;
+pub mod program;
+pub mod resolve;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+
+use super::cgroup::{parse_mountinfo, rebase_mount_point, CgroupVersion};
+use super::{ActivitySample, ActivitySource, ContainerActivity, PodActivity, SourceStats};
+use crate::config::HostRoots;
+use crate::resource::cgroup_path::CgroupOwner;
+use crate::units::{ContainerId, CpuNanos, PodUid, SourceIssue};
+use program::{Drained, LoadedProgram, TaskSlice};
+use resolve::{Resolver, TaskCgroup};
+
+const SOURCE: &str = "ebpf";
+
+/// The compiled program (`ebpf/build.sh` rebuilds it; CI checks it is not stale).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../../ebpf/kepler.bpf.o");
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no kernel BTF at {path} (kernel built without CONFIG_DEBUG_INFO_BTF?)")]
+    NoBtf {
+        path: PathBuf,
+        #[source]
+        source: Option<Box<aya::BtfError>>,
+    },
+    #[error("cannot load the eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("{name} missing from the eBPF object")]
+    MissingInObject { name: &'static str },
+    #[error("cannot load eBPF program {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("cannot attach eBPF program {program}: {source}")]
+    Attach {
+        program: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("cannot drain eBPF map {map}: {source}")]
+    Drain {
+        map: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot count possible CPUs from {path}: {source}")]
+    Cpus {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Short fixed label for self-metrics and the fallback log line.
+    pub fn kind(&self) -> &'static str {
+        if self.os_error() == Some(libc::EPERM) || self.os_error() == Some(libc::EACCES) {
+            return "permission_denied";
+        }
+        match self {
+            Error::NoBtf { .. } => "no_btf",
+            Error::Load(_) => "load",
+            Error::MissingInObject { .. } => "object",
+            Error::Program { .. } => "verifier",
+            Error::Attach { .. } => "attach",
+            Error::Map { .. } => "map",
+            Error::Drain { .. } => "drain",
+            Error::Cpus { .. } => "cpus",
+        }
+    }
+
+    /// In words, why eBPF is not usable, for the one fallback log line.
+    pub fn reason(&self) -> &'static str {
+        match self.kind() {
+            "permission_denied" => "not permitted (needs CAP_BPF and CAP_PERFMON, or root)",
+            "no_btf" => "the kernel has no BTF",
+            "verifier" | "attach" => {
+                "the kernel refused the program (kernel older than 5.5, or a verifier rejection)"
+            }
+            _ => "the eBPF object could not be used",
+        }
+    }
+
+    /// The errno anywhere in the source chain.
+    fn os_error(&self) -> Option<i32> {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = source {
+            if let Some(code) = error
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::raw_os_error)
+            {
+                return Some(code);
+            }
+            source = error.source();
+        }
+        None
+    }
+}
+
+/// Cumulative counters of the source, exported as `kepler_exporter_cpu_source_events_total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EbpfCounters {
+    pub switches: u64,
+    pub dropped_slices: u64,
+    pub dropped_ns: u64,
+    pub dropped_exits: u64,
+    pub drained_entries: u64,
+    pub drain_syscalls: u64,
+}
+
+/// Pod activity from eBPF on-CPU time.
+#[derive(Debug)]
+pub struct EbpfActivity {
+    program: LoadedProgram,
+    resolver: Resolver,
+    drained: Drained,
+    counters: EbpfCounters,
+}
+
+impl EbpfActivity {
+    /// Loads and attaches the embedded program, and indexes the cgroup v2 hierarchy.
+    pub fn start(roots: &HostRoots) -> Result<EbpfActivity> {
+        let btf = roots.sysfs.join("kernel").join("btf").join("vmlinux");
+        let program = LoadedProgram::load(OBJECT, &btf)?;
+        let resolver = Resolver::new(v2_root(roots), &roots.procfs);
+        tracing::info!(
+            source = SOURCE,
+            counters = "cpu_time",
+            cgroups = resolver.known_cgroups(),
+            "eBPF attached to sched_switch and sched_process_exit; no PMU counters are read, so pods are split by on-CPU time"
+        );
+        Ok(EbpfActivity {
+            program,
+            resolver,
+            drained: Drained::default(),
+            counters: EbpfCounters::default(),
+        })
+    }
+
+    pub fn counters(&self) -> EbpfCounters {
+        self.counters
+    }
+
+    /// One drain: moves the maps out of the kernel, resolves every entry, adds up pods.
+    fn drain(&mut self) -> Result<(Vec<PodActivity>, Vec<SourceIssue>)> {
+        let mut issues = Vec::new();
+        self.program.drain(&mut self.drained)?;
+        let state = self.program.cpu_state()?;
+        let before = self.counters;
+        self.counters.switches = state.switches;
+        self.counters.dropped_slices = state.dropped;
+        self.counters.dropped_ns = state.dropped_ns;
+        self.counters.dropped_exits = state.exits_dropped;
+        self.counters.drained_entries += self.drained.tasks.len() as u64;
+        self.counters.drain_syscalls += u64::from(self.drained.syscalls);
+        if state.dropped > before.dropped_slices {
+            issues.push(SourceIssue::new(
+                SOURCE,
+                "map_full",
+                format!(
+                    "{} context-switch slices ({} ms of CPU time) not recorded: the process map was full",
+                    state.dropped - before.dropped_slices,
+                    (state.dropped_ns - before.dropped_ns) / 1_000_000
+                ),
+            ));
+        }
+        if state.exits_dropped > before.dropped_exits {
+            // Exits were missed, so a pid may have been reused: cached /proc answers are not safe.
+            self.resolver.forget_processes();
+            issues.push(SourceIssue::new(
+                SOURCE,
+                "exit_map_full",
+                "process exits not recorded: the exit map was full",
+            ));
+        }
+        let pods = aggregate(&mut self.resolver, &self.drained);
+        Ok((pods, issues))
+    }
+}
+
+/// Resolves every drained entry and sums time per pod and container. Entries of unknown consumers
+/// go to no pod (the model gives their share to `system`).
+pub fn aggregate(resolver: &mut Resolver, drained: &Drained) -> Vec<PodActivity> {
+    let ids: Vec<u64> = drained.tasks.iter().map(|t| t.cgroup_id).collect();
+    resolver.begin_drain(&ids);
+    let mut pods: BTreeMap<PodUid, (CpuNanos, BTreeMap<ContainerId, CpuNanos>)> = BTreeMap::new();
+    for task in &drained.tasks {
+        let owner = resolver.resolve(&task_cgroup(task, drained));
+        let time = CpuNanos(task.on_cpu_ns);
+        match owner {
+            CgroupOwner::Container { pod, container } => {
+                let entry = pods.entry(pod).or_default();
+                entry.0 += time;
+                *entry.1.entry(container).or_default() += time;
+            }
+            CgroupOwner::PodLevel { pod } => pods.entry(pod).or_default().0 += time,
+            CgroupOwner::OtherContainer { .. } | CgroupOwner::System => {}
+        }
+    }
+    resolver.end_drain(&drained.exited);
+    pods.into_iter()
+        .map(|(uid, (cpu_time, containers))| PodActivity {
+            uid,
+            cpu_time,
+            containers: containers
+                .into_iter()
+                .map(|(id, cpu_time)| ContainerActivity { id, cpu_time })
+                .collect(),
+        })
+        .collect()
+}
+
+fn task_cgroup(task: &TaskSlice, drained: &Drained) -> TaskCgroup {
+    TaskCgroup {
+        tgid: task.tgid,
+        cgroup_id: task.cgroup_id,
+        ancestors: task.ancestors.to_vec(),
+        exited: drained.exited.contains(&task.tgid),
+    }
+}
+
+/// The cgroup v2 mount, rebased under the sysfs root, from `<procfs>/1/mountinfo` (else `self`).
+fn v2_root(roots: &HostRoots) -> Option<PathBuf> {
+    let content = ["1", "self"]
+        .iter()
+        .find_map(|pid| std::fs::read_to_string(roots.procfs.join(pid).join("mountinfo")).ok())?;
+    parse_mountinfo(&content)
+        .into_iter()
+        .find(|m| m.version == CgroupVersion::V2)
+        .map(|m| rebase_mount_point(&m.mount_point, &roots.sysfs))
+        .filter(|root| root.is_dir())
+}
+
+impl ActivitySource for EbpfActivity {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    fn sample(&mut self) -> ActivitySample {
+        match self.drain() {
+            Ok((pods, issues)) => ActivitySample { pods, issues },
+            Err(error) => {
+                tracing::debug!(error = %error, "eBPF drain failed");
+                ActivitySample {
+                    pods: Vec::new(),
+                    issues: vec![SourceIssue::new(SOURCE, error.kind(), error.to_string())],
+                }
+            }
+        }
+    }
+
+    fn stats(&self) -> SourceStats {
+        let c = self.counters;
+        let r = self.resolver.stats();
+        SourceStats {
+            counters: vec!["cpu_time"],
+            events: vec![
+                ("sched_switch", c.switches),
+                ("dropped_slice", c.dropped_slices),
+                ("dropped_exit", c.dropped_exits),
+                ("drained_entry", c.drained_entries),
+                ("drain_syscall", c.drain_syscalls),
+                ("cgroup_walk", r.walks),
+                ("proc_lookup", r.proc_reads),
+                ("unresolved_entry", r.unresolved),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+
+    const UID: &str = "6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11";
+    const C1: &str = "0f9c6d1e2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
+    const C2: &str = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+
+    fn slice(tgid: u32, cgroup_id: u64, ancestors: [u64; 6], ns: u64) -> TaskSlice {
+        TaskSlice {
+            tgid,
+            cgroup_id,
+            ancestors,
+            on_cpu_ns: ns,
+            switches: 1,
+        }
+    }
+
+    #[test]
+    fn pods_include_time_of_removed_containers_and_unknown_goes_nowhere() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let root = tmp.path().join("cgroup");
+        let pod = root.join(format!("kubepods/pod{UID}"));
+        fs::create_dir_all(pod.join(C1)).unwrap();
+        fs::create_dir_all(pod.join(C2)).unwrap();
+        fs::create_dir_all(root.join("system.slice")).unwrap();
+        let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
+        let (kubepods, pod_id, c1, c2) = (
+            ino(&root.join("kubepods")),
+            ino(&pod),
+            ino(&pod.join(C1)),
+            ino(&pod.join(C2)),
+        );
+        let system = ino(&root.join("system.slice"));
+        fs::remove_dir(pod.join(C2)).unwrap(); // exited before the drain
+        let mut resolver = Resolver::new(Some(root), tmp.path());
+        let drained = Drained {
+            tasks: vec![
+                slice(1, c1, [kubepods, pod_id, c1, 0, 0, 0], 700),
+                slice(2, c1, [kubepods, pod_id, c1, 0, 0, 0], 300),
+                slice(3, c2, [kubepods, pod_id, c2, 0, 0, 0], 250),
+                slice(4, system, [system, 0, 0, 0, 0, 0], 5_000),
+                slice(5, u64::MAX, [u64::MAX, 0, 0, 0, 0, 0], 9_000),
+            ],
+            exited: HashSet::from([3]),
+            syscalls: 1,
+        };
+        let pods = aggregate(&mut resolver, &drained);
+        assert_eq!(pods.len(), 1);
+        assert_eq!(pods[0].uid.as_str(), UID);
+        assert_eq!(
+            pods[0].cpu_time,
+            CpuNanos(1_250),
+            "includes the removed container"
+        );
+        assert_eq!(
+            pods[0].containers,
+            vec![ContainerActivity {
+                id: ContainerId::parse(C1).unwrap(),
+                cpu_time: CpuNanos(1_000)
+            }]
+        );
+        assert_eq!(resolver.stats().unresolved, 1);
+    }
+
+    #[test]
+    fn error_kinds_name_the_cause() {
+        let no_btf = Error::NoBtf {
+            path: "/sys/kernel/btf/vmlinux".into(),
+            source: None,
+        };
+        assert_eq!(no_btf.kind(), "no_btf");
+        assert!(no_btf.to_string().contains("/sys/kernel/btf/vmlinux"));
+        let eperm = Error::Drain {
+            map: "TASK_TIME",
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert_eq!(eperm.kind(), "permission_denied");
+        assert!(eperm.reason().contains("CAP_BPF"));
+        let other = Error::Drain {
+            map: "TASK_TIME",
+            source: io::Error::from_raw_os_error(libc::EINVAL),
+        };
+        assert_eq!(other.kind(), "drain");
+    }
+
+    #[test]
+    fn embedded_object_is_an_ebpf_elf() {
+        assert_eq!(&OBJECT[..4], b"\x7fELF");
+        assert_eq!(OBJECT[4], 2, "64-bit");
+        assert_eq!(u16::from_le_bytes([OBJECT[18], OBJECT[19]]), 247, "EM_BPF");
+    }
+}

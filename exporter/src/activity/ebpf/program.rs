@@ -1,0 +1,310 @@
+//! The loaded eBPF object: loads the embedded program with aya against the kernel's BTF, attaches
+//! `tp_btf/sched_switch` and `tp_btf/sched_process_exit`, and drains its maps with batch
+//! lookup-and-delete. It knows map layouts, not pods: resolution lives in `resolve`.
+
+use std::collections::HashSet;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader, Endianness};
+use kepler_ebpf_common::{
+    names, CpuState, TaskKey, TaskTime, ANCESTOR_LEVELS, EXITED_ENTRIES, TASK_TIME_ENTRIES,
+};
+
+use super::batch::BatchBuffers;
+use super::{Error, Result};
+
+/// Entries moved per `bpf(2)` call. With the per-CPU values of every possible CPU in the buffer, this
+/// bounds the buffer at `DRAIN_CHUNK * 64 B * CPUs` (8 MiB on a 128-CPU node).
+const DRAIN_CHUNK: usize = 1024;
+
+/// One drained entry: a process in a cgroup, its time summed over CPUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSlice {
+    pub tgid: u32,
+    pub cgroup_id: u64,
+    pub ancestors: [u64; ANCESTOR_LEVELS],
+    pub on_cpu_ns: u64,
+    pub switches: u64,
+}
+
+/// What one drain returned.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub tasks: Vec<TaskSlice>,
+    pub exited: HashSet<u32>,
+    /// `bpf(2)` calls it took (both maps).
+    pub syscalls: u32,
+}
+
+/// The loaded and attached program. Dropping it detaches and unloads everything.
+pub struct LoadedProgram {
+    /// Owns the programs and their links.
+    _ebpf: Ebpf,
+    task_time: Map,
+    exited: Map,
+    cpu_state: PerCpuArray<MapData, CpuState>,
+    task_buffers: BatchBuffers,
+    exited_buffers: BatchBuffers,
+    cpus: usize,
+}
+
+impl std::fmt::Debug for LoadedProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedProgram")
+            .field("cpus", &self.cpus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedProgram {
+    /// Loads `object` (an ELF built by ebpf/build.sh), relocating against the BTF at `btf_path`
+    /// (`<sysfs>/kernel/btf/vmlinux`), and attaches both programs.
+    pub fn load(object: &[u8], btf_path: &Path) -> Result<LoadedProgram> {
+        if !btf_path.exists() {
+            return Err(Error::NoBtf {
+                path: btf_path.to_path_buf(),
+                source: None,
+            });
+        }
+        let btf = Btf::parse_file(btf_path, Endianness::default()).map_err(|e| Error::NoBtf {
+            path: btf_path.to_path_buf(),
+            source: Some(Box::new(e)),
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .load(object)
+            .map_err(|e| Error::Load(Box::new(e)))?;
+        for (program, tracepoint) in [
+            (names::SCHED_SWITCH, "sched_switch"),
+            (names::SCHED_PROCESS_EXIT, "sched_process_exit"),
+        ] {
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(program)
+                .ok_or(Error::MissingInObject { name: program })?
+                .try_into()
+                .map_err(|e| Error::Program {
+                    program,
+                    source: Box::new(e),
+                })?;
+            prog.load(tracepoint, &btf).map_err(|e| Error::Program {
+                program,
+                source: Box::new(e),
+            })?;
+            prog.attach().map_err(|e| Error::Attach {
+                program,
+                source: Box::new(e),
+            })?;
+        }
+        let task_time = take_map(&mut ebpf, names::TASK_TIME)?;
+        let exited = take_map(&mut ebpf, names::EXITED)?;
+        let cpu_state = take_map(&mut ebpf, names::CPU_STATE)?;
+        // Layout checks: a key or value size that differs from the shared types fails here.
+        PerCpuHashMap::<&MapData, TaskKey, TaskTime>::try_from(&task_time)
+            .map_err(|e| map_error(names::TASK_TIME, e))?;
+        aya::maps::HashMap::<&MapData, u32, u64>::try_from(&exited)
+            .map_err(|e| map_error(names::EXITED, e))?;
+        let cpu_state = PerCpuArray::<MapData, CpuState>::try_from(cpu_state)
+            .map_err(|e| map_error(names::CPU_STATE, e))?;
+        let cpus = aya::util::nr_cpus().map_err(|(path, source)| Error::Cpus { path, source })?;
+        Ok(LoadedProgram {
+            _ebpf: ebpf,
+            task_time,
+            exited,
+            cpu_state,
+            task_buffers: BatchBuffers::new(
+                size_of::<TaskKey>(),
+                size_of::<TaskTime>(),
+                cpus,
+                DRAIN_CHUNK.min(TASK_TIME_ENTRIES as usize),
+            ),
+            exited_buffers: BatchBuffers::new(4, 8, 1, EXITED_ENTRIES as usize),
+            cpus,
+        })
+    }
+
+    /// Moves everything out of the process and exit maps.
+    pub fn drain(&mut self, out: &mut Drained) -> Result<()> {
+        out.tasks.clear();
+        out.exited.clear();
+        let cpus = self.cpus;
+        let stride = self.task_buffers.value_stride() / cpus.max(1);
+        let tasks = &mut out.tasks;
+        let fd = map_data(&self.task_time)?.fd().as_fd();
+        let calls = self
+            .task_buffers
+            .drain(fd, |key, values| {
+                tasks.push(parse_task(key, values, cpus, stride));
+            })
+            .map_err(|source| Error::Drain {
+                map: names::TASK_TIME,
+                source,
+            })?;
+        let exited = &mut out.exited;
+        let fd = map_data(&self.exited)?.fd().as_fd();
+        let exit_calls = self
+            .exited_buffers
+            .drain(fd, |key, _| {
+                exited.insert(u32_at(key, 0));
+            })
+            .map_err(|source| Error::Drain {
+                map: names::EXITED,
+                source,
+            })?;
+        out.syscalls = calls + exit_calls;
+        Ok(())
+    }
+
+    /// The per-CPU counters, summed (`last_switch_ns` is the latest of them).
+    pub fn cpu_state(&self) -> Result<CpuState> {
+        let values = self
+            .cpu_state
+            .get(&0, 0)
+            .map_err(|e| map_error(names::CPU_STATE, e))?;
+        Ok(values
+            .iter()
+            .fold(CpuState::default(), |sum, cpu| CpuState {
+                last_switch_ns: sum.last_switch_ns.max(cpu.last_switch_ns),
+                switches: sum.switches + cpu.switches,
+                dropped: sum.dropped + cpu.dropped,
+                dropped_ns: sum.dropped_ns + cpu.dropped_ns,
+                exits_dropped: sum.exits_dropped + cpu.exits_dropped,
+            }))
+    }
+}
+
+impl LoadedProgram {
+    /// The kernel's own accounting of one program: (total run time, runs). Both stay 0 unless
+    /// `aya::sys::enable_stats(Stats::RunTime)` (or `sysctl kernel.bpf_stats_enabled=1`) is on.
+    pub fn run_stats(&self, program: &'static str) -> Result<(std::time::Duration, u64)> {
+        let info = self
+            ._ebpf
+            .program(program)
+            .ok_or(Error::MissingInObject { name: program })?
+            .info()
+            .map_err(|e| Error::Program {
+                program,
+                source: Box::new(e),
+            })?;
+        Ok((info.run_time(), info.run_count()))
+    }
+
+    /// Writes one entry into the process map as if the program had (benchmarks and tests: a drain
+    /// of N live processes without N processes). `values` holds one value per possible CPU.
+    pub fn seed(&mut self, key: TaskKey, values: Vec<TaskTime>) -> Result<()> {
+        let mut map =
+            PerCpuHashMap::<&mut MapData, TaskKey, TaskTime>::try_from(&mut self.task_time)
+                .map_err(|e| map_error(names::TASK_TIME, e))?;
+        let values = aya::maps::PerCpuValues::try_from(values).map_err(|e| Error::Drain {
+            map: names::TASK_TIME,
+            source: e,
+        })?;
+        map.insert(key, values, 0)
+            .map_err(|e| map_error(names::TASK_TIME, e))
+    }
+
+    pub fn possible_cpus(&self) -> usize {
+        self.cpus
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map> {
+    ebpf.take_map(name).ok_or(Error::MissingInObject { name })
+}
+
+fn map_data(map: &Map) -> Result<&MapData> {
+    match map {
+        Map::PerCpuHashMap(data) | Map::HashMap(data) => Ok(data),
+        _ => Err(Error::MissingInObject {
+            name: "hash map of the expected type",
+        }),
+    }
+}
+
+fn map_error(map: &'static str, source: aya::maps::MapError) -> Error {
+    Error::Map {
+        map,
+        source: Box::new(source),
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    bytes
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_ne_bytes)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_ne_bytes)
+}
+
+/// Parses one entry of `TASK_TIME` from the batch buffers: a `TaskKey`, and `cpus` values of
+/// `TaskTime`, `stride` bytes apart. Times and switches are summed; ancestors are taken from whichever
+/// CPU created its copy of the entry (the others hold zeros).
+pub fn parse_task(key: &[u8], values: &[u8], cpus: usize, stride: usize) -> TaskSlice {
+    let mut task = TaskSlice {
+        tgid: u32_at(key, std::mem::offset_of!(TaskKey, tgid)),
+        cgroup_id: u64_at(key, std::mem::offset_of!(TaskKey, cgroup_id)),
+        ancestors: [0; ANCESTOR_LEVELS],
+        on_cpu_ns: 0,
+        switches: 0,
+    };
+    let ancestors_at = std::mem::offset_of!(TaskTime, ancestors);
+    for cpu in 0..cpus {
+        let base = cpu * stride;
+        task.on_cpu_ns = task.on_cpu_ns.saturating_add(u64_at(
+            values,
+            base + std::mem::offset_of!(TaskTime, on_cpu_ns),
+        ));
+        task.switches = task.switches.saturating_add(u64_at(
+            values,
+            base + std::mem::offset_of!(TaskTime, switches),
+        ));
+        if task.ancestors.iter().all(|a| *a == 0) {
+            for (level, ancestor) in task.ancestors.iter_mut().enumerate() {
+                *ancestor = u64_at(values, base + ancestors_at + level * 8);
+            }
+        }
+    }
+    task
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_sums_cpus_and_keeps_the_creating_cpus_ancestors() {
+        let mut key = Vec::new();
+        key.extend_from_slice(&4242u32.to_ne_bytes());
+        key.extend_from_slice(&0u32.to_ne_bytes());
+        key.extend_from_slice(&77u64.to_ne_bytes());
+        let stride = size_of::<TaskTime>();
+        let mut values = vec![0u8; stride * 3];
+        let mut put = |cpu: usize, field: usize, v: u64| {
+            let at = cpu * stride + field;
+            values[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+        };
+        put(0, 0, 1_000);
+        put(0, 8, 2);
+        put(2, 0, 500);
+        put(2, 8, 1);
+        put(2, 16, 11); // ancestors written by CPU 2 only
+        put(2, 24, 22);
+        let task = parse_task(&key, &values, 3, stride);
+        assert_eq!(task.tgid, 4242);
+        assert_eq!(task.cgroup_id, 77);
+        assert_eq!(task.on_cpu_ns, 1_500);
+        assert_eq!(task.switches, 3);
+        assert_eq!(&task.ancestors[..3], &[11, 22, 0]);
+        // Short buffers read as zeros, never panic.
+        let short = parse_task(&key[..3], &values[..5], 3, stride);
+        assert_eq!((short.tgid, short.on_cpu_ns), (0, 0));
+    }
+}

@@ -1,0 +1,331 @@
+//! The eBPF CPU source against the real kernel, as root: on-CPU time of duty-cycled processes vs
+//! their /proc time, a storm of short-lived processes vs their cgroup's own counter, and the
+//! exporter under least privilege (setpriv): metrics flow with CAP_BPF + CAP_PERFMON +
+//! CAP_DAC_READ_SEARCH only; without CAP_BPF `auto` falls back and `ebpf` exits 2.
+
+mod common;
+
+use common::*;
+use kepler_rs::activity::ebpf::program::{Drained, LoadedProgram};
+use kepler_rs::activity::ebpf::OBJECT;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BTF: &str = "/sys/kernel/btf/vmlinux";
+/// The capability set documented in docs/ebpf.md.
+const CAPS: &str = "+bpf,+perfmon,+dac_read_search";
+
+fn load(test: &str) -> Option<LoadedProgram> {
+    if !privileged(test, "loads eBPF programs") {
+        return None;
+    }
+    if !Path::new(BTF).exists() {
+        skip(test, "kernel without BTF");
+        return None;
+    }
+    Some(LoadedProgram::load(OBJECT, Path::new(BTF)).expect("load and attach"))
+}
+
+/// `/proc/<pid>/schedstat` field 1: the scheduler's own on-CPU nanoseconds.
+fn proc_cpu_ns(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn tgid_ns(drained: &Drained, tgid: u32) -> u64 {
+    drained
+        .tasks
+        .iter()
+        .filter(|t| t.tgid == tgid)
+        .map(|t| t.on_cpu_ns)
+        .sum()
+}
+
+/// Cgroup directories and processes of one test, removed on drop.
+struct Scratch {
+    dirs: Vec<PathBuf>,
+    procs: Vec<Child>,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn on_cpu_time_of_duty_cycled_processes_matches_proc() {
+    const TEST: &str = "on_cpu_time_of_duty_cycled_processes_matches_proc";
+    let Some(mut program) = load(TEST) else {
+        return;
+    };
+    let Some((cpu, _)) = v1_mounts() else {
+        skip(TEST, "needs the cgroup v1 cpu controller for CFS quotas");
+        return;
+    };
+    let mut scratch = Scratch {
+        dirs: Vec::new(),
+        procs: Vec::new(),
+    };
+    let mut pids = Vec::new();
+    for (name, duty) in [("a", 0.7), ("b", 0.2)] {
+        let dir = cpu.join(format!("kepler-ebpf-duty-{}-{name}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        scratch.dirs.push(dir.clone());
+        // A short period keeps each run short, so the slice in progress at either end is small.
+        fs::write(dir.join("cpu.cfs_period_us"), "10000").unwrap();
+        fs::write(
+            dir.join("cpu.cfs_quota_us"),
+            format!("{}", (duty * 10_000.0) as u64),
+        )
+        .unwrap();
+        let child = Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+        pids.push((name, duty, child.id()));
+        scratch.procs.push(child);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut drained = Drained::default();
+    program.drain(&mut drained).unwrap();
+    let before: Vec<u64> = pids.iter().map(|(_, _, pid)| proc_cpu_ns(*pid)).collect();
+    std::thread::sleep(Duration::from_secs(6));
+    program.drain(&mut drained).unwrap();
+    let after: Vec<u64> = pids.iter().map(|(_, _, pid)| proc_cpu_ns(*pid)).collect();
+    for (i, (name, duty, pid)) in pids.iter().enumerate() {
+        let proc_ns = (after[i] - before[i]) as f64;
+        let ebpf_ns = tgid_ns(&drained, *pid) as f64;
+        eprintln!(
+            "{name} (duty {duty}): eBPF {:.1} ms, /proc {:.1} ms",
+            ebpf_ns / 1e6,
+            proc_ns / 1e6
+        );
+        assert!(proc_ns > 0.5e9 * duty, "{name} barely ran: {proc_ns} ns");
+        assert!(
+            (ebpf_ns - proc_ns).abs() <= 0.03 * proc_ns,
+            "{name}: eBPF {ebpf_ns} ns vs /proc {proc_ns} ns (more than 3% apart)"
+        );
+    }
+    let state = program.cpu_state().unwrap();
+    assert!(state.switches > 0);
+    assert_eq!(state.dropped, 0, "map full during a small test");
+}
+
+#[test]
+fn storm_of_short_lived_processes_is_counted_in_its_cgroup() {
+    const TEST: &str = "storm_of_short_lived_processes_is_counted_in_its_cgroup";
+    let Some(mut program) = load(TEST) else {
+        return;
+    };
+    let Some(v2) = v2_mount() else {
+        skip(TEST, "no cgroup v2 hierarchy");
+        return;
+    };
+    let dir = v2.join(format!("kepler-ebpf-storm-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch {
+        dirs: vec![dir.clone()],
+        procs: Vec::new(),
+    };
+    let mut drained = Drained::default();
+    program.drain(&mut drained).unwrap();
+    // The shell moves itself into the cgroup, then starts 800 short-lived processes.
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && i=0 && while [ $i -lt 800 ]; do /bin/true; i=$((i+1)); done",
+        dir.display()
+    );
+    let started = std::time::Instant::now();
+    let status = Command::new("sh").args(["-c", &script]).status().unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(status.success());
+    program.drain(&mut drained).unwrap();
+    let stat = fs::read_to_string(dir.join("cpu.stat")).unwrap();
+    let usage_ns: f64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .unwrap()
+        .trim()
+        .parse::<f64>()
+        .unwrap()
+        * 1e3;
+    let id = fs::metadata(&dir).unwrap().ino();
+    let ebpf_ns: u64 = drained
+        .tasks
+        .iter()
+        .filter(|t| t.cgroup_id == id)
+        .map(|t| t.on_cpu_ns)
+        .sum();
+    let processes = drained.tasks.iter().filter(|t| t.cgroup_id == id).count();
+    eprintln!(
+        "storm: {:.0} processes/s, {processes} entries, eBPF {:.1} ms, cpu.stat {:.1} ms",
+        800.0 / elapsed,
+        ebpf_ns as f64 / 1e6,
+        usage_ns / 1e6
+    );
+    assert!(800.0 / elapsed >= 100.0, "storm too slow to be a storm");
+    assert!(processes >= 790, "only {processes} processes recorded");
+    assert!(
+        ebpf_ns as f64 >= 0.95 * usage_ns,
+        "eBPF {ebpf_ns} ns < 95% of cpu.stat {usage_ns} ns"
+    );
+    assert!(
+        (ebpf_ns as f64) <= 1.10 * usage_ns,
+        "eBPF {ebpf_ns} ns > 110% of cpu.stat {usage_ns} ns"
+    );
+    drop(scratch);
+}
+
+fn setpriv(caps: &str) -> Vec<String> {
+    let list = if caps.is_empty() {
+        "-all".to_string()
+    } else {
+        format!("-all,{caps}")
+    };
+    vec![
+        "setpriv".into(),
+        "--reuid=65534".into(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+        format!("--inh-caps={list}"),
+        format!("--ambient-caps={list}"),
+        format!("--bounding-set={list}"),
+        "--".into(),
+    ]
+}
+
+fn has_setpriv(test: &str) -> bool {
+    if !privileged(test, "changes user and capabilities with setpriv") {
+        return false;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        skip(test, "setpriv (util-linux) not installed");
+        return false;
+    }
+    true
+}
+
+fn value(samples: &[(Key, f64)], name: &str, filter: &[(&str, &str)]) -> f64 {
+    sum(samples, name, filter)
+}
+
+#[test]
+fn least_privilege_ebpf_metrics_flow() {
+    const TEST: &str = "least_privilege_ebpf_metrics_flow";
+    if !has_setpriv(TEST) {
+        return;
+    }
+    let wrapper = setpriv(CAPS);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let mut e = Exporter::start_under(
+        &wrapper,
+        free_port(),
+        &["--cpu-source", "ebpf", "--interval", "500ms"],
+    );
+    e.wait_ready(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1200));
+    let (status, text) = e.get("/metrics");
+    assert_eq!(status, 200);
+    let s = parse(&text);
+    assert_eq!(
+        value(&s, "kepler_exporter_cpu_source_info", &[("source", "ebpf")]),
+        1.0,
+        "not on eBPF as uid 65534 with {CAPS}"
+    );
+    assert_eq!(
+        value(
+            &s,
+            "kepler_exporter_cpu_source_measure_info",
+            &[("measure", "cpu_time")]
+        ),
+        1.0
+    );
+    let switches = value(
+        &s,
+        "kepler_exporter_cpu_source_events_total",
+        &[("event", "sched_switch")],
+    );
+    assert!(switches > 0.0, "no context switches counted");
+    assert!(
+        value(
+            &s,
+            "kepler_exporter_cpu_source_events_total",
+            &[("event", "drained_entry")]
+        ) > 0.0
+    );
+    assert!(value(&s, "kepler_node_cpu_joules_total", &[]) > 0.0);
+    assert_promtool_clean(TEST, &text);
+}
+
+#[test]
+fn without_cap_bpf_auto_falls_back_and_ebpf_exits_2() {
+    const TEST: &str = "without_cap_bpf_auto_falls_back_and_ebpf_exits_2";
+    if !has_setpriv(TEST) {
+        return;
+    }
+    // Everything but CAP_BPF.
+    let wrapper = setpriv("+perfmon,+dac_read_search");
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+
+    let out = Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg(env!("CARGO_BIN_EXE_kepler-rs"))
+        .args(["run", "--cpu-source", "ebpf", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("kepler-rs: error:"))
+        .unwrap_or_else(|| panic!("no error line in: {stderr}"));
+    assert!(
+        line.contains("--cpu-source ebpf") && line.contains("CAP_BPF"),
+        "unclear message: {line}"
+    );
+
+    let mut e = Exporter::start_under(&wrapper, free_port(), &["--interval", "500ms"]);
+    e.wait_ready(Duration::from_secs(20));
+    let (_, text) = e.get("/metrics");
+    let s = parse(&text);
+    assert_eq!(
+        value(
+            &s,
+            "kepler_exporter_cpu_source_info",
+            &[("source", "cgroup")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "kepler_exporter_source_errors_total",
+            &[("source", "ebpf"), ("kind", "permission_denied")]
+        ),
+        1.0
+    );
+    let _ = e.terminate(Duration::from_secs(5));
+    let log = e.stderr();
+    assert_eq!(
+        log.matches("eBPF unavailable").count(),
+        1,
+        "one line saying why: {log}"
+    );
+    assert!(log.contains("CAP_BPF"), "{log}");
+}
