@@ -255,6 +255,11 @@ impl Collector for SnapshotCollector {
             )?;
         }
 
+        // GPUs (only when GPU support is on and the first interval is complete).
+        if s.is_ready() {
+            gpu_families(&mut f, s, node)?;
+        }
+
         // Self-metrics.
         let build = [
             ("node_name", node),
@@ -341,6 +346,122 @@ impl Collector for SnapshotCollector {
         )?;
         Ok(())
     }
+}
+
+/// `kepler_node_gpu_*`, `kepler_pod_gpu_*`, `kepler_container_gpu_*` (see docs/metrics.md).
+fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), std::fmt::Error> {
+    use crate::gpu::ledger::{GpuDeviceSeries, GpuPodSeries};
+    use MetricType::{Counter, Gauge};
+    let gpu = &s.gpu;
+    let device_labels = |d: &GpuDeviceSeries| {
+        [
+            ("node_name", node.to_string()),
+            ("gpu", d.index.to_string()),
+            ("gpu_uuid", d.uuid.clone()),
+            ("gpu_name", d.name.clone()),
+        ]
+    };
+    type DeviceField = fn(&GpuDeviceSeries) -> f64;
+    let device_families: [(&str, &str, MetricType, DeviceField); 8] = [
+        ("kepler_node_gpu_joules", "Energy of the GPU, in joules.", Counter, |d| d.total_joules),
+        ("kepler_node_gpu_idle_joules", "Idle energy of the GPU, in joules.", Counter, |d| d.idle_joules),
+        ("kepler_node_gpu_active_joules", "Active (non-idle) energy of the GPU, in joules.", Counter, |d| d.active_joules),
+        ("kepler_node_gpu_unattributed_joules", "Active GPU energy no pod received (host processes, unplaceable or no processes), in joules.", Counter, |d| d.unattributed_joules),
+        ("kepler_node_gpu_terminated_pods_joules", "Active GPU energy of pods whose series were removed after the grace period, in joules.", Counter, |d| d.terminated_pods_joules),
+        ("kepler_node_gpu_watts", "Power of the GPU over the last interval, in watts.", Gauge, |d| d.watts),
+        ("kepler_node_gpu_idle_watts", "Idle power of the GPU over the last interval, in watts.", Gauge, |d| d.idle_watts),
+        ("kepler_node_gpu_active_watts", "Active power of the GPU over the last interval, in watts.", Gauge, |d| d.active_watts),
+    ];
+    for (name, help, kind, field) in device_families {
+        f.family(
+            name,
+            help,
+            kind,
+            gpu.devices.iter().map(|d| (device_labels(d), field(d))),
+        )?;
+    }
+    f.family(
+        "kepler_node_gpu_info",
+        "GPU identity and how its energy is measured (energy_counter or power_integral); value 1.",
+        Gauge,
+        gpu.devices.iter().map(|d| {
+            let [n, g, u, name] = device_labels(d);
+            ([n, g, u, name, ("method", d.method.to_string())], 1.0)
+        }),
+    )?;
+    let device_of = |p: &GpuPodSeries| gpu.devices.get(p.device);
+    let gpu_labels = |p: &GpuPodSeries| {
+        let d = device_of(p);
+        [
+            ("gpu", d.map(|d| d.index.to_string()).unwrap_or_default()),
+            ("gpu_uuid", d.map(|d| d.uuid.clone()).unwrap_or_default()),
+            ("gpu_instance", p.instance.clone().unwrap_or_default()),
+        ]
+    };
+    for (name, help, kind, watts) in [
+        (
+            "kepler_pod_gpu_joules",
+            "Active GPU energy attributed to the pod on this GPU (or MIG instance), in joules.",
+            Counter,
+            false,
+        ),
+        (
+            "kepler_pod_gpu_watts",
+            "Active GPU power attributed to the pod over the last interval, in watts.",
+            Gauge,
+            true,
+        ),
+    ] {
+        f.family(
+            name,
+            help,
+            kind,
+            gpu.pods.iter().map(|p| {
+                let [g, u, i] = gpu_labels(p);
+                (
+                    [
+                        ("node_name", node.to_string()),
+                        ("pod_id", p.uid.to_string()),
+                        ("pod_name", p.name.clone().unwrap_or_default()),
+                        ("pod_namespace", p.namespace.clone().unwrap_or_default()),
+                        ("hub_user", p.hub_user.clone().unwrap_or_default()),
+                        g,
+                        u,
+                        i,
+                    ],
+                    if watts { p.watts } else { p.joules },
+                )
+            }),
+        )?;
+    }
+    for (name, help, kind, watts) in [
+        ("kepler_container_gpu_joules", "Active GPU energy attributed to the container on this GPU (or MIG instance), in joules.", Counter, false),
+        ("kepler_container_gpu_watts", "Active GPU power attributed to the container over the last interval, in watts.", Gauge, true),
+    ] {
+        f.family(
+            name,
+            help,
+            kind,
+            gpu.pods.iter().flat_map(|p| {
+                p.containers.iter().map(move |c| {
+                    let [g, u, i] = gpu_labels(p);
+                    (
+                        [
+                            ("node_name", node.to_string()),
+                            ("container_id", c.id.to_string()),
+                            ("container_name", c.name.clone().unwrap_or_default()),
+                            ("pod_id", p.uid.to_string()),
+                            g,
+                            u,
+                            i,
+                        ],
+                        if watts { c.watts } else { c.joules },
+                    )
+                })
+            }),
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
