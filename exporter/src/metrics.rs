@@ -510,7 +510,64 @@ mod tests {
             joules: vec![1.0, 0.0],
             watts: vec![0.5, 0.0],
         }];
+        s.gpu = gpu_snapshot();
         s
+    }
+
+    fn gpu_snapshot() -> crate::gpu::ledger::GpuSnapshot {
+        use crate::gpu::ledger::{GpuContainerSeries, GpuDeviceSeries, GpuPodSeries, GpuSnapshot};
+        GpuSnapshot {
+            devices: vec![GpuDeviceSeries {
+                index: 0,
+                uuid: "GPU-8f6d".into(),
+                name: "NVIDIA H100 80GB HBM3".into(),
+                method: "energy_counter",
+                total_joules: 900.0,
+                idle_joules: 300.0,
+                active_joules: 600.0,
+                unattributed_joules: 100.0,
+                watts: 300.0,
+                ..Default::default()
+            }],
+            pods: vec![GpuPodSeries {
+                device: 0,
+                instance: Some("MIG-1c2d".into()),
+                uid: PodUid::parse("6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11").unwrap(),
+                name: Some("jupyter-alice".into()),
+                namespace: Some("jhub".into()),
+                hub_user: Some("alice@example.org".into()),
+                ended: false,
+                joules: 500.0,
+                watts: 150.0,
+                containers: vec![GpuContainerSeries {
+                    id: ContainerId::parse(&"cd".repeat(32)).unwrap(),
+                    name: Some("notebook".into()),
+                    joules: 450.0,
+                    watts: 140.0,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn gpu_series_carry_device_pod_and_user_labels() {
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        assert!(text.contains(
+            r#"kepler_node_gpu_joules_total{node_name="node-1",gpu="0",gpu_uuid="GPU-8f6d",gpu_name="NVIDIA H100 80GB HBM3"} 900"#
+        ), "{text}");
+        assert!(text
+            .contains(r#"kepler_node_gpu_unattributed_joules_total{node_name="node-1",gpu="0""#));
+        assert!(text.contains(r#"method="energy_counter"} 1"#));
+        assert!(text.contains(
+            r#"kepler_pod_gpu_joules_total{node_name="node-1",pod_id="6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11",pod_name="jupyter-alice",pod_namespace="jhub",hub_user="alice@example.org",gpu="0",gpu_uuid="GPU-8f6d",gpu_instance="MIG-1c2d"} 500"#
+        ), "{text}");
+        assert!(text.contains(r#"container_name="notebook",pod_id="6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11",gpu="0",gpu_uuid="GPU-8f6d",gpu_instance="MIG-1c2d"} 450"#), "{text}");
+        assert!(text.contains("kepler_container_gpu_watts{"));
+        // Before the first interval: no GPU series.
+        let mut s = snapshot();
+        s.health.intervals = 0;
+        let text = encode(Arc::new(s), &BuildInfo::current()).unwrap();
+        assert!(!text.contains("_gpu_"), "{text}");
     }
 
     #[test]

@@ -256,12 +256,13 @@ impl DeviceSampler {
         if state.util_supported && state.info.mig.is_empty() {
             match self.driver.process_utilization(index, state.last_util_us) {
                 Ok(samples) => {
+                    let since = state.last_util_us;
                     for p in by_pid.values_mut() {
                         p.sm_util = Some(0.0);
                     }
                     for s in samples {
                         // Samples at or before the last seen timestamp were counted last tick.
-                        if s.timestamp_us <= state.last_util_us && state.last_util_us != 0 {
+                        if since != 0 && s.timestamp_us <= since {
                             continue;
                         }
                         let entry = by_pid.entry(s.pid).or_insert(ProcessUse {

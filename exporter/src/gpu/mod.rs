@@ -245,3 +245,486 @@ fn idle_energy(
     learned[slot] = Some(lowest);
     Watts(lowest).over_seconds(secs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::driver::{RunningProcess, UtilSample};
+    use super::podresources::{DeviceAssignment, PodRef, PodResourcesError};
+    use super::scripted::{ScriptHandle, ScriptedDevice};
+    use super::*;
+    use crate::resource::pods::NoPodMetadata;
+
+    const POD_A: &str = "6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11";
+    const POD_B: &str = "0000000b-2b9d-4b7e-9a51-0c3f0e2d7a11";
+
+    fn uid(raw: &str) -> PodUid {
+        PodUid::parse(raw).unwrap()
+    }
+
+    /// A procfs with `/proc/<pid>/cgroup` of a container of `pod` (container ID = pid repeated).
+    fn procfs(pids: &[(u32, Option<&str>)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (pid, pod) in pids {
+            let d = dir.path().join(pid.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            let line = match pod {
+                Some(pod) => format!("0::/kubepods/burstable/pod{pod}/{:064x}\n", pid),
+                None => "0::/system.slice/nvidia-persistenced.service\n".to_string(),
+            };
+            std::fs::write(d.join("cgroup"), line).unwrap();
+        }
+        dir
+    }
+
+    fn monitor(script: &ScriptHandle, procfs: &std::path::Path, idle: Option<f64>) -> GpuMonitor {
+        let sampler = DeviceSampler::discover(Box::new(script.driver())).unwrap();
+        GpuMonitor::new(
+            sampler,
+            procfs.to_path_buf(),
+            Duration::from_secs(10),
+            idle.map(Watts),
+        )
+    }
+
+    fn running(pids: &[u32]) -> Vec<RunningProcess> {
+        pids.iter()
+            .map(|p| RunningProcess {
+                pid: Pid(*p),
+                mig_instance: None,
+            })
+            .collect()
+    }
+
+    fn util(t_us: u64, samples: &[(u32, u32)]) -> Option<Vec<UtilSample>> {
+        Some(
+            samples
+                .iter()
+                .map(|(pid, sm)| UtilSample {
+                    pid: Pid(*pid),
+                    timestamp_us: t_us,
+                    sm_util: *sm,
+                })
+                .collect(),
+        )
+    }
+
+    fn pod_joules(s: &GpuSnapshot, pod: &str, device: usize) -> f64 {
+        s.pods
+            .iter()
+            .filter(|p| p.uid == uid(pod) && p.device == device)
+            .map(|p| p.joules)
+            .sum()
+    }
+
+    fn check_identities(s: &GpuSnapshot) {
+        for (slot, d) in s.devices.iter().enumerate() {
+            let pods: f64 = s
+                .pods
+                .iter()
+                .filter(|p| p.device == slot)
+                .map(|p| p.joules)
+                .sum();
+            let tol = 1e-9 * d.total_joules.max(1.0);
+            assert!(
+                (d.total_joules - d.idle_joules - d.active_joules).abs() <= tol,
+                "{d:?}"
+            );
+            assert!(
+                (d.active_joules - pods - d.unattributed_joules - d.terminated_pods_joules).abs()
+                    <= tol,
+                "{d:?}, pods {pods}"
+            );
+        }
+    }
+
+    #[test]
+    fn scripted_devices_conserve_energy_and_split_it_by_utilisation() {
+        let proc_dir = procfs(&[(10, Some(POD_A)), (20, Some(POD_B))]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.energy_mj = Some(1_000);
+        d0.running = running(&[10, 20]);
+        let mut d1 = ScriptedDevice::new(1, "GPU-1");
+        d1.energy_mj = Some(5_000);
+        let script = ScriptHandle::new(vec![d0, d1]);
+        let mut m = monitor(&script, proc_dir.path(), Some(50.0));
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(301_000);
+            s.devices[0].util = util(1_000, &[(10, 75), (20, 25)]);
+            s.devices[1].energy_mj = Some(105_000);
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        assert!(issues.is_empty(), "{issues:?}");
+        assert!(m.up());
+        let s = m.snapshot(&NoPodMetadata);
+        assert_eq!(s.devices.len(), 2);
+        assert_eq!(s.devices[0].total_joules, 300.0);
+        assert_eq!(s.devices[0].idle_joules, 50.0);
+        assert_eq!(s.devices[0].watts, 300.0);
+        assert_eq!(s.devices[0].method, "energy_counter");
+        assert!((pod_joules(&s, POD_A, 0) - 187.5).abs() < 1e-9);
+        assert!((pod_joules(&s, POD_B, 0) - 62.5).abs() < 1e-9);
+        // The container series carries the container from the process's cgroup.
+        let a = s.pods.iter().find(|p| p.uid == uid(POD_A)).unwrap();
+        assert_eq!(a.containers.len(), 1);
+        assert_eq!(a.containers[0].id.as_str(), format!("{:064x}", 10));
+        assert!((a.containers[0].joules - 187.5).abs() < 1e-9);
+        // Device 1 had no process: all active energy is unattributed.
+        assert_eq!(s.devices[1].total_joules, 100.0);
+        assert_eq!(s.devices[1].unattributed_joules, 50.0);
+        check_identities(&s);
+
+        // Pod B's process exits; pod A now computes alone. Its old samples are not counted twice.
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(501_000);
+            s.devices[0].running = running(&[10]);
+            let mut samples = util(1_000, &[(10, 75), (20, 25)]).unwrap();
+            samples.extend(util(2_000, &[(10, 90)]).unwrap());
+            s.devices[0].util = Some(samples);
+            s.devices[1].energy_mj = Some(205_000);
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(2),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        assert!((pod_joules(&s, POD_A, 0) - (187.5 + 150.0)).abs() < 1e-9);
+        let b = s.pods.iter().find(|p| p.uid == uid(POD_B)).unwrap();
+        assert!(b.ended);
+        assert_eq!(b.watts, 0.0);
+        assert!((b.joules - 62.5).abs() < 1e-9);
+        check_identities(&s);
+
+        // After the grace period pod B's joules move to terminated_pods.
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(601_000);
+            s.devices[1].energy_mj = Some(305_000);
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(20),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        assert!(s.pods.iter().all(|p| p.uid != uid(POD_B)));
+        assert!((s.devices[0].terminated_pods_joules - 62.5).abs() < 1e-9);
+        check_identities(&s);
+        assert!(issues.is_empty(), "{issues:?}");
+    }
+
+    #[test]
+    fn host_processes_and_unknown_pids_stay_unattributed() {
+        // PID 30 is a host daemon; PID 40 has no /proc entry here (another PID namespace).
+        let proc_dir = procfs(&[(10, Some(POD_A)), (30, None)]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.running = running(&[10, 30, 40]);
+        d0.util = None; // cannot sample: even split
+        let script = ScriptHandle::new(vec![d0]);
+        let mut m = monitor(&script, proc_dir.path(), Some(0.0));
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        script.lock().devices[0].energy_mj = Some(90_000);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        assert!((pod_joules(&s, POD_A, 0) - 30.0).abs() < 1e-9);
+        assert!((s.devices[0].unattributed_joules - 60.0).abs() < 1e-9);
+        check_identities(&s);
+    }
+
+    #[test]
+    fn failing_device_is_skipped_counted_and_its_energy_arrives_with_the_next_reading() {
+        let proc_dir = procfs(&[]);
+        let script = ScriptHandle::new(vec![
+            ScriptedDevice::new(0, "GPU-0"),
+            ScriptedDevice::new(1, "GPU-1"),
+        ]);
+        let mut m = monitor(&script, proc_dir.path(), None);
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(100_000);
+            s.devices[1].energy_mj = Some(100_000);
+            s.devices[1].fail = Some("unknown");
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        assert!(!m.up());
+        assert_eq!(issues.len(), 1);
+        assert_eq!((issues[0].source, issues[0].kind), ("gpu", "unknown"));
+        let s = m.snapshot(&NoPodMetadata);
+        assert_eq!(s.devices[0].total_joules, 100.0);
+        assert_eq!(s.devices[1].total_joules, 0.0);
+        assert_eq!(
+            script.lock().reinit_calls,
+            0,
+            "one device failing is no driver restart"
+        );
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(200_000);
+            s.devices[1].energy_mj = Some(200_000);
+            s.devices[1].fail = None;
+        }
+        issues.clear();
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(2),
+            &mut issues,
+        );
+        assert!(issues.is_empty() && m.up());
+        let s = m.snapshot(&NoPodMetadata);
+        assert_eq!(
+            s.devices[1].total_joules, 200.0,
+            "no joule lost across the failure"
+        );
+        check_identities(&s);
+    }
+
+    #[test]
+    fn a_driver_restart_is_survived() {
+        let proc_dir = procfs(&[]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.energy_mj = Some(1_000_000);
+        let script = ScriptHandle::new(vec![d0]);
+        let mut m = monitor(&script, proc_dir.path(), None);
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        script.lock().devices[0].energy_mj = Some(1_100_000);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        // The driver goes away: every device is lost and NVML cannot be re-initialised yet.
+        {
+            let mut s = script.lock();
+            s.devices[0].fail = Some("gpu_lost");
+            s.driver_down = true;
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(2),
+            &mut issues,
+        );
+        let kinds: Vec<&str> = issues.iter().map(|i| i.kind).collect();
+        assert_eq!(kinds, ["gpu_lost", "driver"]);
+        assert_eq!(script.lock().reinit_calls, 1);
+        // The driver is back with its counter restarted from 0.
+        {
+            let mut s = script.lock();
+            s.devices[0].fail = None;
+            s.driver_down = false;
+            s.devices[0].energy_mj = Some(5_000);
+        }
+        issues.clear();
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(3),
+            &mut issues,
+        );
+        assert_eq!(
+            issues.iter().map(|i| i.kind).collect::<Vec<_>>(),
+            ["counter_reset"]
+        );
+        script.lock().devices[0].energy_mj = Some(55_000);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(4),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        assert_eq!(s.devices[0].total_joules, 150.0);
+        assert_eq!(s.devices[0].watts, 50.0);
+        check_identities(&s);
+    }
+
+    #[test]
+    fn without_an_energy_counter_power_is_integrated() {
+        let proc_dir = procfs(&[]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.energy_mj = None;
+        d0.power_mw = 100_000;
+        let script = ScriptHandle::new(vec![d0]);
+        let mut m = monitor(&script, proc_dir.path(), None);
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        script.lock().devices[0].power_mw = 300_000;
+        m.tick(
+            Some(Duration::from_secs(2)),
+            Duration::from_secs(2),
+            &mut issues,
+        );
+        assert!(issues.is_empty(), "{issues:?}");
+        let s = m.snapshot(&NoPodMetadata);
+        assert_eq!(s.devices[0].method, "power_integral");
+        // Trapezoid: (100 W + 300 W) / 2 × 2 s.
+        assert!((s.devices[0].total_joules - 400.0).abs() < 1e-9);
+        // Learned idle is the lowest power seen (200 W average): all idle so far.
+        assert!((s.devices[0].idle_joules - 400.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn implausible_jump_is_rejected_and_rebaselined() {
+        let proc_dir = procfs(&[]);
+        let script = ScriptHandle::new(vec![ScriptedDevice::new(0, "GPU-0")]);
+        let mut m = monitor(&script, proc_dir.path(), None);
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        script.lock().devices[0].energy_mj = Some(60_000_000); // 60 kJ in 1 s
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        assert_eq!(issues[0].kind, "counter_anomaly");
+        script.lock().devices[0].energy_mj = Some(60_250_000);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(2),
+            &mut issues,
+        );
+        assert_eq!(m.snapshot(&NoPodMetadata).devices[0].total_joules, 250.0);
+    }
+
+    struct OnePod(Vec<DeviceAssignment>);
+    impl DeviceAssignments for OnePod {
+        fn list(&mut self) -> Result<Option<Vec<DeviceAssignment>>, PodResourcesError> {
+            Ok(Some(self.0.clone()))
+        }
+    }
+    struct Uids;
+    impl PodUidByName for Uids {
+        fn uid(&self, pod: &PodRef) -> Option<PodUid> {
+            (pod.name == "jupyter-alice").then(|| uid(POD_A))
+        }
+    }
+    struct Broken;
+    impl DeviceAssignments for Broken {
+        fn list(&mut self) -> Result<Option<Vec<DeviceAssignment>>, PodResourcesError> {
+            Err(PodResourcesError::Rpc {
+                detail: "unavailable".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_gpu_assigned_to_one_pod_gives_it_the_active_energy_without_visible_processes() {
+        let proc_dir = procfs(&[]);
+        let script = ScriptHandle::new(vec![
+            ScriptedDevice::new(0, "GPU-0"),
+            ScriptedDevice::new(1, "GPU-1"),
+        ]);
+        let assignment = |id: &str, name: &str| DeviceAssignment {
+            resource: "nvidia.com/gpu".into(),
+            device_id: id.into(),
+            pod: PodRef {
+                namespace: "jhub".into(),
+                name: name.into(),
+            },
+            container: "notebook".into(),
+        };
+        let mut m = monitor(&script, proc_dir.path(), Some(10.0)).with_assignments(
+            Box::new(OnePod(vec![
+                assignment("GPU-0", "jupyter-alice"),
+                // Unknown pod name: cannot be used.
+                assignment("GPU-1", "jupyter-bob"),
+            ])),
+            Arc::new(Uids),
+        );
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(110_000);
+            s.devices[1].energy_mj = Some(110_000);
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        assert!((pod_joules(&s, POD_A, 0) - 100.0).abs() < 1e-9);
+        assert_eq!(pod_joules(&s, POD_A, 1), 0.0);
+        assert_eq!(s.devices[1].unattributed_joules, 100.0);
+        check_identities(&s);
+
+        // A failing kubelet is counted, and measuring goes on.
+        let mut m = monitor(&script, proc_dir.path(), None)
+            .with_assignments(Box::new(Broken), Arc::new(Uids));
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        assert_eq!(
+            issues
+                .iter()
+                .map(|i| (i.source, i.kind))
+                .collect::<Vec<_>>(),
+            [("podresources", "rpc")]
+        );
+    }
+
+    #[test]
+    fn mig_instances_carry_their_uuid() {
+        use super::driver::MigInstance;
+        let proc_dir = procfs(&[(10, Some(POD_A)), (20, Some(POD_B))]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.info.mig = vec![
+            MigInstance {
+                uuid: "MIG-a".into(),
+                memory_bytes: 30,
+            },
+            MigInstance {
+                uuid: "MIG-b".into(),
+                memory_bytes: 10,
+            },
+        ];
+        d0.running = vec![
+            RunningProcess {
+                pid: Pid(10),
+                mig_instance: Some(0),
+            },
+            RunningProcess {
+                pid: Pid(20),
+                mig_instance: Some(1),
+            },
+        ];
+        let script = ScriptHandle::new(vec![d0]);
+        let mut m = monitor(&script, proc_dir.path(), Some(0.0));
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        script.lock().devices[0].energy_mj = Some(400_000);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        let a = s.pods.iter().find(|p| p.uid == uid(POD_A)).unwrap();
+        assert_eq!(a.instance.as_deref(), Some("MIG-a"));
+        assert!((a.joules - 300.0).abs() < 1e-9);
+        assert!((pod_joules(&s, POD_B, 0) - 100.0).abs() < 1e-9);
+        check_identities(&s);
+    }
+}
