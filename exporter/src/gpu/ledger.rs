@@ -260,7 +260,7 @@ impl GpuLedger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::gpu::attribution::{attribute_gpu, DeviceInput, GpuConsumer, GpuOwner};
     use crate::resource::pods::NoPodMetadata;
@@ -300,7 +300,12 @@ mod tests {
     }
 
     fn check_identities(l: &GpuLedger) {
-        let s = l.series(&NoPodMetadata, |_, _| None);
+        assert_identities(&l.series(&NoPodMetadata, |_, _| None));
+    }
+
+    /// Per device: `total = idle + active`, `active = Σ pods + unattributed + terminated_pods`;
+    /// per pod: `Σ containers ≤ pod`.
+    pub(crate) fn assert_identities(s: &GpuSnapshot) {
         for (slot, d) in s.devices.iter().enumerate() {
             let pods: f64 = s
                 .pods
@@ -308,17 +313,20 @@ mod tests {
                 .filter(|p| p.device == slot)
                 .map(|p| p.joules)
                 .sum();
-            let tol = 1e-9 * d.total_joules.max(1e-12);
-            assert!((d.total_joules - d.idle_joules - d.active_joules).abs() <= tol);
+            let tol = 1e-9 * d.total_joules.max(1.0);
+            assert!(
+                (d.total_joules - d.idle_joules - d.active_joules).abs() <= tol,
+                "{d:?}"
+            );
             assert!(
                 (d.active_joules - pods - d.terminated_pods_joules - d.unattributed_joules).abs()
                     <= tol,
                 "{d:?} pods {pods}"
             );
-            for p in &s.pods {
-                let cs: f64 = p.containers.iter().map(|c| c.joules).sum();
-                assert!(cs <= p.joules * (1.0 + 1e-12) + 1e-12);
-            }
+        }
+        for p in &s.pods {
+            let cs: f64 = p.containers.iter().map(|c| c.joules).sum();
+            assert!(cs <= p.joules * (1.0 + 1e-12) + 1e-12, "{p:?}");
         }
     }
 

@@ -252,6 +252,7 @@ mod tests {
     use super::podresources::{DeviceAssignment, PodRef, PodResourcesError};
     use super::scripted::{ScriptHandle, ScriptedDevice};
     use super::*;
+    use crate::gpu::ledger::tests::assert_identities as check_identities;
     use crate::resource::pods::NoPodMetadata;
 
     const POD_A: &str = "6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11";
@@ -314,27 +315,6 @@ mod tests {
             .filter(|p| p.uid == uid(pod) && p.device == device)
             .map(|p| p.joules)
             .sum()
-    }
-
-    fn check_identities(s: &GpuSnapshot) {
-        for (slot, d) in s.devices.iter().enumerate() {
-            let pods: f64 = s
-                .pods
-                .iter()
-                .filter(|p| p.device == slot)
-                .map(|p| p.joules)
-                .sum();
-            let tol = 1e-9 * d.total_joules.max(1.0);
-            assert!(
-                (d.total_joules - d.idle_joules - d.active_joules).abs() <= tol,
-                "{d:?}"
-            );
-            assert!(
-                (d.active_joules - pods - d.unattributed_joules - d.terminated_pods_joules).abs()
-                    <= tol,
-                "{d:?}, pods {pods}"
-            );
-        }
     }
 
     #[test]
