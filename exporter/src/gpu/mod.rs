@@ -208,6 +208,9 @@ impl GpuMonitor {
 
     /// Device ID -> the one pod holding it, from the kubelet (empty where unavailable).
     fn assignments(&mut self, issues: &mut Vec<SourceIssue>) -> BTreeMap<String, PodUid> {
+        if !self.pod_uids.available() {
+            return BTreeMap::new();
+        }
         match self.assignments.list() {
             Ok(Some(list)) => exclusive_devices(&list)
                 .into_iter()
@@ -663,6 +666,18 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("podresources", "rpc")]
         );
+
+        // Without a way to turn names into UIDs the kubelet is not asked at all.
+        let mut m = monitor(&script, proc_dir.path(), None)
+            .with_assignments(Box::new(Broken), Arc::new(NoPodUids));
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        assert!(issues.is_empty(), "{issues:?}");
     }
 
     #[test]

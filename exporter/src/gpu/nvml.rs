@@ -88,10 +88,21 @@ impl GpuDriver for NvmlDriver {
         let mut out = Vec::new();
         let mut mig_handles = HashMap::new();
         for index in 0..count {
-            let device = self.device("nvmlDeviceGetHandleByIndex", index)?;
-            let uuid = device
-                .uuid()
-                .map_err(|e| device_error("nvmlDeviceGetUUID", index, e))?;
+            // A GPU that fails here (fallen off the bus) is left out; a re-initialisation finds it again.
+            let found = self
+                .device("nvmlDeviceGetHandleByIndex", index)
+                .and_then(|d| {
+                    d.uuid()
+                        .map(|uuid| (d, uuid))
+                        .map_err(|e| device_error("nvmlDeviceGetUUID", index, e))
+                });
+            let (device, uuid) = match found {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "GPU {index} left out");
+                    continue;
+                }
+            };
             let name = device.name().unwrap_or_else(|_| "unknown".to_string());
             let mut mig = Vec::new();
             let mut handles = Vec::new();

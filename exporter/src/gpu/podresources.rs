@@ -65,6 +65,10 @@ impl DeviceAssignments for NoAssignments {
 /// Kubernetes-metadata cache can answer this from memory; without it, assignments cannot be used.
 pub trait PodUidByName: Send + Sync {
     fn uid(&self, pod: &PodRef) -> Option<PodUid>;
+    /// False when no UID can ever be known: the kubelet is then not asked at all.
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 /// No metadata: no UID is known.
@@ -74,6 +78,9 @@ pub struct NoPodUids;
 impl PodUidByName for NoPodUids {
     fn uid(&self, _pod: &PodRef) -> Option<PodUid> {
         None
+    }
+    fn available(&self) -> bool {
+        false
     }
 }
 
