@@ -722,4 +722,73 @@ mod tests {
         assert!((pod_joules(&s, POD_B, 0) - 100.0).abs() < 1e-9);
         check_identities(&s);
     }
+
+    /// No CPU energy at all: only the GPU path of the monitor is exercised.
+    struct NoCpuEnergy;
+    impl crate::source::EnergySource for NoCpuEnergy {
+        fn kind(&self) -> crate::source::EnergySourceKind {
+            crate::source::EnergySourceKind::Estimate
+        }
+        fn zones(&self) -> &[crate::units::ZoneKind] {
+            &[]
+        }
+        fn sample(&mut self, _ctx: &crate::source::IntervalContext) -> crate::source::EnergySample {
+            crate::source::EnergySample::default()
+        }
+    }
+    struct NoActivity;
+    impl crate::activity::ActivitySource for NoActivity {
+        fn name(&self) -> &'static str {
+            "none"
+        }
+        fn sample(&mut self) -> crate::activity::ActivitySample {
+            crate::activity::ActivitySample::default()
+        }
+    }
+
+    #[test]
+    fn the_monitor_ticks_the_gpu_and_publishes_it_with_its_health() {
+        use crate::monitor::{Inputs, Monitor};
+        let proc_dir = procfs(&[(10, Some(POD_A))]);
+        std::fs::write(proc_dir.path().join("stat"), "cpu  1 0 1 8 0 0 0 0 0 0\n").unwrap();
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.running = running(&[10]);
+        let script = ScriptHandle::new(vec![d0]);
+        let inputs = Inputs {
+            energy: Box::new(NoCpuEnergy),
+            activity: Box::new(NoActivity),
+            node_cpu: crate::activity::procfs::NodeCpuReader::new(proc_dir.path()),
+            processes: None,
+            pod_metadata: Arc::new(NoPodMetadata),
+        };
+        let t0 = std::time::Instant::now();
+        let mut m = Monitor::new(
+            inputs,
+            "n".into(),
+            crate::idle::IdleEstimator::new(BTreeMap::new(), 0.1),
+            Duration::from_secs(60),
+            t0,
+        )
+        .with_gpu(monitor(&script, proc_dir.path(), Some(20.0)));
+        let s = m.tick(t0);
+        assert_eq!(s.gpu.devices.len(), 1);
+        assert_eq!(s.gpu.devices[0].total_joules, 0.0);
+        script.lock().devices[0].energy_mj = Some(220_000);
+        let s = m.tick(t0 + Duration::from_secs(2));
+        assert_eq!(s.gpu.devices[0].total_joules, 220.0);
+        assert!((pod_joules(&s.gpu, POD_A, 0) - 180.0).abs() < 1e-9);
+        let gpu = s.health.sources.iter().find(|h| h.source == "gpu").unwrap();
+        assert!(gpu.up);
+        script.lock().devices[0].fail = Some("unknown");
+        let s = m.tick(t0 + Duration::from_secs(4));
+        assert!(
+            !s.health
+                .sources
+                .iter()
+                .find(|h| h.source == "gpu")
+                .unwrap()
+                .up
+        );
+        assert_eq!(s.health.issues.get(&("gpu", "unknown")), Some(&1));
+    }
 }
