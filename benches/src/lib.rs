@@ -236,6 +236,7 @@ impl TickModel {
             cpu_usage_ratio: usage,
             pods,
             processes,
+            gpu: Default::default(),
             health: self.health.clone(),
         }
     }

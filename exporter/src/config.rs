@@ -17,6 +17,9 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(600);
+/// The kubelet's PodResources socket on a stock kubelet (MicroK8s:
+/// `/var/snap/microk8s/common/var/lib/kubelet/pod-resources/kubelet.sock`).
+pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
 
 /// Where the host's sysfs and procfs are mounted (`/host/sys`, `/host/proc` in the DaemonSet).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +80,17 @@ pub enum PodMetadataSource {
     Off,
 }
 
+/// GPU support. `auto`: NVML where `libnvidia-ml.so.1` loads and reports a GPU, otherwise off;
+/// `nvml`: required (exit 2 when NVML is unusable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuChoice {
+    #[default]
+    Auto,
+    Off,
+    Nvml,
+}
+
 /// Raw flags of `kepler-rs run`; every one also reads `KEPLER_RS_<NAME>`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
@@ -131,6 +145,15 @@ pub struct RunArgs {
     /// Run without Kubernetes: pods carry pod_id only
     #[arg(long, env = "KEPLER_RS_NO_KUBE", num_args = 0..=1, default_missing_value = "true")]
     pub no_kube: Option<bool>,
+    /// GPU energy through NVML: auto, off, nvml [default: auto]
+    #[arg(long, env = "KEPLER_RS_GPU", value_enum)]
+    pub gpu: Option<GpuChoice>,
+    /// Fixed idle power of each GPU in watts, instead of the lowest power seen
+    #[arg(long, env = "KEPLER_RS_GPU_IDLE_WATTS")]
+    pub gpu_idle_watts: Option<f64>,
+    /// Kubelet PodResources socket, for GPU assignments [default: /var/lib/kubelet/pod-resources/kubelet.sock]
+    #[arg(long, env = "KEPLER_RS_POD_RESOURCES_SOCKET")]
+    pub pod_resources_socket: Option<PathBuf>,
 }
 
 /// The YAML file: the same keys as the flags, with underscores.
@@ -153,6 +176,9 @@ pub struct FileConfig {
     pub estimate_max_watts_per_cpu: Option<f64>,
     pub kubeconfig: Option<PathBuf>,
     pub no_kube: Option<bool>,
+    pub gpu: Option<GpuChoice>,
+    pub gpu_idle_watts: Option<f64>,
+    pub pod_resources_socket: Option<PathBuf>,
 }
 
 /// The validated configuration passed down to every component.
@@ -171,6 +197,9 @@ pub struct Config {
     pub idle_watts: BTreeMap<ZoneKind, Watts>,
     pub estimate: EstimateModel,
     pub pod_metadata: PodMetadataSource,
+    pub gpu: GpuChoice,
+    pub gpu_idle_watts: Option<Watts>,
+    pub pod_resources_socket: PathBuf,
 }
 
 /// A bad value: names the flag and says what is wrong. `main` prints it and exits with code 2.
@@ -289,6 +318,16 @@ impl RunArgs {
             .validate()
             .map_err(|m| err("--estimate-max-watts-per-cpu", m))?;
 
+        let gpu_idle_watts = match self.gpu_idle_watts.or(file.gpu_idle_watts) {
+            Some(w) if !w.is_finite() || w < 0.0 => {
+                return Err(err(
+                    "--gpu-idle-watts",
+                    format!("{w} must be a finite, non-negative number of watts"),
+                ))
+            }
+            w => w.map(Watts),
+        };
+
         let log_level = self
             .log_level
             .or(file.log_level)
@@ -338,6 +377,12 @@ impl RunArgs {
             idle_watts,
             estimate,
             pod_metadata,
+            gpu: self.gpu.or(file.gpu).unwrap_or_default(),
+            gpu_idle_watts,
+            pod_resources_socket: self
+                .pod_resources_socket
+                .or(file.pod_resources_socket)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_POD_RESOURCES_SOCKET)),
         })
     }
 }
@@ -585,12 +630,51 @@ mod tests {
                 },
                 "--no-kube",
             ),
+            (
+                RunArgs {
+                    gpu_idle_watts: Some(-5.0),
+                    ..Default::default()
+                },
+                "--gpu-idle-watts",
+            ),
         ];
         for (args, flag) in cases {
             let e = resolve(args).unwrap_err();
             assert_eq!(e.flag, flag, "{e}");
             assert!(!e.to_string().contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn gpu_flags_default_and_follow_flag_over_file() {
+        let c = resolve(RunArgs::default()).unwrap();
+        assert_eq!(c.gpu, GpuChoice::Auto);
+        assert_eq!(c.gpu_idle_watts, None);
+        assert_eq!(
+            c.pod_resources_socket,
+            PathBuf::from(DEFAULT_POD_RESOURCES_SOCKET)
+        );
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "gpu: off\ngpu_idle_watts: 35\npod_resources_socket: /run/pr.sock"
+        )
+        .unwrap();
+        let c = resolve(RunArgs {
+            config: Some(f.path().into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.gpu, GpuChoice::Off);
+        assert_eq!(c.gpu_idle_watts, Some(Watts(35.0)));
+        assert_eq!(c.pod_resources_socket, PathBuf::from("/run/pr.sock"));
+        let c = resolve(RunArgs {
+            config: Some(f.path().into()),
+            gpu: Some(GpuChoice::Nvml),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.gpu, GpuChoice::Nvml);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod attribution;
 pub mod config;
+pub mod gpu;
 pub mod idle;
 pub mod ledger;
 pub mod metrics;

@@ -257,6 +257,32 @@ fn run(args: RunArgs) -> ExitCode {
     for issue in startup {
         monitor.note_unavailable(issue);
     }
+    match kepler_rs::gpu::open(config.gpu) {
+        Ok(Some(sampler)) => {
+            let gpu = kepler_rs::gpu::GpuMonitor::new(
+                sampler,
+                config.roots.procfs.clone(),
+                config.grace_period,
+                config.gpu_idle_watts,
+            )
+            .with_assignments(
+                Box::new(kepler_rs::gpu::grpc::PodResourcesSocket::new(
+                    config.pod_resources_socket.clone(),
+                )),
+                match &pod_cache {
+                    Some(cache) => cache.clone(),
+                    None => Arc::new(kepler_rs::gpu::podresources::NoPodUids),
+                },
+            );
+            monitor = monitor.with_gpu(gpu);
+        }
+        Ok(None) => {}
+        Err(msg) => {
+            tracing::error!("{msg}");
+            eprintln!("kepler-rs: error: {msg}");
+            return ExitCode::from(2);
+        }
+    }
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,6 +2,7 @@
 //! the snapshot holds: no measuring, no I/O, no global registry (one is built per encode).
 //! Metric names and labels follow Kepler's so its dashboards keep working; see docs/metrics.md.
 
+use crate::resource::pods::HubServer;
 use crate::snapshot::Snapshot;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -145,7 +146,7 @@ impl Collector for SnapshotCollector {
                 ("pod_namespace", p.namespace.clone().unwrap_or_default()),
                 ("zone", zone.to_string()),
             ];
-            hub_labels(&mut labels, p);
+            hub_labels(&mut labels, p.hub.as_ref());
             labels
         };
         for (name, help, kind, watts) in [
@@ -205,7 +206,7 @@ impl Collector for SnapshotCollector {
                                 ("pod_id", p.uid.to_string()),
                                 ("zone", z.as_str().to_string()),
                             ];
-                            hub_labels(&mut labels, p);
+                            hub_labels(&mut labels, p.hub.as_ref());
                             (labels, v)
                         })
                     })
@@ -225,7 +226,7 @@ impl Collector for SnapshotCollector {
                     ("pod_name", p.name.clone().unwrap_or_default()),
                     ("pod_namespace", p.namespace.clone().unwrap_or_default()),
                 ];
-                hub_labels(&mut labels, p);
+                hub_labels(&mut labels, p.hub.as_ref());
                 (labels, 1.0)
             }),
         )?;
@@ -271,6 +272,11 @@ impl Collector for SnapshotCollector {
                     })
                 }),
             )?;
+        }
+
+        // GPUs (only when GPU support is on and the first interval is complete).
+        if s.is_ready() {
+            gpu_families(&mut f, s, node)?;
         }
 
         // Self-metrics.
@@ -405,11 +411,120 @@ impl Collector for SnapshotCollector {
 }
 
 /// `hub_user` and `hub_server` for JupyterHub user servers; nothing for other pods.
-fn hub_labels(labels: &mut Vec<(&'static str, String)>, pod: &crate::snapshot::PodSeries) {
-    if let Some(hub) = &pod.hub {
+fn hub_labels(labels: &mut Vec<(&'static str, String)>, hub: Option<&HubServer>) {
+    if let Some(hub) = hub {
         labels.push(("hub_user", hub.user.clone()));
         labels.push(("hub_server", hub.server.clone()));
     }
+}
+
+/// `kepler_node_gpu_*`, `kepler_pod_gpu_*`, `kepler_container_gpu_*` (see docs/metrics.md).
+fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), std::fmt::Error> {
+    use crate::gpu::ledger::{GpuDeviceSeries, GpuPodSeries};
+    use MetricType::{Counter, Gauge};
+    let gpu = &s.gpu;
+    let device_labels = |d: &GpuDeviceSeries| {
+        [
+            ("node_name", node.to_string()),
+            ("gpu", d.index.to_string()),
+            ("gpu_uuid", d.uuid.clone()),
+            ("gpu_name", d.name.clone()),
+        ]
+    };
+    type DeviceField = fn(&GpuDeviceSeries) -> f64;
+    let device_families: [(&str, &str, MetricType, DeviceField); 8] = [
+        ("kepler_node_gpu_joules", "Energy of the GPU, in joules.", Counter, |d| d.total_joules),
+        ("kepler_node_gpu_idle_joules", "Idle energy of the GPU, in joules.", Counter, |d| d.idle_joules),
+        ("kepler_node_gpu_active_joules", "Active (non-idle) energy of the GPU, in joules.", Counter, |d| d.active_joules),
+        ("kepler_node_gpu_unattributed_joules", "Active GPU energy no pod received (host processes, unplaceable or no processes), in joules.", Counter, |d| d.unattributed_joules),
+        ("kepler_node_gpu_terminated_pods_joules", "Active GPU energy of pods whose series were removed after the grace period, in joules.", Counter, |d| d.terminated_pods_joules),
+        ("kepler_node_gpu_watts", "Power of the GPU over the last interval, in watts.", Gauge, |d| d.watts),
+        ("kepler_node_gpu_idle_watts", "Idle power of the GPU over the last interval, in watts.", Gauge, |d| d.idle_watts),
+        ("kepler_node_gpu_active_watts", "Active power of the GPU over the last interval, in watts.", Gauge, |d| d.active_watts),
+    ];
+    for (name, help, kind, field) in device_families {
+        f.family(
+            name,
+            help,
+            kind,
+            gpu.devices.iter().map(|d| (device_labels(d), field(d))),
+        )?;
+    }
+    f.family(
+        "kepler_node_gpu_info",
+        "GPU identity and how its energy is measured (energy_counter or power_integral); value 1.",
+        Gauge,
+        gpu.devices.iter().map(|d| {
+            let [n, g, u, name] = device_labels(d);
+            ([n, g, u, name, ("method", d.method.to_string())], 1.0)
+        }),
+    )?;
+    let device_of = |p: &GpuPodSeries| gpu.devices.get(p.device);
+    let gpu_labels = |p: &GpuPodSeries| {
+        let d = device_of(p);
+        [
+            ("gpu", d.map(|d| d.index.to_string()).unwrap_or_default()),
+            ("gpu_uuid", d.map(|d| d.uuid.clone()).unwrap_or_default()),
+            ("gpu_instance", p.instance.clone().unwrap_or_default()),
+        ]
+    };
+    for (name, help, kind, watts) in [
+        (
+            "kepler_pod_gpu_joules",
+            "Active GPU energy attributed to the pod on this GPU (or MIG instance), in joules.",
+            Counter,
+            false,
+        ),
+        (
+            "kepler_pod_gpu_watts",
+            "Active GPU power attributed to the pod over the last interval, in watts.",
+            Gauge,
+            true,
+        ),
+    ] {
+        f.family(
+            name,
+            help,
+            kind,
+            gpu.pods.iter().map(|p| {
+                let [g, u, i] = gpu_labels(p);
+                let mut labels = vec![
+                    ("node_name", node.to_string()),
+                    ("pod_id", p.uid.to_string()),
+                    ("pod_name", p.name.clone().unwrap_or_default()),
+                    ("pod_namespace", p.namespace.clone().unwrap_or_default()),
+                ];
+                hub_labels(&mut labels, p.hub.as_ref());
+                labels.extend([g, u, i]);
+                (labels, if watts { p.watts } else { p.joules })
+            }),
+        )?;
+    }
+    for (name, help, kind, watts) in [
+        ("kepler_container_gpu_joules", "Active GPU energy attributed to the container on this GPU (or MIG instance), in joules.", Counter, false),
+        ("kepler_container_gpu_watts", "Active GPU power attributed to the container over the last interval, in watts.", Gauge, true),
+    ] {
+        f.family(
+            name,
+            help,
+            kind,
+            gpu.pods.iter().flat_map(|p| {
+                p.containers.iter().map(move |c| {
+                    let [g, u, i] = gpu_labels(p);
+                    let mut labels = vec![
+                        ("node_name", node.to_string()),
+                        ("container_id", c.id.to_string()),
+                        ("container_name", c.name.clone().unwrap_or_default()),
+                        ("pod_id", p.uid.to_string()),
+                    ];
+                    hub_labels(&mut labels, p.hub.as_ref());
+                    labels.extend([g, u, i]);
+                    (labels, if watts { c.watts } else { c.joules })
+                })
+            }),
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -478,7 +593,67 @@ mod tests {
             joules: vec![1.0, 0.0],
             watts: vec![0.5, 0.0],
         }];
+        s.gpu = gpu_snapshot();
         s
+    }
+
+    fn gpu_snapshot() -> crate::gpu::ledger::GpuSnapshot {
+        use crate::gpu::ledger::{GpuContainerSeries, GpuDeviceSeries, GpuPodSeries, GpuSnapshot};
+        GpuSnapshot {
+            devices: vec![GpuDeviceSeries {
+                index: 0,
+                uuid: "GPU-8f6d".into(),
+                name: "NVIDIA H100 80GB HBM3".into(),
+                method: "energy_counter",
+                total_joules: 900.0,
+                idle_joules: 300.0,
+                active_joules: 600.0,
+                unattributed_joules: 100.0,
+                watts: 300.0,
+                ..Default::default()
+            }],
+            pods: vec![GpuPodSeries {
+                device: 0,
+                instance: Some("MIG-1c2d".into()),
+                uid: PodUid::parse("6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11").unwrap(),
+                name: Some("jupyter-alice".into()),
+                namespace: Some("jhub".into()),
+                hub: Some(HubServer {
+                    user: "Zoë \"o'neil\"\nx".into(),
+                    server: "gpu".into(),
+                }),
+                ended: false,
+                joules: 500.0,
+                watts: 150.0,
+                containers: vec![GpuContainerSeries {
+                    id: ContainerId::parse(&"cd".repeat(32)).unwrap(),
+                    name: Some("notebook".into()),
+                    joules: 450.0,
+                    watts: 140.0,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn gpu_series_carry_device_pod_and_user_labels() {
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        assert!(text.contains(
+            r#"kepler_node_gpu_joules_total{node_name="node-1",gpu="0",gpu_uuid="GPU-8f6d",gpu_name="NVIDIA H100 80GB HBM3"} 900"#
+        ), "{text}");
+        assert!(text
+            .contains(r#"kepler_node_gpu_unattributed_joules_total{node_name="node-1",gpu="0""#));
+        assert!(text.contains(r#"method="energy_counter"} 1"#));
+        assert!(text.contains(
+            r#"kepler_pod_gpu_joules_total{node_name="node-1",pod_id="6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11",pod_name="jupyter-alice",pod_namespace="jhub",hub_user="Zoë \"o'neil\"\nx",hub_server="gpu",gpu="0",gpu_uuid="GPU-8f6d",gpu_instance="MIG-1c2d"} 500"#
+        ), "{text}");
+        assert!(text.contains(r#"container_name="notebook",pod_id="6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11",hub_user="Zoë \"o'neil\"\nx",hub_server="gpu",gpu="0",gpu_uuid="GPU-8f6d",gpu_instance="MIG-1c2d"} 450"#), "{text}");
+        assert!(text.contains("kepler_container_gpu_watts{"));
+        // Before the first interval: no GPU series.
+        let mut s = snapshot();
+        s.health.intervals = 0;
+        let text = encode(Arc::new(s), &BuildInfo::current()).unwrap();
+        assert!(!text.contains("_gpu_"), "{text}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::activity::procfs::{NodeCpuReader, ProcessScanner};
 use crate::activity::{ActivitySource, NodeCpu, ProcessActivity};
 use crate::attribution::{attribute, ActivityInput, ZoneInput};
+use crate::gpu::GpuMonitor;
 use crate::idle::IdleEstimator;
 use crate::ledger::Ledger;
 use crate::resource::pods::PodMetadata;
@@ -39,6 +40,8 @@ pub struct Monitor {
     warned: HashSet<(&'static str, &'static str)>,
     /// Inputs found unusable at start (e.g. RAPL permission denied): reported as down on every tick.
     unavailable: Vec<&'static str>,
+    /// GPU measurement, when GPU support is on.
+    gpu: Option<GpuMonitor>,
 }
 
 impl Monitor {
@@ -60,7 +63,14 @@ impl Monitor {
             last_sample: None,
             warned: HashSet::new(),
             unavailable: Vec::new(),
+            gpu: None,
         }
+    }
+
+    /// Measure GPUs too, on the same tick.
+    pub fn with_gpu(mut self, gpu: GpuMonitor) -> Monitor {
+        self.gpu = Some(gpu);
+        self
     }
 
     /// Record an input that could not be used at start: counted once in the errors self-metric (and
@@ -118,6 +128,13 @@ impl Monitor {
         };
         let energy = self.inputs.energy.sample(&ctx);
         issues.extend(energy.issues.iter().cloned());
+        if let Some(gpu) = &mut self.gpu {
+            gpu.tick(
+                elapsed,
+                now.saturating_duration_since(self.started),
+                &mut issues,
+            );
+        }
 
         let energy_up = !energy
             .issues
@@ -138,6 +155,12 @@ impl Monitor {
                 up: node_cpu.is_some() || elapsed.is_none(),
             },
         ];
+        if let Some(gpu) = &self.gpu {
+            self.health.sources.push(SourceHealth {
+                source: "gpu",
+                up: gpu.up(),
+            });
+        }
         for source in &self.unavailable {
             self.health.sources.push(SourceHealth { source, up: false });
         }
@@ -191,6 +214,11 @@ impl Monitor {
             cpu_usage_ratio: usage,
             pods,
             processes,
+            gpu: self
+                .gpu
+                .as_ref()
+                .map(|g| g.snapshot(self.inputs.pod_metadata.as_ref()))
+                .unwrap_or_default(),
             health: self.health.clone(),
         }
     }

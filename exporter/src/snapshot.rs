@@ -95,6 +95,8 @@ pub struct Snapshot {
     /// Sorted by UID; containers sorted by ID.
     pub pods: Vec<PodSeries>,
     pub processes: Vec<ProcessSeries>,
+    /// GPU devices and pods' GPU energy; empty when GPU support is off.
+    pub gpu: crate::gpu::ledger::GpuSnapshot,
     pub health: ExporterHealth,
 }
 
@@ -114,6 +116,7 @@ impl Snapshot {
             cpu_usage_ratio: 0.0,
             pods: Vec::new(),
             processes: Vec::new(),
+            gpu: Default::default(),
             health: ExporterHealth::default(),
         }
     }

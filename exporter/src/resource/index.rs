@@ -128,6 +128,16 @@ impl PodIndex {
     }
 
     /// The pod and name of a container, by ID alone.
+    /// The UID of the live pod `namespace/name` (kubelet PodResources names pods, not UIDs). A
+    /// deleted pod answers only while no live pod has taken its name (StatefulSets reuse names).
+    pub fn uid_by_name(&self, namespace: &str, name: &str) -> Option<&PodUid> {
+        self.pods
+            .iter()
+            .filter(|(_, e)| e.meta.namespace == namespace && e.meta.name == name)
+            .min_by_key(|(_, e)| e.deleted_at.is_some())
+            .map(|(uid, _)| uid)
+    }
+
     pub fn container(&self, id: &ContainerId) -> Option<(&PodUid, &str)> {
         self.containers.get(id).map(|c| (&c.pod, c.name.as_str()))
     }
@@ -206,6 +216,25 @@ mod tests {
         assert_eq!(ix.container(&cid(20)), Some((&uid(2), "app")));
         assert_eq!(ix.pod(&uid(3)), None);
         assert_eq!((ix.len(), ix.container_count()), (2, 3));
+    }
+
+    #[test]
+    fn uid_by_name_prefers_the_live_pod_of_a_reused_name() {
+        let mut ix = PodIndex::new();
+        ix.apply(record(5, &[]));
+        assert_eq!(ix.uid_by_name("ns", "pod-5"), Some(&uid(5)));
+        assert_eq!(ix.uid_by_name("other", "pod-5"), None);
+        // The pod is deleted and a new one takes its name (a StatefulSet's next incarnation).
+        ix.delete(&uid(5), Instant::now());
+        assert_eq!(
+            ix.uid_by_name("ns", "pod-5"),
+            Some(&uid(5)),
+            "deleted but only one"
+        );
+        let mut again = record(6, &[]);
+        again.meta.name = "pod-5".into();
+        ix.apply(again);
+        assert_eq!(ix.uid_by_name("ns", "pod-5"), Some(&uid(6)));
     }
 
     #[test]

@@ -1,0 +1,289 @@
+//! Per-device sampling: energy deltas from NVML's total-energy counter (or power integrated over time
+//! where the counter is unsupported), and who used each device during the interval. Owns the counter
+//! state; skips a failing device for one tick and re-initialises NVML after a driver restart.
+//! It never attributes energy (that is `gpu::attribution`).
+
+use super::driver::{DeviceInfo, GpuDriver, GpuError};
+use crate::units::{Joules, Pid, SourceIssue};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A delta implying more than this per device is rejected as an anomaly (no GPU draws 5 kW).
+pub const MAX_PLAUSIBLE_WATTS: f64 = 5_000.0;
+
+/// How a device's energy is measured, decided at its first reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnergyMethod {
+    /// `nvmlDeviceGetTotalEnergyConsumption` (millijoules, Volta and newer).
+    Counter,
+    /// Power readings integrated over the interval (trapezoid), where the counter is unsupported.
+    PowerIntegral,
+}
+
+impl EnergyMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnergyMethod::Counter => "energy_counter",
+            EnergyMethod::PowerIntegral => "power_integral",
+        }
+    }
+}
+
+/// A process's use of a device over the interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessUse {
+    pub pid: Pid,
+    /// Sum of SM utilisation samples (percent) over the interval; `None` where the device cannot sample.
+    pub sm_util: Option<f64>,
+    /// MIG instance (position in `DeviceInfo::mig`) where MIG is on.
+    pub instance: Option<usize>,
+}
+
+/// One device's reading for the interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceReading {
+    /// Stable position of the device in `DeviceSampler::devices()`.
+    pub slot: usize,
+    /// Energy over the interval; `None` when this reading only set the baseline.
+    pub energy: Option<Joules>,
+    pub processes: Vec<ProcessUse>,
+}
+
+/// One tick's readings. A device that failed this tick is absent (its energy arrives with the next
+/// good reading); `issues` are counted by the monitor.
+#[derive(Debug, Clone, Default)]
+pub struct GpuSample {
+    pub devices: Vec<DeviceReading>,
+    pub issues: Vec<SourceIssue>,
+}
+
+#[derive(Debug, Clone)]
+struct DeviceState {
+    info: DeviceInfo,
+    method: Option<EnergyMethod>,
+    last_energy_mj: Option<u64>,
+    last_power_w: Option<f64>,
+    /// Newest utilisation timestamp seen (µs), for the next query.
+    last_util_us: u64,
+    util_supported: bool,
+}
+
+impl DeviceState {
+    fn new(info: DeviceInfo) -> DeviceState {
+        DeviceState {
+            info,
+            method: None,
+            last_energy_mj: None,
+            last_power_w: None,
+            last_util_us: 0,
+            util_supported: true,
+        }
+    }
+}
+
+/// Samples every device of a driver. Devices are discovered once; after a driver restart they are
+/// re-discovered and matched by UUID, so a device keeps its slot (and its counters) for the process's life.
+pub struct DeviceSampler {
+    driver: Box<dyn GpuDriver>,
+    devices: Vec<DeviceState>,
+}
+
+fn issue(e: &GpuError) -> SourceIssue {
+    SourceIssue::new("gpu", e.kind(), e.to_string())
+}
+
+impl DeviceSampler {
+    /// Discover the driver's devices. An error here means no usable GPU support.
+    pub fn discover(mut driver: Box<dyn GpuDriver>) -> Result<DeviceSampler, GpuError> {
+        let devices = driver
+            .devices()?
+            .into_iter()
+            .map(DeviceState::new)
+            .collect();
+        Ok(DeviceSampler { driver, devices })
+    }
+
+    pub fn driver_name(&self) -> &'static str {
+        self.driver.name()
+    }
+
+    /// Every device seen since start, by slot.
+    pub fn devices(&self) -> impl Iterator<Item = &DeviceInfo> {
+        self.devices.iter().map(|d| &d.info)
+    }
+
+    pub fn device(&self, slot: usize) -> Option<&DeviceInfo> {
+        self.devices.get(slot).map(|d| &d.info)
+    }
+
+    /// How the device's energy is measured (`None` before its first reading).
+    pub fn method(&self, slot: usize) -> Option<EnergyMethod> {
+        self.devices.get(slot).and_then(|d| d.method)
+    }
+
+    /// Read every device; `elapsed` is the time since the previous call (used by the power integral).
+    pub fn sample(&mut self, elapsed: Duration) -> GpuSample {
+        let mut out = GpuSample::default();
+        let mut driver_failures = 0usize;
+        for slot in 0..self.devices.len() {
+            match self.sample_device(slot, elapsed, &mut out.issues) {
+                Ok(reading) => out.devices.push(reading),
+                Err(e) => {
+                    if e.is_driver_failure() {
+                        driver_failures += 1;
+                    }
+                    out.issues.push(issue(&e));
+                }
+            }
+        }
+        if !self.devices.is_empty() && driver_failures == self.devices.len() {
+            // Every device failed as if the driver were gone: try to load it again for the next tick.
+            self.reinit(&mut out.issues);
+        }
+        out
+    }
+
+    fn reinit(&mut self, issues: &mut Vec<SourceIssue>) {
+        let found = self.driver.reinit().and_then(|()| self.driver.devices());
+        match found {
+            Ok(found) => {
+                for info in found {
+                    match self.devices.iter_mut().find(|d| d.info.uuid == info.uuid) {
+                        Some(d) => {
+                            d.info = info;
+                            d.last_power_w = None;
+                            d.last_util_us = 0;
+                        }
+                        None => self.devices.push(DeviceState::new(info)),
+                    }
+                }
+                tracing::info!("NVML re-initialised after every GPU failed");
+            }
+            Err(e) => issues.push(issue(&e)),
+        }
+    }
+
+    fn sample_device(
+        &mut self,
+        slot: usize,
+        elapsed: Duration,
+        issues: &mut Vec<SourceIssue>,
+    ) -> Result<DeviceReading, GpuError> {
+        let energy = self.read_energy(slot, elapsed, issues)?;
+        let processes = self.read_processes(slot, issues);
+        Ok(DeviceReading {
+            slot,
+            energy,
+            processes,
+        })
+    }
+
+    fn read_energy(
+        &mut self,
+        slot: usize,
+        elapsed: Duration,
+        issues: &mut Vec<SourceIssue>,
+    ) -> Result<Option<Joules>, GpuError> {
+        let state = &mut self.devices[slot];
+        let index = state.info.index;
+        let secs = elapsed.as_secs_f64();
+        if state.method != Some(EnergyMethod::PowerIntegral) {
+            match self.driver.total_energy_mj(index) {
+                Ok(mj) => {
+                    state.method = Some(EnergyMethod::Counter);
+                    let previous = state.last_energy_mj.replace(mj);
+                    return Ok(match previous {
+                        None => None,
+                        Some(prev) if mj < prev => {
+                            // The counter restarts at 0 when the driver is reloaded: new baseline.
+                            issues.push(SourceIssue::new(
+                                "gpu",
+                                "counter_reset",
+                                format!("GPU {index}: energy counter went back from {prev} mJ to {mj} mJ (driver reloaded?); re-baselined"),
+                            ));
+                            None
+                        }
+                        Some(prev) => {
+                            let joules = (mj - prev) as f64 / 1000.0;
+                            if secs > 0.0 && joules / secs > MAX_PLAUSIBLE_WATTS {
+                                issues.push(SourceIssue::new(
+                                    "gpu",
+                                    "counter_anomaly",
+                                    format!("GPU {index}: {joules} J in {secs} s is implausible; re-baselined"),
+                                ));
+                                None
+                            } else {
+                                Some(Joules(joules))
+                            }
+                        }
+                    });
+                }
+                Err(GpuError::NotSupported { .. }) if state.method.is_none() => {
+                    tracing::info!(
+                        gpu = index,
+                        "GPU {index} has no total-energy counter (older than Volta?): integrating its power readings"
+                    );
+                    state.method = Some(EnergyMethod::PowerIntegral);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mw = self.driver.power_mw(index)?;
+        let watts = f64::from(mw) / 1000.0;
+        let previous = state.last_power_w.replace(watts);
+        Ok(previous.map(|p| Joules((p + watts) / 2.0 * secs)))
+    }
+
+    /// Processes of the interval. A failure here keeps the device's energy (it goes to unattributed)
+    /// and is counted.
+    fn read_processes(&mut self, slot: usize, issues: &mut Vec<SourceIssue>) -> Vec<ProcessUse> {
+        let state = &mut self.devices[slot];
+        let index = state.info.index;
+        let mut by_pid: BTreeMap<Pid, ProcessUse> = BTreeMap::new();
+        match self.driver.running_processes(index) {
+            Ok(running) => {
+                for p in running {
+                    by_pid.entry(p.pid).or_insert(ProcessUse {
+                        pid: p.pid,
+                        sm_util: None,
+                        instance: p.mig_instance,
+                    });
+                }
+            }
+            Err(e) => issues.push(issue(&e)),
+        }
+        // NVML cannot sample per-process utilisation in MIG mode; don't ask.
+        if state.util_supported && state.info.mig.is_empty() {
+            match self.driver.process_utilization(index, state.last_util_us) {
+                Ok(samples) => {
+                    let since = state.last_util_us;
+                    for p in by_pid.values_mut() {
+                        p.sm_util = Some(0.0);
+                    }
+                    for s in samples {
+                        // Samples at or before the last seen timestamp were counted last tick.
+                        if since != 0 && s.timestamp_us <= since {
+                            continue;
+                        }
+                        let entry = by_pid.entry(s.pid).or_insert(ProcessUse {
+                            pid: s.pid,
+                            sm_util: Some(0.0),
+                            instance: None,
+                        });
+                        *entry.sm_util.get_or_insert(0.0) += f64::from(s.sm_util.min(100));
+                        state.last_util_us = state.last_util_us.max(s.timestamp_us);
+                    }
+                }
+                Err(GpuError::NotSupported { .. }) => {
+                    tracing::info!(
+                        gpu = index,
+                        "GPU {index} cannot sample per-process utilisation: its energy is split evenly over its processes"
+                    );
+                    state.util_supported = false;
+                }
+                Err(e) => issues.push(issue(&e)),
+            }
+        }
+        by_pid.into_values().collect()
+    }
+}

@@ -1,0 +1,391 @@
+//! Cumulative GPU counters across intervals, and the GPU part of the snapshot. Pure: no I/O, time is
+//! a monotonic `Duration` passed in. Same rules as the CPU `ledger`: an ended pod keeps its series
+//! (power 0) for the grace period, then its joules move into the device's `terminated_pods` counter,
+//! so `active = Σ pods + terminated_pods + unattributed` holds per device in every snapshot.
+//!
+//! A separate ledger rather than a generalised CPU one: CPU pods carry a dense vector per zone, while
+//! GPU consumers are sparse (pod, device, MIG instance) keys; widening the CPU ledger would cost every
+//! CPU pod a slot per GPU and reshape a module other work depends on.
+
+use super::attribution::GpuInterval;
+use crate::resource::pods::{HubServer, PodMetadata};
+use crate::units::{ContainerId, PodUid};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Cumulative energy of one device (or the whole GPU where MIG is on).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GpuDeviceSeries {
+    /// NVML index, the `gpu` label.
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    /// `energy_counter` or `power_integral`, empty before the first reading.
+    pub method: &'static str,
+    pub total_joules: f64,
+    pub idle_joules: f64,
+    pub active_joules: f64,
+    /// Active energy no pod received (host processes, unplaceable processes, no process at all).
+    pub unattributed_joules: f64,
+    /// Energy of pods whose series were removed after the grace period.
+    pub terminated_pods_joules: f64,
+    pub watts: f64,
+    pub idle_watts: f64,
+    pub active_watts: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuContainerSeries {
+    pub id: ContainerId,
+    pub name: Option<String>,
+    pub joules: f64,
+    pub watts: f64,
+}
+
+/// A pod's energy on one device (or MIG instance). `joules ≥ Σ containers`: the rest is pod-level
+/// (a pod cgroup's own process, or a kubelet assignment with no visible process).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuPodSeries {
+    /// Position in `GpuSnapshot::devices`.
+    pub device: usize,
+    /// MIG device UUID, where MIG is on.
+    pub instance: Option<String>,
+    pub uid: PodUid,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    /// JupyterHub user and server, for user servers only.
+    pub hub: Option<HubServer>,
+    pub ended: bool,
+    pub joules: f64,
+    pub watts: f64,
+    pub containers: Vec<GpuContainerSeries>,
+}
+
+/// The GPU part of a snapshot; empty when GPU support is off.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GpuSnapshot {
+    pub devices: Vec<GpuDeviceSeries>,
+    /// Sorted by (device, instance, pod UID); containers by ID.
+    pub pods: Vec<GpuPodSeries>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Energy {
+    joules: f64,
+    watts: f64,
+}
+
+impl Energy {
+    fn add(&mut self, joules: f64, elapsed_secs: f64) {
+        self.joules += joules;
+        self.watts += if elapsed_secs > 0.0 {
+            joules / elapsed_secs
+        } else {
+            0.0
+        };
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PodAcc {
+    energy: Energy,
+    last_seen: Duration,
+    ended: bool,
+    containers: HashMap<ContainerId, Energy>,
+}
+
+type PodKey = (usize, Option<usize>, PodUid);
+
+/// Cumulative GPU counters of one node; devices by stable slot.
+#[derive(Debug, Clone)]
+pub struct GpuLedger {
+    devices: Vec<GpuDeviceSeries>,
+    pods: HashMap<PodKey, PodAcc>,
+    grace: Duration,
+}
+
+impl GpuLedger {
+    pub fn new(grace: Duration) -> GpuLedger {
+        GpuLedger {
+            devices: Vec::new(),
+            pods: HashMap::new(),
+            grace,
+        }
+    }
+
+    /// Make sure slot `slot` exists, with its identity.
+    pub fn describe(
+        &mut self,
+        slot: usize,
+        index: u32,
+        uuid: &str,
+        name: &str,
+        method: &'static str,
+    ) {
+        if self.devices.len() <= slot {
+            self.devices.resize_with(slot + 1, GpuDeviceSeries::default);
+        }
+        let d = &mut self.devices[slot];
+        d.index = index;
+        if d.uuid != uuid {
+            d.uuid = uuid.to_string();
+        }
+        if d.name != name {
+            d.name = name.to_string();
+        }
+        d.method = method;
+    }
+
+    /// Add one interval. Devices absent from `interval` (failed this tick) keep their counters and
+    /// show 0 W until their next good reading brings the energy in.
+    pub fn apply(&mut self, interval: &GpuInterval, elapsed_secs: f64, now: Duration) {
+        let per_sec = |j: f64| {
+            if elapsed_secs > 0.0 {
+                j / elapsed_secs
+            } else {
+                0.0
+            }
+        };
+        for d in &mut self.devices {
+            d.watts = 0.0;
+            d.idle_watts = 0.0;
+            d.active_watts = 0.0;
+        }
+        for split in &interval.devices {
+            if self.devices.len() <= split.slot {
+                self.devices
+                    .resize_with(split.slot + 1, GpuDeviceSeries::default);
+            }
+            let d = &mut self.devices[split.slot];
+            d.total_joules += split.total.0;
+            d.idle_joules += split.idle.0;
+            d.active_joules += split.active.0;
+            d.unattributed_joules += split.unattributed.0;
+            d.watts = per_sec(split.total.0);
+            d.idle_watts = per_sec(split.idle.0);
+            d.active_watts = per_sec(split.active.0);
+        }
+
+        for acc in self.pods.values_mut() {
+            acc.ended = true;
+            acc.energy.watts = 0.0;
+            for c in acc.containers.values_mut() {
+                c.watts = 0.0;
+            }
+        }
+        for share in &interval.shares {
+            let acc = self
+                .pods
+                .entry((share.slot, share.instance, share.pod.clone()))
+                .or_insert_with(|| PodAcc {
+                    energy: Energy::default(),
+                    last_seen: now,
+                    ended: false,
+                    containers: HashMap::new(),
+                });
+            acc.last_seen = now;
+            acc.ended = false;
+            acc.energy.add(share.joules.0, elapsed_secs);
+            if let Some(c) = &share.container {
+                acc.containers
+                    .entry(c.clone())
+                    .or_default()
+                    .add(share.joules.0, elapsed_secs);
+            }
+        }
+
+        let grace = self.grace;
+        let expired: Vec<PodKey> = self
+            .pods
+            .iter()
+            .filter(|(_, acc)| acc.ended && now.saturating_sub(acc.last_seen) > grace)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            if let Some(acc) = self.pods.remove(&key) {
+                if let Some(d) = self.devices.get_mut(key.0) {
+                    d.terminated_pods_joules += acc.energy.joules;
+                }
+            }
+        }
+    }
+
+    /// The GPU snapshot, with names from `meta` and MIG UUIDs from `instance_uuid(slot, instance)`.
+    pub fn series(
+        &self,
+        meta: &dyn PodMetadata,
+        instance_uuid: impl Fn(usize, usize) -> Option<String>,
+    ) -> GpuSnapshot {
+        let mut pods: Vec<GpuPodSeries> = self
+            .pods
+            .iter()
+            .map(|((slot, instance, uid), acc)| {
+                let pod_meta = meta.pod(uid);
+                let mut containers: Vec<GpuContainerSeries> = acc
+                    .containers
+                    .iter()
+                    .map(|(id, e)| GpuContainerSeries {
+                        id: id.clone(),
+                        name: meta.container_name(uid, id),
+                        joules: e.joules,
+                        watts: e.watts,
+                    })
+                    .collect();
+                containers.sort_by(|a, b| a.id.cmp(&b.id));
+                GpuPodSeries {
+                    device: *slot,
+                    instance: instance.and_then(|i| instance_uuid(*slot, i)),
+                    uid: uid.clone(),
+                    hub: pod_meta.as_ref().and_then(|m| m.hub.clone()),
+                    name: pod_meta.as_ref().map(|m| m.name.clone()),
+                    namespace: pod_meta.map(|m| m.namespace),
+                    ended: acc.ended,
+                    joules: acc.energy.joules,
+                    watts: acc.energy.watts,
+                    containers,
+                }
+            })
+            .collect();
+        pods.sort_by(|a, b| (a.device, &a.instance, &a.uid).cmp(&(b.device, &b.instance, &b.uid)));
+        GpuSnapshot {
+            devices: self.devices.clone(),
+            pods,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::gpu::attribution::{attribute_gpu, DeviceInput, GpuConsumer, GpuOwner};
+    use crate::resource::pods::NoPodMetadata;
+    use crate::units::Joules;
+    use proptest::prelude::*;
+
+    fn uid(n: u32) -> PodUid {
+        PodUid::parse(&format!("{n:08x}-0000-0000-0000-000000000000")).unwrap()
+    }
+    fn cid(n: u32) -> ContainerId {
+        ContainerId::parse(&format!("{n:064x}")).unwrap()
+    }
+
+    /// One device (slot 0): 100 J, 20 J idle, pods by weight (pod n, container n or pod-level when n is odd).
+    fn interval(slot: usize, total: f64, pods: &[(u32, f64)]) -> GpuInterval {
+        let consumers = pods
+            .iter()
+            .map(|(n, w)| GpuConsumer {
+                owner: if n % 2 == 0 {
+                    GpuOwner::Container {
+                        pod: uid(*n),
+                        container: cid(*n),
+                    }
+                } else {
+                    GpuOwner::Pod(uid(*n))
+                },
+                instance: None,
+                weight: *w,
+            })
+            .collect();
+        attribute_gpu(&[DeviceInput {
+            slot,
+            total: Joules(total),
+            idle: Joules(total * 0.2),
+            consumers,
+        }])
+    }
+
+    fn check_identities(l: &GpuLedger) {
+        assert_identities(&l.series(&NoPodMetadata, |_, _| None));
+    }
+
+    /// Per device: `total = idle + active`, `active = Σ pods + unattributed + terminated_pods`;
+    /// per pod: `Σ containers ≤ pod`.
+    pub(crate) fn assert_identities(s: &GpuSnapshot) {
+        for (slot, d) in s.devices.iter().enumerate() {
+            let pods: f64 = s
+                .pods
+                .iter()
+                .filter(|p| p.device == slot)
+                .map(|p| p.joules)
+                .sum();
+            let tol = 1e-9 * d.total_joules.max(1.0);
+            assert!(
+                (d.total_joules - d.idle_joules - d.active_joules).abs() <= tol,
+                "{d:?}"
+            );
+            assert!(
+                (d.active_joules - pods - d.terminated_pods_joules - d.unattributed_joules).abs()
+                    <= tol,
+                "{d:?} pods {pods}"
+            );
+        }
+        for p in &s.pods {
+            let cs: f64 = p.containers.iter().map(|c| c.joules).sum();
+            assert!(cs <= p.joules * (1.0 + 1e-12) + 1e-12, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn ended_pod_keeps_its_series_for_the_grace_period_then_moves_to_terminated() {
+        let mut l = GpuLedger::new(Duration::from_secs(10));
+        l.describe(0, 0, "GPU-a", "H100", "energy_counter");
+        l.apply(
+            &interval(0, 100.0, &[(2, 1.0), (4, 1.0)]),
+            1.0,
+            Duration::from_secs(1),
+        );
+        l.apply(
+            &interval(0, 100.0, &[(2, 1.0)]),
+            1.0,
+            Duration::from_secs(2),
+        );
+        let s = l.series(&NoPodMetadata, |_, _| None);
+        assert_eq!(s.pods.len(), 2);
+        let ended = s.pods.iter().find(|p| p.uid == uid(4)).unwrap();
+        assert!(ended.ended);
+        assert_eq!(ended.watts, 0.0);
+        assert!((ended.joules - 40.0).abs() < 1e-9);
+        assert!((s.pods[0].joules - 120.0).abs() < 1e-9);
+        assert!((s.pods[0].watts - 80.0).abs() < 1e-9);
+        assert_eq!(s.devices[0].uuid, "GPU-a");
+        check_identities(&l);
+        l.apply(
+            &interval(0, 100.0, &[(2, 1.0)]),
+            1.0,
+            Duration::from_secs(12),
+        );
+        let s = l.series(&NoPodMetadata, |_, _| None);
+        assert_eq!(s.pods.len(), 1);
+        assert!((s.devices[0].terminated_pods_joules - 40.0).abs() < 1e-9);
+        check_identities(&l);
+    }
+
+    #[test]
+    fn failed_device_keeps_counters_and_reads_zero_watts() {
+        let mut l = GpuLedger::new(Duration::from_secs(10));
+        l.apply(&interval(1, 50.0, &[(2, 1.0)]), 1.0, Duration::from_secs(1));
+        l.apply(&GpuInterval::default(), 1.0, Duration::from_secs(2));
+        let s = l.series(&NoPodMetadata, |_, _| None);
+        assert_eq!(s.devices.len(), 2);
+        assert_eq!(s.devices[1].total_joules, 50.0);
+        assert_eq!(s.devices[1].watts, 0.0);
+    }
+
+    proptest! {
+        #[test]
+        fn identities_hold_in_every_snapshot(
+            steps in proptest::collection::vec(
+                (0usize..3, 0.0f64..800.0, proptest::collection::vec((0u32..6, 0.0f64..5.0), 0..5)),
+                1..30)
+        ) {
+            let mut l = GpuLedger::new(Duration::from_secs(3));
+            for (t, (slot, total, pods)) in steps.iter().enumerate() {
+                let mut pods = pods.clone();
+                pods.sort_by_key(|p| p.0);
+                pods.dedup_by_key(|p| p.0);
+                l.apply(&interval(*slot, *total, &pods), 1.0, Duration::from_secs(t as u64));
+                check_identities(&l);
+            }
+        }
+    }
+}

@@ -1,0 +1,794 @@
+//! GPU energy attributed to pods. `GpuMonitor` runs inside the monitor's tick: it samples every device
+//! (`device`, over the `driver::GpuDriver` trait that NVML sits behind), finds each process's pod from
+//! its cgroup and the kubelet's device assignments (`podresources`), splits the energy with the pure
+//! model (`attribution`) and keeps cumulative counters (`ledger`). It never serves HTTP.
+
+pub mod attribution;
+pub mod device;
+pub mod driver;
+pub mod grpc;
+pub mod ledger;
+pub mod nvml;
+pub mod podresources;
+pub mod scripted;
+
+use crate::config::GpuChoice;
+use crate::resource::cgroup_path::{parse_proc_cgroup, CgroupOwner};
+use crate::resource::pods::PodMetadata;
+use crate::units::{io_error_kind, Joules, Pid, PodUid, SourceIssue, Watts};
+use attribution::{attribute_gpu, consumers, Assignment, DeviceInput};
+use device::DeviceSampler;
+use ledger::{GpuLedger, GpuSnapshot};
+use podresources::{exclusive_devices, DeviceAssignments, NoAssignments, NoPodUids, PodUidByName};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Open the GPU driver chosen by `--gpu`. `Ok(None)`: GPU support off (chosen, or `auto` without a
+/// driver or without devices; logged at info). `Err`: `--gpu nvml` and NVML is not usable, with the
+/// one-line reason.
+pub fn open(choice: GpuChoice) -> Result<Option<DeviceSampler>, String> {
+    if choice == GpuChoice::Off {
+        tracing::info!("GPU support off (--gpu off)");
+        return Ok(None);
+    }
+    let sampler = nvml::NvmlDriver::open().and_then(|d| DeviceSampler::discover(Box::new(d)));
+    match (sampler, choice) {
+        (Ok(s), _) if s.devices().next().is_some() => {
+            for d in s.devices() {
+                tracing::info!(gpu = d.index, uuid = %d.uuid, name = %d.name, mig_instances = d.mig.len(), "GPU found");
+            }
+            Ok(Some(s))
+        }
+        (Ok(_), GpuChoice::Nvml) => Err("--gpu nvml: NVML loaded but reports no GPU".to_string()),
+        (Err(e), GpuChoice::Nvml) => Err(format!("--gpu nvml: {e}")),
+        (Ok(_), _) => {
+            tracing::info!("NVML loaded but reports no GPU: no GPU series");
+            Ok(None)
+        }
+        (Err(e), _) => {
+            tracing::info!(reason = %e, "no NVIDIA GPU support (libnvidia-ml.so.1 not usable): no GPU series");
+            Ok(None)
+        }
+    }
+}
+
+/// GPU measurement and bookkeeping, driven by the monitor once per tick.
+pub struct GpuMonitor {
+    sampler: DeviceSampler,
+    procfs: PathBuf,
+    assignments: Box<dyn DeviceAssignments>,
+    pod_uids: Arc<dyn PodUidByName>,
+    idle_watts: Option<Watts>,
+    /// Lowest average power seen per slot: an upper bound of idle that only goes down.
+    learned_idle_watts: Vec<Option<f64>>,
+    ledger: GpuLedger,
+    up: bool,
+}
+
+impl GpuMonitor {
+    /// `procfs` is the host's /proc (to read `/proc/<pid>/cgroup`); `idle_watts` a configured idle
+    /// power per device (otherwise learned as the lowest power seen).
+    pub fn new(
+        sampler: DeviceSampler,
+        procfs: PathBuf,
+        grace: Duration,
+        idle_watts: Option<Watts>,
+    ) -> GpuMonitor {
+        GpuMonitor {
+            sampler,
+            procfs,
+            assignments: Box::new(NoAssignments),
+            pod_uids: Arc::new(NoPodUids),
+            idle_watts,
+            learned_idle_watts: Vec::new(),
+            ledger: GpuLedger::new(grace),
+            up: true,
+        }
+    }
+
+    /// Use the kubelet's device assignments, with pod UIDs by name from `pod_uids`.
+    pub fn with_assignments(
+        mut self,
+        assignments: Box<dyn DeviceAssignments>,
+        pod_uids: Arc<dyn PodUidByName>,
+    ) -> GpuMonitor {
+        self.assignments = assignments;
+        self.pod_uids = pod_uids;
+        self
+    }
+
+    /// Whether every device was read in the last tick.
+    pub fn up(&self) -> bool {
+        self.up
+    }
+
+    /// One tick. `elapsed` is `None` on the first tick (baselines only); `now` is monotonic time since
+    /// start, for the grace period. Issues are appended to `issues`.
+    pub fn tick(
+        &mut self,
+        elapsed: Option<Duration>,
+        now: Duration,
+        issues: &mut Vec<SourceIssue>,
+    ) {
+        let sample = self.sampler.sample(elapsed.unwrap_or(Duration::ZERO));
+        self.up = sample.issues.iter().all(|i| i.kind == "counter_reset")
+            && sample.devices.len() == self.sampler.devices().count();
+        issues.extend(sample.issues);
+        for (slot, d) in self.sampler.devices().enumerate() {
+            let method = self.sampler.method(slot).map_or("", |m| m.as_str());
+            self.ledger
+                .describe(slot, d.index, &d.uuid, &d.name, method);
+        }
+        let Some(elapsed) = elapsed else { return };
+        let secs = elapsed.as_secs_f64();
+
+        let owners = self.owners(
+            sample
+                .devices
+                .iter()
+                .flat_map(|d| d.processes.iter().map(|p| p.pid)),
+            issues,
+        );
+        let assignments = self.assignments(issues);
+        let mut inputs = Vec::with_capacity(sample.devices.len());
+        for reading in &sample.devices {
+            let (Some(total), Some(info)) = (reading.energy, self.sampler.device(reading.slot))
+            else {
+                continue;
+            };
+            let idle = idle_energy(
+                self.idle_watts,
+                &mut self.learned_idle_watts,
+                reading.slot,
+                total,
+                secs,
+            );
+            let assignment = Assignment {
+                whole: assignments
+                    .get(&info.uuid)
+                    .or_else(|| assignments.get(&info.index.to_string()))
+                    .cloned(),
+                instances: info
+                    .mig
+                    .iter()
+                    .map(|m| assignments.get(&m.uuid).cloned())
+                    .collect(),
+            };
+            let sizes: Vec<f64> = info.mig.iter().map(|m| m.memory_bytes as f64).collect();
+            inputs.push(DeviceInput {
+                slot: reading.slot,
+                total,
+                idle,
+                consumers: consumers(&reading.processes, &owners, &sizes, &assignment),
+            });
+        }
+        let interval = attribute_gpu(&inputs);
+        self.ledger.apply(&interval, secs, now);
+    }
+
+    /// The GPU part of the snapshot, with pod names from `meta`.
+    pub fn snapshot(&self, meta: &dyn PodMetadata) -> GpuSnapshot {
+        self.ledger.series(meta, |slot, instance| {
+            self.sampler
+                .device(slot)
+                .and_then(|d| d.mig.get(instance))
+                .map(|m| m.uuid.clone())
+        })
+    }
+
+    /// Cgroup owners of the PIDs NVML reported. A PID without a /proc entry here (another PID namespace,
+    /// or gone) is left out: the model treats it as unknown.
+    fn owners(
+        &self,
+        pids: impl Iterator<Item = Pid>,
+        issues: &mut Vec<SourceIssue>,
+    ) -> HashMap<Pid, CgroupOwner> {
+        let mut owners = HashMap::new();
+        for pid in pids {
+            if owners.contains_key(&pid) {
+                continue;
+            }
+            let path = self.procfs.join(pid.0.to_string()).join("cgroup");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    owners.insert(pid, parse_proc_cgroup(&text));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => issues.push(SourceIssue::new(
+                    "gpu",
+                    io_error_kind(&e),
+                    format!("{}: {e}", path.display()),
+                )),
+            }
+        }
+        owners
+    }
+
+    /// Device ID -> the one pod holding it, from the kubelet (empty where unavailable).
+    fn assignments(&mut self, issues: &mut Vec<SourceIssue>) -> BTreeMap<String, PodUid> {
+        if !self.pod_uids.available() {
+            return BTreeMap::new();
+        }
+        match self.assignments.list() {
+            Ok(Some(list)) => exclusive_devices(&list)
+                .into_iter()
+                .filter_map(|(id, pod)| self.pod_uids.uid(&pod).map(|uid| (id, uid)))
+                .collect(),
+            Ok(None) => BTreeMap::new(),
+            Err(e) => {
+                issues.push(SourceIssue::new("podresources", e.kind(), e.to_string()));
+                BTreeMap::new()
+            }
+        }
+    }
+}
+
+/// Idle energy of one device for an interval: the configured idle power, or the lowest average power
+/// seen on that device (an upper bound of idle that only goes down). Clamped later by the model.
+fn idle_energy(
+    configured: Option<Watts>,
+    learned: &mut Vec<Option<f64>>,
+    slot: usize,
+    total: Joules,
+    secs: f64,
+) -> Joules {
+    if let Some(w) = configured {
+        return w.over_seconds(secs);
+    }
+    if learned.len() <= slot {
+        learned.resize(slot + 1, None);
+    }
+    if secs <= 0.0 || !total.0.is_finite() {
+        return Joules::ZERO;
+    }
+    let watts = total.0 / secs;
+    let lowest = learned[slot].map_or(watts, |w| w.min(watts));
+    learned[slot] = Some(lowest);
+    Watts(lowest).over_seconds(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::driver::{RunningProcess, UtilSample};
+    use super::podresources::{DeviceAssignment, PodRef, PodResourcesError};
+    use super::scripted::{ScriptHandle, ScriptedDevice};
+    use super::*;
+    use crate::gpu::ledger::tests::assert_identities as check_identities;
+    use crate::resource::pods::NoPodMetadata;
+
+    const POD_A: &str = "6f1c9a4e-2b9d-4b7e-9a51-0c3f0e2d7a11";
+    const POD_B: &str = "0000000b-2b9d-4b7e-9a51-0c3f0e2d7a11";
+
+    fn uid(raw: &str) -> PodUid {
+        PodUid::parse(raw).unwrap()
+    }
+
+    /// A procfs with `/proc/<pid>/cgroup` of a container of `pod` (container ID = pid repeated).
+    fn procfs(pids: &[(u32, Option<&str>)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (pid, pod) in pids {
+            let d = dir.path().join(pid.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            let line = match pod {
+                Some(pod) => format!("0::/kubepods/burstable/pod{pod}/{:064x}\n", pid),
+                None => "0::/system.slice/nvidia-persistenced.service\n".to_string(),
+            };
+            std::fs::write(d.join("cgroup"), line).unwrap();
+        }
+        dir
+    }
+
+    fn monitor(script: &ScriptHandle, procfs: &std::path::Path, idle: Option<f64>) -> GpuMonitor {
+        let sampler = DeviceSampler::discover(Box::new(script.driver())).unwrap();
+        GpuMonitor::new(
+            sampler,
+            procfs.to_path_buf(),
+            Duration::from_secs(10),
+            idle.map(Watts),
+        )
+    }
+
+    fn running(pids: &[u32]) -> Vec<RunningProcess> {
+        pids.iter()
+            .map(|p| RunningProcess {
+                pid: Pid(*p),
+                mig_instance: None,
+            })
+            .collect()
+    }
+
+    fn util(t_us: u64, samples: &[(u32, u32)]) -> Option<Vec<UtilSample>> {
+        Some(
+            samples
+                .iter()
+                .map(|(pid, sm)| UtilSample {
+                    pid: Pid(*pid),
+                    timestamp_us: t_us,
+                    sm_util: *sm,
+                })
+                .collect(),
+        )
+    }
+
+    fn pod_joules(s: &GpuSnapshot, pod: &str, device: usize) -> f64 {
+        s.pods
+            .iter()
+            .filter(|p| p.uid == uid(pod) && p.device == device)
+            .map(|p| p.joules)
+            .sum()
+    }
+
+    #[test]
+    fn scripted_devices_conserve_energy_and_split_it_by_utilisation() {
+        let proc_dir = procfs(&[(10, Some(POD_A)), (20, Some(POD_B))]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.energy_mj = Some(1_000);
+        d0.running = running(&[10, 20]);
+        let mut d1 = ScriptedDevice::new(1, "GPU-1");
+        d1.energy_mj = Some(5_000);
+        let script = ScriptHandle::new(vec![d0, d1]);
+        let mut m = monitor(&script, proc_dir.path(), Some(50.0));
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(301_000);
+            s.devices[0].util = util(1_000, &[(10, 75), (20, 25)]);
+            s.devices[1].energy_mj = Some(105_000);
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        assert!(issues.is_empty(), "{issues:?}");
+        assert!(m.up());
+        let s = m.snapshot(&NoPodMetadata);
+        assert_eq!(s.devices.len(), 2);
+        assert_eq!(s.devices[0].total_joules, 300.0);
+        assert_eq!(s.devices[0].idle_joules, 50.0);
+        assert_eq!(s.devices[0].watts, 300.0);
+        assert_eq!(s.devices[0].method, "energy_counter");
+        assert!((pod_joules(&s, POD_A, 0) - 187.5).abs() < 1e-9);
+        assert!((pod_joules(&s, POD_B, 0) - 62.5).abs() < 1e-9);
+        // The container series carries the container from the process's cgroup.
+        let a = s.pods.iter().find(|p| p.uid == uid(POD_A)).unwrap();
+        assert_eq!(a.containers.len(), 1);
+        assert_eq!(a.containers[0].id.as_str(), format!("{:064x}", 10));
+        assert!((a.containers[0].joules - 187.5).abs() < 1e-9);
+        // Device 1 had no process: all active energy is unattributed.
+        assert_eq!(s.devices[1].total_joules, 100.0);
+        assert_eq!(s.devices[1].unattributed_joules, 50.0);
+        check_identities(&s);
+
+        // Pod B's process exits; pod A now computes alone. Its old samples are not counted twice.
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(501_000);
+            s.devices[0].running = running(&[10]);
+            let mut samples = util(1_000, &[(10, 75), (20, 25)]).unwrap();
+            samples.extend(util(2_000, &[(10, 90)]).unwrap());
+            s.devices[0].util = Some(samples);
+            s.devices[1].energy_mj = Some(205_000);
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(2),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        assert!((pod_joules(&s, POD_A, 0) - (187.5 + 150.0)).abs() < 1e-9);
+        let b = s.pods.iter().find(|p| p.uid == uid(POD_B)).unwrap();
+        assert!(b.ended);
+        assert_eq!(b.watts, 0.0);
+        assert!((b.joules - 62.5).abs() < 1e-9);
+        check_identities(&s);
+
+        // After the grace period pod B's joules move to terminated_pods.
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(601_000);
+            s.devices[1].energy_mj = Some(305_000);
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(20),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        assert!(s.pods.iter().all(|p| p.uid != uid(POD_B)));
+        assert!((s.devices[0].terminated_pods_joules - 62.5).abs() < 1e-9);
+        check_identities(&s);
+        assert!(issues.is_empty(), "{issues:?}");
+    }
+
+    #[test]
+    fn host_processes_and_unknown_pids_stay_unattributed() {
+        // PID 30 is a host daemon; PID 40 has no /proc entry here (another PID namespace).
+        let proc_dir = procfs(&[(10, Some(POD_A)), (30, None)]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.running = running(&[10, 30, 40]);
+        d0.util = None; // cannot sample: even split
+        let script = ScriptHandle::new(vec![d0]);
+        let mut m = monitor(&script, proc_dir.path(), Some(0.0));
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        script.lock().devices[0].energy_mj = Some(90_000);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        assert!((pod_joules(&s, POD_A, 0) - 30.0).abs() < 1e-9);
+        assert!((s.devices[0].unattributed_joules - 60.0).abs() < 1e-9);
+        check_identities(&s);
+    }
+
+    #[test]
+    fn failing_device_is_skipped_counted_and_its_energy_arrives_with_the_next_reading() {
+        let proc_dir = procfs(&[]);
+        let script = ScriptHandle::new(vec![
+            ScriptedDevice::new(0, "GPU-0"),
+            ScriptedDevice::new(1, "GPU-1"),
+        ]);
+        let mut m = monitor(&script, proc_dir.path(), None);
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(100_000);
+            s.devices[1].energy_mj = Some(100_000);
+            s.devices[1].fail = Some("unknown");
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        assert!(!m.up());
+        assert_eq!(issues.len(), 1);
+        assert_eq!((issues[0].source, issues[0].kind), ("gpu", "unknown"));
+        let s = m.snapshot(&NoPodMetadata);
+        assert_eq!(s.devices[0].total_joules, 100.0);
+        assert_eq!(s.devices[1].total_joules, 0.0);
+        assert_eq!(
+            script.lock().reinit_calls,
+            0,
+            "one device failing is no driver restart"
+        );
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(200_000);
+            s.devices[1].energy_mj = Some(200_000);
+            s.devices[1].fail = None;
+        }
+        issues.clear();
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(2),
+            &mut issues,
+        );
+        assert!(issues.is_empty() && m.up());
+        let s = m.snapshot(&NoPodMetadata);
+        assert_eq!(
+            s.devices[1].total_joules, 200.0,
+            "no joule lost across the failure"
+        );
+        check_identities(&s);
+    }
+
+    #[test]
+    fn a_driver_restart_is_survived() {
+        let proc_dir = procfs(&[]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.energy_mj = Some(1_000_000);
+        let script = ScriptHandle::new(vec![d0]);
+        let mut m = monitor(&script, proc_dir.path(), None);
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        script.lock().devices[0].energy_mj = Some(1_100_000);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        // The driver goes away: every device is lost and NVML cannot be re-initialised yet.
+        {
+            let mut s = script.lock();
+            s.devices[0].fail = Some("gpu_lost");
+            s.driver_down = true;
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(2),
+            &mut issues,
+        );
+        let kinds: Vec<&str> = issues.iter().map(|i| i.kind).collect();
+        assert_eq!(kinds, ["gpu_lost", "driver"]);
+        assert_eq!(script.lock().reinit_calls, 1);
+        // The driver is back with its counter restarted from 0.
+        {
+            let mut s = script.lock();
+            s.devices[0].fail = None;
+            s.driver_down = false;
+            s.devices[0].energy_mj = Some(5_000);
+        }
+        issues.clear();
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(3),
+            &mut issues,
+        );
+        assert_eq!(
+            issues.iter().map(|i| i.kind).collect::<Vec<_>>(),
+            ["counter_reset"]
+        );
+        script.lock().devices[0].energy_mj = Some(55_000);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(4),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        assert_eq!(s.devices[0].total_joules, 150.0);
+        assert_eq!(s.devices[0].watts, 50.0);
+        check_identities(&s);
+    }
+
+    #[test]
+    fn without_an_energy_counter_power_is_integrated() {
+        let proc_dir = procfs(&[]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.energy_mj = None;
+        d0.power_mw = 100_000;
+        let script = ScriptHandle::new(vec![d0]);
+        let mut m = monitor(&script, proc_dir.path(), None);
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        script.lock().devices[0].power_mw = 300_000;
+        m.tick(
+            Some(Duration::from_secs(2)),
+            Duration::from_secs(2),
+            &mut issues,
+        );
+        assert!(issues.is_empty(), "{issues:?}");
+        let s = m.snapshot(&NoPodMetadata);
+        assert_eq!(s.devices[0].method, "power_integral");
+        // Trapezoid: (100 W + 300 W) / 2 × 2 s.
+        assert!((s.devices[0].total_joules - 400.0).abs() < 1e-9);
+        // Learned idle is the lowest power seen (200 W average): all idle so far.
+        assert!((s.devices[0].idle_joules - 400.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn implausible_jump_is_rejected_and_rebaselined() {
+        let proc_dir = procfs(&[]);
+        let script = ScriptHandle::new(vec![ScriptedDevice::new(0, "GPU-0")]);
+        let mut m = monitor(&script, proc_dir.path(), None);
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        script.lock().devices[0].energy_mj = Some(60_000_000); // 60 kJ in 1 s
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        assert_eq!(issues[0].kind, "counter_anomaly");
+        script.lock().devices[0].energy_mj = Some(60_250_000);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(2),
+            &mut issues,
+        );
+        assert_eq!(m.snapshot(&NoPodMetadata).devices[0].total_joules, 250.0);
+    }
+
+    struct OnePod(Vec<DeviceAssignment>);
+    impl DeviceAssignments for OnePod {
+        fn list(&mut self) -> Result<Option<Vec<DeviceAssignment>>, PodResourcesError> {
+            Ok(Some(self.0.clone()))
+        }
+    }
+    struct Uids;
+    impl PodUidByName for Uids {
+        fn uid(&self, pod: &PodRef) -> Option<PodUid> {
+            (pod.name == "jupyter-alice").then(|| uid(POD_A))
+        }
+    }
+    struct Broken;
+    impl DeviceAssignments for Broken {
+        fn list(&mut self) -> Result<Option<Vec<DeviceAssignment>>, PodResourcesError> {
+            Err(PodResourcesError::Rpc {
+                detail: "unavailable".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_gpu_assigned_to_one_pod_gives_it_the_active_energy_without_visible_processes() {
+        let proc_dir = procfs(&[]);
+        let script = ScriptHandle::new(vec![
+            ScriptedDevice::new(0, "GPU-0"),
+            ScriptedDevice::new(1, "GPU-1"),
+        ]);
+        let assignment = |id: &str, name: &str| DeviceAssignment {
+            resource: "nvidia.com/gpu".into(),
+            device_id: id.into(),
+            pod: PodRef {
+                namespace: "jhub".into(),
+                name: name.into(),
+            },
+            container: "notebook".into(),
+        };
+        let mut m = monitor(&script, proc_dir.path(), Some(10.0)).with_assignments(
+            Box::new(OnePod(vec![
+                assignment("GPU-0", "jupyter-alice"),
+                // Unknown pod name: cannot be used.
+                assignment("GPU-1", "jupyter-bob"),
+            ])),
+            Arc::new(Uids),
+        );
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        {
+            let mut s = script.lock();
+            s.devices[0].energy_mj = Some(110_000);
+            s.devices[1].energy_mj = Some(110_000);
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        assert!((pod_joules(&s, POD_A, 0) - 100.0).abs() < 1e-9);
+        assert_eq!(pod_joules(&s, POD_A, 1), 0.0);
+        assert_eq!(s.devices[1].unattributed_joules, 100.0);
+        check_identities(&s);
+
+        // A failing kubelet is counted, and measuring goes on.
+        let mut m = monitor(&script, proc_dir.path(), None)
+            .with_assignments(Box::new(Broken), Arc::new(Uids));
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        assert_eq!(
+            issues
+                .iter()
+                .map(|i| (i.source, i.kind))
+                .collect::<Vec<_>>(),
+            [("podresources", "rpc")]
+        );
+
+        // Without a way to turn names into UIDs the kubelet is not asked at all.
+        let mut m = monitor(&script, proc_dir.path(), None)
+            .with_assignments(Box::new(Broken), Arc::new(NoPodUids));
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        assert!(issues.is_empty(), "{issues:?}");
+    }
+
+    #[test]
+    fn mig_instances_carry_their_uuid() {
+        use super::driver::MigInstance;
+        let proc_dir = procfs(&[(10, Some(POD_A)), (20, Some(POD_B))]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.info.mig = vec![
+            MigInstance {
+                uuid: "MIG-a".into(),
+                memory_bytes: 30,
+            },
+            MigInstance {
+                uuid: "MIG-b".into(),
+                memory_bytes: 10,
+            },
+        ];
+        d0.running = vec![
+            RunningProcess {
+                pid: Pid(10),
+                mig_instance: Some(0),
+            },
+            RunningProcess {
+                pid: Pid(20),
+                mig_instance: Some(1),
+            },
+        ];
+        let script = ScriptHandle::new(vec![d0]);
+        let mut m = monitor(&script, proc_dir.path(), Some(0.0));
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        script.lock().devices[0].energy_mj = Some(400_000);
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            &mut issues,
+        );
+        let s = m.snapshot(&NoPodMetadata);
+        let a = s.pods.iter().find(|p| p.uid == uid(POD_A)).unwrap();
+        assert_eq!(a.instance.as_deref(), Some("MIG-a"));
+        assert!((a.joules - 300.0).abs() < 1e-9);
+        assert!((pod_joules(&s, POD_B, 0) - 100.0).abs() < 1e-9);
+        check_identities(&s);
+    }
+
+    /// No CPU energy at all: only the GPU path of the monitor is exercised.
+    struct NoCpuEnergy;
+    impl crate::source::EnergySource for NoCpuEnergy {
+        fn kind(&self) -> crate::source::EnergySourceKind {
+            crate::source::EnergySourceKind::Estimate
+        }
+        fn zones(&self) -> &[crate::units::ZoneKind] {
+            &[]
+        }
+        fn sample(&mut self, _ctx: &crate::source::IntervalContext) -> crate::source::EnergySample {
+            crate::source::EnergySample::default()
+        }
+    }
+    struct NoActivity;
+    impl crate::activity::ActivitySource for NoActivity {
+        fn name(&self) -> &'static str {
+            "none"
+        }
+        fn sample(&mut self) -> crate::activity::ActivitySample {
+            crate::activity::ActivitySample::default()
+        }
+    }
+
+    #[test]
+    fn the_monitor_ticks_the_gpu_and_publishes_it_with_its_health() {
+        use crate::monitor::{Inputs, Monitor};
+        let proc_dir = procfs(&[(10, Some(POD_A))]);
+        std::fs::write(proc_dir.path().join("stat"), "cpu  1 0 1 8 0 0 0 0 0 0\n").unwrap();
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.running = running(&[10]);
+        let script = ScriptHandle::new(vec![d0]);
+        let inputs = Inputs {
+            energy: Box::new(NoCpuEnergy),
+            activity: Box::new(NoActivity),
+            node_cpu: crate::activity::procfs::NodeCpuReader::new(proc_dir.path()),
+            processes: None,
+            pod_metadata: Arc::new(NoPodMetadata),
+        };
+        let t0 = std::time::Instant::now();
+        let mut m = Monitor::new(
+            inputs,
+            "n".into(),
+            crate::idle::IdleEstimator::new(BTreeMap::new(), 0.1),
+            Duration::from_secs(60),
+            t0,
+        )
+        .with_gpu(monitor(&script, proc_dir.path(), Some(20.0)));
+        let s = m.tick(t0);
+        assert_eq!(s.gpu.devices.len(), 1);
+        assert_eq!(s.gpu.devices[0].total_joules, 0.0);
+        script.lock().devices[0].energy_mj = Some(220_000);
+        let s = m.tick(t0 + Duration::from_secs(2));
+        assert_eq!(s.gpu.devices[0].total_joules, 220.0);
+        assert!((pod_joules(&s.gpu, POD_A, 0) - 180.0).abs() < 1e-9);
+        let gpu = s.health.sources.iter().find(|h| h.source == "gpu").unwrap();
+        assert!(gpu.up);
+        script.lock().devices[0].fail = Some("unknown");
+        let s = m.tick(t0 + Duration::from_secs(4));
+        assert!(
+            !s.health
+                .sources
+                .iter()
+                .find(|h| h.source == "gpu")
+                .unwrap()
+                .up
+        );
+        assert_eq!(s.health.issues.get(&("gpu", "unknown")), Some(&1));
+    }
+}
