@@ -228,7 +228,7 @@ def pods() -> dict:
                ' / 3.6e6')
     container_w = (f'sum by (pod_id, container_name, container_id) (kepler_container_cpu_watts{{{CPU_ZONES}, {NODE}}})'
                    f' * on (pod_id) group_left (pod_namespace, pod_name)'
-                   f' group by (pod_id, pod_namespace, pod_name) (kepler_pod_cpu_watts{{{POD_SEL}}})')
+                   f' group by (pod_id, pod_namespace, pod_name) (kepler_pod_cpu_watts{{zone="package", {POD_SEL}}})')
     panels = [
         panel("Power per namespace", "timeseries", "watt",
               "CPU power of the pods of each namespace (package + dram).",
