@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --workspace
+# Both halves run even when the first fails, so one run reports everything; the exit code is nonzero
+# if either failed.
+cargo_status=0
+cargo test --workspace --no-fail-fast || cargo_status=$?
 
 venv=.venv-deploy
 if [ ! -x "$venv/bin/python" ] || ! cmp -s deploy/tests/requirements.txt "$venv/requirements.txt"; then
@@ -15,4 +18,9 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s deploy/tests/requirements.txt "$venv/
 fi
 # The dashboard test runs the exporter that `cargo test` just built.
 export KEPLER_RS_BIN="${KEPLER_RS_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/kepler-rs}"
-"$venv/bin/python" -m pytest -c deploy/tests/pytest.ini deploy/tests "$@"
+pytest_status=0
+"$venv/bin/python" -m pytest -c deploy/tests/pytest.ini deploy/tests "$@" || pytest_status=$?
+if [ "$cargo_status" != 0 ] || [ "$pytest_status" != 0 ]; then
+  echo "scripts/test.sh: cargo test exit $cargo_status, pytest exit $pytest_status" >&2
+  exit 1
+fi
