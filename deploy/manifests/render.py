@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Renders deploy/manifests/*.yaml from the Helm chart, for clusters without Helm.
+
+Run with the test virtualenv (it needs helm-python-sdk): .venv-deploy/bin/python deploy/manifests/render.py
+deploy/tests/test_chart.py fails when the committed files differ from what this writes.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+CHART = HERE.parent / "helm" / "kepler-rs"
+NAMESPACE = "kepler-rs"
+VALUES = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+HEADER = (
+    "# Generated from deploy/helm/kepler-rs (release kepler-rs, namespace kepler-rs, default values)\n"
+    "# by deploy/manifests/render.py. Do not edit: change the chart and re-run the script.\n"
+)
+APPLY_ORDER = ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "DaemonSet",
+               "ServiceMonitor", "PrometheusRule", "ConfigMap"]
+FILES = {
+    # file: (kinds, description)
+    "kepler-rs.yaml": ({"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "DaemonSet"},
+                       "The exporter: kubectl apply -f kepler-rs.yaml"),
+    "monitoring.yaml": ({"ServiceMonitor", "PrometheusRule"},
+                        "For the Prometheus operator (kube-prometheus-stack release 'kube-prometheus-stack')"),
+    "dashboards.yaml": ({"ConfigMap"}, "Grafana dashboards for the Grafana sidecar (label grafana_dashboard: \"1\")"),
+}
+
+
+def render() -> dict[str, str]:
+    import helm_python as helm
+
+    rendered = helm.Chart.load(str(CHART)).render(VALUES, name="kepler-rs", namespace=NAMESPACE, is_install=True)
+    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}]
+    for path in sorted(rendered):
+        if not path.endswith("NOTES.txt"):
+            objects.extend(d for d in yaml.safe_load_all(rendered[path]) if d)
+    out = {}
+    for name, (kinds, what) in FILES.items():
+        docs = sorted((o for o in objects if o["kind"] in kinds), key=lambda o: APPLY_ORDER.index(o["kind"]))
+        body = "---\n".join(yaml.safe_dump(o, sort_keys=False, width=120) for o in docs)
+        out[name] = f"{HEADER}# {what}\n---\n{body}"
+    placed = {k for kinds, _ in FILES.values() for k in kinds}
+    missing = {o["kind"] for o in objects} - placed
+    assert not missing, f"no manifest file for {missing}"
+    return out
+
+
+def main() -> int:
+    for name, text in render().items():
+        (HERE / name).write_text(text)
+        print(f"wrote deploy/manifests/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Every dashboard panel query and every recording rule, run against a real Prometheus scraping a
+real kepler-rs with fake pods (live_cluster.py). Also the queries of Kepler's own dashboard.
+
+NEEDS_LATER lists, per dashboard panel target, why it may have no data with today's binary. Every
+target not listed must return series. When the Kubernetes metadata or GPU branch lands, extend
+live_cluster.py (hub_user pods, a fake GPU) and delete the entries that became testable: the test
+prints the listed targets that already return data.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from conftest import ALERTS, DASHBOARDS
+from live_cluster import DRAM_WATTS, NODE_NAME, PKG_WATTS, LiveCluster
+
+KUBE = "needs pod metadata: pod_name/pod_namespace/hub_user labels and kepler_pod_info (Kubernetes metadata issue)"
+GPU = "needs GPU series: kepler_node_gpu_joules_total / kepler_pod_gpu_joules_total (GPU issue)"
+NO_ERRORS = "kepler_exporter_source_errors_total has no series while no input fails"
+
+# (dashboard uid, panel title, refId) -> why it may be empty today.
+NEEDS_LATER: dict[tuple[str, str, str], str] = {
+    ("kepler-rs-cluster", "Cluster GPU power", "A"): GPU,
+    ("kepler-rs-cluster", "GPU vs CPU power", "B"): GPU,
+    ("kepler-rs-node", "GPU power", "A"): GPU,
+    ("kepler-rs-node", "Input errors", "A"): NO_ERRORS,
+    ("kepler-rs-pods", "GPU power per pod", "A"): GPU,
+    **{("kepler-rs-jupyterhub", title, ref): KUBE for title, ref in [
+        ("Power per user (CPU)", "A"), ("Energy today per user", "A"), ("Energy this week per user", "A"),
+        ("CO2 today per user", "A"), ("Top users in range", "A"), ("Servers per user", "A")]},
+    **{("kepler-rs-jupyterhub", title, ref): f"{KUBE}; {GPU}" for title, ref in [
+        ("Power per user (GPU)", "A"), ("Energy today per user", "B"), ("Energy this week per user", "B"),
+        ("CO2 today per user", "B")]},
+    **{("kepler-rs-gpu", title, ref): GPU for title, ref in [
+        ("Power per GPU", "A"), ("GPU power per pod", "A"), ("GPU energy in range", "A"), ("GPU vs CPU per node", "B")]},
+}
+# Recording rules that may be empty today.
+RULES_NEED_LATER = {
+    "hub_user:kepler_pod_cpu_watts:sum": KUBE,
+    "hub_user:kepler_pod_gpu_joules:rate5m": f"{KUBE}; {GPU}",
+}
+
+# Grafana's built-in variables, as a dashboard over the last minutes would expand them.
+BUILTINS = {"__rate_interval": "1m", "__range": "5m", "__interval": "5s"}
+
+# Queries of Kepler's current dashboard (sustainable-computing-io/kepler,
+# compose/default/grafana/dashboards/latest/dashboard.json) and of its 0.7-era dashboard
+# (grafana-dashboards/Kepler-Exporter.json), with the result expected against kepler-rs.
+KEPLER_VARS = {"job": "kepler-rs", "zone": ".*", "namespace": ".*", "pod": ".*", "container": ".*"}
+KEPLER_QUERIES = [
+    ("Current Power Consumption By Zone", 'sum by (zone) (kepler_node_cpu_watts{job="$job", zone=~"$zone"})', "data"),
+    ("Current Active Power Consumption By Zone", 'sum by (zone) (kepler_node_cpu_active_watts{job="$job", zone=~"$zone"})', "data"),
+    ("Current Idle Power Consumption By Zone", 'sum by (zone) (kepler_node_cpu_idle_watts{job="$job", zone=~"$zone"})', "data"),
+    ("CPU Info", 'count by (instance, model_name)(kepler_node_cpu_info{job="$job"})',
+     "empty: kepler-rs exports no kepler_node_cpu_info"),
+    ("RAPL Info", 'group by (node_name,zone)(kepler_node_cpu_watts{job="$job"})', "data"),
+    ("Total Power Consumption (W) per Zone", 'sum by (zone) (kepler_node_cpu_watts{job="$job", zone=~"$zone"})', "data"),
+    ("Node Power Consumption (W) By Zone", 'kepler_node_cpu_watts{job="$job", instance=~"$node", zone=~"$zone"}',
+     "empty: $node comes from label_values(kepler_node_cpu_info, instance), which kepler-rs lacks"),
+    ("Node Active Power Consumption (W) By Zone", 'kepler_node_cpu_active_watts{job="$job", instance=~"$node", zone=~"$zone"}',
+     "empty: $node comes from kepler_node_cpu_info"),
+    ("Node Idle Power Consumption (W) By Zone", 'kepler_node_cpu_idle_watts{job="$job", instance=~"$node", zone=~"$zone"}',
+     "empty: $node comes from kepler_node_cpu_info"),
+    ("Node Power Consumption, $node = .* (kepler-rs's workaround)", 'kepler_node_cpu_watts{job="$job", instance=~".*", zone=~"$zone"}', "data"),
+    ("Top 10 Power Consuming Processes (W) per Zone", 'topk(10,sum by (comm,zone)(kepler_process_cpu_watts{job="$job", zone=~"$zone"}))', "data"),
+    ("Total Power Consumption of Processes (W) per Zone", 'sum by (zone) (kepler_process_cpu_watts{job="$job", zone=~"$zone"})', "data"),
+    ("Process Power Consumption (W) By Zone", 'kepler_process_cpu_watts{job="$job", zone=~"$zone",pid="${process}"}', "data"),
+    ("Top 10 Power Consuming Containers (W) per Zone", 'topk(10,sum by (container_name,zone)(kepler_container_cpu_watts{job="$job", zone=~"$zone"}))', "data"),
+    ("Total Power Consumption of Containers (W) per Zone", 'sum by (zone) (kepler_container_cpu_watts{job="$job", zone=~"$zone"})', "data"),
+    ("Container Power Consumption (W) By Zone", 'kepler_container_cpu_watts{job="$job", zone=~"$zone",container_name=~"$container"}', "data"),
+    ("Top 10 Power Consuming Namespaces (W) per Zone", 'topk(10,sum by (pod_namespace,zone)(kepler_pod_cpu_watts{job="$job", zone=~"$zone"}))', "data"),
+    ("Total Power Consumption of Pods in Namespace (W) per Zone",
+     'sum by (zone) (kepler_pod_cpu_watts{job="$job", zone=~"$zone", pod_namespace=~"$namespace"})', "data"),
+    ("Pod Power Consumption (W) By Zone", 'kepler_pod_cpu_watts{job="$job",pod_namespace=~"$namespace", zone=~"$zone",pod_name=~"$pod"}', "data"),
+    ("Top 10 Power Consuming VMs (W) per Zone", 'topk(10,sum by (vm_name,zone)(kepler_vm_cpu_watts{job="$job", zone=~"$zone"}))',
+     "empty: kepler-rs exports no VM series"),
+    ("0.7 dashboard: Pod/Process Power Consumption (W), PKG",
+     'sum by (pod_name, container_namespace) (irate(kepler_container_package_joules_total{container_namespace=~"$namespace", pod_name=~"$pod"}[1m]))',
+     "empty: pre-0.10 Kepler metric names (kepler_container_package_joules_total) are not exported"),
+    ("0.7 dashboard: Total Power Consumption (W), DRAM",
+     'sum(irate(kepler_container_dram_joules_total{container_namespace=~"$namespace", pod_name=~"$pod"}[1m]))',
+     "empty: pre-0.10 Kepler metric names are not exported"),
+    ("0.7 dashboard: Carbon Footprint",
+     'sum(increase((kepler_container_joules_total{container_namespace=~"$namespace", pod_name=~"$pod"}[24h:1m])))',
+     "empty: pre-0.10 Kepler metric names are not exported"),
+]
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    def repl(m):
+        name = m.group(1) or m.group(2)
+        if name not in values:
+            raise KeyError(f"unknown variable ${name} in {expr}")
+        return values[name]
+
+    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", repl, expr)
+
+
+def resolve_variables(cluster: LiveCluster, dash: dict) -> dict[str, str]:
+    values = dict(BUILTINS)
+    for v in dash["templating"]["list"]:
+        if v["type"] == "datasource":
+            values[v["name"]] = "prometheus"
+        elif v["type"] == "textbox":
+            values[v["name"]] = v["query"]
+        elif v["type"] == "query":
+            if v.get("includeAll"):
+                values[v["name"]] = v["allValue"]
+                continue
+            m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", v["definition"])
+            assert m, v["definition"]
+            options = cluster.label_values(m.group(2), substitute(m.group(1), values))
+            values[v["name"]] = options[0] if options else ""
+        else:
+            raise AssertionError(f"unhandled variable type {v['type']}")
+    return values
+
+
+def dashboards() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LiveCluster() as c:
+        c.wait_for_data(seconds=20)
+        yield c
+
+
+def series(result: dict) -> list:
+    assert result["status"] == "success", result
+    return result["data"]["result"]
+
+
+@pytest.mark.parametrize("dash", dashboards(), ids=lambda d: d["uid"])
+def test_every_panel_query_runs_and_has_data(cluster, dash):
+    values = resolve_variables(cluster, dash)
+    failures, ran, became_testable = [], 0, []
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            key = (dash["uid"], p["title"], t["refId"])
+            expr = substitute(t["expr"], values)
+            r = cluster.query(expr) if t.get("instant") else cluster.query_range(expr)
+            ran += 1
+            if r.get("status") != "success":
+                failures.append(f"{key}: {r.get('errorType')}: {r.get('error')}\n    {expr}")
+                continue
+            has_data = bool(r["data"]["result"])
+            if not has_data and key not in NEEDS_LATER:
+                failures.append(f"{key}: no data\n    {expr}")
+            if has_data and key in NEEDS_LATER:
+                became_testable.append(key)
+    for key in became_testable:
+        print(f"NOW TESTABLE (remove from NEEDS_LATER): {key}")
+    print(f"{dash['uid']}: {ran} queries, variables {values}")
+    assert ran > 0
+    assert not failures, "\n".join(failures)
+
+
+def test_needs_later_entries_name_real_targets():
+    targets = {(d["uid"], p["title"], t["refId"]) for d in dashboards() for p in d["panels"] for t in p.get("targets", [])}
+    assert set(NEEDS_LATER) <= targets, set(NEEDS_LATER) - targets
+
+
+def test_cluster_power_matches_the_simulated_rapl(cluster):
+    (dash,) = [d for d in dashboards() if d["uid"] == "kepler-rs-cluster"]
+    (p,) = [p for p in dash["panels"] if p["title"] == "Cluster CPU power"]
+    expr = substitute(p["targets"][0]["expr"], {"node": NODE_NAME})
+    (s,) = series(cluster.query(expr))
+    watts = float(s["value"][1])
+    assert abs(watts - (PKG_WATTS + DRAM_WATTS)) < 0.05 * (PKG_WATTS + DRAM_WATTS), f"{watts} W from {expr}"
+
+
+def test_pod_power_panel_shows_both_fake_pods(cluster):
+    (dash,) = [d for d in dashboards() if d["uid"] == "kepler-rs-pods"]
+    (p,) = [p for p in dash["panels"] if p["title"] == "Power per pod"]
+    expr = substitute(p["targets"][0]["expr"], {"node": ".*", "namespace": ".*", "pod": ".*"})
+    by_pod = {s["metric"]["pod_id"]: float(s["value"][1]) for s in series(cluster.query(expr))}
+    a, b = (by_pod.get(uid, 0.0) for uid in cluster.pod_uids)
+    assert a > 0 and b > 0, by_pod
+    # The pods' share cannot exceed the active power (idle is configured at 22 W of the 55 W). Their
+    # ratio is not pinned here: on a loaded machine the CFS quotas are not reached (the energy split
+    # itself is checked by the Rust end-to-end test against the cgroup counters).
+    (active,) = series(cluster.query('sum(kepler_node_cpu_active_watts{zone=~"package|dram"})'))
+    assert sum(by_pod.values()) <= float(active["value"][1]) * (1 + 1e-6), (by_pod, active)
+
+
+def test_container_join_keeps_every_container(cluster):
+    (dash,) = [d for d in dashboards() if d["uid"] == "kepler-rs-pods"]
+    (p,) = [p for p in dash["panels"] if p["title"] == "Power per container"]
+    expr = substitute(p["targets"][0]["expr"], {"node": ".*", "namespace": ".*", "pod": ".*"})
+    ids = {s["metric"]["pod_id"] for s in series(cluster.query(expr))}
+    assert set(cluster.pod_uids) <= ids
+
+
+def recording_rules() -> list[dict]:
+    groups = yaml.safe_load((ALERTS / "kepler-rs.rules.yaml").read_text())["groups"]
+    return [r for g in groups for r in g["rules"] if "record" in r]
+
+
+def test_recording_rules_evaluate_with_data(cluster):
+    failures = []
+    rules = recording_rules()
+    assert rules
+    for r in rules:
+        for expr in (r["expr"], r["record"]):  # the expression, and the series Prometheus recorded
+            res = cluster.query(expr)
+            if res.get("status") != "success":
+                failures.append(f"{r['record']}: {res.get('error')}")
+            elif not res["data"]["result"] and r["record"] not in RULES_NEED_LATER:
+                failures.append(f"{r['record']}: no data from {expr}")
+    assert not failures, "\n".join(failures)
+    (s,) = series(cluster.query(f'node_name:kepler_node_cpu_watts:total{{node_name="{NODE_NAME}"}}'))
+    assert abs(float(s["value"][1]) - (PKG_WATTS + DRAM_WATTS)) < 0.05 * (PKG_WATTS + DRAM_WATTS)
+
+
+def test_no_alert_fires_on_a_healthy_node(cluster):
+    r = cluster.query('ALERTS{alertstate="firing"}')
+    firing = [s["metric"]["alertname"] for s in series(r)]
+    assert not firing, firing
+
+
+def test_kepler_dashboard_queries(cluster):
+    pids = cluster.label_values("pid", "kepler_process_cpu_watts")
+    assert pids, "run with --process-metrics"
+    # Kepler's $node options come from kepler_node_cpu_info; with none, Grafana substitutes "".
+    nodes = cluster.label_values("instance", "kepler_node_cpu_info")
+    values = dict(KEPLER_VARS, process=pids[0], node=nodes[0] if nodes else "")
+    report, wrong = [], []
+    for title, expr, expected in KEPLER_QUERIES:
+        r = cluster.query(substitute(expr, values))
+        assert r["status"] == "success", (title, r)
+        got = "data" if r["data"]["result"] else "empty"
+        report.append(f"{got:5} {title}")
+        if got != expected.split(":")[0]:
+            wrong.append(f"{title}: expected {expected}, got {got}")
+    print("\n".join(report))
+    assert not wrong, "\n".join(wrong)
