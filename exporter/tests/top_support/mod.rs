@@ -172,6 +172,8 @@ pub struct Tmux {
     socket: String,
 }
 
+static NEXT_SOCKET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl Tmux {
     pub fn installed() -> bool {
         Command::new("tmux").arg("-V").output().is_ok()
@@ -180,7 +182,12 @@ impl Tmux {
     /// A session running `bash --norc` in a `width`x`height` window.
     pub fn start(width: u16, height: u16) -> Tmux {
         let tmux = Tmux {
-            socket: format!("kepler-rs-test-{}", std::process::id()),
+            // One server per Tmux: tests of one binary run in parallel.
+            socket: format!(
+                "kepler-rs-test-{}-{}",
+                std::process::id(),
+                NEXT_SOCKET.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
         };
         let out = tmux.run(&[
             "-f",
