@@ -5,7 +5,9 @@
 use crate::resource::pods::HubServer;
 use crate::snapshot::Snapshot;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -33,12 +35,21 @@ impl BuildInfo {
 
 /// Encode one snapshot. One call always sees one snapshot, so the identities hold within a scrape.
 pub fn encode(snapshot: Arc<Snapshot>, build: &BuildInfo) -> Result<String, std::fmt::Error> {
+    // About 220 bytes a series: size the buffer once instead of regrowing it (2.5 MB at 1,000 pods).
+    let zones = snapshot.zones.len().max(1);
+    let consumers: usize = snapshot
+        .pods
+        .iter()
+        .map(|p| 1 + p.containers.len())
+        .sum::<usize>()
+        + snapshot.processes.len();
+    let capacity = 220 * (2 * zones * consumers + 64);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector {
         snapshot,
         build: build.clone(),
     }));
-    let mut out = String::with_capacity(64 * 1024);
+    let mut out = String::with_capacity(capacity);
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
     Ok(out)
 }
@@ -137,18 +148,7 @@ impl Collector for SnapshotCollector {
             )?;
         }
 
-        // Pods.
-        let pod_labels = |p: &'_ crate::snapshot::PodSeries, zone: &'static str| {
-            let mut labels = vec![
-                ("node_name", node.to_string()),
-                ("pod_id", p.uid.to_string()),
-                ("pod_name", p.name.clone().unwrap_or_default()),
-                ("pod_namespace", p.namespace.clone().unwrap_or_default()),
-                ("zone", zone.to_string()),
-            ];
-            hub_labels(&mut labels, p.hub.as_ref());
-            labels
-        };
+        // Pods. Labels borrow from the snapshot: no allocation per series (1,000 pods make 12,000).
         for (name, help, kind, watts) in [
             (
                 "kepler_pod_cpu_joules",
@@ -170,7 +170,14 @@ impl Collector for SnapshotCollector {
                 s.pods.iter().flat_map(|p| {
                     s.zones.iter().enumerate().map(move |(i, z)| {
                         let v = if watts { p.watts[i] } else { p.joules[i] };
-                        (pod_labels(p, z.as_str()), v)
+                        let labels = [
+                            ("node_name", node),
+                            ("pod_id", p.uid.as_str()),
+                            ("pod_name", p.name.as_deref().unwrap_or("")),
+                            ("pod_namespace", p.namespace.as_deref().unwrap_or("")),
+                            ("zone", z.as_str()),
+                        ];
+                        (HubLabels(labels, p.hub.as_ref()), v)
                     })
                 }),
             )?;
@@ -199,15 +206,14 @@ impl Collector for SnapshotCollector {
                     p.containers.iter().flat_map(move |c| {
                         s.zones.iter().enumerate().map(move |(i, z)| {
                             let v = if watts { c.watts[i] } else { c.joules[i] };
-                            let mut labels = vec![
-                                ("node_name", node.to_string()),
-                                ("container_id", c.id.to_string()),
-                                ("container_name", c.name.clone().unwrap_or_default()),
-                                ("pod_id", p.uid.to_string()),
-                                ("zone", z.as_str().to_string()),
+                            let labels = [
+                                ("node_name", node),
+                                ("container_id", c.id.as_str()),
+                                ("container_name", c.name.as_deref().unwrap_or("")),
+                                ("pod_id", p.uid.as_str()),
+                                ("zone", z.as_str()),
                             ];
-                            hub_labels(&mut labels, p.hub.as_ref());
-                            (labels, v)
+                            (HubLabels(labels, p.hub.as_ref()), v)
                         })
                     })
                 }),
@@ -220,14 +226,13 @@ impl Collector for SnapshotCollector {
             "Names of a pod with energy series (value 1), for joins on pod_id; hub_user and hub_server only for JupyterHub user servers.",
             Gauge,
             s.pods.iter().filter(|p| p.name.is_some()).map(|p| {
-                let mut labels = vec![
-                    ("node_name", node.to_string()),
-                    ("pod_id", p.uid.to_string()),
-                    ("pod_name", p.name.clone().unwrap_or_default()),
-                    ("pod_namespace", p.namespace.clone().unwrap_or_default()),
+                let labels = [
+                    ("node_name", node),
+                    ("pod_id", p.uid.as_str()),
+                    ("pod_name", p.name.as_deref().unwrap_or("")),
+                    ("pod_namespace", p.namespace.as_deref().unwrap_or("")),
                 ];
-                hub_labels(&mut labels, p.hub.as_ref());
-                (labels, 1.0)
+                (HubLabels(labels, p.hub.as_ref()), 1.0)
             }),
         )?;
 
@@ -406,6 +411,24 @@ impl Collector for SnapshotCollector {
             Gauge,
             [(node_only, count as f64)],
         )?;
+        Ok(())
+    }
+}
+
+/// Labels of a pod or container series, plus `hub_user` and `hub_server` for JupyterHub user
+/// servers (nothing for other pods). Borrows everything: encoding allocates no label strings.
+struct HubLabels<'a, const N: usize>([(&'static str, &'a str); N], Option<&'a HubServer>);
+
+impl<const N: usize> EncodeLabelSet for HubLabels<'_, N> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)?;
+        if let Some(hub) = self.1 {
+            [
+                ("hub_user", hub.user.as_str()),
+                ("hub_server", hub.server.as_str()),
+            ]
+            .encode(encoder)?;
+        }
         Ok(())
     }
 }
