@@ -16,29 +16,6 @@ pub const DRAM_WATTS: f64 = 5.0;
 pub const PKG_RANGE_UJ: u64 = 150_000_000; // wraps every 3 s at 50 W
 pub const DRAM_RANGE_UJ: u64 = 10_000_000; // wraps every 2 s at 5 W
 
-/// The cgroup v1 `cpu` and `cpuacct` mount points, from mountinfo.
-pub fn v1_mounts() -> Option<(PathBuf, PathBuf)> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let (mut cpu, mut cpuacct) = (None, None);
-    for line in info.lines() {
-        let (pre, post) = line.split_once(" - ")?;
-        let mut post = post.split(' ');
-        if post.next() != Some("cgroup") {
-            continue;
-        }
-        let opts = post.nth(1).unwrap_or("");
-        let mount = PathBuf::from(pre.split(' ').nth(4)?);
-        let controllers: Vec<&str> = opts.split(',').collect();
-        if controllers.contains(&"cpuacct") {
-            cpuacct = Some(mount.clone());
-        }
-        if controllers.contains(&"cpu") {
-            cpu = Some(mount);
-        }
-    }
-    Some((cpu?, cpuacct?))
-}
-
 /// Cgroups and processes made by the test, removed on drop (also when an assertion fails).
 pub struct Cluster {
     pub cpu: PathBuf,

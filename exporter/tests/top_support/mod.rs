@@ -20,7 +20,7 @@ pub struct FakePods {
 impl FakePods {
     /// None when the host has no cgroup v1 cpu/cpuacct hierarchies.
     pub fn new() -> Option<FakePods> {
-        let (cpu, cpuacct) = crate::common::cgroups::v1_mounts()?;
+        let (cpu, cpuacct) = crate::common::v1_mounts()?;
         Some(FakePods {
             cpu,
             cpuacct,
