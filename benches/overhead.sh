@@ -7,6 +7,7 @@
 # (CPU per scrape, latency). Prints a markdown table. Everything created is removed on exit.
 #
 # Environment: N (pods, default 1000), PORT (default 28399), QUIET (default 10), DURATION (default 20),
+# EXTRA_ARGS (flags for `kepler-rs run`, default --no-kube),
 # SKIP_BUILD=1 (use the existing target/release/kepler-rs), CARGO (default: cargo),
 # SAVE=<file> (keep the last exposition there).
 set -euo pipefail
@@ -15,6 +16,8 @@ N=${N:-1000}
 PORT=${PORT:-28399}
 QUIET=${QUIET:-10}
 DURATION=${DURATION:-20}
+# No API server here; the CPU source is auto (eBPF as root) unless EXTRA_ARGS says otherwise.
+EXTRA_ARGS=${EXTRA_ARGS:---no-kube}
 CARGO=${CARGO:-cargo}
 # Pod UIDs and container IDs start with these, so cleanup only ever touches what this script made.
 UID_PREFIX="0be4c400-0000-4000-8000"
@@ -93,7 +96,8 @@ stats() { # min median max of numbers on stdin, scaled by $1, formatted with $2 
 URL="http://127.0.0.1:$PORT/metrics"
 
 # --- run
-"$BIN" run --listen "127.0.0.1:$PORT" --interval 1s --node-name bench >"$LOG" 2>&1 &
+# shellcheck disable=SC2086 # EXTRA_ARGS is a list of flags
+"$BIN" run --listen "127.0.0.1:$PORT" --interval 1s --node-name bench $EXTRA_ARGS >"$LOG" 2>&1 &
 PID=$!
 for ((i = 0; i < 100; i++)); do
     curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
