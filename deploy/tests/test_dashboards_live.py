@@ -27,14 +27,12 @@ from live_cluster import DRAM_WATTS, NODE_NAME, PKG_WATTS, LiveCluster, get
 # the fake libnvidia-ml (NVML) that is being built for the GPU tests; then give a fake pod a GPU process
 # and delete the GPU entries below (the JupyterHub GPU targets included: their hub_user side is tested).
 GPU = "needs GPU series: kepler_node_gpu_joules_total / kepler_pod_gpu_joules_total (no GPU here until a fake libnvidia-ml)"
-NO_ERRORS = "kepler_exporter_source_errors_total has no series while no input fails"
 
 # (dashboard uid, panel title, refId) -> why it may be empty today.
 NEEDS_LATER: dict[tuple[str, str, str], str] = {
     ("kepler-rs-cluster", "Cluster GPU power", "A"): GPU,
     ("kepler-rs-cluster", "GPU vs CPU power", "B"): GPU,
     ("kepler-rs-node", "GPU power", "A"): GPU,
-    ("kepler-rs-node", "Input errors", "A"): NO_ERRORS,
     ("kepler-rs-pods", "GPU power per pod", "A"): GPU,
     **{("kepler-rs-jupyterhub", title, ref): GPU for title, ref in [
         ("Power per user (GPU)", "A"), ("Energy today per user", "B"), ("Energy this week per user", "B"),
@@ -360,6 +358,15 @@ def test_hub_user_recording_rule_matches_the_users_pods(cluster):
             "start": f"{stamps[user] - 3:.3f}", "end": f"{stamps[user]:.3f}", "step": "0.1"})
         (s,) = series(r)
         assert any(close(recorded[user], float(v)) for _, v in s["values"]), (user, recorded[user], s["values"])
+
+
+def test_input_errors_panel_shows_the_ebpf_fallback(cluster):
+    # --sysfs is a fake tree without kernel/btf, so --cpu-source auto counts eBPF as unavailable
+    # (no_btf) once and falls back to cgroup counters: the panel's one deterministic series.
+    dash = dashboard("kepler-rs-node")
+    expr = substitute(target(dash, "Input errors"), {"node": NODE_NAME, "__rate_interval": "1h"})
+    got = {(s["metric"]["source"], s["metric"]["kind"]) for s in series(cluster.query(expr))}
+    assert got == {("ebpf", "no_btf")}, got
 
 
 def test_no_alert_fires_on_a_healthy_node(cluster):
