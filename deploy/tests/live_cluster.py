@@ -1,9 +1,14 @@
 """A real kepler-rs and a real Prometheus on this machine, for the dashboard and rule tests.
 
-As root: kubelet-like cgroups (cgroup v1 cpu + cpuacct, cgroupfs layout) with two fake pods whose
-busy loops are held at known duty cycles by CFS quotas, a simulated powercap tree (package 50 W,
-dram 5 W), the kepler-rs binary built by cargo, and Debian's prometheus scraping it every second
-with deploy/alerts/kepler-rs.rules.yaml loaded. Everything is removed on exit.
+As root: kubelet-like cgroups (cgroup v1 cpu + cpuacct, cgroupfs layout) with four fake pods whose
+busy loops are held at known duty cycles by CFS quotas, a fake Kubernetes API server
+(fake_kube_api.py, HTTPS with a CA made at test time) that lists those pods with their names,
+JupyterHub labels and container IDs, a simulated powercap tree (package 50 W, dram 5 W), the
+kepler-rs binary built by cargo (run with --kubeconfig), and Debian's prometheus scraping it every
+second with deploy/alerts/kepler-rs.rules.yaml loaded. Everything is removed on exit.
+
+The pods (FAKE_PODS): three JupyterHub user servers, for two users (alice with her default server and
+a named server "analysis", bob with his default server), and one ordinary pod with two containers.
 """
 from __future__ import annotations
 
@@ -17,12 +22,44 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from conftest import ALERTS, REPO, skip_or_fail
+from fake_kube_api import FakeKubeApi
 
 PKG_WATTS, DRAM_WATTS = 50.0, 5.0
 NODE_NAME = "dashboards-node"
+HUB_NAMESPACE = "jhub"
+
+
+@dataclass(frozen=True)
+class FakePod:
+    """A pod as the kubelet (cgroups) and the API server (a Pod object) both show it."""
+    key: str  # the test's name for it; also the first 8 hex digits of its UID
+    name: str
+    namespace: str
+    qos: str  # burstable | besteffort: its cgroup's parent
+    containers: tuple[tuple[str, int, float], ...]  # (name, container-ID tag, CFS duty cycle)
+    hub_user: str | None = None  # raw JupyterHub username (the annotation); None: not a user server
+    hub_user_label: str = ""  # the escaped label kubespawner sets beside it
+    hub_server: str = ""  # named server; "" for the default server
+    labels: dict = field(default_factory=dict)
+
+
+# Keys are hex so that they can start the pod UIDs; duty cycles add up to 0.6 of one CPU.
+FAKE_PODS = (
+    FakePod("a11ce000", "jupyter-alice-smith-uni-edu---6c5a1f3e", HUB_NAMESPACE, "burstable",
+            (("notebook", 0xa1, 0.30),), hub_user="alice.smith@uni.edu", hub_user_label="alice-smith-uni-edu---6c5a1f3e"),
+    FakePod("a11ce5e1", "jupyter-alice-smith-uni-edu---6c5a1f3e--analysis", HUB_NAMESPACE, "burstable",
+            (("notebook", 0xa2, 0.05),), hub_user="alice.smith@uni.edu", hub_user_label="alice-smith-uni-edu---6c5a1f3e",
+            hub_server="analysis"),
+    FakePod("b0b00000", "jupyter-bob", HUB_NAMESPACE, "burstable", (("notebook", 0xb1, 0.10),),
+            hub_user="bob", hub_user_label="bob"),
+    # Not a user server: its series must carry pod_name but no hub_user/hub_server.
+    FakePod("eeeeeeee", "web-5d8f7c9b4-x2x7k", "web", "besteffort",
+            (("app", 0xe1, 0.10), ("log-shipper", 0xe2, 0.05)), labels={"app": "web", "pod-template-hash": "5d8f7c9b4"}),
+)
 
 
 def free_port() -> int:
@@ -102,9 +139,51 @@ class LiveCluster:
         self.dirs: list[str] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="kepler-rs-dashboards-"))
         self.powercap: Powercap | None = None
-        tag = os.getpid()
+        self.api: FakeKubeApi | None = None
+        self.tag = os.getpid()
+        self.pods = FAKE_PODS
         # Unique per run, distinct from the Rust end-to-end test's aaaaaaaa/bbbbbbbb pods.
-        self.pod_uids = [f"dddddddd-0000-4000-8000-{tag:012x}", f"eeeeeeee-0000-4000-8000-{tag:012x}"]
+        self.pod_uids = [self.uid(p) for p in self.pods]
+
+    def uid(self, pod: FakePod) -> str:
+        return f"{pod.key}-0000-4000-8000-{self.tag:012x}"
+
+    def container_id(self, tag: int) -> str:
+        return f"{tag:08x}{self.tag:056x}"
+
+    def uids_of_user(self, hub_user: str) -> list[str]:
+        return [self.uid(p) for p in self.pods if p.hub_user == hub_user]
+
+    def hub_users(self) -> set[str]:
+        return {p.hub_user for p in self.pods if p.hub_user}
+
+    def pod_object(self, pod: FakePod) -> dict:
+        """The Pod as the API server returns it (what kubespawner and the kubelet would have set)."""
+        labels = dict(pod.labels)
+        annotations = {}
+        if pod.hub_user is not None:
+            labels.update({"app": "jupyterhub", "component": "singleuser-server", "release": "jupyterhub",
+                           "heritage": "jupyterhub", "hub.jupyter.org/username": pod.hub_user_label,
+                           "hub.jupyter.org/servername": pod.hub_server})
+            annotations = {"hub.jupyter.org/username": pod.hub_user, "hub.jupyter.org/servername": pod.hub_server}
+        started = "2025-03-10T09:14:20Z"
+        return {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": self.uid(pod),
+                         "resourceVersion": "4000", "creationTimestamp": "2025-03-10T09:14:02Z",
+                         "labels": labels, "annotations": annotations},
+            "spec": {"nodeName": NODE_NAME,
+                     "containers": [{"name": n, "image": "registry.example/fake:1"} for n, _, _ in pod.containers]},
+            "status": {
+                "phase": "Running", "qosClass": pod.qos.capitalize(), "startTime": started,
+                "containerStatuses": [
+                    {"name": n, "ready": True, "restartCount": 0, "started": True,
+                     "image": "registry.example/fake:1", "imageID": "registry.example/fake@sha256:" + "0" * 64,
+                     "containerID": f"containerd://{self.container_id(tag)}",
+                     "state": {"running": {"startedAt": started}}}
+                    for n, tag, _ in pod.containers],
+            },
+        }
 
     # -- cgroups ---------------------------------------------------------------------------------
     def mkdir(self, rel: str):
@@ -120,16 +199,14 @@ class LiveCluster:
         self.procs.append(p)
 
     def make_pods(self):
-        uid_a, uid_b = self.pod_uids
-        tag = os.getpid()
-        cid = lambda n: f"{n:08x}{tag:056x}"
-        pod_a, pod_b = f"kubepods/burstable/pod{uid_a}", f"kubepods/besteffort/pod{uid_b}"
-        for d in ["kubepods", "kubepods/burstable", "kubepods/besteffort", pod_a, pod_b,
-                  f"{pod_a}/{cid(0xd1)}", f"{pod_b}/{cid(0xe1)}", f"{pod_b}/{cid(0xe2)}"]:
+        for d in ["kubepods", "kubepods/burstable", "kubepods/besteffort"]:
             self.mkdir(d)
-        self.busy(f"{pod_a}/{cid(0xd1)}", 0.40)
-        self.busy(f"{pod_b}/{cid(0xe1)}", 0.10)
-        self.busy(f"{pod_b}/{cid(0xe2)}", 0.10)
+        for pod in self.pods:
+            pod_dir = f"kubepods/{pod.qos}/pod{self.uid(pod)}"
+            self.mkdir(pod_dir)
+            for _, tag, duty in pod.containers:
+                self.mkdir(f"{pod_dir}/{self.container_id(tag)}")
+                self.busy(f"{pod_dir}/{self.container_id(tag)}", duty)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "LiveCluster":
@@ -159,12 +236,16 @@ class LiveCluster:
         os.symlink("/sys/fs", sysfs / "fs")
         self.powercap = Powercap(sysfs)
         self.powercap.start()
+        self.api = FakeKubeApi(self.tmp / "kube", NODE_NAME, [self.pod_object(p) for p in self.pods])
         self.exporter_port = free_port()
         self.procs.append(subprocess.Popen(
             [str(binary), "run", "--listen", f"127.0.0.1:{self.exporter_port}", "--sysfs", str(sysfs),
              "--interval", "1s", "--node-name", NODE_NAME, "--grace-period", "60s", "--process-metrics",
-             "--idle-watts", "package=20,dram=2"],
+             "--idle-watts", "package=20,dram=2", "--kubeconfig", str(self.api.kubeconfig)],
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / "exporter.log", "w")))
+        # Prometheus starts once the exporter serves every pod with its names, so that no pod series
+        # without pod_name/hub_user is ever stored (the per-user sums are compared with per-pod sums).
+        self.wait_for_pod_names()
         self.prom_port = free_port()
         config = self.tmp / "prometheus.yml"
         shutil.copy(ALERTS / "kepler-rs.rules.yaml", self.tmp / "kepler-rs.rules.yaml")
@@ -178,8 +259,33 @@ class LiveCluster:
              f"--web.listen-address=127.0.0.1:{self.prom_port}", "--log.level=warn"],
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / "prometheus.log", "w")))
 
+    def exporter_metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.exporter_port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    def wait_for_pod_names(self, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            exporter = self.procs[-1]
+            if exporter.poll() is not None:
+                raise AssertionError(f"kepler-rs exited with {exporter.returncode}:\n"
+                                     + (self.tmp / "exporter.log").read_text()[-3000:])
+            try:
+                text = self.exporter_metrics()
+            except OSError:
+                text = ""
+            info = [line for line in text.splitlines() if line.startswith("kepler_pod_info{")]
+            if all(any(f'pod_id="{uid}"' in line and 'pod_name="' in line for line in info) for uid in self.pod_uids):
+                return
+            time.sleep(0.2)
+        raise AssertionError("kepler-rs never named the fake pods (kepler_pod_info); fake API requests: "
+                             f"{self.api.seen() if self.api else None}\n"
+                             + (self.tmp / "exporter.log").read_text()[-3000:] + "\n"
+                             + "\n".join(l for l in text.splitlines() if "pod_metadata" in l))
+
     def wait_for_data(self, seconds: float = 20, timeout: float = 120):
-        """Until both fake pods have been scraped for `seconds`."""
+        """Until every fake pod has been scraped for `seconds`."""
         deadline = time.monotonic() + timeout
         first = None
         while time.monotonic() < deadline:
@@ -189,7 +295,7 @@ class LiveCluster:
                     raise AssertionError(f"{p.args[0]} exited with {p.returncode}:\n{logs}")
             try:
                 r = self.query('count(kepler_pod_cpu_watts{zone="package", pod_id=~"' + "|".join(self.pod_uids) + '"})')
-                seen = r["status"] == "success" and r["data"]["result"] and float(r["data"]["result"][0]["value"][1]) >= 2
+                seen = r["status"] == "success" and r["data"]["result"] and float(r["data"]["result"][0]["value"][1]) >= len(self.pod_uids)
             except OSError:
                 seen = False
             if seen and first is None:
@@ -197,10 +303,13 @@ class LiveCluster:
             if first is not None and time.monotonic() - first >= seconds:
                 return
             time.sleep(0.5)
-        raise AssertionError("Prometheus never saw both fake pods")
+        raise AssertionError("Prometheus never saw every fake pod")
 
-    def query(self, expr: str) -> dict:
-        return get(self.prom_port, "/api/v1/query", {"query": expr})
+    def query(self, expr: str, at: float | None = None) -> dict:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        return get(self.prom_port, "/api/v1/query", params)
 
     def query_range(self, expr: str, seconds: int = 20, step: str = "2s") -> dict:
         now = time.time()
@@ -217,6 +326,9 @@ class LiveCluster:
             p.kill()
             p.wait()
         self.procs.clear()
+        if self.api:
+            self.api.stop()
+            self.api = None
         if self.powercap:
             self.powercap.stop.set()
             self.powercap.join()
