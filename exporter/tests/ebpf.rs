@@ -329,3 +329,57 @@ fn without_cap_bpf_auto_falls_back_and_ebpf_exits_2() {
     );
     assert!(log.contains("CAP_BPF"), "{log}");
 }
+
+#[test]
+fn idle_pod_keeps_its_series_in_ebpf_mode() {
+    // Regression: eBPF only sees pods that ran. An idle pod (a notebook nobody touches) must not be
+    // taken for an ended one: it keeps its series past the grace period, at 0 W.
+    const TEST: &str = "idle_pod_keeps_its_series_in_ebpf_mode";
+    if !Path::new(BTF).exists() && privileged(TEST, "loads eBPF programs") {
+        skip(TEST, "kernel without BTF");
+        return;
+    }
+    let Some(mut cluster) = common::cgroups::Cluster::open(TEST) else {
+        return;
+    };
+    let uid = format!("1d1e0000-0000-4000-8000-{:012x}", std::process::id());
+    let pod = format!("kubepods/besteffort/pod{uid}");
+    for d in ["kubepods", "kubepods/besteffort", &pod] {
+        cluster.mkdir(d);
+    }
+    cluster.mkdir(&format!("{pod}/{:064x}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/sys/fs", tmp.path().join("fs")).unwrap();
+    std::os::unix::fs::symlink("/sys/kernel", tmp.path().join("kernel")).unwrap();
+    let mut e = Exporter::start(&[
+        "--sysfs",
+        tmp.path().to_str().unwrap(),
+        "--cpu-source",
+        "ebpf",
+        "--no-kube",
+        "--interval",
+        "300ms",
+        "--grace-period",
+        "1s",
+    ]);
+    e.wait_ready(Duration::from_secs(20));
+    // Three grace periods with no process in the pod.
+    std::thread::sleep(Duration::from_secs(3));
+    let s = parse(&e.get("/metrics").1);
+    assert_eq!(
+        label_values(&s, "kepler_exporter_cpu_source_info", "source"),
+        vec!["ebpf"]
+    );
+    let series: Vec<_> = s
+        .iter()
+        .filter(|(k, _)| k.name == "kepler_pod_cpu_watts" && k.labels.get("pod_id") == Some(&uid))
+        .collect();
+    assert!(
+        !series.is_empty(),
+        "idle pod {uid} has no series in eBPF mode"
+    );
+    assert!(
+        series.iter().all(|(_, w)| *w == 0.0),
+        "idle pod draws power: {series:?}"
+    );
+}

@@ -335,6 +335,28 @@ impl CgroupActivity {
         }
     }
 
+    /// The pods whose cgroup directories exist now, without reading any counter (a few readdirs:
+    /// the walk stops at pod directories). Sources that only see busy consumers (eBPF) use it so an
+    /// idle pod is not taken for an ended one.
+    pub fn present_pods(&mut self) -> (Vec<PodUid>, Vec<SourceIssue>) {
+        if !self.settled {
+            self.recheck_hierarchy();
+        }
+        let none = HashMap::new();
+        let mut walk = Walk {
+            counter: None,
+            previous: &none,
+            next: HashMap::new(),
+            pods: Vec::new(),
+            issues: Vec::new(),
+        };
+        walk.visit(&self.active.root, 0, false);
+        let mut uids: Vec<PodUid> = walk.pods.into_iter().map(|p| p.uid).collect();
+        uids.sort();
+        uids.dedup();
+        (uids, walk.issues)
+    }
+
     /// The hierarchy root being walked.
     pub fn root(&self) -> &Path {
         &self.active.root
@@ -391,7 +413,8 @@ fn read_mountinfo(procfs_root: &Path) -> Result<(PathBuf, String)> {
 
 /// State of one sample's walk.
 struct Walk<'a> {
-    counter: CounterFile,
+    /// None: presence only (pod directories are listed, no counter is read).
+    counter: Option<CounterFile>,
     previous: &'a HashMap<PathBuf, CpuNanos>,
     next: HashMap<PathBuf, CpuNanos>,
     pods: Vec<PodActivity>,
@@ -420,6 +443,14 @@ impl Walk<'_> {
     }
 
     fn visit_pod(&mut self, uid: PodUid, pod_dir: &Path) {
+        if self.counter.is_none() {
+            self.pods.push(PodActivity {
+                uid,
+                cpu_time: CpuNanos::ZERO,
+                containers: Vec::new(),
+            });
+            return;
+        }
         let Some(children) = self.list_dirs(pod_dir) else {
             return;
         };
@@ -490,9 +521,10 @@ impl Walk<'_> {
     /// Reads the counter of the cgroup at `dir` and returns its delta since the previous sample:
     /// the whole counter for a cgroup not seen before or one whose counter went backwards (recreated).
     fn read_delta(&mut self, dir: &Path) -> Option<CpuNanos> {
-        let path = dir.join(self.counter.file_name());
+        let counter = self.counter?;
+        let path = dir.join(counter.file_name());
         let current = match fs::read_to_string(&path) {
-            Ok(content) => match self.counter.parse(&content) {
+            Ok(content) => match counter.parse(&content) {
                 Ok(value) => value,
                 Err(reason) => {
                     self.issue(Error::ParseCounter { path, reason });
@@ -546,7 +578,7 @@ impl ActivitySource for CgroupActivity {
             self.recheck_hierarchy();
         }
         let mut walk = Walk {
-            counter: self.active.counter,
+            counter: Some(self.active.counter),
             previous: &self.previous,
             next: HashMap::with_capacity(self.previous.len()),
             pods: Vec::new(),
@@ -927,6 +959,24 @@ mod tests {
     }
 
     #[test]
+    fn present_pods_lists_pod_directories_without_reading_counters() {
+        let tmp = TempDir::new().unwrap();
+        let root = tmp.path();
+        let counter = CounterFile::CpuStat;
+        // An idle pod: directories only, no counter file anywhere.
+        fs::create_dir_all(pod_dir(root, Layout::Cgroupfs, UID_A).join(C1)).unwrap();
+        write_counter(&pod_dir(root, Layout::Systemd, UID_B), counter, 5_000);
+        fs::create_dir_all(root.join("system.slice").join(format!("pod{UID_A}"))).unwrap();
+        let mut source = CgroupActivity::with_root(root.to_path_buf(), counter);
+        let (pods, issues) = source.present_pods();
+        let uids: Vec<&str> = pods.iter().map(|p| p.as_str()).collect();
+        assert_eq!(uids, vec![UID_B, UID_A]);
+        assert!(issues.is_empty(), "{issues:?}");
+        // Presence does not touch the counter baselines.
+        assert!(source.previous.is_empty());
+    }
+
+    #[test]
     fn unlistable_dir_keeps_the_baselines_below_it() {
         // Regression: a pod directory that still exists but fails to list (EMFILE, EACCES) must keep
         // its children's baselines, or the next good walk reports their whole counters again.
@@ -939,7 +989,7 @@ mod tests {
         previous.insert(pod.clone(), CpuNanos(1_500));
         previous.insert(tmp.path().join("other"), CpuNanos(7));
         let mut walk = Walk {
-            counter: CounterFile::CpuacctUsage,
+            counter: Some(CounterFile::CpuacctUsage),
             previous: &previous,
             next: HashMap::new(),
             pods: Vec::new(),

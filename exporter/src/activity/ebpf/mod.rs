@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 
-use super::cgroup::{parse_mountinfo, rebase_mount_point, CgroupVersion};
+use super::cgroup::{parse_mountinfo, rebase_mount_point, CgroupActivity, CgroupVersion};
 use super::{ActivitySample, ActivitySource, ContainerActivity, PodActivity, SourceStats};
 use crate::config::HostRoots;
 use crate::resource::cgroup_path::CgroupOwner;
@@ -133,6 +133,9 @@ pub struct EbpfActivity {
     resolver: Resolver,
     drained: Drained,
     counters: EbpfCounters,
+    /// Which pods exist, busy or not: eBPF only sees pods that ran, and an idle pod must not be
+    /// taken for an ended one (its series would end after the grace period and restart at 0).
+    presence: Option<CgroupActivity>,
 }
 
 impl EbpfActivity {
@@ -147,11 +150,19 @@ impl EbpfActivity {
             cgroups = resolver.known_cgroups(),
             "eBPF attached to sched_switch and sched_process_exit; no PMU counters are read, so pods are split by on-CPU time"
         );
+        let presence = match CgroupActivity::discover(&roots.sysfs, &roots.procfs) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(error = %e, "no cgroup hierarchy to list pods: a pod idle for longer than the grace period loses its series");
+                None
+            }
+        };
         Ok(EbpfActivity {
             program,
             resolver,
             drained: Drained::default(),
             counters: EbpfCounters::default(),
+            presence,
         })
     }
 
@@ -194,6 +205,22 @@ impl EbpfActivity {
         let pods = aggregate(&mut self.resolver, &self.drained);
         Ok((pods, issues))
     }
+}
+
+/// Adds pods that exist but did not run this interval, with no time, keeping the order by UID.
+pub fn add_idle_pods(pods: &mut Vec<PodActivity>, present: Vec<PodUid>) {
+    let busy: std::collections::HashSet<PodUid> = pods.iter().map(|p| p.uid.clone()).collect();
+    pods.extend(
+        present
+            .into_iter()
+            .filter(|uid| !busy.contains(uid))
+            .map(|uid| PodActivity {
+                uid,
+                cpu_time: CpuNanos::ZERO,
+                containers: Vec::new(),
+            }),
+    );
+    pods.sort_by(|a, b| a.uid.cmp(&b.uid));
 }
 
 /// Resolves every drained entry and sums time per pod and container. Entries of unknown consumers
@@ -256,7 +283,14 @@ impl ActivitySource for EbpfActivity {
 
     fn sample(&mut self) -> ActivitySample {
         match self.drain() {
-            Ok((pods, issues)) => ActivitySample { pods, issues },
+            Ok((mut pods, mut issues)) => {
+                if let Some(presence) = &mut self.presence {
+                    let (present, presence_issues) = presence.present_pods();
+                    issues.extend(presence_issues);
+                    add_idle_pods(&mut pods, present);
+                }
+                ActivitySample { pods, issues }
+            }
             Err(error) => {
                 tracing::debug!(error = %error, "eBPF drain failed");
                 ActivitySample {
@@ -305,6 +339,22 @@ mod tests {
             on_cpu_ns: ns,
             switches: 1,
         }
+    }
+
+    #[test]
+    fn idle_pods_are_reported_with_no_time_and_busy_ones_keep_theirs() {
+        let uid = |s: &str| PodUid::parse(s).unwrap();
+        let mut pods = vec![PodActivity {
+            uid: uid(UID),
+            cpu_time: CpuNanos(7),
+            containers: Vec::new(),
+        }];
+        let idle = "00000000-1111-2222-3333-444444444444";
+        add_idle_pods(&mut pods, vec![uid(UID), uid(idle)]);
+        assert_eq!(pods.len(), 2);
+        assert_eq!(pods[0].uid, uid(idle));
+        assert_eq!(pods[0].cpu_time, CpuNanos::ZERO);
+        assert_eq!(pods[1].cpu_time, CpuNanos(7));
     }
 
     #[test]
