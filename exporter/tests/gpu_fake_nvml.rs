@@ -21,6 +21,9 @@ const NAME1: &str = "NVIDIA Fake T4";
 const FOREIGN_PID: u32 = 4_194_400;
 const IDLE_W: f64 = 50.0;
 
+/// The pod tests share the kubepods cgroups they create and remove: one at a time.
+static CGROUPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The fake library, built for one test, and its script.
 struct FakeNvml {
     dir: tempfile::TempDir,
@@ -390,16 +393,17 @@ fn fake_nvml_driver_restart_reinitialises_and_rebaselines() {
     assert_eq!(fake.calls("nvmlShutdown", 1), 0, "shutdown without init");
 }
 
-#[test]
-fn fake_nvml_gpu_energy_follows_processes_into_their_pods() {
-    let test = "fake_nvml_gpu_energy_follows_processes_into_their_pods";
-    let Some(fake) = FakeNvml::build(test) else {
-        return;
-    };
-    let Some(mut cluster) = Cluster::open(test) else {
-        return;
-    };
-    let tag = std::process::id();
+/// Two kubelet-shaped pods with one container each, each holding a real (sleeping) process.
+struct Pods {
+    uid_a: String,
+    uid_b: String,
+    cid_a: String,
+    pid_a: u32,
+    pid_b: u32,
+}
+
+fn two_pods(cluster: &mut Cluster, variant: u32) -> Pods {
+    let tag = std::process::id() * 4 + variant;
     let uid_a = format!("aaaaaaaa-0000-4000-8000-{tag:012x}");
     let uid_b = format!("bbbbbbbb-0000-4000-8000-{tag:012x}");
     let cid = |n: u32| format!("{n:08x}{tag:056x}");
@@ -420,7 +424,6 @@ fn fake_nvml_gpu_energy_follows_processes_into_their_pods() {
     ] {
         cluster.mkdir(d);
     }
-    // Two real processes in the two pods' containers; the fake NVML reports them as GPU users.
     let mut sleeper = |rel: &str| {
         let child = Command::new("sleep").arg("600").spawn().unwrap();
         let pid = child.id();
@@ -429,6 +432,34 @@ fn fake_nvml_gpu_energy_follows_processes_into_their_pods() {
         pid
     };
     let (pid_a, pid_b) = (sleeper(&ca), sleeper(&cb));
+    Pods {
+        uid_a,
+        uid_b,
+        cid_a: cid(0xa1),
+        pid_a,
+        pid_b,
+    }
+}
+
+#[test]
+fn fake_nvml_gpu_energy_follows_processes_into_their_pods() {
+    let test = "fake_nvml_gpu_energy_follows_processes_into_their_pods";
+    let _serial = CGROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(fake) = FakeNvml::build(test) else {
+        return;
+    };
+    let Some(mut cluster) = Cluster::open(test) else {
+        return;
+    };
+    let Pods {
+        uid_a,
+        uid_b,
+        cid_a,
+        pid_a,
+        pid_b,
+    } = two_pods(&mut cluster, 1);
     let script = |procs: &str| format!("device {UUID0}\nname {NAME0}\nwatts 300\n{procs}");
 
     // Phase 1: pod A's process is the GPU's only process: pod A gets all of its active energy.
@@ -474,7 +505,7 @@ fn fake_nvml_gpu_energy_follows_processes_into_their_pods() {
     );
     assert_eq!(
         label_values(&s2, "kepler_container_gpu_joules_total", "container_id"),
-        [cid(0xa1)]
+        [cid_a.as_str()]
     );
     assert_gpu_identities(&s2);
     assert_promtool_clean(test, &text2);
@@ -517,4 +548,57 @@ fn fake_nvml_gpu_energy_follows_processes_into_their_pods() {
     );
     assert_gpu_identities(&s5);
     assert_promtool_clean(test, &text5);
+}
+
+#[test]
+fn fake_nvml_mig_instances_share_by_size_and_label_pods() {
+    let test = "fake_nvml_mig_instances_share_by_size_and_label_pods";
+    let _serial = CGROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(fake) = FakeNvml::build(test) else {
+        return;
+    };
+    let Some(mut cluster) = Cluster::open(test) else {
+        return;
+    };
+    let p = two_pods(&mut cluster, 2);
+    // MIG on: a 10 GiB and a 30 GiB instance, pod B's process in the first, pod A's in the second.
+    fake.set(&format!(
+        "device {UUID0}\nname {NAME0}\nwatts 250\n\
+         mig MIG-small 10240\nmig MIG-large 30720\n\
+         process {} 0 mig=0\nprocess {} 0 mig=1\n",
+        p.pid_b, p.pid_a
+    ));
+    let e = fake.start(&[]);
+    let (_, s1) = scrape_after_tick(&e);
+    std::thread::sleep(Duration::from_secs(3));
+    let (text2, s2) = scrape_after_tick(&e);
+    let pod = |s: &[(Key, f64)], uid: &str, instance: &str| {
+        sum(
+            s,
+            "kepler_pod_gpu_joules_total",
+            &[("pod_id", uid), ("gpu_instance", instance)],
+        )
+    };
+    let da = pod(&s2, &p.uid_a, "MIG-large") - pod(&s1, &p.uid_a, "MIG-large");
+    let db = pod(&s2, &p.uid_b, "MIG-small") - pod(&s1, &p.uid_b, "MIG-small");
+    let active = device(&s2, "kepler_node_gpu_active_joules_total", UUID0)
+        - device(&s1, "kepler_node_gpu_active_joules_total", UUID0);
+    assert!(db > 0.0, "pod B got nothing in MIG-small:\n{text2}");
+    assert!(
+        rel_close(da / db, 3.0, 1e-6),
+        "split {:.6}, want 3 (30 GiB : 10 GiB)",
+        da / db
+    );
+    assert!(rel_close(da + db, active, 1e-9));
+    assert_gpu_identities(&s2);
+    assert_promtool_clean(test, &text2);
+    // The MIG queries ran on the real path: memory info with nvml-wrapper's struct version accepted,
+    // and running processes asked per MIG device handle; utilisation is never asked in MIG mode.
+    assert!(fake.calls("nvmlDeviceGetMigDeviceHandleByIndex", 0) >= 2);
+    assert!(fake.calls("nvmlDeviceGetMemoryInfo_v2", 0) >= 2);
+    assert_eq!(fake.calls("nvmlDeviceGetMemoryInfo_v2", 25), 0);
+    assert_eq!(fake.calls("nvmlDeviceGetProcessUtilization", 0), 0);
+    assert_eq!(fake.calls("nvmlDeviceGetProcessUtilization", 3), 0);
 }
