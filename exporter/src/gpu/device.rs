@@ -46,6 +46,9 @@ pub struct DeviceReading {
     pub slot: usize,
     /// Energy over the interval; `None` when this reading only set the baseline.
     pub energy: Option<Joules>,
+    /// Seconds that `energy` covers: since the device's last good reading, so longer than the tick
+    /// after the device failed for a while (its energy arrives late, not lost).
+    pub seconds: f64,
     pub processes: Vec<ProcessUse>,
 }
 
@@ -66,6 +69,8 @@ struct DeviceState {
     /// Newest utilisation timestamp seen (µs), for the next query.
     last_util_us: u64,
     util_supported: bool,
+    /// Seconds since the last good energy reading (more than one tick while the device fails).
+    unread_secs: f64,
 }
 
 impl DeviceState {
@@ -77,6 +82,7 @@ impl DeviceState {
             last_power_w: None,
             last_util_us: 0,
             util_supported: true,
+            unread_secs: 0.0,
         }
     }
 }
@@ -125,8 +131,11 @@ impl DeviceSampler {
     pub fn sample(&mut self, elapsed: Duration) -> GpuSample {
         let mut out = GpuSample::default();
         let mut driver_failures = 0usize;
+        for d in &mut self.devices {
+            d.unread_secs += elapsed.as_secs_f64();
+        }
         for slot in 0..self.devices.len() {
-            match self.sample_device(slot, elapsed, &mut out.issues) {
+            match self.sample_device(slot, &mut out.issues) {
                 Ok(reading) => out.devices.push(reading),
                 Err(e) => {
                     if e.is_driver_failure() {
@@ -166,27 +175,29 @@ impl DeviceSampler {
     fn sample_device(
         &mut self,
         slot: usize,
-        elapsed: Duration,
         issues: &mut Vec<SourceIssue>,
     ) -> Result<DeviceReading, GpuError> {
-        let energy = self.read_energy(slot, elapsed, issues)?;
+        let energy = self.read_energy(slot, issues)?;
+        let seconds = std::mem::take(&mut self.devices[slot].unread_secs);
         let processes = self.read_processes(slot, issues);
         Ok(DeviceReading {
             slot,
             energy,
+            seconds,
             processes,
         })
     }
 
+    /// Energy since the last good reading (`unread_secs` ago: the anomaly bound and the power
+    /// integral use that span, not the tick, so a device that failed for a while loses nothing).
     fn read_energy(
         &mut self,
         slot: usize,
-        elapsed: Duration,
         issues: &mut Vec<SourceIssue>,
     ) -> Result<Option<Joules>, GpuError> {
         let state = &mut self.devices[slot];
         let index = state.info.index;
-        let secs = elapsed.as_secs_f64();
+        let secs = state.unread_secs;
         if state.method != Some(EnergyMethod::PowerIntegral) {
             match self.driver.total_energy_mj(index) {
                 Ok(mj) => {

@@ -138,12 +138,13 @@ impl GpuMonitor {
             else {
                 continue;
             };
+            // The reading may span more than this tick (the device failed before): so does idle.
             let idle = idle_energy(
                 self.idle_watts,
                 &mut self.learned_idle_watts,
                 reading.slot,
                 total,
-                secs,
+                reading.seconds,
             );
             let assignment = Assignment {
                 whole: assignments
@@ -477,6 +478,58 @@ mod tests {
             s.devices[1].total_joules, 200.0,
             "no joule lost across the failure"
         );
+        check_identities(&s);
+    }
+
+    /// Regression: the catch-up reading after a long failure spans every missed tick. It used to be
+    /// judged against one tick (a false `counter_anomaly` that threw the energy away once the missed
+    /// time × power passed 5 kW·tick), integrated power over one tick only, and got one tick of idle.
+    #[test]
+    fn a_device_failing_for_many_ticks_loses_no_energy_and_gets_idle_for_the_whole_gap() {
+        let proc_dir = procfs(&[]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.energy_mj = Some(1_000);
+        let mut d1 = ScriptedDevice::new(1, "GPU-1");
+        d1.energy_mj = None; // power integral
+        d1.power_mw = 100_000;
+        let script = ScriptHandle::new(vec![d0, d1]);
+        let mut m = monitor(&script, proc_dir.path(), Some(50.0));
+        let mut issues = Vec::new();
+        m.tick(None, Duration::ZERO, &mut issues);
+        {
+            let mut s = script.lock();
+            s.devices[0].fail = Some("unknown");
+            s.devices[1].fail = Some("unknown");
+        }
+        // 20 one-second ticks of failure (both devices: "unknown" is no driver failure, no reinit).
+        for t in 1..=20 {
+            m.tick(
+                Some(Duration::from_secs(1)),
+                Duration::from_secs(t),
+                &mut issues,
+            );
+        }
+        assert_eq!(issues.len(), 40, "{issues:?}");
+        issues.clear();
+        {
+            let mut s = script.lock();
+            s.devices[0].fail = None;
+            s.devices[1].fail = None;
+            // 21 s at 300 W: 6.3 kJ, more than 5 kW over one tick.
+            s.devices[0].energy_mj = Some(1_000 + 6_300_000);
+        }
+        m.tick(
+            Some(Duration::from_secs(1)),
+            Duration::from_secs(21),
+            &mut issues,
+        );
+        assert!(issues.is_empty(), "{issues:?}");
+        let s = m.snapshot(&NoPodMetadata);
+        assert!((s.devices[0].total_joules - 6_300.0).abs() < 1e-9);
+        assert!((s.devices[0].idle_joules - 50.0 * 21.0).abs() < 1e-9);
+        // Constant 100 W over the 21 s since the baseline.
+        assert!((s.devices[1].total_joules - 2_100.0).abs() < 1e-9);
+        assert!((s.devices[1].idle_joules - 50.0 * 21.0).abs() < 1e-9);
         check_identities(&s);
     }
 

@@ -55,8 +55,23 @@ impl Exporter {
         Exporter::start_under(&[], port, args)
     }
 
+    /// Start with extra environment variables (e.g. `LD_LIBRARY_PATH` for the fake NVML library).
+    pub fn start_env(env: &[(&str, &str)], args: &[&str]) -> Exporter {
+        Exporter::start_full(&[], free_port(), env, args)
+    }
+
     /// Runs the exporter through `wrapper` (e.g. `setpriv --reuid=... --`); empty runs it directly.
     pub fn start_under(wrapper: &[&str], port: u16, args: &[&str]) -> Exporter {
+        Exporter::start_full(wrapper, port, &[], args)
+    }
+
+    /// `start_under` with extra environment variables.
+    pub fn start_full(
+        wrapper: &[&str],
+        port: u16,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Exporter {
         let listen = format!("127.0.0.1:{port}");
         let bin = env!("CARGO_BIN_EXE_kepler-rs");
         let mut command = match wrapper.split_first() {
@@ -72,6 +87,7 @@ impl Exporter {
             .args(["--listen", &listen])
             .args(args)
             .env("KEPLER_RS_LOG_LEVEL", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
