@@ -177,7 +177,13 @@ fn activity_source(
     }
     if config.cpu_source != CpuSourceChoice::Cgroup {
         match EbpfActivity::start(&config.roots) {
-            Ok(a) => return Ok(Box::new(a)),
+            Ok(a) => {
+                // Loading parsed the kernel's BTF (megabytes, now freed): give that memory back
+                // to the system instead of keeping it in the allocator's free lists.
+                // SAFETY: malloc_trim only releases free heap pages; no pointer is invalidated.
+                unsafe { libc::malloc_trim(0) };
+                return Ok(Box::new(a));
+            }
             Err(e) if config.cpu_source == CpuSourceChoice::Ebpf => {
                 return Err(format!("--cpu-source ebpf: {}: {e}", e.reason()))
             }
