@@ -3,12 +3,16 @@
 As root: kubelet-like cgroups (cgroup v1 cpu + cpuacct, cgroupfs layout) with four fake pods whose
 busy loops are held at known duty cycles by CFS quotas, a fake Kubernetes API server
 (fake_kube_api.py, HTTPS with a CA made at test time) that lists those pods with their names,
-JupyterHub labels and container IDs, a simulated powercap tree (package 50 W, dram 5 W), the
-kepler-rs binary built by cargo (run with --kubeconfig), and Debian's prometheus scraping it every
-second with deploy/alerts/kepler-rs.rules.yaml loaded. Everything is removed on exit.
+JupyterHub labels and container IDs, a simulated powercap tree (package 50 W, dram 5 W), a fake
+libnvidia-ml.so.1 (scripts/fake-nvml.sh, exporter/tests/fake_nvml/fake_nvml.c) scripted with two GPUs
+whose processes are the fake pods' busy loops (FAKE_GPUS), the kepler-rs binary built by cargo (run
+with --kubeconfig and --gpu nvml), and Debian's prometheus scraping it every second with
+deploy/alerts/kepler-rs.rules.yaml loaded. Everything is removed on exit.
 
 The pods (FAKE_PODS): three JupyterHub user servers, for two users (alice with her default server and
 a named server "analysis", bob with his default server), and one ordinary pod with two containers.
+The GPUs (FAKE_GPUS): GPU 0 shared by alice's default server (75 % SM) and bob's (25 %), GPU 1 used by
+the ordinary pod's app container alone.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from fake_kube_api import FakeKubeApi
 PKG_WATTS, DRAM_WATTS = 50.0, 5.0
 NODE_NAME = "dashboards-node"
 HUB_NAMESPACE = "jhub"
+GPU_IDLE_WATTS = 40.0  # --gpu-idle-watts: each GPU's active power is its scripted watts minus this
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,22 @@ FAKE_PODS = (
     # Not a user server: its series must carry pod_name but no hub_user/hub_server.
     FakePod("eeeeeeee", "web-5d8f7c9b4-x2x7k", "web", "besteffort",
             (("app", 0xe1, 0.10), ("log-shipper", 0xe2, 0.05)), labels={"app": "web", "pod-template-hash": "5d8f7c9b4"}),
+)
+
+
+@dataclass(frozen=True)
+class FakeGpu:
+    """A device of the fake NVML; its NVML index is its position in FAKE_GPUS."""
+    uuid: str
+    name: str
+    watts: float  # the energy counter's constant power
+    processes: tuple[tuple[str, str, int], ...]  # (pod key, container name, SM %): that container's busy loop
+
+
+FAKE_GPUS = (
+    FakeGpu("GPU-0a11ce0b-0b00-4000-8000-000000000000", "NVIDIA Fake A100-SXM4-80GB", 300.0,
+            (("a11ce000", "notebook", 75), ("b0b00000", "notebook", 25))),
+    FakeGpu("GPU-eeeeeeee-0001-4000-8000-000000000001", "NVIDIA Fake T4", 70.0, (("eeeeeeee", "app", 40),)),
 )
 
 
@@ -144,6 +165,8 @@ class LiveCluster:
         self.pods = FAKE_PODS
         # Unique per run, distinct from the Rust end-to-end test's aaaaaaaa/bbbbbbbb pods.
         self.pod_uids = [self.uid(p) for p in self.pods]
+        self.gpus = FAKE_GPUS
+        self.pids: dict[tuple[str, str], int] = {}  # (pod key, container name) -> its busy loop's pid
 
     def uid(self, pod: FakePod) -> str:
         return f"{pod.key}-0000-4000-8000-{self.tag:012x}"
@@ -156,6 +179,22 @@ class LiveCluster:
 
     def hub_users(self) -> set[str]:
         return {p.hub_user for p in self.pods if p.hub_user}
+
+    def pod(self, key: str) -> FakePod:
+        (pod,) = [p for p in self.pods if p.key == key]
+        return pod
+
+    def gpu_pod_uids(self) -> set[str]:
+        """The pods with a process on some fake GPU."""
+        return {self.uid(self.pod(key)) for gpu in self.gpus for key, _, _ in gpu.processes}
+
+    def gpu_script(self) -> str:
+        """The fake NVML's script (format: the comment at the top of fake_nvml.c)."""
+        lines = []
+        for gpu in self.gpus:
+            lines += [f"device {gpu.uuid}", f"name {gpu.name}", f"watts {gpu.watts:g}"]
+            lines += [f"process {self.pids[key, container]} {sm}" for key, container, sm in gpu.processes]
+        return "\n".join(lines) + "\n"
 
     def pod_object(self, pod: FakePod) -> dict:
         """The Pod as the API server returns it (what kubespawner and the kubelet would have set)."""
@@ -191,12 +230,15 @@ class LiveCluster:
             (root / rel).mkdir(exist_ok=True)
         self.dirs.append(rel)
 
-    def busy(self, rel: str, duty: float):
+    def busy(self, rel: str, duty: float) -> int:
+        """Start a busy loop in cgroup `rel` held at `duty` of one CPU; returns its pid (the same pid
+        before and after the exec, so it is the pid in the cgroup)."""
         (self.cpu / rel / "cpu.cfs_period_us").write_text("100000")
         (self.cpu / rel / "cpu.cfs_quota_us").write_text(str(int(duty * 100_000)))
         script = " && ".join(f"echo $$ > {root / rel / 'cgroup.procs'}" for root in self.roots)
         p = subprocess.Popen(["sh", "-c", f"{script} && exec sh -c 'while :; do :; done'"])
         self.procs.append(p)
+        return p.pid
 
     def make_pods(self):
         for d in ["kubepods", "kubepods/burstable", "kubepods/besteffort"]:
@@ -204,9 +246,28 @@ class LiveCluster:
         for pod in self.pods:
             pod_dir = f"kubepods/{pod.qos}/pod{self.uid(pod)}"
             self.mkdir(pod_dir)
-            for _, tag, duty in pod.containers:
+            for name, tag, duty in pod.containers:
                 self.mkdir(f"{pod_dir}/{self.container_id(tag)}")
-                self.busy(f"{pod_dir}/{self.container_id(tag)}", duty)
+                self.pids[pod.key, name] = self.busy(f"{pod_dir}/{self.container_id(tag)}", duty)
+        # The GPU maps a process to its pod through /proc/<pid>/cgroup: wait until every loop is in.
+        deadline = time.monotonic() + 10
+        for (key, name), pid in self.pids.items():
+            tag = next(t for n, t, _ in self.pod(key).containers if n == name)
+            while self.container_id(tag) not in Path(f"/proc/{pid}/cgroup").read_text():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"pid {pid} never joined its cgroup")
+                time.sleep(0.05)
+
+    def build_fake_nvml(self) -> str:
+        """scripts/fake-nvml.sh: the directory holding the fake libnvidia-ml.so.1."""
+        if shutil.which(os.environ.get("CC", "gcc")) is None:
+            skip_or_fail("no C compiler (gcc) to build the fake libnvidia-ml.so.1")
+        out = subprocess.run([str(REPO / "scripts" / "fake-nvml.sh"), str(self.tmp / "nvml")],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, f"scripts/fake-nvml.sh failed:\n{out.stderr}"
+        lib = out.stdout.strip()
+        assert (Path(lib) / "libnvidia-ml.so.1").exists(), lib
+        return lib
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "LiveCluster":
@@ -229,7 +290,12 @@ class LiveCluster:
 
     def _start(self):
         binary = exporter_binary()
+        nvml_dir = self.build_fake_nvml()
         self.make_pods()
+        gpu_script = self.tmp / "fake-nvml-script.txt"
+        gpu_script.write_text(self.gpu_script())
+        env = dict(os.environ, FAKE_NVML_SCRIPT=str(gpu_script),
+                   LD_LIBRARY_PATH=":".join(filter(None, [nvml_dir, os.environ.get("LD_LIBRARY_PATH")])))
         sysfs = self.tmp / "sys"
         sysfs.mkdir()
         # mountinfo lists the cgroup mounts under /sys/fs: the exporter rebases them onto --sysfs.
@@ -241,8 +307,11 @@ class LiveCluster:
         self.procs.append(subprocess.Popen(
             [str(binary), "run", "--listen", f"127.0.0.1:{self.exporter_port}", "--sysfs", str(sysfs),
              "--interval", "1s", "--node-name", NODE_NAME, "--grace-period", "60s", "--process-metrics",
-             "--idle-watts", "package=20,dram=2", "--kubeconfig", str(self.api.kubeconfig)],
-            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "exporter.log", "w")))
+             "--idle-watts", "package=20,dram=2", "--kubeconfig", str(self.api.kubeconfig),
+             # GPUs from the fake NVML; no kubelet, so processes are placed by their cgroups alone.
+             "--gpu", "nvml", "--gpu-idle-watts", f"{GPU_IDLE_WATTS:g}",
+             "--pod-resources-socket", str(self.tmp / "no-kubelet" / "kubelet.sock")],
+            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "exporter.log", "w"), env=env))
         # Prometheus starts once the exporter serves every pod with its names, so that no pod series
         # without pod_name/hub_user is ever stored (the per-user sums are compared with per-pod sums).
         self.wait_for_pod_names()
@@ -285,7 +354,8 @@ class LiveCluster:
                              + "\n".join(l for l in text.splitlines() if "pod_metadata" in l))
 
     def wait_for_data(self, seconds: float = 20, timeout: float = 120):
-        """Until every fake pod has been scraped for `seconds`."""
+        """Until every fake pod, and every fake pod with a GPU process on each of its GPUs, has been
+        scraped for `seconds`."""
         deadline = time.monotonic() + timeout
         first = None
         while time.monotonic() < deadline:
@@ -296,6 +366,9 @@ class LiveCluster:
             try:
                 r = self.query('count(kepler_pod_cpu_watts{zone="package", pod_id=~"' + "|".join(self.pod_uids) + '"})')
                 seen = r["status"] == "success" and r["data"]["result"] and float(r["data"]["result"][0]["value"][1]) >= len(self.pod_uids)
+                g = self.query('count(kepler_pod_gpu_joules_total{pod_id=~"' + "|".join(self.gpu_pod_uids()) + '"})')
+                want = sum(len(gpu.processes) for gpu in self.gpus)
+                seen = seen and g["status"] == "success" and g["data"]["result"] and float(g["data"]["result"][0]["value"][1]) >= want
             except OSError:
                 seen = False
             if seen and first is None:
@@ -303,7 +376,7 @@ class LiveCluster:
             if first is not None and time.monotonic() - first >= seconds:
                 return
             time.sleep(0.5)
-        raise AssertionError("Prometheus never saw every fake pod")
+        raise AssertionError("Prometheus never saw every fake pod (and its GPU series)")
 
     def query(self, expr: str, at: float | None = None) -> dict:
         params = {"query": expr}

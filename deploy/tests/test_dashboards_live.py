@@ -4,7 +4,9 @@ real kepler-rs with fake pods (live_cluster.py). Also the queries of Kepler's ow
 The exporter gets its pod metadata from a fake Kubernetes API server (fake_kube_api.py) that lists the
 fake pods, JupyterHub user servers among them, so the JupyterHub-user panels and the hub_user
 recording rule are checked against real data: they must show exactly the fake hub users, with the
-energy of exactly those users' pods.
+energy of exactly those users' pods. The exporter reads two GPUs from a fake libnvidia-ml
+(live_cluster.FAKE_GPUS): the GPU panels must show exactly those devices, their scripted power, and
+the users' GPU energy split as their processes' scripted SM shares.
 
 NEEDS_LATER lists, per dashboard panel target, why it may have no data with today's test setup. Every
 target not listed must return series. The test prints the listed targets that already return data
@@ -21,29 +23,13 @@ import yaml
 
 from conftest import ALERTS, DASHBOARDS
 from fake_kube_api import RESOURCE_VERSION
-from live_cluster import DRAM_WATTS, NODE_NAME, PKG_WATTS, LiveCluster, get
+from live_cluster import DRAM_WATTS, GPU_IDLE_WATTS, NODE_NAME, PKG_WATTS, LiveCluster, get
 
-# TODO(fake libnvidia-ml): the GPU targets stay empty until live_cluster.py runs the exporter against
-# the fake libnvidia-ml (NVML) that is being built for the GPU tests; then give a fake pod a GPU process
-# and delete the GPU entries below (the JupyterHub GPU targets included: their hub_user side is tested).
-GPU = "needs GPU series: kepler_node_gpu_joules_total / kepler_pod_gpu_joules_total (no GPU here until a fake libnvidia-ml)"
-
-# (dashboard uid, panel title, refId) -> why it may be empty today.
-NEEDS_LATER: dict[tuple[str, str, str], str] = {
-    ("kepler-rs-cluster", "Cluster GPU power", "A"): GPU,
-    ("kepler-rs-cluster", "GPU vs CPU power", "B"): GPU,
-    ("kepler-rs-node", "GPU power", "A"): GPU,
-    ("kepler-rs-pods", "GPU power per pod", "A"): GPU,
-    **{("kepler-rs-jupyterhub", title, ref): GPU for title, ref in [
-        ("Power per user (GPU)", "A"), ("Energy today per user", "B"), ("Energy this week per user", "B"),
-        ("CO2 today per user", "B")]},
-    **{("kepler-rs-gpu", title, ref): GPU for title, ref in [
-        ("Power per GPU", "A"), ("GPU power per pod", "A"), ("GPU energy in range", "A"), ("GPU vs CPU per node", "B")]},
-}
+# (dashboard uid, panel title, refId) -> why it may be empty today. Empty: every target has data (the
+# GPU targets since live_cluster.py runs the exporter on the fake libnvidia-ml).
+NEEDS_LATER: dict[tuple[str, str, str], str] = {}
 # Recording rules that may be empty today.
-RULES_NEED_LATER = {
-    "hub_user:kepler_pod_gpu_joules:rate5m": GPU,
-}
+RULES_NEED_LATER: dict[str, str] = {}
 
 # Grafana's built-in variables, as a dashboard over the last minutes would expand them.
 BUILTINS = {"__rate_interval": "1m", "__range": "5m", "__interval": "5s"}
@@ -391,3 +377,115 @@ def test_kepler_dashboard_queries(cluster):
             wrong.append(f"{title}: expected {expected}, got {got}")
     print("\n".join(report))
     assert not wrong, "\n".join(wrong)
+
+
+# -- GPUs (the fake libnvidia-ml scripted by live_cluster.FAKE_GPUS) -------------------------------------
+
+def panel_series(cluster: LiveCluster, dash: dict, title: str, values: dict, ref: str = "A") -> list:
+    """The target's series as the panel runs it (an instant query, or a range over the last 20 s)."""
+    (p,) = [p for p in dash["panels"] if p["title"] == title]
+    (t,) = [t for t in p["targets"] if t["refId"] == ref]
+    expr = substitute(t["expr"], values)
+    return series(cluster.query(expr) if t.get("instant") else cluster.query_range(expr))
+
+
+def gpu_window(cluster: LiveCluster, at: float) -> str:
+    """A rate window over which every GPU series has been scraped (whole seconds, at least 10 s)."""
+    r = cluster.query("min_over_time(timestamp(kepler_node_gpu_joules_total)[10m:1s])", at=at)
+    oldest = min(float(s["value"][1]) for s in series(r))
+    seconds = int(at - oldest) - 2
+    assert seconds >= 10, f"only {at - oldest:.1f} s of GPU data"
+    return f"{seconds}s"
+
+
+def test_gpu_power_per_node_matches_the_scripted_wattage(cluster):
+    at = time.time() - 2
+    window = gpu_window(cluster, at)
+    values = {"node": NODE_NAME, "gpu": ".*", "__rate_interval": window, "__range": window}
+    want = sum(g.watts for g in cluster.gpus)
+    for uid, title, ref in [("kepler-rs-cluster", "Cluster GPU power", "A"), ("kepler-rs-cluster", "GPU vs CPU power", "B"),
+                            ("kepler-rs-gpu", "GPU vs CPU per node", "B")]:
+        expr = substitute(target(dashboard(uid), title, ref), values)
+        (s,) = series(cluster.query(expr, at=at))
+        assert abs(float(s["value"][1]) - want) <= 0.02 * want, (title, s, want, expr)
+    # Per device, the node dashboard and the GPU dashboard.
+    for uid, title in [("kepler-rs-node", "GPU power"), ("kepler-rs-gpu", "Power per GPU")]:
+        expr = substitute(target(dashboard(uid), title), values)
+        got = {s["metric"]["gpu"]: float(s["value"][1]) for s in series(cluster.query(expr, at=at))}
+        assert set(got) == {str(i) for i in range(len(cluster.gpus))}, (title, got)
+        for i, gpu in enumerate(cluster.gpus):
+            assert abs(got[str(i)] - gpu.watts) <= 0.02 * gpu.watts, (title, got, gpu)
+
+
+def test_gpu_dashboard_shows_exactly_the_scripted_devices(cluster):
+    dash = dashboard("kepler-rs-gpu")
+    values = resolve_variables(cluster, dash)
+    want = {(str(i), g.name) for i, g in enumerate(cluster.gpus)}
+    (var,) = [v for v in dash["templating"]["list"] if v["name"] == "gpu"]
+    m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["definition"])
+    assert set(cluster.label_values(m.group(2), substitute(m.group(1), {"node": ".*"}))) == {g.uuid for g in cluster.gpus}
+    info = {(s["metric"]["gpu"], s["metric"]["gpu_uuid"], s["metric"]["gpu_name"])
+            for s in series(cluster.query("kepler_node_gpu_info"))}
+    assert info == {(str(i), g.uuid, g.name) for i, g in enumerate(cluster.gpus)}, info
+    for title in ["Power per GPU", "GPU energy in range"]:
+        got = [s["metric"] for s in panel_series(cluster, dash, title, values)]
+        assert sorted((m["gpu"], m["gpu_name"]) for m in got) == sorted(want), (title, got)
+        assert all(m["node_name"] == NODE_NAME for m in got), (title, got)
+    # Each device's own panel, selected by its UUID (the $gpu variable).
+    for i, gpu in enumerate(cluster.gpus):
+        one = series(cluster.query(substitute(target(dash, "Power per GPU"), dict(values, gpu=gpu.uuid))))
+        assert [(s["metric"]["gpu"], s["metric"]["gpu_name"]) for s in one] == [(str(i), gpu.name)], one
+    # The per-pod panels: exactly the pods with a GPU process, with their names.
+    want_pods = {(cluster.uid(cluster.pod(key)), cluster.pod(key).name) for g in cluster.gpus for key, _, _ in g.processes}
+    for uid, title in [("kepler-rs-gpu", "GPU power per pod"), ("kepler-rs-pods", "GPU power per pod")]:
+        d = dashboard(uid)
+        vals = dict(resolve_variables(cluster, d), namespace=".*", pod=".*")
+        got = {(s["metric"]["pod_id"], s["metric"]["pod_name"]) for s in series(cluster.query(substitute(target(d, title), vals)))}
+        assert got == want_pods, (title, got)
+
+
+def scripted_user_shares(cluster: LiveCluster) -> dict[str, float]:
+    """Each hub user's share of the hub users' GPU energy: the SM shares of their processes, each
+    GPU's active power split by SM % among its processes."""
+    joules: dict[str, float] = {}
+    for g in cluster.gpus:
+        sm = sum(p for _, _, p in g.processes)
+        for key, _, p in g.processes:
+            user = cluster.pod(key).hub_user
+            if user:
+                joules[user] = joules.get(user, 0.0) + (g.watts - GPU_IDLE_WATTS) * p / sm
+    total = sum(joules.values())
+    return {u: j / total for u, j in joules.items()}
+
+
+def check_user_split(got: dict[str, float], shares: dict[str, float], what: str):
+    assert set(got) == set(shares), (what, got)
+    total = sum(got.values())
+    assert total > 0, (what, got)
+    for user, share in shares.items():
+        assert abs(got[user] / total - share) <= 0.05 * share, (what, user, got, shares)
+
+
+def test_gpu_energy_per_user_splits_as_the_scripted_sm_shares(cluster):
+    dash = dashboard("kepler-rs-jupyterhub")
+    values = resolve_variables(cluster, dash)
+    shares = scripted_user_shares(cluster)
+    assert set(shares) == cluster.hub_users()
+    at = time.time() - 2
+    for title, ref in [("Power per user (GPU)", "A"), ("Energy today per user", "B"), ("Energy this week per user", "B"),
+                       ("CO2 today per user", "B")]:
+        check_user_split(by_user(cluster.query(substitute(target(dash, title, ref), values), at=at)), shares, title)
+    # The users' GPU power is their pods' (the users' active power is GPU 0's, minus nothing else).
+    window = gpu_window(cluster, at)
+    got = by_user(cluster.query(substitute(target(dash, "Power per user (GPU)"), dict(values, __rate_interval=window)), at=at))
+    want = sum(g.watts - GPU_IDLE_WATTS for g in cluster.gpus
+               if all(cluster.pod(k).hub_user for k, _, _ in g.processes))
+    assert abs(sum(got.values()) - want) <= 0.02 * want, (got, want)
+
+
+def test_hub_user_gpu_recording_rule_has_the_users(cluster):
+    shares = scripted_user_shares(cluster)
+    (rule,) = [r for r in recording_rules() if r["record"] == "hub_user:kepler_pod_gpu_joules:rate5m"]
+    at = time.time() - 2
+    check_user_split(by_user(cluster.query(rule["expr"], at=at)), shares, rule["expr"])
+    check_user_split(by_user(cluster.query(rule["record"], at=at)), shares, rule["record"])
