@@ -11,7 +11,7 @@ use kepler_rs::activity::ebpf::OBJECT;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 const BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -87,18 +87,7 @@ fn on_cpu_time_of_duty_cycled_processes_matches_proc() {
         fs::create_dir_all(&dir).unwrap();
         scratch.dirs.push(dir.clone());
         // A short period keeps each run short, so the slice in progress at either end is small.
-        fs::write(dir.join("cpu.cfs_period_us"), "10000").unwrap();
-        fs::write(
-            dir.join("cpu.cfs_quota_us"),
-            format!("{}", (duty * 10_000.0) as u64),
-        )
-        .unwrap();
-        let child = Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+        let child = duty_cycled_loop(&dir, 10_000, duty, std::slice::from_ref(&dir));
         pids.push((name, duty, child.id()));
         scratch.procs.push(child);
     }

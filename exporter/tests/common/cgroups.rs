@@ -6,7 +6,7 @@ use super::*;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,18 +71,8 @@ impl Cluster {
 
     /// A busy loop in `rel`, limited to `duty` of one CPU by a CFS quota.
     pub fn busy(&mut self, rel: &str, duty: f64) {
-        fs::write(self.cpu.join(rel).join("cpu.cfs_period_us"), "100000").unwrap();
-        fs::write(
-            self.cpu.join(rel).join("cpu.cfs_quota_us"),
-            format!("{}", (duty * 100_000.0) as u64),
-        )
-        .unwrap();
-        let child = Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.attach(rel, child.id());
+        let join: Vec<PathBuf> = self.roots().iter().map(|root| root.join(rel)).collect();
+        let child = duty_cycled_loop(&self.cpu.join(rel), 100_000, duty, &join);
         self.procs.push(child);
     }
 

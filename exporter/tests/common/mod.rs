@@ -344,3 +344,20 @@ pub fn v2_mount() -> Option<PathBuf> {
         pre.split(' ').nth(4).map(PathBuf::from)
     })
 }
+
+/// A busy loop held at `duty` of one CPU by a CFS quota (period `period_us`) on the v1 `cpu` cgroup
+/// `cpu_dir`, then moved into every cgroup directory of `join` (which should include `cpu_dir`).
+pub fn duty_cycled_loop(cpu_dir: &Path, period_us: u64, duty: f64, join: &[PathBuf]) -> Child {
+    std::fs::write(cpu_dir.join("cpu.cfs_period_us"), period_us.to_string()).unwrap();
+    let quota = (duty * period_us as f64) as u64;
+    std::fs::write(cpu_dir.join("cpu.cfs_quota_us"), quota.to_string()).unwrap();
+    let child = Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    for dir in join {
+        std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+    }
+    child
+}

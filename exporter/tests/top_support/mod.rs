@@ -55,25 +55,8 @@ impl FakePods {
             // 64 hex digits, unique per pod and test process, like a containerd ID.
             let container = format!("{pod}/{:08x}{}{:048x}", i + 1, &uid[..8], self.tag);
             self.mkdir(&container);
-            let dir = self.cpu.join(&container);
-            fs::write(dir.join("cpu.cfs_period_us"), "100000").unwrap();
-            fs::write(
-                dir.join("cpu.cfs_quota_us"),
-                format!("{}", (duty * 100_000.0) as u64),
-            )
-            .unwrap();
-            let child = Command::new("sh")
-                .args(["-c", "while :; do :; done"])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            for root in [&self.cpu, &self.cpuacct] {
-                fs::write(
-                    root.join(&container).join("cgroup.procs"),
-                    child.id().to_string(),
-                )
-                .unwrap();
-            }
+            let join = [self.cpu.join(&container), self.cpuacct.join(&container)];
+            let child = crate::common::duty_cycled_loop(&join[0], 100_000, *duty, &join);
             self.procs.push(child);
         }
     }
