@@ -17,7 +17,9 @@
 #      without POD_ID the load is a host process: the script then checks that NVML sees its PID and
 #      that its energy lands in unattributed (not lost).
 # Prints every measured number and a PASS/FAIL line per check; exit 0 only if all pass.
-# Needs: bash, curl, awk, nvidia-smi; cargo to build. Root only for the fake-pod cgroup.
+# Needs: bash, awk, nvidia-smi, curl (or python3); cargo to build. Root only for the fake-pod cgroup.
+# FAKE_POD=0 runs the load as a host process even as root (checks the unattributed path).
+# KEEP_DIR=dir copies the exporter log, the load log, nvidia-smi samples and the last scrape there.
 set -euo pipefail
 
 LOAD_SECONDS=${LOAD_SECONDS:-30}
@@ -36,7 +38,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ -n "${fake_cg:-}" ]; then rmdir "$fake_cg" "$(dirname "$fake_cg")" 2>/dev/null || true; fi
-  echo "logs kept in $work"
+  if [ -n "${KEEP_DIR:-}" ]; then mkdir -p "$KEEP_DIR" && cp "$work"/* "$KEEP_DIR"/ 2>/dev/null || true; fi
+  echo "logs kept in $work${KEEP_DIR:+ and $KEEP_DIR}"
 }
 trap cleanup EXIT
 
@@ -57,32 +60,43 @@ fi
 "$bin" --version
 
 uuid=$(nvidia-smi --query-gpu=uuid --format=csv,noheader -i "$GPU_INDEX" | tr -d ' ')
-scrape() { curl -sf "http://127.0.0.1:$PORT/metrics"; }
+fetch() { # GET a URL, body on stdout; curl where present, else python3
+  if command -v curl >/dev/null; then curl -sf "$1"
+  else python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1" 2>/dev/null; fi
+}
+scrape() { fetch "http://127.0.0.1:$PORT/metrics"; }
 # value of a series: metric name, then a label filter regex
 value() { awk -v m="$1" -v f="$2" '$0 !~ /^#/ && index($0, m"{") == 1 && $0 ~ f { s += $NF } END { printf "%.6f\n", s+0 }'; }
 
-"$bin" run --gpu nvml --listen "127.0.0.1:$PORT" --interval "$INTERVAL" --log-level "info,kepler_rs::gpu=debug" \
+# Outside Kubernetes (no in-cluster service, no KUBECONFIG) pods carry pod_id only: say so with --no-kube.
+kube_args=${KUBE_ARGS-$([ -n "${KUBERNETES_SERVICE_HOST:-}${KUBECONFIG:-}" ] || echo --no-kube)}
+# shellcheck disable=SC2086
+"$bin" run --gpu nvml $kube_args --listen "127.0.0.1:$PORT" --interval "$INTERVAL" --log-level "info,kepler_rs::gpu=debug" \
   >"$work/exporter.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 60); do
-  curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  fetch "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
   sleep 0.5
 done
-curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { say "exporter not ready"; cat "$work/exporter.log"; exit 1; }
+fetch "http://127.0.0.1:$PORT/readyz" >/dev/null || { say "exporter not ready"; cat "$work/exporter.log"; exit 1; }
 grep -i -E 'GPU found|NVML|gpu' "$work/exporter.log" | sed 's/^/gpu-check: log: /' || true
 
 # As root outside Kubernetes, run the load inside a kubelet-shaped cgroup (a fake pod) so that the
 # exporter maps its PID to a pod exactly as on a node; otherwise the load is a host process.
 fake_cg=
-if [ -z "$POD_ID" ] && [ "$(id -u)" = 0 ]; then
+if [ -z "$POD_ID" ] && [ "$(id -u)" = 0 ] && [ "${FAKE_POD:-1}" = 1 ]; then
   if [ -f /sys/fs/cgroup/cgroup.controllers ]; then cg_root=/sys/fs/cgroup
   elif [ -d /sys/fs/cgroup/unified ]; then cg_root=/sys/fs/cgroup/unified
   else cg_root=/sys/fs/cgroup/cpuacct; fi
   POD_ID=6a1c0de0-0000-4000-8000-00000000c0de
   cid=$(printf 'c0de%.0s' $(seq 1 16))
   fake_cg="$cg_root/kubepods/burstable/pod$POD_ID/$cid"
-  mkdir -p "$fake_cg"
-  say "load runs in fake pod cgroup $fake_cg (pod_id $POD_ID)"
+  if mkdir -p "$fake_cg" 2>/dev/null && [ -e "$fake_cg/cgroup.procs" ]; then
+    say "load runs in fake pod cgroup $fake_cg (pod_id $POD_ID)"
+  else
+    say "cannot create a cgroup under $cg_root (read-only or sandboxed cgroupfs): the load runs as a host process"
+    fake_cg=; POD_ID=
+  fi
 fi
 in_cgroup() { # run "$@" inside $fake_cg when set
   if [ -n "$fake_cg" ]; then echo "$BASHPID" >"$fake_cg/cgroup.procs"; fi
@@ -110,8 +124,9 @@ else
   say "no load available: install python3 with torch (CUDA), or gpu_burn"; exit 2
 fi
 pids+=("$load_pid")
-say "load PID $load_pid; warming up 8 s"
-sleep 8
+say "load PID $load_pid; warming up ${WARMUP:-8} s"
+sleep "${WARMUP:-8}"
+nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader -i "$GPU_INDEX" | sed 's/^/gpu-check: compute app: /' || true
 
 # Window: exporter counters at start and end; nvidia-smi power sampled every second in between.
 m0=$(scrape); t0=$(date +%s.%N)
@@ -161,6 +176,7 @@ else
   say "to check pod attribution, run the load in a pod on a Kubernetes GPU node and set POD_ID=<pod uid>"
 fi
 say "idle estimate: $(echo "$m1" | value kepler_node_gpu_idle_watts "$sel") W; set --gpu-idle-watts for a fixed value"
+grep -E '^kepler_(node|pod|container)_gpu|^kepler_exporter_(gpu|tick_duration)|^kepler_exporter_source' "$work/metrics-end.txt" | grep -v '^#' | sed 's/^/gpu-check: series: /' || true
 grep -E 'WARN|ERROR' "$work/exporter.log" | sed 's/^/gpu-check: log: /' || true
 if [ "$fail" = 0 ]; then say "ALL PASS"; else say "SOME CHECKS FAILED"; fi
 exit "$fail"
