@@ -110,7 +110,7 @@ if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
 import time, torch
 d = torch.device("cuda:$GPU_INDEX")
 a = torch.randn(8192, 8192, device=d); b = torch.randn(8192, 8192, device=d)
-end = time.time() + $LOAD_SECONDS + 10
+end = time.time() + ${WARMUP:-8} + $LOAD_SECONDS + 10
 while time.time() < end:
     for _ in range(20): c = a @ b
     torch.cuda.synchronize(d)
@@ -118,7 +118,7 @@ PY
   (export CUDA_DEVICE_ORDER=PCI_BUS_ID; in_cgroup python3 "$work/load.py") >"$work/load.log" 2>&1 &
   load_pid=$!
 elif command -v gpu_burn >/dev/null; then
-  (export CUDA_VISIBLE_DEVICES=$GPU_INDEX; in_cgroup gpu_burn $((LOAD_SECONDS + 10))) >"$work/load.log" 2>&1 &
+  (export CUDA_VISIBLE_DEVICES=$GPU_INDEX; in_cgroup gpu_burn $((${WARMUP:-8} + LOAD_SECONDS + 10))) >"$work/load.log" 2>&1 &
   load_pid=$!
 else
   say "no load available: install python3 with torch (CUDA), or gpu_burn"; exit 2
