@@ -113,10 +113,22 @@ impl Resolver {
 
     /// The owner of one entry.
     pub fn resolve(&mut self, task: &TaskCgroup) -> CgroupOwner {
+        self.resolve_entries(task, 1)
+    }
+
+    /// True when owners come from the cgroup v2 tree alone (a v2 host with pods), so every process
+    /// of one cgroup id resolves alike and a drain may resolve each cgroup once.
+    pub fn resolves_by_cgroup_id(&self) -> bool {
+        self.v2_has_pods
+    }
+
+    /// `resolve` for `entries` drained entries that share `task`'s cgroup (they count as that many
+    /// unresolved entries when it cannot be placed).
+    pub fn resolve_entries(&mut self, task: &TaskCgroup, entries: u64) -> CgroupOwner {
         let v2 = self.resolve_v2(task);
         if v2.pod().is_some() || self.v2_has_pods {
             if v2 == CgroupOwner::System && !self.by_id.contains_key(&task.cgroup_id) {
-                self.stats.unresolved += 1;
+                self.stats.unresolved += entries;
             }
             return v2;
         }
