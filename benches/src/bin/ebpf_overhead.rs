@@ -2,8 +2,10 @@
 //! stats: run_time_ns / run_cnt), under a context-switch-heavy load: pairs of threads ping-ponging a
 //! byte through pipes. Also checks that every switch was counted (program runs = switches the
 //! program saw = the kernel's `ctxt` delta, within what other processes add). Needs root.
-//! Usage: `cargo run --release -p kepler-rs-benches --bin ebpf_overhead [seconds] [pairs]`;
-//! `KEPLER_RS_BPF_OBJECT=<file>` measures another build of the object (e.g. a trimmed variant).
+//! Usage: `cargo run --release -p kepler-rs-benches --bin ebpf_overhead [seconds] [pairs]
+//! [threads|processes]` (pairs of threads of one process, default, or thread + forked child);
+//! `KEPLER_RS_BPF_OBJECT=<file>` measures another build of the object (e.g. a trimmed variant);
+//! `KEPLER_RS_BPF_BASELINE=<file>` also measures another build's program alone under the same load.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -27,18 +29,70 @@ fn node_ctxt() -> u64 {
         .unwrap_or(0)
 }
 
-/// Context-switch load: `pairs` pairs of threads ping-ponging one byte through a socket pair.
+/// Context-switch load: `pairs` pairs ping-ponging one byte through a socket pair; each pair is two
+/// threads of this process, or (`processes`) a thread of this process and a forked child, so that
+/// consecutive switches on a CPU alternate between two processes.
 struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<u64>>,
+    children: Vec<libc::pid_t>,
+}
+
+/// The child's side of a cross-process pair: echo bytes until the socket closes. Only
+/// async-signal-safe calls (it runs in a fork of a multi-threaded process).
+fn echo_child(fd: libc::c_int) -> ! {
+    // Close every other inherited descriptor (the parent's ends of this and earlier pairs), so each
+    // child sees end-of-file as soon as its parent thread closes its end.
+    for other in 3..4096 {
+        if other != fd {
+            // SAFETY: closing descriptors of this (child) process.
+            unsafe { libc::close(other) };
+        }
+    }
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reading/writing one byte of a local through a valid fd.
+        let n = unsafe { libc::read(fd, std::ptr::addr_of_mut!(byte).cast(), 1) };
+        if n != 1 || unsafe { libc::write(fd, std::ptr::addr_of!(byte).cast(), 1) } != 1 {
+            // SAFETY: leaving the child without running the parent's destructors.
+            unsafe { libc::_exit(0) };
+        }
+    }
 }
 
 impl Load {
-    fn start(pairs: usize) -> anyhow::Result<Load> {
+    fn start(pairs: usize, processes: bool) -> anyhow::Result<Load> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
+        let mut children = Vec::new();
         for _ in 0..pairs {
             let (mut a, mut b) = UnixStream::pair()?;
+            if processes {
+                use std::os::fd::AsRawFd;
+                // SAFETY: the child only calls echo_child (async-signal-safe syscalls).
+                let pid = unsafe { libc::fork() };
+                match pid {
+                    -1 => anyhow::bail!("fork: {}", std::io::Error::last_os_error()),
+                    0 => echo_child(b.as_raw_fd()),
+                    _ => {
+                        children.push(pid);
+                        drop(b);
+                    }
+                }
+                let stop_a = stop.clone();
+                threads.push(std::thread::spawn(move || {
+                    let mut buf = [0u8; 1];
+                    let mut trips = 0u64;
+                    while !stop_a.load(Ordering::Relaxed) {
+                        if a.write_all(&[1]).is_err() || a.read_exact(&mut buf).is_err() {
+                            break;
+                        }
+                        trips += 1;
+                    }
+                    trips
+                }));
+                continue;
+            }
             let stop_a = stop.clone();
             threads.push(std::thread::spawn(move || {
                 let mut buf = [0u8; 1];
@@ -61,29 +115,46 @@ impl Load {
                 0
             }));
         }
-        Ok(Load { stop, threads })
+        Ok(Load {
+            stop,
+            threads,
+            children,
+        })
     }
 
     fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        self.threads
+        let trips = self
+            .threads
             .into_iter()
             .map(|t| t.join().unwrap_or(0))
-            .sum()
+            .sum();
+        for pid in self.children {
+            // SAFETY: reaping our own child (its socket closed when the thread ended).
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        }
+        trips
     }
 }
 
-/// The no-op program alone, under the same load: what any sched_switch program costs here.
-fn floor(seconds: u64, pairs: usize) -> anyhow::Result<f64> {
+/// One sched_switch program of `object` alone, under the same load: with the no-op program, what
+/// any sched_switch program costs here; with another build's `kepler_sched_switch`, a baseline.
+fn alone(
+    object: &[u8],
+    name: &str,
+    seconds: u64,
+    pairs: usize,
+    processes: bool,
+) -> anyhow::Result<f64> {
     let btf = aya::Btf::from_sys_fs()?;
-    let mut ebpf = aya::EbpfLoader::new().btf(Some(&btf)).load(OBJECT)?;
+    let mut ebpf = aya::EbpfLoader::new().btf(Some(&btf)).load(object)?;
     let program: &mut aya::programs::BtfTracePoint = ebpf
-        .program_mut(names::SCHED_SWITCH_FLOOR)
-        .ok_or_else(|| anyhow::anyhow!("no floor program in the object"))?
+        .program_mut(name)
+        .ok_or_else(|| anyhow::anyhow!("no program {name} in the object"))?
         .try_into()?;
     program.load("sched_switch", &btf)?;
     program.attach()?;
-    let load = Load::start(pairs)?;
+    let load = Load::start(pairs, processes)?;
     let i0 = program.info()?;
     std::thread::sleep(Duration::from_secs(seconds));
     let i1 = program.info()?;
@@ -96,8 +167,22 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
     let pairs: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2);
+    let processes = match args.next().as_deref() {
+        None | Some("threads") => false,
+        Some("processes") => true,
+        Some(other) => anyhow::bail!("load kind must be threads or processes, not {other:?}"),
+    };
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
-    let floor_ns = floor(seconds, pairs)?;
+    let floor_ns = alone(OBJECT, names::SCHED_SWITCH_FLOOR, seconds, pairs, processes)?;
+    // KEPLER_RS_BPF_BASELINE=<object>: another build's program under the same load, for a ratio.
+    if let Some(path) = std::env::var_os("KEPLER_RS_BPF_BASELINE").filter(|p| !p.is_empty()) {
+        let baseline = std::fs::read(&path)?;
+        let ns = alone(&baseline, names::SCHED_SWITCH, seconds, pairs, processes)?;
+        println!(
+            "baseline {} kepler_sched_switch alone, same load: {ns:.1} ns per run",
+            std::path::Path::new(&path).display()
+        );
+    }
 
     let variant = std::env::var_os("KEPLER_RS_BPF_OBJECT")
         .filter(|path| !path.is_empty())
@@ -107,7 +192,8 @@ fn main() -> anyhow::Result<()> {
     let mut program = LoadedProgram::load(object, Path::new("/sys/kernel/btf/vmlinux"))?;
     let mut drained = Drained::default();
     program.drain(&mut drained)?;
-    let load = Load::start(pairs)?;
+    let load = Load::start(pairs, processes)?;
+    let c_cached0 = program.cpu_state()?.cached;
     let (t0, n0) = program.run_stats(names::SCHED_SWITCH)?;
     let s0 = program.cpu_state()?.switches;
     let c0 = node_ctxt();
@@ -115,6 +201,7 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(seconds));
     let (t1, n1) = program.run_stats(names::SCHED_SWITCH)?;
     let s1 = program.cpu_state()?.switches;
+    let c_cached1 = program.cpu_state()?.cached;
     let c1 = node_ctxt();
     let elapsed = started.elapsed().as_secs_f64();
     let trips = load.stop();
@@ -122,7 +209,8 @@ fn main() -> anyhow::Result<()> {
     let runs = n1 - n0;
     let ns = (t1 - t0).as_nanos() as f64 / runs.max(1) as f64;
     let state = program.cpu_state()?;
-    println!("load: {pairs} ping-pong pairs for {elapsed:.1} s, {trips} round trips");
+    let kind = if processes { "processe" } else { "thread" };
+    println!("load: {pairs} ping-pong pairs ({kind}s) for {elapsed:.1} s, {trips} round trips");
     println!(
         "kepler_sched_switch: {runs} runs ({:.0}/s), {ns:.1} ns per run (kernel run_time_ns / run_cnt)",
         runs as f64 / elapsed
@@ -137,6 +225,10 @@ fn main() -> anyhow::Result<()> {
         runs,
         c1 - c0,
         state.dropped
+    );
+    println!(
+        "slices through the run cache: {:.1} % (no hash lookup)",
+        100.0 * (c_cached1 - c_cached0) as f64 / (s1 - s0).max(1) as f64
     );
     Ok(())
 }

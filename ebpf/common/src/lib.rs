@@ -54,6 +54,32 @@ pub struct TaskTime {
     pub ancestors: [u64; ANCESTOR_LEVELS],
 }
 
+/// Slots of the per-CPU run cache (a power of two: the slot of a process is `tgid % PENDING_SLOTS`).
+pub const PENDING_SLOTS: usize = 32;
+/// A slot's time is moved into `TASK_TIME` once its first slice is this old (or when another process
+/// needs the slot). This bounds how long on-CPU time waits before userspace can drain it.
+pub const PENDING_FLUSH_NS: u64 = 1_000_000;
+
+/// One slot of the per-CPU run cache: the on-CPU time of one process on this CPU not yet added to
+/// `TASK_TIME`. Consecutive slices of the same few processes on a CPU (a thread pool, a process
+/// alternating with idle, two processes ping-ponging) add here without a hash lookup.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pending {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// The process's cgroup v2 id when the slot was filled.
+    pub cgroup_id: u64,
+    /// Nanoseconds pending (0: the slot is empty).
+    pub on_cpu_ns: u64,
+    pub switches: u64,
+    /// `bpf_ktime_get_ns()` of the slot's first slice.
+    pub since_ns: u64,
+    /// Cgroup v2 ancestors of the process at levels 1..=ANCESTOR_LEVELS, captured when the slot was
+    /// filled (the process was `current` then; at flush time it may not be).
+    pub ancestors: [u64; ANCESTOR_LEVELS],
+}
+
 /// Per-CPU state and counters (`CPU_STATE[0]`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,6 +94,14 @@ pub struct CpuState {
     pub dropped_ns: u64,
     /// Exits that could not be recorded because `EXITED` was full.
     pub exits_dropped: u64,
+    /// Slices that went through the run cache without a `TASK_TIME` lookup.
+    pub cached: u64,
+    /// Cgroup id whose ancestors `memo_ancestors` holds (0: none yet): filling a slot for a process
+    /// of the same cgroup as the last one copies them instead of asking the kernel again.
+    pub memo_cgroup_id: u64,
+    pub memo_ancestors: [u64; ANCESTOR_LEVELS],
+    /// The run cache.
+    pub pending: [Pending; PENDING_SLOTS],
 }
 
 #[cfg(feature = "user")]
@@ -78,6 +112,8 @@ mod user {
     unsafe impl aya::Pod for super::TaskTime {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CpuState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Pending {}
 }
 
 #[cfg(test)]
@@ -89,7 +125,12 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<TaskKey>(), 16);
         assert_eq!(size_of::<TaskTime>(), 16 + 8 * ANCESTOR_LEVELS);
-        assert_eq!(size_of::<CpuState>(), 40);
+        assert_eq!(size_of::<Pending>(), 40 + 8 * ANCESTOR_LEVELS);
+        assert_eq!(
+            size_of::<CpuState>(),
+            56 + 8 * ANCESTOR_LEVELS + PENDING_SLOTS * size_of::<Pending>()
+        );
+        assert!(PENDING_SLOTS.is_power_of_two());
         assert_eq!(align_of::<TaskTime>(), 8);
     }
 }

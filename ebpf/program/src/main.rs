@@ -1,7 +1,11 @@
 //! kepler-rs eBPF program: on every `sched_switch`, the nanoseconds since the previous switch on this
 //! CPU go to the task being switched out (`current` in this tracepoint), keyed by its process (tgid)
-//! and cgroup v2 id, in a per-CPU hash that userspace drains once per tick. No sampling, no struct
-//! access, no locks; a full map is counted, never silent. Built by `ebpf/build.sh`.
+//! and cgroup v2 id, in a per-CPU hash that userspace drains once per tick. A small per-CPU run
+//! cache in front of the hash (`CpuState::pending`, one slot per `tgid % PENDING_SLOTS`) absorbs
+//! consecutive slices of the same processes, so most switches cost no hash lookup; a slot is moved
+//! into the hash when another process needs it or once its first slice is `PENDING_FLUSH_NS` old.
+//! No sampling, no struct access, no locks; a full map is counted, never silent. Built by
+//! `ebpf/build.sh`.
 #![no_std]
 #![no_main]
 
@@ -14,7 +18,8 @@ use aya_ebpf::macros::{btf_tracepoint, map};
 use aya_ebpf::maps::{HashMap, PerCpuArray, PerCpuHashMap};
 use aya_ebpf::programs::BtfTracePointContext;
 use kepler_ebpf_common::{
-    CpuState, TaskKey, TaskTime, ANCESTOR_LEVELS, EXITED_ENTRIES, TASK_TIME_ENTRIES,
+    CpuState, Pending, TaskKey, TaskTime, ANCESTOR_LEVELS, EXITED_ENTRIES, PENDING_FLUSH_NS,
+    PENDING_SLOTS, TASK_TIME_ENTRIES,
 };
 
 #[map(name = "TASK_TIME")]
@@ -47,46 +52,120 @@ pub fn kepler_sched_switch(_ctx: BtfTracePointContext) -> i32 {
     if tgid == 0 {
         return 0; // the idle task
     }
-    let key = TaskKey {
-        tgid,
-        _pad: 0,
-        // SAFETY: helper without preconditions.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-    };
-    if add(&key, slice_ns) {
+    let index = tgid as usize & (PENDING_SLOTS - 1);
+    let Some(slot) = state.pending.get_mut(index) else {
         return 0;
-    }
-    let mut value = TaskTime {
-        on_cpu_ns: slice_ns,
-        switches: 1,
-        ancestors: [0; ANCESTOR_LEVELS],
     };
-    let mut level = 0;
-    while level < ANCESTOR_LEVELS {
-        // SAFETY: helper without preconditions; returns 0 above the cgroup's own level.
-        value.ancestors[level] = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32 + 1) };
-        level += 1;
+    if slot.on_cpu_ns != 0 && slot.tgid == tgid {
+        slot.on_cpu_ns += slice_ns;
+        slot.switches += 1;
+        state.cached += 1;
+        if now - slot.since_ns >= PENDING_FLUSH_NS {
+            flush(slot, &mut state.dropped, &mut state.dropped_ns);
+        }
+    } else {
+        if slot.on_cpu_ns != 0 {
+            flush(slot, &mut state.dropped, &mut state.dropped_ns);
+        }
+        fill(
+            slot,
+            tgid,
+            slice_ns,
+            now,
+            &mut state.memo_cgroup_id,
+            &mut state.memo_ancestors,
+        );
     }
-    if TASK_TIME.insert(&key, &value, BPF_NOEXIST.into()).is_ok() {
-        return 0;
-    }
-    // Another CPU may have created the entry in between (EEXIST); otherwise the map is full.
-    if !add(&key, slice_ns) {
-        state.dropped += 1;
-        state.dropped_ns += slice_ns;
+    // Sweep one other slot per switch, so time of a process that stopped running on this CPU does
+    // not wait in the cache for longer than PENDING_SLOTS switches after it is due.
+    let sweep = state.switches as usize & (PENDING_SLOTS - 1);
+    if sweep != index {
+        if let Some(other) = state.pending.get_mut(sweep) {
+            if other.on_cpu_ns != 0 && now - other.since_ns >= PENDING_FLUSH_NS {
+                flush(other, &mut state.dropped, &mut state.dropped_ns);
+            }
+        }
     }
     0
 }
 
-/// Adds a slice to an existing entry; false when there is none.
+/// Starts a slot for `current` (the task being switched out). Its cgroup's ancestors come from the
+/// per-CPU memo when the cgroup is the memo's, else from the kernel (stopping at the cgroup's own
+/// level), and then become the memo.
 #[inline(always)]
-fn add(key: &TaskKey, slice_ns: u64) -> bool {
+fn fill(
+    slot: &mut Pending,
+    tgid: u32,
+    slice_ns: u64,
+    now: u64,
+    memo_cgroup_id: &mut u64,
+    memo_ancestors: &mut [u64; ANCESTOR_LEVELS],
+) {
+    // SAFETY: helper without preconditions.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    slot.tgid = tgid;
+    slot.cgroup_id = cgroup_id;
+    slot.on_cpu_ns = slice_ns;
+    slot.switches = 1;
+    slot.since_ns = now;
+    if cgroup_id != *memo_cgroup_id {
+        let mut level = 0;
+        while level < ANCESTOR_LEVELS {
+            // SAFETY: helper without preconditions; returns 0 above the cgroup's own level.
+            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32 + 1) };
+            memo_ancestors[level] = id;
+            level += 1;
+            if id == 0 || id == cgroup_id {
+                break;
+            }
+        }
+        while level < ANCESTOR_LEVELS {
+            memo_ancestors[level] = 0;
+            level += 1;
+        }
+        *memo_cgroup_id = cgroup_id;
+    }
+    slot.ancestors = *memo_ancestors;
+}
+
+/// Moves a slot's time into `TASK_TIME` and empties it; a full map counts it as dropped.
+#[inline(always)]
+fn flush(slot: &mut Pending, dropped: &mut u64, dropped_ns: &mut u64) {
+    let key = TaskKey {
+        tgid: slot.tgid,
+        _pad: 0,
+        cgroup_id: slot.cgroup_id,
+    };
+    let (on_cpu_ns, switches) = (slot.on_cpu_ns, slot.switches);
+    slot.on_cpu_ns = 0;
+    slot.switches = 0;
+    if add(&key, on_cpu_ns, switches) {
+        return;
+    }
+    let value = TaskTime {
+        on_cpu_ns,
+        switches,
+        ancestors: slot.ancestors,
+    };
+    if TASK_TIME.insert(&key, &value, BPF_NOEXIST.into()).is_ok() {
+        return;
+    }
+    // Another CPU may have created the entry in between (EEXIST); otherwise the map is full.
+    if !add(&key, on_cpu_ns, switches) {
+        *dropped += switches;
+        *dropped_ns += on_cpu_ns;
+    }
+}
+
+/// Adds time to an existing entry; false when there is none.
+#[inline(always)]
+fn add(key: &TaskKey, on_cpu_ns: u64, switches: u64) -> bool {
     match TASK_TIME.get_ptr_mut(key) {
         Some(time) => {
             // SAFETY: this CPU's value of a live entry.
             unsafe {
-                (*time).on_cpu_ns += slice_ns;
-                (*time).switches += 1;
+                (*time).on_cpu_ns += on_cpu_ns;
+                (*time).switches += switches;
             }
             true
         }

@@ -122,6 +122,8 @@ pub struct EbpfCounters {
     pub dropped_slices: u64,
     pub dropped_ns: u64,
     pub dropped_exits: u64,
+    /// Slices added through the program's per-CPU run cache (no hash lookup).
+    pub cached_slices: u64,
     pub drained_entries: u64,
     pub drain_syscalls: u64,
 }
@@ -180,6 +182,7 @@ impl EbpfActivity {
         self.counters.dropped_slices = state.dropped;
         self.counters.dropped_ns = state.dropped_ns;
         self.counters.dropped_exits = state.exits_dropped;
+        self.counters.cached_slices = state.cached;
         self.counters.drained_entries += self.drained.tasks.len() as u64;
         self.counters.drain_syscalls += u64::from(self.drained.syscalls);
         if state.dropped > before.dropped_slices {
@@ -359,6 +362,7 @@ impl ActivitySource for EbpfActivity {
             counters: vec!["cpu_time"],
             events: vec![
                 ("sched_switch", c.switches),
+                ("cached_slice", c.cached_slices),
                 ("dropped_slice", c.dropped_slices),
                 ("dropped_exit", c.dropped_exits),
                 ("drained_entry", c.drained_entries),
@@ -455,7 +459,11 @@ mod tests {
         );
         // Resolved once per cgroup, counted per entry: both unknown-cgroup entries are unresolved.
         assert_eq!(resolver.stats().unresolved, 2);
-        assert_eq!(resolver.stats().walks, 2, "one at start, one for the unknown id");
+        assert_eq!(
+            resolver.stats().walks,
+            2,
+            "one at start, one for the unknown id"
+        );
     }
 
     #[test]

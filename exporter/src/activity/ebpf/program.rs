@@ -157,7 +157,8 @@ impl LoadedProgram {
         Ok(())
     }
 
-    /// The per-CPU counters, summed (`last_switch_ns` is the latest of them).
+    /// The per-CPU counters, summed (`last_switch_ns` is the latest of them; `pending` is left empty:
+    /// the run caches are the program's, read only as a whole by `pending_ns`).
     pub fn cpu_state(&self) -> Result<CpuState> {
         let values = self
             .cpu_state
@@ -171,6 +172,8 @@ impl LoadedProgram {
                 dropped: sum.dropped + cpu.dropped,
                 dropped_ns: sum.dropped_ns + cpu.dropped_ns,
                 exits_dropped: sum.exits_dropped + cpu.exits_dropped,
+                cached: sum.cached + cpu.cached,
+                ..sum
             }))
     }
 }
