@@ -70,28 +70,21 @@ impl Load {
             if processes {
                 use std::os::fd::AsRawFd;
                 // SAFETY: the child only calls echo_child (async-signal-safe syscalls).
-                let pid = unsafe { libc::fork() };
-                match pid {
+                match unsafe { libc::fork() } {
                     -1 => anyhow::bail!("fork: {}", std::io::Error::last_os_error()),
                     0 => echo_child(b.as_raw_fd()),
-                    _ => {
-                        children.push(pid);
-                        drop(b);
-                    }
+                    pid => children.push(pid),
                 }
-                let stop_a = stop.clone();
+            } else {
                 threads.push(std::thread::spawn(move || {
                     let mut buf = [0u8; 1];
-                    let mut trips = 0u64;
-                    while !stop_a.load(Ordering::Relaxed) {
-                        if a.write_all(&[1]).is_err() || a.read_exact(&mut buf).is_err() {
+                    while b.read_exact(&mut buf).is_ok() {
+                        if b.write_all(&buf).is_err() {
                             break;
                         }
-                        trips += 1;
                     }
-                    trips
+                    0
                 }));
-                continue;
             }
             let stop_a = stop.clone();
             threads.push(std::thread::spawn(move || {
@@ -104,15 +97,6 @@ impl Load {
                     trips += 1;
                 }
                 trips
-            }));
-            threads.push(std::thread::spawn(move || {
-                let mut buf = [0u8; 1];
-                while b.read_exact(&mut buf).is_ok() {
-                    if b.write_all(&buf).is_err() {
-                        break;
-                    }
-                }
-                0
             }));
         }
         Ok(Load {
