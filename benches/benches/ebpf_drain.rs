@@ -63,6 +63,8 @@ fn drain_5000(c: &mut Criterion) {
             values[i as usize % cpus] = TaskTime {
                 on_cpu_ns: 1_000_000,
                 switches: 10,
+                cycles: 0,
+                instructions: 0,
                 ancestors,
             };
             let key = TaskKey {
@@ -83,7 +85,7 @@ fn drain_5000(c: &mut Criterion) {
                 seed(&mut program);
                 let started = Instant::now();
                 program.drain(&mut out).unwrap();
-                let pods = aggregate(&mut resolver, &out);
+                let pods = aggregate(&mut resolver, &out, false);
                 timed += started.elapsed();
                 assert!(out.tasks.len() >= PROCESSES as usize);
                 assert_eq!(pods.len(), PODS);

@@ -68,6 +68,20 @@ pub enum CpuSourceChoice {
     Procfs,
 }
 
+/// Hardware counters for the eBPF source. `auto`: CPU cycles and instructions where the machine has
+/// a PMU (pods are then split by cycles), on-CPU time otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuCountersChoice {
+    #[default]
+    Auto,
+    /// On-CPU time only, even where a PMU exists.
+    Off,
+    /// Software `cpu-clock` events stand in for cycles and instructions: exercises the counter path on
+    /// machines without a PMU (tests). The split is then by on-CPU time measured a second way.
+    Software,
+}
+
 /// Where pod names come from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum PodMetadataSource {
@@ -124,6 +138,9 @@ pub struct RunArgs {
     /// CPU-activity source for pods [default: auto]
     #[arg(long, env = "KEPLER_RS_CPU_SOURCE", value_enum)]
     pub cpu_source: Option<CpuSourceChoice>,
+    /// eBPF source: CPU cycles/instructions counters where a PMU exists [default: auto]
+    #[arg(long, env = "KEPLER_RS_CPU_COUNTERS", value_enum)]
+    pub cpu_counters: Option<CpuCountersChoice>,
     /// Export per-process series (kepler_process_*); off by default (cardinality)
     #[arg(long, env = "KEPLER_RS_PROCESS_METRICS", num_args = 0..=1, default_missing_value = "true")]
     pub process_metrics: Option<bool>,
@@ -169,6 +186,7 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub energy_source: Option<EnergySourceChoice>,
     pub cpu_source: Option<CpuSourceChoice>,
+    pub cpu_counters: Option<CpuCountersChoice>,
     pub process_metrics: Option<bool>,
     pub grace_period: Option<String>,
     pub idle_watts: Option<BTreeMap<String, f64>>,
@@ -192,6 +210,7 @@ pub struct Config {
     pub log_level: String,
     pub energy_source: EnergySourceChoice,
     pub cpu_source: CpuSourceChoice,
+    pub cpu_counters: CpuCountersChoice,
     pub process_metrics: bool,
     pub grace_period: Duration,
     pub idle_watts: BTreeMap<ZoneKind, Watts>,
@@ -369,6 +388,7 @@ impl RunArgs {
                 .or(file.energy_source)
                 .unwrap_or_default(),
             cpu_source: self.cpu_source.or(file.cpu_source).unwrap_or_default(),
+            cpu_counters: self.cpu_counters.or(file.cpu_counters).unwrap_or_default(),
             process_metrics: self
                 .process_metrics
                 .or(file.process_metrics)

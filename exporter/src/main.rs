@@ -180,7 +180,7 @@ fn activity_source(
         return Ok(Box::new(ProcfsPods::new(&config.roots.procfs)));
     }
     if config.cpu_source != CpuSourceChoice::Cgroup {
-        match EbpfActivity::start(&config.roots) {
+        match EbpfActivity::start(&config.roots, config.cpu_counters) {
             Ok(a) => {
                 // Loading parsed the kernel's BTF (megabytes, now freed): give that memory back
                 // to the system instead of keeping it in the allocator's free lists.

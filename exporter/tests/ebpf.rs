@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use kepler_rs::activity::ebpf::counters::{CounterKind, Counters};
 use kepler_rs::activity::ebpf::program::{Drained, LoadedProgram};
 use kepler_rs::activity::ebpf::OBJECT;
 use std::fs;
@@ -117,6 +118,139 @@ fn on_cpu_time_of_duty_cycled_processes_matches_proc() {
     assert_eq!(state.dropped, 0, "map full during a small test");
 }
 
+/// The counter path end to end on a machine without a PMU: software `cpu-clock` events stand in for
+/// cycles and instructions (`--cpu-counters software`). They count nanoseconds, so each process's
+/// "cycles" must match its on-CPU time from the same program, and no read may fail.
+#[test]
+fn software_counters_flow_per_process_like_on_cpu_time() {
+    const TEST: &str = "software_counters_flow_per_process_like_on_cpu_time";
+    if !privileged(TEST, "loads eBPF programs and opens CPU-wide perf events") {
+        return;
+    }
+    let counters =
+        Counters::open(CounterKind::Software, Path::new("/sys")).expect("software perf events");
+    let mut program = LoadedProgram::load_with_counters(OBJECT, Path::new(BTF), Some(counters))
+        .expect("load with counters");
+    assert_eq!(program.counters(), Some(CounterKind::Software));
+    let Some((cpu, _)) = v1_mounts() else {
+        skip(TEST, "needs the cgroup v1 cpu controller for CFS quotas");
+        return;
+    };
+    let mut scratch = Scratch {
+        dirs: Vec::new(),
+        procs: Vec::new(),
+    };
+    let dir = cpu.join(format!("kepler-ebpf-counters-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    scratch.dirs.push(dir.clone());
+    let child = duty_cycled_loop(&dir, 10_000, 0.5, std::slice::from_ref(&dir));
+    let pid = child.id();
+    scratch.procs.push(child);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut drained = Drained::default();
+    program.drain(&mut drained).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    program.drain(&mut drained).unwrap();
+    let mine: Vec<_> = drained.tasks.iter().filter(|t| t.tgid == pid).collect();
+    let ns: u64 = mine.iter().map(|t| t.on_cpu_ns).sum();
+    let cycles: u64 = mine.iter().map(|t| t.cycles).sum();
+    let instructions: u64 = mine.iter().map(|t| t.instructions).sum();
+    eprintln!(
+        "duty 0.5: on-CPU {ns} ns, cpu-clock stand-in cycles {cycles}, instructions {instructions}"
+    );
+    assert!(ns > 1_000_000_000, "the process barely ran: {ns} ns");
+    for (name, value) in [("cycles", cycles), ("instructions", instructions)] {
+        let ratio = value as f64 / ns as f64;
+        assert!(
+            (0.97..=1.03).contains(&ratio),
+            "{name} {value} vs on-CPU {ns} ns: ratio {ratio}"
+        );
+    }
+    let state = program.cpu_state().unwrap();
+    assert_eq!(state.counter_errors, 0, "counter reads failed");
+    // The whole drain: counted cycles cover the counted time (idle excluded on both sides).
+    let all_ns: u64 = drained.tasks.iter().map(|t| t.on_cpu_ns).sum();
+    let all_cycles: u64 = drained.tasks.iter().map(|t| t.cycles).sum();
+    let ratio = all_cycles as f64 / all_ns as f64;
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "drain: cycles {all_cycles} vs ns {all_ns}"
+    );
+}
+
+/// A process moved to another cgroup while it runs (CFS-limited to 50 % in 10 ms periods, so its
+/// slices are short and its run-cache window is fresh at the move): its time after the move is
+/// counted in the new cgroup, not left with the cgroup of the cached window.
+#[test]
+fn time_after_a_cgroup_move_goes_to_the_new_cgroup() {
+    const TEST: &str = "time_after_a_cgroup_move_goes_to_the_new_cgroup";
+    let Some(mut program) = load(TEST) else {
+        return;
+    };
+    let (Some(v2), Some((cpu, _))) = (v2_mount(), v1_mounts()) else {
+        skip(
+            TEST,
+            "needs a cgroup v2 hierarchy and the v1 cpu controller (CFS quota)",
+        );
+        return;
+    };
+    let mut scratch = Scratch {
+        dirs: Vec::new(),
+        procs: Vec::new(),
+    };
+    let name = |what: &str| format!("kepler-ebpf-move-{what}-{}", std::process::id());
+    let (quota, from, to) = (
+        cpu.join(name("quota")),
+        v2.join(name("from")),
+        v2.join(name("to")),
+    );
+    for dir in [&quota, &from, &to] {
+        fs::create_dir_all(dir).unwrap();
+        scratch.dirs.push(dir.clone());
+    }
+    let child = duty_cycled_loop(&quota, 10_000, 0.5, &[quota.clone(), from.clone()]);
+    let pid = child.id();
+    scratch.procs.push(child);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut drained = Drained::default();
+    program.drain(&mut drained).unwrap();
+    fs::write(to.join("cgroup.procs"), pid.to_string()).unwrap();
+    let moved_at = proc_cpu_ns(pid);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Stop it, so that its last slice has ended (and left the run cache) before the final readings.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(100));
+    program.drain(&mut drained).unwrap();
+    let after = proc_cpu_ns(pid) - moved_at;
+    let id = |dir: &Path| fs::metadata(dir).unwrap().ino();
+    let in_cgroup = |cgroup: u64| -> u64 {
+        drained
+            .tasks
+            .iter()
+            .filter(|t| t.tgid == pid && t.cgroup_id == cgroup)
+            .map(|t| t.on_cpu_ns)
+            .sum()
+    };
+    let (old, new) = (in_cgroup(id(&from)), in_cgroup(id(&to)));
+    eprintln!(
+        "after the move: /proc {:.1} ms; eBPF old cgroup {:.1} ms, new cgroup {:.1} ms",
+        after as f64 / 1e6,
+        old as f64 / 1e6,
+        new as f64 / 1e6
+    );
+    assert!(after > 500_000_000, "the process barely ran: {after} ns");
+    // Slices straddling the drain or the move are at most one 5 ms quota each.
+    assert!(
+        (new as f64 - after as f64).abs() <= 0.03 * after as f64,
+        "new cgroup got {new} ns for {after} ns run after the move (old: {old} ns)"
+    );
+    assert!(
+        old < 10_000_000,
+        "old cgroup got {old} ns: more than the time between the drain and the move"
+    );
+}
+
 #[test]
 fn storm_of_short_lived_processes_is_counted_in_its_cgroup() {
     const TEST: &str = "storm_of_short_lived_processes_is_counted_in_its_cgroup";
@@ -225,7 +359,15 @@ fn least_privilege_ebpf_metrics_flow() {
     let mut e = Exporter::start_under(
         &wrapper,
         free_port(),
-        &["--cpu-source", "ebpf", "--interval", "500ms"],
+        // Software stand-ins for cycles/instructions: CPU-wide perf events need CAP_PERFMON too.
+        &[
+            "--cpu-source",
+            "ebpf",
+            "--cpu-counters",
+            "software",
+            "--interval",
+            "500ms",
+        ],
     );
     e.wait_ready(Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(1200));
@@ -244,6 +386,23 @@ fn least_privilege_ebpf_metrics_flow() {
             &[("measure", "cpu_time")]
         ),
         1.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "kepler_exporter_cpu_source_measure_info",
+            &[("measure", "cpu_clock_standin_cycles")]
+        ),
+        1.0,
+        "counters not live as uid 65534 with {CAPS}"
+    );
+    assert_eq!(
+        value(
+            &s,
+            "kepler_exporter_cpu_source_events_total",
+            &[("event", "counter_error")]
+        ),
+        0.0
     );
     let switches = value(
         &s,

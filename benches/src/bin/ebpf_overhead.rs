@@ -5,7 +5,8 @@
 //! Usage: `cargo run --release -p kepler-rs-benches --bin ebpf_overhead [seconds] [pairs]
 //! [threads|processes]` (pairs of threads of one process, default, or thread + forked child);
 //! `KEPLER_RS_BPF_OBJECT=<file>` measures another build of the object (e.g. a trimmed variant);
-//! `KEPLER_RS_BPF_BASELINE=<file>` also measures another build's program alone under the same load.
+//! `KEPLER_RS_BPF_BASELINE=<file>` also measures another build's program alone under the same load;
+//! `KEPLER_RS_BPF_COUNTERS=software|hardware` runs it with CPU-wide counters read at every switch.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kepler_ebpf_common::names;
+use kepler_rs::activity::ebpf::counters::{CounterKind, Counters};
 use kepler_rs::activity::ebpf::program::{Drained, LoadedProgram};
 use kepler_rs::activity::ebpf::OBJECT;
 
@@ -173,7 +175,19 @@ fn main() -> anyhow::Result<()> {
         .map(std::fs::read)
         .transpose()?;
     let object = variant.as_deref().unwrap_or(OBJECT);
-    let mut program = LoadedProgram::load(object, Path::new("/sys/kernel/btf/vmlinux"))?;
+    // KEPLER_RS_BPF_COUNTERS=software|hardware: the program also reads CPU-wide counters per switch.
+    let counters = match std::env::var("KEPLER_RS_BPF_COUNTERS").as_deref() {
+        Ok("software") => Some(CounterKind::Software),
+        Ok("hardware") => Some(CounterKind::Hardware),
+        _ => None,
+    }
+    .map(|kind| Counters::open(kind, Path::new("/sys")))
+    .transpose()?;
+    if let Some(c) = &counters {
+        println!("counters: {:?} on {} CPUs", c.kind(), c.cpus());
+    }
+    let mut program =
+        LoadedProgram::load_with_counters(object, Path::new("/sys/kernel/btf/vmlinux"), counters)?;
     let mut drained = Drained::default();
     program.drain(&mut drained)?;
     let load = Load::start(pairs, processes)?;

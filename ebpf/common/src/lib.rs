@@ -18,6 +18,12 @@ pub mod names {
     pub const SCHED_SWITCH_FLOOR: &str = "kepler_sched_switch_floor";
     /// `tp_btf/sched_process_exit` program.
     pub const SCHED_PROCESS_EXIT: &str = "kepler_sched_process_exit";
+    /// `PERF_EVENT_ARRAY` indexed by CPU: CPU-wide cycles counters opened by userspace.
+    pub const CYCLES: &str = "CYCLES";
+    /// `PERF_EVENT_ARRAY` indexed by CPU: CPU-wide instructions counters opened by userspace.
+    pub const INSTRUCTIONS: &str = "INSTRUCTIONS";
+    /// `.rodata` `u32` set at load time: 1 when both counter arrays hold an event for every CPU.
+    pub const COUNTERS_LIVE: &str = "COUNTERS_LIVE";
 }
 
 /// Capacity of `TASK_TIME` (entries, each with one value per possible CPU). A node with more
@@ -48,6 +54,9 @@ pub struct TaskTime {
     pub on_cpu_ns: u64,
     /// Times the process was switched out on this CPU.
     pub switches: u64,
+    /// CPU cycles and instructions during those slices (0 unless the counters are live).
+    pub cycles: u64,
+    pub instructions: u64,
     /// Cgroup v2 ids of the ancestors at levels 1..=ANCESTOR_LEVELS (0 where the cgroup is shallower),
     /// written when the entry is created: they let userspace find the pod of a container cgroup that
     /// was removed before the drain.
@@ -56,8 +65,9 @@ pub struct TaskTime {
 
 /// Slots of the per-CPU run cache (a power of two: the slot of a process is `tgid % PENDING_SLOTS`).
 pub const PENDING_SLOTS: usize = 32;
-/// A slot's time is moved into `TASK_TIME` once its first slice is this old (or when another process
-/// needs the slot). This bounds how long on-CPU time waits before userspace can drain it.
+/// A slot's time is moved into `TASK_TIME` at the first switch of its process (or at the sweep of
+/// the slot) once its first slice started this long ago, at once for a slice this long, and whenever
+/// another process needs the slot. This bounds how much on-CPU time waits in the cache.
 pub const PENDING_FLUSH_NS: u64 = 1_000_000;
 
 /// One slot of the per-CPU run cache: the on-CPU time of one process on this CPU not yet added to
@@ -73,7 +83,9 @@ pub struct Pending {
     /// Nanoseconds pending (0: the slot is empty).
     pub on_cpu_ns: u64,
     pub switches: u64,
-    /// `bpf_ktime_get_ns()` of the slot's first slice.
+    pub cycles: u64,
+    pub instructions: u64,
+    /// `bpf_ktime_get_ns()` at the start of the slot's first slice.
     pub since_ns: u64,
     /// Cgroup v2 ancestors of the process at levels 1..=ANCESTOR_LEVELS, captured when the slot was
     /// filled (the process was `current` then; at flush time it may not be).
@@ -94,8 +106,13 @@ pub struct CpuState {
     pub dropped_ns: u64,
     /// Exits that could not be recorded because `EXITED` was full.
     pub exits_dropped: u64,
-    /// Slices that went through the run cache without a `TASK_TIME` lookup.
+    /// Slices added to the run cache without a `TASK_TIME` lookup (hits that did not flush).
     pub cached: u64,
+    /// Cycles and instructions counters of this CPU at the last switch (counters live only).
+    pub last_cycles: u64,
+    pub last_instructions: u64,
+    /// Counter reads that failed (the slice then gets no cycles or instructions).
+    pub counter_errors: u64,
     /// Cgroup id whose ancestors `memo_ancestors` holds (0: none yet): filling a slot for a process
     /// of the same cgroup as the last one copies them instead of asking the kernel again.
     pub memo_cgroup_id: u64,
@@ -124,11 +141,11 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<TaskKey>(), 16);
-        assert_eq!(size_of::<TaskTime>(), 16 + 8 * ANCESTOR_LEVELS);
-        assert_eq!(size_of::<Pending>(), 40 + 8 * ANCESTOR_LEVELS);
+        assert_eq!(size_of::<TaskTime>(), 32 + 8 * ANCESTOR_LEVELS);
+        assert_eq!(size_of::<Pending>(), 56 + 8 * ANCESTOR_LEVELS);
         assert_eq!(
             size_of::<CpuState>(),
-            56 + 8 * ANCESTOR_LEVELS + PENDING_SLOTS * size_of::<Pending>()
+            80 + 8 * ANCESTOR_LEVELS + PENDING_SLOTS * size_of::<Pending>()
         );
         assert!(PENDING_SLOTS.is_power_of_two());
         assert_eq!(align_of::<TaskTime>(), 8);

@@ -9,18 +9,24 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::bindings::{bpf_perf_event_value, BPF_F_CURRENT_CPU, BPF_NOEXIST};
+use aya_ebpf::cty::c_void;
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::helpers::generated::{
     bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_ktime_get_ns,
+    bpf_perf_event_read_value,
 };
 use aya_ebpf::macros::{btf_tracepoint, map};
-use aya_ebpf::maps::{HashMap, PerCpuArray, PerCpuHashMap};
+use aya_ebpf::maps::{HashMap, PerCpuArray, PerCpuHashMap, PerfEventArray};
 use aya_ebpf::programs::BtfTracePointContext;
 use kepler_ebpf_common::{
     CpuState, Pending, TaskKey, TaskTime, ANCESTOR_LEVELS, EXITED_ENTRIES, PENDING_FLUSH_NS,
     PENDING_SLOTS, TASK_TIME_ENTRIES,
 };
+
+/// Slices at least this long check the process's cgroup on a cache hit (`bpf_get_current_cgroup_id`
+/// costs ~30 ns here, too much for every short slice).
+const CHECK_CGROUP_NS: u64 = 100_000;
 
 #[map(name = "TASK_TIME")]
 static TASK_TIME: PerCpuHashMap<TaskKey, TaskTime> =
@@ -31,6 +37,18 @@ static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "EXITED")]
 static EXITED: HashMap<u32, u64> = HashMap::with_max_entries(EXITED_ENTRIES, 0);
+
+/// CPU-wide cycles and instructions counters, one per CPU, opened and inserted by userspace where
+/// the machine has a PMU. Read only when `COUNTERS_LIVE` is 1.
+#[map(name = "CYCLES")]
+static CYCLES: PerfEventArray<u32> = PerfEventArray::new(0);
+#[map(name = "INSTRUCTIONS")]
+static INSTRUCTIONS: PerfEventArray<u32> = PerfEventArray::new(0);
+
+/// Set by the loader (`.rodata`): 1 when both counter arrays are filled. The verifier sees the
+/// frozen value and removes the counter reads entirely when it is 0.
+#[unsafe(no_mangle)]
+static COUNTERS_LIVE: u32 = 0;
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn kepler_sched_switch(_ctx: BtfTracePointContext) -> i32 {
@@ -44,6 +62,28 @@ pub fn kepler_sched_switch(_ctx: BtfTracePointContext) -> i32 {
     let last = state.last_switch_ns;
     state.last_switch_ns = now;
     state.switches += 1;
+    // SAFETY: reading a .rodata constant.
+    let (cycles, instructions) = if unsafe { core::ptr::read_volatile(&COUNTERS_LIVE) } == 1 {
+        (
+            counter_delta(&CYCLES, &mut state.last_cycles, &mut state.counter_errors),
+            counter_delta(
+                &INSTRUCTIONS,
+                &mut state.last_instructions,
+                &mut state.counter_errors,
+            ),
+        )
+    } else {
+        (0, 0)
+    };
+    // Sweep one slot per switch, round robin over all of them (idle and first switches included),
+    // so time of a process that stopped running on this CPU waits at most PENDING_SLOTS switches
+    // after it is due.
+    let sweep = state.switches as usize & (PENDING_SLOTS - 1);
+    if let Some(other) = state.pending.get_mut(sweep) {
+        if other.on_cpu_ns != 0 && now - other.since_ns >= PENDING_FLUSH_NS {
+            flush(other, &mut state.dropped, &mut state.dropped_ns);
+        }
+    }
     if last == 0 || now <= last {
         return 0; // first switch seen on this CPU: the slice's start is unknown
     }
@@ -57,57 +97,98 @@ pub fn kepler_sched_switch(_ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     if slot.on_cpu_ns != 0 && slot.tgid == tgid {
-        slot.on_cpu_ns += slice_ns;
-        slot.switches += 1;
-        state.cached += 1;
-        if now - slot.since_ns >= PENDING_FLUSH_NS {
-            flush(slot, &mut state.dropped, &mut state.dropped_ns);
+        // A hit while the slot's window is fresh. A short slice is taken to be in the slot's cgroup
+        // (a process that moved keeps its old cgroup for at most the rest of the window); a long
+        // one is checked, the helper's cost being small against it.
+        if now - slot.since_ns < PENDING_FLUSH_NS
+            && (slice_ns < CHECK_CGROUP_NS
+                // SAFETY: helper without preconditions.
+                || unsafe { bpf_get_current_cgroup_id() } == slot.cgroup_id)
+        {
+            slot.on_cpu_ns += slice_ns;
+            slot.switches += 1;
+            slot.cycles += cycles;
+            slot.instructions += instructions;
+            state.cached += 1;
+            return 0;
         }
-    } else {
-        if slot.on_cpu_ns != 0 {
-            flush(slot, &mut state.dropped, &mut state.dropped_ns);
-        }
-        fill(
-            slot,
-            tgid,
-            slice_ns,
-            now,
-            &mut state.memo_cgroup_id,
-            &mut state.memo_ancestors,
-        );
+        // The window is over (or the process is in another cgroup now, or this is a reused pid):
+        // the slot's time goes to the map and this slice starts a new window.
     }
-    // Sweep one other slot per switch, so time of a process that stopped running on this CPU does
-    // not wait in the cache for longer than PENDING_SLOTS switches after it is due.
-    let sweep = state.switches as usize & (PENDING_SLOTS - 1);
-    if sweep != index {
-        if let Some(other) = state.pending.get_mut(sweep) {
-            if other.on_cpu_ns != 0 && now - other.since_ns >= PENDING_FLUSH_NS {
-                flush(other, &mut state.dropped, &mut state.dropped_ns);
-            }
-        }
+    if slot.on_cpu_ns != 0 {
+        flush(slot, &mut state.dropped, &mut state.dropped_ns);
+    }
+    // SAFETY: helper without preconditions.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    fill(
+        slot,
+        tgid,
+        cgroup_id,
+        slice_ns,
+        last,
+        &mut state.memo_cgroup_id,
+        &mut state.memo_ancestors,
+    );
+    slot.cycles = cycles;
+    slot.instructions = instructions;
+    if slice_ns >= PENDING_FLUSH_NS {
+        // A long slice goes to the map at once: the cache only holds the last millisecond or so.
+        flush(slot, &mut state.dropped, &mut state.dropped_ns);
     }
     0
+}
+
+/// How far this CPU's counter in `array` moved since the last switch (0 on the first read, after a
+/// failed read, or if it went backwards).
+#[inline(always)]
+fn counter_delta(array: &PerfEventArray<u32>, last: &mut u64, errors: &mut u64) -> u64 {
+    let mut value = bpf_perf_event_value {
+        counter: 0,
+        enabled: 0,
+        running: 0,
+    };
+    // SAFETY: `array` is a PERF_EVENT_ARRAY map definition (PerfEventArray is a transparent
+    // wrapper of it) and `value` is a writable bpf_perf_event_value of the size given.
+    let rc = unsafe {
+        bpf_perf_event_read_value(
+            array as *const PerfEventArray<u32> as *mut c_void,
+            BPF_F_CURRENT_CPU,
+            &mut value,
+            core::mem::size_of::<bpf_perf_event_value>() as u32,
+        )
+    };
+    if rc != 0 {
+        *errors += 1;
+        return 0;
+    }
+    let previous = *last;
+    *last = value.counter;
+    if previous == 0 || value.counter < previous {
+        0
+    } else {
+        value.counter - previous
+    }
 }
 
 /// Starts a slot for `current` (the task being switched out). Its cgroup's ancestors come from the
 /// per-CPU memo when the cgroup is the memo's, else from the kernel (stopping at the cgroup's own
 /// level), and then become the memo.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn fill(
     slot: &mut Pending,
     tgid: u32,
+    cgroup_id: u64,
     slice_ns: u64,
-    now: u64,
+    slice_start: u64,
     memo_cgroup_id: &mut u64,
     memo_ancestors: &mut [u64; ANCESTOR_LEVELS],
 ) {
-    // SAFETY: helper without preconditions.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     slot.tgid = tgid;
     slot.cgroup_id = cgroup_id;
     slot.on_cpu_ns = slice_ns;
     slot.switches = 1;
-    slot.since_ns = now;
+    slot.since_ns = slice_start;
     if cgroup_id != *memo_cgroup_id {
         let mut level = 0;
         while level < ANCESTOR_LEVELS {
@@ -136,36 +217,39 @@ fn flush(slot: &mut Pending, dropped: &mut u64, dropped_ns: &mut u64) {
         _pad: 0,
         cgroup_id: slot.cgroup_id,
     };
-    let (on_cpu_ns, switches) = (slot.on_cpu_ns, slot.switches);
-    slot.on_cpu_ns = 0;
-    slot.switches = 0;
-    if add(&key, on_cpu_ns, switches) {
-        return;
-    }
     let value = TaskTime {
-        on_cpu_ns,
-        switches,
+        on_cpu_ns: slot.on_cpu_ns,
+        switches: slot.switches,
+        cycles: slot.cycles,
+        instructions: slot.instructions,
         ancestors: slot.ancestors,
     };
+    slot.on_cpu_ns = 0;
+    slot.switches = 0;
+    if add(&key, &value) {
+        return;
+    }
     if TASK_TIME.insert(&key, &value, BPF_NOEXIST.into()).is_ok() {
         return;
     }
     // Another CPU may have created the entry in between (EEXIST); otherwise the map is full.
-    if !add(&key, on_cpu_ns, switches) {
-        *dropped += switches;
-        *dropped_ns += on_cpu_ns;
+    if !add(&key, &value) {
+        *dropped += value.switches;
+        *dropped_ns += value.on_cpu_ns;
     }
 }
 
-/// Adds time to an existing entry; false when there is none.
+/// Adds a flushed slot to an existing entry; false when there is none.
 #[inline(always)]
-fn add(key: &TaskKey, on_cpu_ns: u64, switches: u64) -> bool {
+fn add(key: &TaskKey, value: &TaskTime) -> bool {
     match TASK_TIME.get_ptr_mut(key) {
         Some(time) => {
             // SAFETY: this CPU's value of a live entry.
             unsafe {
-                (*time).on_cpu_ns += on_cpu_ns;
-                (*time).switches += switches;
+                (*time).on_cpu_ns += value.on_cpu_ns;
+                (*time).switches += value.switches;
+                (*time).cycles += value.cycles;
+                (*time).instructions += value.instructions;
             }
             true
         }

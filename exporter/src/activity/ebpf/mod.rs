@@ -3,6 +3,7 @@
 //! back by itself: `EbpfActivity::start` fails with a typed error and the caller picks another source.
 
 mod batch;
+pub mod counters;
 pub mod program;
 pub mod resolve;
 
@@ -12,9 +13,10 @@ use std::path::PathBuf;
 
 use super::cgroup::{parse_mountinfo, rebase_mount_point, CgroupActivity, CgroupVersion};
 use super::{ActivitySample, ActivitySource, ContainerActivity, PodActivity, SourceStats};
-use crate::config::HostRoots;
+use crate::config::{CpuCountersChoice, HostRoots};
 use crate::resource::cgroup_path::CgroupOwner;
 use crate::units::{ContainerId, CpuNanos, PodUid, SourceIssue};
+use counters::{CounterKind, Counters};
 use program::{Drained, LoadedProgram, TaskSlice};
 use resolve::{Resolver, TaskCgroup};
 
@@ -61,6 +63,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("CPU counters: {0}")]
+    Counters(#[source] counters::CounterError),
     #[error("cannot count possible CPUs from {path}: {source}")]
     Cpus {
         path: &'static str,
@@ -84,6 +88,7 @@ impl Error {
             Error::Map { .. } => "map",
             Error::Drain { .. } => "drain",
             Error::Cpus { .. } => "cpus",
+            Error::Counters(_) => "counters",
         }
     }
 
@@ -124,6 +129,8 @@ pub struct EbpfCounters {
     pub dropped_exits: u64,
     /// Slices added through the program's per-CPU run cache (no hash lookup).
     pub cached_slices: u64,
+    /// Cycles/instructions reads that failed in the program.
+    pub counter_errors: u64,
     pub drained_entries: u64,
     pub drain_syscalls: u64,
 }
@@ -138,20 +145,47 @@ pub struct EbpfActivity {
     /// Which pods exist, busy or not: eBPF only sees pods that ran, and an idle pod must not be
     /// taken for an ended one (its series would end after the grace period and restart at 0).
     presence: Option<CgroupActivity>,
+    /// Exits of the last drains: a process's final slices can reach the map a drain after its exit
+    /// (they wait in the program's run cache), and must still count as exited (no /proc lookup of
+    /// a pid that may belong to someone else by then).
+    recent_exits: std::collections::VecDeque<std::collections::HashSet<u32>>,
 }
 
+/// Drains an exit is remembered for (beyond its own).
+const EXIT_MEMORY_DRAINS: usize = 2;
+
 impl EbpfActivity {
-    /// Loads and attaches the embedded program, and indexes the cgroup v2 hierarchy.
-    pub fn start(roots: &HostRoots) -> Result<EbpfActivity> {
+    /// Loads and attaches the embedded program (with cycles/instructions counters where `counters`
+    /// asks for them and the machine has them), and indexes the cgroup v2 hierarchy.
+    pub fn start(roots: &HostRoots, counters: CpuCountersChoice) -> Result<EbpfActivity> {
         let btf = roots.sysfs.join("kernel").join("btf").join("vmlinux");
-        let program = LoadedProgram::load(OBJECT, &btf)?;
+        let kind = match counters {
+            CpuCountersChoice::Auto => Some(CounterKind::Hardware),
+            CpuCountersChoice::Software => Some(CounterKind::Software),
+            CpuCountersChoice::Off => None,
+        };
+        let (opened, why_not) = match kind.map(|k| Counters::open(k, &roots.sysfs)) {
+            Some(Ok(c)) => (Some(c), None),
+            Some(Err(e)) => (None, Some(e.to_string())),
+            None => (None, Some("--cpu-counters off".to_string())),
+        };
+        let program = LoadedProgram::load_with_counters(OBJECT, &btf, opened)?;
         let resolver = Resolver::new(v2_root(roots), &roots.procfs);
-        tracing::info!(
-            source = SOURCE,
-            counters = "cpu_time",
-            cgroups = resolver.known_cgroups(),
-            "eBPF attached to sched_switch and sched_process_exit; no PMU counters are read, so pods are split by on-CPU time"
-        );
+        match (program.counters(), why_not) {
+            (Some(kind), _) => tracing::info!(
+                source = SOURCE,
+                counters = ?kind.measures(),
+                cgroups = resolver.known_cgroups(),
+                "eBPF attached to sched_switch and sched_process_exit with CPU counters; pods are split by cycles"
+            ),
+            (None, why) => tracing::info!(
+                source = SOURCE,
+                counters = "cpu_time",
+                reason = why.as_deref().unwrap_or(""),
+                cgroups = resolver.known_cgroups(),
+                "eBPF attached to sched_switch and sched_process_exit; no PMU counters are read, so pods are split by on-CPU time"
+            ),
+        }
         let presence = match CgroupActivity::discover(&roots.sysfs, &roots.procfs) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -165,6 +199,7 @@ impl EbpfActivity {
             drained: Drained::default(),
             counters: EbpfCounters::default(),
             presence,
+            recent_exits: std::collections::VecDeque::new(),
         })
     }
 
@@ -183,6 +218,7 @@ impl EbpfActivity {
         self.counters.dropped_ns = state.dropped_ns;
         self.counters.dropped_exits = state.exits_dropped;
         self.counters.cached_slices = state.cached;
+        self.counters.counter_errors = state.counter_errors;
         self.counters.drained_entries += self.drained.tasks.len() as u64;
         self.counters.drain_syscalls += u64::from(self.drained.syscalls);
         if state.dropped > before.dropped_slices {
@@ -205,7 +241,16 @@ impl EbpfActivity {
                 "process exits not recorded: the exit map was full",
             ));
         }
-        let pods = aggregate(&mut self.resolver, &self.drained);
+        let fresh = self.drained.exited.clone();
+        for earlier in &self.recent_exits {
+            self.drained.exited.extend(earlier.iter().copied());
+        }
+        self.recent_exits.push_back(fresh);
+        if self.recent_exits.len() > EXIT_MEMORY_DRAINS {
+            self.recent_exits.pop_front();
+        }
+        let by_cycles = self.program.counters().is_some();
+        let pods = aggregate(&mut self.resolver, &self.drained, by_cycles);
         Ok((pods, issues))
     }
 }
@@ -227,17 +272,38 @@ pub fn add_idle_pods(pods: &mut Vec<PodActivity>, present: Vec<PodUid>) {
 }
 
 /// Resolves every drained entry and sums time per pod and container. Entries of unknown consumers
-/// go to no pod (the model gives their share to `system`).
-pub fn aggregate(resolver: &mut Resolver, drained: &Drained) -> Vec<PodActivity> {
+/// go to no pod (the model gives their share to `system`). With `by_cycles` (the program's counters are live) each
+/// entry weighs its share of the drain's cycles, expressed in nanoseconds of the drain's on-CPU time,
+/// so the model's denominators stay in time while pods are split by cycles.
+pub fn aggregate(resolver: &mut Resolver, drained: &Drained, by_cycles: bool) -> Vec<PodActivity> {
+    let total_ns: u64 = drained
+        .tasks
+        .iter()
+        .fold(0, |s, t| s.saturating_add(t.on_cpu_ns));
+    let total_cycles: u64 = drained
+        .tasks
+        .iter()
+        .fold(0, |s, t| s.saturating_add(t.cycles));
+    let weigh = |on_cpu_ns: u64, cycles: u64| -> CpuNanos {
+        if by_cycles && total_cycles > 0 {
+            CpuNanos((u128::from(total_ns) * u128::from(cycles) / u128::from(total_cycles)) as u64)
+        } else {
+            CpuNanos(on_cpu_ns)
+        }
+    };
     // Sum per cgroup id first: a drain holds many processes per cgroup (5,000 entries are ~200
     // cgroups on a busy node), and on a cgroup v2 host with pods the owner depends on the cgroup id
     // and its ancestors alone, so each cgroup is resolved once.
-    let mut by_cgroup: HashMap<u64, (u64, usize, u64), BuildIdHasher> =
+    let mut by_cgroup: HashMap<u64, CgroupSum, BuildIdHasher> =
         HashMap::with_capacity_and_hasher(256, BuildIdHasher);
     for (index, task) in drained.tasks.iter().enumerate() {
-        let entry = by_cgroup.entry(task.cgroup_id).or_insert((0, index, 0));
-        entry.0 = entry.0.saturating_add(task.on_cpu_ns);
-        entry.2 += 1;
+        let sum = by_cgroup.entry(task.cgroup_id).or_insert(CgroupSum {
+            first: index,
+            ..CgroupSum::default()
+        });
+        sum.on_cpu_ns = sum.on_cpu_ns.saturating_add(task.on_cpu_ns);
+        sum.cycles = sum.cycles.saturating_add(task.cycles);
+        sum.entries += 1;
     }
     let ids: Vec<u64> = by_cgroup.keys().copied().collect();
     resolver.begin_drain(&ids);
@@ -252,18 +318,16 @@ pub fn aggregate(resolver: &mut Resolver, drained: &Drained) -> Vec<PodActivity>
         CgroupOwner::OtherContainer { .. } | CgroupOwner::System => {}
     };
     if resolver.resolves_by_cgroup_id() {
-        for (on_cpu_ns, first, entries) in by_cgroup.values() {
-            let owner =
-                resolver.resolve_entries(&task_cgroup(&drained.tasks[*first], drained), *entries);
-            add(owner, CpuNanos(*on_cpu_ns));
+        for sum in by_cgroup.values() {
+            let task = task_cgroup(&drained.tasks[sum.first], drained);
+            let owner = resolver.resolve_entries(&task, sum.entries);
+            add(owner, weigh(sum.on_cpu_ns, sum.cycles));
         }
     } else {
         // cgroup v1 or hybrid: the owner may come from each process's /proc/<pid>/cgroup.
         for task in &drained.tasks {
-            add(
-                resolver.resolve(&task_cgroup(task, drained)),
-                CpuNanos(task.on_cpu_ns),
-            );
+            let owner = resolver.resolve(&task_cgroup(task, drained));
+            add(owner, weigh(task.on_cpu_ns, task.cycles));
         }
     }
     resolver.end_drain(&drained.exited);
@@ -279,9 +343,19 @@ pub fn aggregate(resolver: &mut Resolver, drained: &Drained) -> Vec<PodActivity>
         .collect()
 }
 
-/// Hasher for cgroup ids (kernel inode numbers, not attacker-chosen): one multiply by an odd
-/// constant spreads them into the high bits the hash table uses. SipHash per entry was a measurable
-/// part of a 5,000-process drain.
+/// One cgroup's entries in a drain.
+#[derive(Debug, Default)]
+struct CgroupSum {
+    on_cpu_ns: u64,
+    cycles: u64,
+    entries: u64,
+    /// Index of its first entry (for the ancestors and the process).
+    first: usize,
+}
+
+/// Hasher for cgroup ids (kernfs ids, not attacker-chosen): a multiply by an odd constant, then a
+/// rotation so that high input bits (the kernfs generation) reach the low bits that pick the bucket
+/// (as rustc-hash does). SipHash per entry was a measurable part of a 5,000-process drain.
 #[derive(Debug, Clone, Copy, Default)]
 struct BuildIdHasher;
 
@@ -297,7 +371,7 @@ impl std::hash::BuildHasher for BuildIdHasher {
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.0.rotate_left(26)
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
@@ -358,11 +432,16 @@ impl ActivitySource for EbpfActivity {
     fn stats(&self) -> SourceStats {
         let c = self.counters;
         let r = self.resolver.stats();
+        let mut measures = vec!["cpu_time"];
+        if let Some(kind) = self.program.counters() {
+            measures.extend(kind.measures());
+        }
         SourceStats {
-            counters: vec!["cpu_time"],
+            counters: measures,
             events: vec![
                 ("sched_switch", c.switches),
                 ("cached_slice", c.cached_slices),
+                ("counter_error", c.counter_errors),
                 ("dropped_slice", c.dropped_slices),
                 ("dropped_exit", c.dropped_exits),
                 ("drained_entry", c.drained_entries),
@@ -393,7 +472,73 @@ mod tests {
             ancestors,
             on_cpu_ns: ns,
             switches: 1,
+            cycles: 0,
+            instructions: 0,
         }
+    }
+
+    #[test]
+    fn live_counters_split_by_cycles_in_units_of_the_drains_time() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let root = tmp.path().join("cgroup");
+        let pod = root.join(format!("kubepods/pod{UID}"));
+        fs::create_dir_all(pod.join(C1)).unwrap();
+        fs::create_dir_all(pod.join(C2)).unwrap();
+        fs::create_dir_all(root.join("system.slice")).unwrap();
+        let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
+        let (c1, c2, system) = (
+            ino(&pod.join(C1)),
+            ino(&pod.join(C2)),
+            ino(&root.join("system.slice")),
+        );
+        let with_cycles = |mut t: TaskSlice, cycles: u64| {
+            t.cycles = cycles;
+            t
+        };
+        let drained = Drained {
+            tasks: vec![
+                with_cycles(slice(1, c1, [0; 6], 500), 3_000),
+                with_cycles(slice(2, c2, [0; 6], 500), 1_000),
+                with_cycles(slice(3, system, [0; 6], 1_000), 4_000),
+            ],
+            exited: HashSet::new(),
+            syscalls: 1,
+        };
+        let container = |pods: &[PodActivity], id: &str| {
+            pods[0]
+                .containers
+                .iter()
+                .find(|c| c.id.as_str() == id)
+                .unwrap()
+                .cpu_time
+        };
+        let mut resolver = Resolver::new(Some(root), tmp.path());
+        // By time: 500 each.
+        let pods = aggregate(&mut resolver, &drained, false);
+        assert_eq!(
+            (container(&pods, C1), container(&pods, C2)),
+            (CpuNanos(500), CpuNanos(500))
+        );
+        // By cycles: 2,000 ns of drain time split 3,000 : 1,000 : 4,000 of 8,000 cycles.
+        let pods = aggregate(&mut resolver, &drained, true);
+        assert_eq!(container(&pods, C1), CpuNanos(750));
+        assert_eq!(container(&pods, C2), CpuNanos(250));
+        assert_eq!(
+            pods[0].cpu_time,
+            CpuNanos(1_000),
+            "system keeps its half of the cycles"
+        );
+        // No cycles at all (counters live but nothing counted): falls back to time.
+        let no_cycles = Drained {
+            tasks: drained
+                .tasks
+                .iter()
+                .map(|t| with_cycles(t.clone(), 0))
+                .collect(),
+            ..Drained::default()
+        };
+        let pods = aggregate(&mut resolver, &no_cycles, true);
+        assert_eq!(container(&pods, C1), CpuNanos(500));
     }
 
     #[test]
@@ -442,7 +587,7 @@ mod tests {
             exited: HashSet::from([3]),
             syscalls: 1,
         };
-        let pods = aggregate(&mut resolver, &drained);
+        let pods = aggregate(&mut resolver, &drained, false);
         assert_eq!(pods.len(), 1);
         assert_eq!(pods[0].uid.as_str(), UID);
         assert_eq!(

@@ -14,6 +14,7 @@ use kepler_ebpf_common::{
 };
 
 use super::batch::BatchBuffers;
+use super::counters::{CounterKind, Counters};
 use super::{Error, Result};
 
 /// Entries moved per `bpf(2)` call. With the per-CPU values of every possible CPU in the buffer, this
@@ -28,6 +29,9 @@ pub struct TaskSlice {
     pub ancestors: [u64; ANCESTOR_LEVELS],
     pub on_cpu_ns: u64,
     pub switches: u64,
+    /// CPU cycles and instructions (0 unless the program's counters are live).
+    pub cycles: u64,
+    pub instructions: u64,
 }
 
 /// What one drain returned.
@@ -49,6 +53,8 @@ pub struct LoadedProgram {
     task_buffers: BatchBuffers,
     exited_buffers: BatchBuffers,
     cpus: usize,
+    /// The perf events the program reads (kept open for as long as it runs), if any.
+    counters: Option<Counters>,
 }
 
 impl std::fmt::Debug for LoadedProgram {
@@ -63,6 +69,16 @@ impl LoadedProgram {
     /// Loads `object` (an ELF built by ebpf/build.sh), relocating against the BTF at `btf_path`
     /// (`<sysfs>/kernel/btf/vmlinux`), and attaches both programs.
     pub fn load(object: &[u8], btf_path: &Path) -> Result<LoadedProgram> {
+        Self::load_with_counters(object, btf_path, None)
+    }
+
+    /// `load`, with CPU-wide cycles/instructions counters for the program to read at every switch
+    /// (installed before the programs attach, so no switch sees empty counter maps).
+    pub fn load_with_counters(
+        object: &[u8],
+        btf_path: &Path,
+        counters: Option<Counters>,
+    ) -> Result<LoadedProgram> {
         if !btf_path.exists() {
             return Err(Error::NoBtf {
                 path: btf_path.to_path_buf(),
@@ -73,10 +89,24 @@ impl LoadedProgram {
             path: btf_path.to_path_buf(),
             source: Some(Box::new(e)),
         })?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .load(object)
-            .map_err(|e| Error::Load(Box::new(e)))?;
+        let mut loader = EbpfLoader::new();
+        loader.btf(Some(&btf));
+        let live: u32 = 1;
+        if counters.is_some() {
+            loader.override_global(names::COUNTERS_LIVE, &live, true);
+        }
+        let mut ebpf = loader.load(object).map_err(|e| Error::Load(Box::new(e)))?;
+        if let Some(counters) = &counters {
+            let fd = |name: &'static str| -> Result<std::os::fd::BorrowedFd<'_>> {
+                match ebpf.map(name) {
+                    Some(Map::PerfEventArray(data)) => Ok(data.fd().as_fd()),
+                    _ => Err(Error::MissingInObject { name }),
+                }
+            };
+            counters
+                .install(fd(names::CYCLES)?, fd(names::INSTRUCTIONS)?)
+                .map_err(Error::Counters)?;
+        }
         for (program, tracepoint) in [
             (names::SCHED_SWITCH, "sched_switch"),
             (names::SCHED_PROCESS_EXIT, "sched_process_exit"),
@@ -122,7 +152,13 @@ impl LoadedProgram {
             ),
             exited_buffers: BatchBuffers::new(4, 8, 1, EXITED_ENTRIES as usize),
             cpus,
+            counters,
         })
+    }
+
+    /// The counters the program reads at every switch, if any.
+    pub fn counters(&self) -> Option<CounterKind> {
+        self.counters.as_ref().map(Counters::kind)
     }
 
     /// Moves everything out of the process and exit maps.
@@ -173,6 +209,7 @@ impl LoadedProgram {
                 dropped_ns: sum.dropped_ns + cpu.dropped_ns,
                 exits_dropped: sum.exits_dropped + cpu.exits_dropped,
                 cached: sum.cached + cpu.cached,
+                counter_errors: sum.counter_errors + cpu.counter_errors,
                 ..sum
             }))
     }
@@ -257,6 +294,8 @@ pub fn parse_task(key: &[u8], values: &[u8], cpus: usize, stride: usize) -> Task
         ancestors: [0; ANCESTOR_LEVELS],
         on_cpu_ns: 0,
         switches: 0,
+        cycles: 0,
+        instructions: 0,
     };
     let ancestors_at = std::mem::offset_of!(TaskTime, ancestors);
     for cpu in 0..cpus {
@@ -268,6 +307,14 @@ pub fn parse_task(key: &[u8], values: &[u8], cpus: usize, stride: usize) -> Task
         task.switches = task.switches.saturating_add(u64_at(
             values,
             base + std::mem::offset_of!(TaskTime, switches),
+        ));
+        task.cycles = task.cycles.saturating_add(u64_at(
+            values,
+            base + std::mem::offset_of!(TaskTime, cycles),
+        ));
+        task.instructions = task.instructions.saturating_add(u64_at(
+            values,
+            base + std::mem::offset_of!(TaskTime, instructions),
         ));
         if task.ancestors.iter().all(|a| *a == 0) {
             for (level, ancestor) in task.ancestors.iter_mut().enumerate() {
@@ -296,15 +343,19 @@ mod tests {
         };
         put(0, 0, 1_000);
         put(0, 8, 2);
+        put(0, 16, 3_000); // cycles
         put(2, 0, 500);
         put(2, 8, 1);
-        put(2, 16, 11); // ancestors written by CPU 2 only
-        put(2, 24, 22);
+        put(2, 16, 1_500);
+        put(2, 24, 7); // instructions
+        put(2, 32, 11); // ancestors written by CPU 2 only
+        put(2, 40, 22);
         let task = parse_task(&key, &values, 3, stride);
         assert_eq!(task.tgid, 4242);
         assert_eq!(task.cgroup_id, 77);
         assert_eq!(task.on_cpu_ns, 1_500);
         assert_eq!(task.switches, 3);
+        assert_eq!((task.cycles, task.instructions), (4_500, 7));
         assert_eq!(&task.ancestors[..3], &[11, 22, 0]);
         // Short buffers read as zeros, never panic.
         let short = parse_task(&key[..3], &values[..5], 3, stride);
