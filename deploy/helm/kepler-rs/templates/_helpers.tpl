@@ -45,7 +45,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/*
 The only capabilities the exporter may hold (deploy/README.md, "Security"):
   DAC_READ_SEARCH  read RAPL energy_uj (root-only since Linux 5.10) and other users' /proc entries
-  BPF, PERFMON     load and attach the eBPF CPU-accounting programs (--cpu-source auto|ebpf)
+  BPF, PERFMON     load and attach the eBPF CPU-accounting programs (--cpu-source auto|ebpf) and
+                   open the CPU-wide cycles/instructions counters they read (--cpu-counters auto)
 */}}
 {{- define "kepler-rs.capabilities" -}}
 {{- $caps := list "DAC_READ_SEARCH" -}}
