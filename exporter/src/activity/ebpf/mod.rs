@@ -148,11 +148,29 @@ pub struct EbpfActivity {
     /// Exits of the last drains: a process's final slices can reach the map a drain after its exit
     /// (they wait in the program's run cache), and must still count as exited (no /proc lookup of
     /// a pid that may belong to someone else by then).
-    recent_exits: std::collections::VecDeque<std::collections::HashSet<u32>>,
+    recent_exits: ExitMemory,
 }
 
 /// Drains an exit is remembered for (beyond its own).
 const EXIT_MEMORY_DRAINS: usize = 2;
+
+/// The exits of the last `EXIT_MEMORY_DRAINS` drains.
+#[derive(Debug, Default)]
+struct ExitMemory(std::collections::VecDeque<std::collections::HashSet<u32>>);
+
+impl ExitMemory {
+    /// Adds the remembered exits to this drain's, then remembers this drain's own.
+    fn extend(&mut self, exited: &mut std::collections::HashSet<u32>) {
+        let fresh = exited.clone();
+        for earlier in &self.0 {
+            exited.extend(earlier.iter().copied());
+        }
+        self.0.push_back(fresh);
+        if self.0.len() > EXIT_MEMORY_DRAINS {
+            self.0.pop_front();
+        }
+    }
+}
 
 impl EbpfActivity {
     /// Loads and attaches the embedded program (with cycles/instructions counters where `counters`
@@ -199,7 +217,7 @@ impl EbpfActivity {
             drained: Drained::default(),
             counters: EbpfCounters::default(),
             presence,
-            recent_exits: std::collections::VecDeque::new(),
+            recent_exits: ExitMemory::default(),
         })
     }
 
@@ -241,14 +259,7 @@ impl EbpfActivity {
                 "process exits not recorded: the exit map was full",
             ));
         }
-        let fresh = self.drained.exited.clone();
-        for earlier in &self.recent_exits {
-            self.drained.exited.extend(earlier.iter().copied());
-        }
-        self.recent_exits.push_back(fresh);
-        if self.recent_exits.len() > EXIT_MEMORY_DRAINS {
-            self.recent_exits.pop_front();
-        }
+        self.recent_exits.extend(&mut self.drained.exited);
         let by_cycles = self.program.counters().is_some();
         let pods = aggregate(&mut self.resolver, &self.drained, by_cycles);
         Ok((pods, issues))
@@ -475,6 +486,23 @@ mod tests {
             cycles: 0,
             instructions: 0,
         }
+    }
+
+    #[test]
+    fn exits_count_for_two_more_drains_then_are_forgotten() {
+        let mut memory = ExitMemory::default();
+        let mut drain = |own: &[u32]| {
+            let mut exited: HashSet<u32> = own.iter().copied().collect();
+            memory.extend(&mut exited);
+            let mut v: Vec<u32> = exited.into_iter().collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(drain(&[5]), vec![5]);
+        assert_eq!(drain(&[7]), vec![5, 7]);
+        assert_eq!(drain(&[]), vec![5, 7]);
+        assert_eq!(drain(&[]), vec![7]);
+        assert_eq!(drain(&[]), Vec::<u32>::new());
     }
 
     #[test]
