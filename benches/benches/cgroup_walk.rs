@@ -100,11 +100,21 @@ fn read_len(path: &Path) -> usize {
 
 fn bench_walk(c: &mut Criterion) {
     let tree = build_tree();
+    // As the exporter does at start: counter files of every cgroup may stay open.
+    let fd_limit = kepler_rs::activity::cgroup::raise_open_file_limit();
+    assert!(
+        fd_limit > 4_000,
+        "RLIMIT_NOFILE {fd_limit}: too low to keep 3,000 files open"
+    );
     let mut source = CgroupActivity::with_root(tree.path().to_path_buf(), CounterFile::CpuStat);
     source.sample(); // baseline
     let check = source.sample();
     assert_eq!(check.pods.len() as u64, PODS);
     assert!(check.issues.is_empty(), "{:?}", check.issues);
+    // The same walk reading every counter by path (open + read + close), as before.
+    let mut by_path = CgroupActivity::with_root(tree.path().to_path_buf(), CounterFile::CpuStat);
+    by_path.set_open_file_budget(0);
+    by_path.sample();
 
     let mut group = c.benchmark_group("cgroup_walk_1000_pods_2_containers");
     group
@@ -113,6 +123,7 @@ fn bench_walk(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4))
         .throughput(Throughput::Elements(PODS * (1 + CONTAINERS_PER_POD)));
     group.bench_function("sample", |b| b.iter(|| source.sample()));
+    group.bench_function("sample_reopening_by_path", |b| b.iter(|| by_path.sample()));
     group.bench_function("raw_io_only", |b| b.iter(|| raw_io(black_box(tree.path()))));
     // Lower bound for a walker that keeps counter files open between ticks (needs ~3,000 fds here).
     let files = open_counters(tree.path());

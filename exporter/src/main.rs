@@ -224,6 +224,10 @@ fn run(args: RunArgs) -> ExitCode {
     init_logging(&config);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %config.node_name, listen = %config.listen, interval = ?config.interval, "starting kepler-rs");
 
+    // One fd per cgroup counter file kept open (activity::cgroup): take the hard limit.
+    let fd_limit = kepler_rs::activity::cgroup::raise_open_file_limit();
+    tracing::debug!(fd_limit, "open file limit");
+
     let mut startup = Vec::new();
     let energy = match energy_source(&config, &mut startup) {
         Ok(e) => e,

@@ -245,8 +245,10 @@ fn time_after_a_cgroup_move_goes_to_the_new_cgroup() {
         (new as f64 - after as f64).abs() <= 0.03 * after as f64,
         "new cgroup got {new} ns for {after} ns run after the move (old: {old} ns)"
     );
+    // The old cgroup only gets what ran between the drain and the move (plus a straddling slice of
+    // at most one 5 ms quota, more when parallel tests delay the move).
     assert!(
-        old < 10_000_000,
+        (old as f64) <= 0.05 * after as f64,
         "old cgroup got {old} ns: more than the time between the drain and the move"
     );
 }

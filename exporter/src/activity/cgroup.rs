@@ -266,9 +266,65 @@ pub struct CgroupActivity {
     /// Hierarchies to re-check while no kubepods directory has been found (kubelet may start later).
     candidates: Vec<Hierarchy>,
     settled: bool,
-    /// Last counter per cgroup directory.
-    previous: HashMap<PathBuf, CpuNanos>,
+    /// Last counter per cgroup directory, with its counter file kept open.
+    previous: HashMap<PathBuf, Tracked>,
     baseline_taken: bool,
+    /// Counter files this source may keep open (the process's fd limit minus a reserve).
+    max_open: usize,
+    /// Reusable read buffer.
+    buf: Vec<u8>,
+}
+
+/// A cgroup's last counter value and, while fds allow, its counter file kept open: re-reading an
+/// open file (`pread` at offset 0; kernfs regenerates the content) costs a fraction of a path
+/// lookup + open + read + close.
+#[derive(Debug)]
+struct Tracked {
+    value: CpuNanos,
+    file: Option<fs::File>,
+}
+
+/// Fds left for everything else (sockets, NVML, eBPF maps, the kube client) when keeping counter
+/// files open.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (commonly 1,024 -> 524,288 on hosts; already
+/// high in containers), so that counter files of every cgroup can stay open. Call before
+/// `discover`/`with_root`. Returns the soft limit in force afterwards.
+pub fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// How many counter files may stay open under the process's `RLIMIT_NOFILE`.
+fn max_open_counters() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    usize::try_from(limit.rlim_cur.saturating_sub(FD_RESERVE).min(1 << 20)).unwrap_or(0)
 }
 
 /// Discovers the cgroup hierarchy that holds kubelet's pods. See [`CgroupActivity::discover`].
@@ -320,6 +376,8 @@ impl CgroupActivity {
             candidates: if settled { Vec::new() } else { candidates },
             settled,
             previous: HashMap::new(),
+            max_open: max_open_counters(),
+            buf: Vec::with_capacity(4096),
             baseline_taken: false,
         })
     }
@@ -331,6 +389,8 @@ impl CgroupActivity {
             candidates: Vec::new(),
             settled: true,
             previous: HashMap::new(),
+            max_open: max_open_counters(),
+            buf: Vec::with_capacity(4096),
             baseline_taken: false,
         }
     }
@@ -342,19 +402,29 @@ impl CgroupActivity {
         if !self.settled {
             self.recheck_hierarchy();
         }
-        let none = HashMap::new();
+        let mut none = HashMap::new();
+        let mut buf = Vec::new();
         let mut walk = Walk {
             counter: None,
-            previous: &none,
+            previous: &mut none,
             next: HashMap::new(),
             pods: Vec::new(),
             issues: Vec::new(),
+            open: 0,
+            max_open: 0,
+            buf: &mut buf,
         };
         walk.visit(&self.active.root, 0, false);
         let mut uids: Vec<PodUid> = walk.pods.into_iter().map(|p| p.uid).collect();
         uids.sort();
         uids.dedup();
         (uids, walk.issues)
+    }
+
+    /// How many counter files may stay open (default: the fd limit minus a reserve); 0 reads every
+    /// counter by path, as before files were kept open (benchmarks compare the two).
+    pub fn set_open_file_budget(&mut self, max_open: usize) {
+        self.max_open = max_open;
     }
 
     /// The hierarchy root being walked.
@@ -415,10 +485,15 @@ fn read_mountinfo(procfs_root: &Path) -> Result<(PathBuf, String)> {
 struct Walk<'a> {
     /// None: presence only (pod directories are listed, no counter is read).
     counter: Option<CounterFile>,
-    previous: &'a HashMap<PathBuf, CpuNanos>,
-    next: HashMap<PathBuf, CpuNanos>,
+    /// Last sample's state; entries move to `next` as the walk visits them.
+    previous: &'a mut HashMap<PathBuf, Tracked>,
+    next: HashMap<PathBuf, Tracked>,
     pods: Vec<PodActivity>,
     issues: Vec<SourceIssue>,
+    /// Counter files open in `next`, and how many may be.
+    open: usize,
+    max_open: usize,
+    buf: &'a mut Vec<u8>,
 }
 
 impl Walk<'_> {
@@ -523,48 +598,116 @@ impl Walk<'_> {
     fn read_delta(&mut self, dir: &Path) -> Option<CpuNanos> {
         let counter = self.counter?;
         let path = dir.join(counter.file_name());
-        let current = match fs::read_to_string(&path) {
-            Ok(content) => match counter.parse(&content) {
+        let tracked = self.previous.remove(dir);
+        let before = tracked.as_ref().map(|t| t.value);
+        let kept = tracked.and_then(|t| t.file);
+        let (read, file) = read_counter(kept, &path, self.buf, self.open < self.max_open);
+        let current = match read {
+            Ok(()) => match std::str::from_utf8(self.buf)
+                .map_err(|_| "not UTF-8")
+                .and_then(|content| counter.parse(content))
+            {
                 Ok(value) => value,
                 Err(reason) => {
                     self.issue(Error::ParseCounter { path, reason });
-                    self.keep_previous(dir);
+                    self.keep(dir, before, file);
                     return None;
                 }
             },
             Err(source) => {
-                let vanished = source.kind() == io::ErrorKind::NotFound;
+                let vanished = source.kind() == io::ErrorKind::NotFound
+                    || source.raw_os_error() == Some(libc::ENODEV);
                 self.issue(Error::ReadCounter { path, source });
                 if !vanished {
-                    self.keep_previous(dir);
+                    self.keep(dir, before, None);
                 }
                 return None;
             }
         };
-        let delta = match self.previous.get(dir) {
-            Some(&before) if current >= before => current.saturating_sub(before),
+        let delta = match before {
+            Some(before) if current >= before => current.saturating_sub(before),
             _ => current,
         };
-        self.next.insert(dir.to_path_buf(), current);
+        self.keep(dir, Some(current), file);
         Some(delta)
+    }
+
+    /// Carries a cgroup's state into the next sample.
+    fn keep(&mut self, dir: &Path, value: Option<CpuNanos>, file: Option<fs::File>) {
+        let Some(value) = value else {
+            return;
+        };
+        self.open += usize::from(file.is_some());
+        self.next.insert(dir.to_path_buf(), Tracked { value, file });
     }
 
     /// A transient read failure keeps the old baseline, so the next good read is not counted twice.
     fn keep_previous(&mut self, dir: &Path) {
-        if let Some(&before) = self.previous.get(dir) {
-            self.next.insert(dir.to_path_buf(), before);
+        if let Some(tracked) = self.previous.remove(dir) {
+            self.keep(dir, Some(tracked.value), tracked.file);
         }
     }
 
     fn keep_previous_under(&mut self, dir: &Path) {
-        for (path, before) in self.previous.iter().filter(|(p, _)| p.starts_with(dir)) {
-            self.next.insert(path.clone(), *before);
+        let under: Vec<PathBuf> = self
+            .previous
+            .keys()
+            .filter(|p| p.starts_with(dir))
+            .cloned()
+            .collect();
+        for path in under {
+            self.keep_previous(&path);
         }
     }
 
     fn issue(&mut self, error: Error) {
         debug!(error = %error, "cgroup read skipped");
         self.issues.push(error.into_issue());
+    }
+}
+
+/// Reads a counter file into `buf`: through `kept` (its open file, re-read from offset 0) when there
+/// is one and it still works, else by path. Returns the file to keep for next time: the one used,
+/// or the newly opened one when `may_keep` (fds allow), else none.
+fn read_counter(
+    kept: Option<fs::File>,
+    path: &Path,
+    buf: &mut Vec<u8>,
+    may_keep: bool,
+) -> (io::Result<()>, Option<fs::File>) {
+    if let Some(file) = kept {
+        if read_whole_at_zero(&file, buf).is_ok() {
+            return (Ok(()), Some(file));
+        }
+        // The cgroup was removed (ENODEV) or recreated under the same path: try the path afresh.
+    }
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) => return (Err(e), None),
+    };
+    let read = read_whole_at_zero(&file, buf);
+    let keep = read.is_ok() && may_keep;
+    (read, keep.then_some(file))
+}
+
+/// `pread`s a small file from offset 0 to its end into `buf` (kernfs files regenerate on a read at
+/// offset 0).
+fn read_whole_at_zero(file: &fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = file.read_at(&mut chunk, buf.len() as u64)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 1 << 20 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "counter file over 1 MiB",
+            ));
+        }
     }
 }
 
@@ -577,12 +720,16 @@ impl ActivitySource for CgroupActivity {
         if !self.settled {
             self.recheck_hierarchy();
         }
+        let mut previous = std::mem::take(&mut self.previous);
         let mut walk = Walk {
             counter: Some(self.active.counter),
-            previous: &self.previous,
-            next: HashMap::with_capacity(self.previous.len()),
+            next: HashMap::with_capacity(previous.len()),
+            previous: &mut previous,
             pods: Vec::new(),
             issues: Vec::new(),
+            open: 0,
+            max_open: self.max_open,
+            buf: &mut self.buf,
         };
         walk.visit(&self.active.root, 0, false);
         let Walk {
@@ -591,7 +738,7 @@ impl ActivitySource for CgroupActivity {
             issues,
             ..
         } = walk;
-        // Cgroups not seen this time are gone: their state goes with them.
+        // Cgroups not seen this time are gone: their state (and open file) goes with them.
         self.previous = next;
         if !self.baseline_taken {
             self.baseline_taken = true;
@@ -918,6 +1065,45 @@ mod tests {
     }
 
     #[test]
+    fn counter_files_stay_open_within_the_fd_budget_and_are_reread() {
+        let tmp = TempDir::new().unwrap();
+        let root = tmp.path();
+        let counter = CounterFile::CpuacctUsage;
+        let pod = pod_dir(root, Layout::Cgroupfs, UID_A);
+        let c1 = container_dir(&pod, Layout::Cgroupfs, C1);
+        let c2 = container_dir(&pod, Layout::Cgroupfs, C2);
+        write_counter(&pod, counter, 1_000);
+        write_counter(&c1, counter, 400);
+        write_counter(&c2, counter, 500);
+        let mut source = CgroupActivity::with_root(root.to_path_buf(), counter);
+        source.max_open = 2; // three counters: one is read by path every time
+        source.sample();
+        let open = |s: &CgroupActivity| s.previous.values().filter(|t| t.file.is_some()).count();
+        assert_eq!(open(&source), 2);
+        // Rewritten in place (same inode, as kernfs regenerates): the kept files see new values.
+        for (dir, ns) in [(&pod, 1_900), (&c1, 700), (&c2, 1_000)] {
+            fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(dir.join("cpuacct.usage"))
+                .unwrap();
+            write_counter(dir, counter, ns);
+        }
+        let sample = source.sample();
+        let a = find(&sample, UID_A);
+        assert_eq!(a.cpu_time, CpuNanos(900));
+        assert_eq!(container_time(a, C1), Some(300));
+        assert_eq!(container_time(a, C2), Some(500));
+        assert_eq!(open(&source), 2);
+        assert!(sample.issues.is_empty());
+        // A removed container takes its open file with it.
+        fs::remove_dir_all(&c2).unwrap();
+        source.sample();
+        assert!(!source.previous.contains_key(&c2));
+        assert!(open(&source) <= 2);
+    }
+
+    #[test]
     fn vanished_counter_is_a_vanished_issue() {
         let tmp = TempDir::new().unwrap();
         let root = tmp.path();
@@ -927,6 +1113,9 @@ mod tests {
         write_counter(&pod, counter, 1_000);
         write_counter(&c1, counter, 400);
         let mut source = CgroupActivity::with_root(root.to_path_buf(), counter);
+        // On a TempDir a kept file stays readable after unlink; on cgroupfs a removed cgroup's open
+        // counter file answers ENODEV and the path is tried again. Read by path here.
+        source.max_open = 0;
         source.sample();
         // The directory is still listed but its counter file is gone (removal in progress).
         fs::remove_file(c1.join("cpuacct.usage")).unwrap();
@@ -984,21 +1173,30 @@ mod tests {
         let tmp = TempDir::new().unwrap();
         let pod = tmp.path().join("podx");
         fs::write(&pod, "not a directory").unwrap();
+        let tracked = |ns| Tracked {
+            value: CpuNanos(ns),
+            file: None,
+        };
         let mut previous = HashMap::new();
-        previous.insert(pod.join(C1), CpuNanos(1_000));
-        previous.insert(pod.clone(), CpuNanos(1_500));
-        previous.insert(tmp.path().join("other"), CpuNanos(7));
+        previous.insert(pod.join(C1), tracked(1_000));
+        previous.insert(pod.clone(), tracked(1_500));
+        previous.insert(tmp.path().join("other"), tracked(7));
+        let mut buf = Vec::new();
         let mut walk = Walk {
             counter: Some(CounterFile::CpuacctUsage),
-            previous: &previous,
+            previous: &mut previous,
             next: HashMap::new(),
             pods: Vec::new(),
             issues: Vec::new(),
+            open: 0,
+            max_open: 10,
+            buf: &mut buf,
         };
         assert!(walk.list_dirs(&pod).is_none());
         assert_eq!(walk.issues.len(), 1);
-        assert_eq!(walk.next.get(&pod.join(C1)), Some(&CpuNanos(1_000)));
-        assert_eq!(walk.next.get(&pod), Some(&CpuNanos(1_500)));
+        let value = |walk: &Walk, p: &Path| walk.next.get(p).map(|t| t.value);
+        assert_eq!(value(&walk, &pod.join(C1)), Some(CpuNanos(1_000)));
+        assert_eq!(value(&walk, &pod), Some(CpuNanos(1_500)));
         assert!(!walk.next.contains_key(&tmp.path().join("other")));
         // A directory that is gone takes its baselines with it.
         assert!(walk.list_dirs(&tmp.path().join("gone")).is_none());
