@@ -1011,18 +1011,26 @@ mod tests {
         assert_eq!(find(&sample, UID_A).cpu_time, CpuNanos(500));
     }
 
-    #[test]
-    fn garbage_counters_are_issues_and_keep_the_baseline() {
+    /// A cgroupfs tree with pod `UID_A` holding containers `C1` and `C2`, counters `[pod, c1, c2]`.
+    fn pod_with_two_containers(
+        counter: CounterFile,
+        ns: [u64; 3],
+    ) -> (TempDir, PathBuf, PathBuf, PathBuf) {
         let tmp = TempDir::new().unwrap();
-        let root = tmp.path();
-        let counter = CounterFile::CpuacctUsage;
-        let pod = pod_dir(root, Layout::Cgroupfs, UID_A);
+        let pod = pod_dir(tmp.path(), Layout::Cgroupfs, UID_A);
         let c1 = container_dir(&pod, Layout::Cgroupfs, C1);
         let c2 = container_dir(&pod, Layout::Cgroupfs, C2);
-        write_counter(&pod, counter, 1_000);
-        write_counter(&c1, counter, 400);
-        write_counter(&c2, counter, 300);
-        let mut source = CgroupActivity::with_root(root.to_path_buf(), counter);
+        for (dir, value) in [(&pod, ns[0]), (&c1, ns[1]), (&c2, ns[2])] {
+            write_counter(dir, counter, value);
+        }
+        (tmp, pod, c1, c2)
+    }
+
+    #[test]
+    fn garbage_counters_are_issues_and_keep_the_baseline() {
+        let counter = CounterFile::CpuacctUsage;
+        let (tmp, pod, c1, c2) = pod_with_two_containers(counter, [1_000, 400, 300]);
+        let mut source = CgroupActivity::with_root(tmp.path().to_path_buf(), counter);
         source.sample();
 
         fs::write(c1.join("cpuacct.usage"), "not a number\n").unwrap();
@@ -1066,16 +1074,9 @@ mod tests {
 
     #[test]
     fn counter_files_stay_open_within_the_fd_budget_and_are_reread() {
-        let tmp = TempDir::new().unwrap();
-        let root = tmp.path();
         let counter = CounterFile::CpuacctUsage;
-        let pod = pod_dir(root, Layout::Cgroupfs, UID_A);
-        let c1 = container_dir(&pod, Layout::Cgroupfs, C1);
-        let c2 = container_dir(&pod, Layout::Cgroupfs, C2);
-        write_counter(&pod, counter, 1_000);
-        write_counter(&c1, counter, 400);
-        write_counter(&c2, counter, 500);
-        let mut source = CgroupActivity::with_root(root.to_path_buf(), counter);
+        let (tmp, pod, c1, c2) = pod_with_two_containers(counter, [1_000, 400, 500]);
+        let mut source = CgroupActivity::with_root(tmp.path().to_path_buf(), counter);
         source.max_open = 2; // three counters: one is read by path every time
         source.sample();
         let open = |s: &CgroupActivity| s.previous.values().filter(|t| t.file.is_some()).count();
