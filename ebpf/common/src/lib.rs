@@ -108,10 +108,15 @@ pub struct CpuState {
     pub exits_dropped: u64,
     /// Slices added to the run cache without a `TASK_TIME` lookup (hits that did not flush).
     pub cached: u64,
-    /// Cycles and instructions counters of this CPU at the last switch (counters live only).
+    /// Cycles and instructions counters of this CPU at the last switch (counters live only), and
+    /// the time each counter had been running then (a counter that stopped running, e.g. not
+    /// scheduled on the PMU, reads as an error).
     pub last_cycles: u64,
     pub last_instructions: u64,
-    /// Counter reads that failed (the slice then gets no cycles or instructions).
+    pub last_cycles_running: u64,
+    pub last_instructions_running: u64,
+    /// Counter reads that failed or found the counter not running (the slice then gets no cycles or
+    /// instructions; userspace splits that drain by time).
     pub counter_errors: u64,
     /// Cgroup id whose ancestors `memo_ancestors` holds (0: none yet): filling a slot for a process
     /// of the same cgroup as the last one copies them instead of asking the kernel again.
@@ -145,7 +150,7 @@ mod tests {
         assert_eq!(size_of::<Pending>(), 56 + 8 * ANCESTOR_LEVELS);
         assert_eq!(
             size_of::<CpuState>(),
-            80 + 8 * ANCESTOR_LEVELS + PENDING_SLOTS * size_of::<Pending>()
+            96 + 8 * ANCESTOR_LEVELS + PENDING_SLOTS * size_of::<Pending>()
         );
         assert!(PENDING_SLOTS.is_power_of_two());
         assert_eq!(align_of::<TaskTime>(), 8);

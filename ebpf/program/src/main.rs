@@ -65,10 +65,16 @@ pub fn kepler_sched_switch(_ctx: BtfTracePointContext) -> i32 {
     // SAFETY: reading a .rodata constant.
     let (cycles, instructions) = if unsafe { core::ptr::read_volatile(&COUNTERS_LIVE) } == 1 {
         (
-            counter_delta(&CYCLES, &mut state.last_cycles, &mut state.counter_errors),
+            counter_delta(
+                &CYCLES,
+                &mut state.last_cycles,
+                &mut state.last_cycles_running,
+                &mut state.counter_errors,
+            ),
             counter_delta(
                 &INSTRUCTIONS,
                 &mut state.last_instructions,
+                &mut state.last_instructions_running,
                 &mut state.counter_errors,
             ),
         )
@@ -138,10 +144,16 @@ pub fn kepler_sched_switch(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// How far this CPU's counter in `array` moved since the last switch (0 on the first read, after a
-/// failed read, or if it went backwards).
+/// How far this CPU's counter in `array` moved since the last switch: 0 on the first read, when it
+/// went backwards, and (counted in `errors`) when the read failed or the counter was not running
+/// since the last switch (the next good read then also covers the gap).
 #[inline(always)]
-fn counter_delta(array: &PerfEventArray<u32>, last: &mut u64, errors: &mut u64) -> u64 {
+fn counter_delta(
+    array: &PerfEventArray<u32>,
+    last: &mut u64,
+    last_running: &mut u64,
+    errors: &mut u64,
+) -> u64 {
     let mut value = bpf_perf_event_value {
         counter: 0,
         enabled: 0,
@@ -162,7 +174,13 @@ fn counter_delta(array: &PerfEventArray<u32>, last: &mut u64, errors: &mut u64) 
         return 0;
     }
     let previous = *last;
+    let previous_running = *last_running;
     *last = value.counter;
+    *last_running = value.running;
+    if previous != 0 && value.running <= previous_running {
+        *errors += 1;
+        return 0;
+    }
     if previous == 0 || value.counter < previous {
         0
     } else {

@@ -490,7 +490,7 @@ struct Walk<'a> {
     next: HashMap<PathBuf, Tracked>,
     pods: Vec<PodActivity>,
     issues: Vec<SourceIssue>,
-    /// Counter files open in `next`, and how many may be.
+    /// Counter files held now (in `previous` and `next`), and how many may be.
     open: usize,
     max_open: usize,
     buf: &'a mut Vec<u8>,
@@ -599,9 +599,16 @@ impl Walk<'_> {
         let counter = self.counter?;
         let path = dir.join(counter.file_name());
         let tracked = self.previous.remove(dir);
-        let before = tracked.as_ref().map(|t| t.value);
+        let mut before = tracked.as_ref().map(|t| t.value);
         let kept = tracked.and_then(|t| t.file);
-        let (read, file) = read_counter(kept, &path, self.buf, self.open < self.max_open);
+        let had_file = kept.is_some();
+        let (read, file, recreated) =
+            read_counter(kept, &path, self.buf, self.open < self.max_open);
+        // `open` counts every counter file held now (kept from last tick or opened this one).
+        self.open = self.open - usize::from(had_file) + usize::from(file.is_some());
+        if recreated {
+            before = None; // a new cgroup at the old path: its whole counter is new
+        }
         let current = match read {
             Ok(()) => match std::str::from_utf8(self.buf)
                 .map_err(|_| "not UTF-8")
@@ -637,7 +644,6 @@ impl Walk<'_> {
         let Some(value) = value else {
             return;
         };
-        self.open += usize::from(file.is_some());
         self.next.insert(dir.to_path_buf(), Tracked { value, file });
     }
 
@@ -667,27 +673,30 @@ impl Walk<'_> {
 }
 
 /// Reads a counter file into `buf`: through `kept` (its open file, re-read from offset 0) when there
-/// is one and it still works, else by path. Returns the file to keep for next time: the one used,
-/// or the newly opened one when `may_keep` (fds allow), else none.
+/// is one and it still works, else by path. Returns the read's result, the file to keep for next
+/// time (the one used, or the newly opened one when `may_keep`: fds allow), and whether a kept file
+/// had failed while the path opened again (the cgroup was removed and recreated at the same path).
 fn read_counter(
     kept: Option<fs::File>,
     path: &Path,
     buf: &mut Vec<u8>,
     may_keep: bool,
-) -> (io::Result<()>, Option<fs::File>) {
+) -> (io::Result<()>, Option<fs::File>, bool) {
+    let had_kept = kept.is_some();
     if let Some(file) = kept {
         if read_whole_at_zero(&file, buf).is_ok() {
-            return (Ok(()), Some(file));
+            return (Ok(()), Some(file), false);
         }
-        // The cgroup was removed (ENODEV) or recreated under the same path: try the path afresh.
+        // The cgroup was removed (ENODEV), perhaps recreated at the same path: try the path.
     }
     let file = match fs::File::open(path) {
         Ok(file) => file,
-        Err(e) => return (Err(e), None),
+        Err(e) => return (Err(e), None, false),
     };
     let read = read_whole_at_zero(&file, buf);
     let keep = read.is_ok() && may_keep;
-    (read, keep.then_some(file))
+    let recreated = had_kept && read.is_ok();
+    (read, keep.then_some(file), recreated)
 }
 
 /// `pread`s a small file from offset 0 to its end into `buf` (kernfs files regenerate on a read at
@@ -721,13 +730,14 @@ impl ActivitySource for CgroupActivity {
             self.recheck_hierarchy();
         }
         let mut previous = std::mem::take(&mut self.previous);
+        let open = previous.values().filter(|t| t.file.is_some()).count();
         let mut walk = Walk {
             counter: Some(self.active.counter),
             next: HashMap::with_capacity(previous.len()),
             previous: &mut previous,
             pods: Vec::new(),
             issues: Vec::new(),
-            open: 0,
+            open,
             max_open: self.max_open,
             buf: &mut self.buf,
         };
@@ -1097,6 +1107,11 @@ mod tests {
         assert_eq!(container_time(a, C2), Some(500));
         assert_eq!(open(&source), 2);
         assert!(sample.issues.is_empty());
+        // New cgroups never push the held files over the budget (kept ones count too).
+        write_counter(&container_dir(&pod, Layout::Cgroupfs, C3), counter, 50);
+        let sample = source.sample();
+        assert_eq!(container_time(find(&sample, UID_A), C3), Some(50));
+        assert_eq!(open(&source), 2);
         // A removed container takes its open file with it.
         fs::remove_dir_all(&c2).unwrap();
         source.sample();

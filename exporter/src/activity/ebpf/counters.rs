@@ -141,6 +141,7 @@ const PERF_COUNT_HW_CPU_CYCLES: u64 = 0;
 const PERF_COUNT_HW_INSTRUCTIONS: u64 = 1;
 const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+const PERF_ATTR_FLAG_PINNED: u64 = 1 << 2;
 /// `enum bpf_cmd` value of `BPF_MAP_UPDATE_ELEM`.
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 
@@ -154,8 +155,9 @@ struct PerfEventAttr {
     sample_period: u64,
     sample_type: u64,
     read_format: u64,
-    /// Bit field: disabled, inherit, pinned, exclusive, exclude_user, ... (all 0: enabled, counting
-    /// user and kernel).
+    /// Bit field: disabled, inherit, pinned, exclusive, exclude_user, ... Only `pinned` is set:
+    /// enabled, counting user and kernel, never multiplexed off the PMU (a pinned event that cannot
+    /// stay on it stops running, which the program counts as an error).
     flags: u64,
     wakeup_events: u32,
     bp_type: u32,
@@ -176,6 +178,7 @@ fn open_event(kind: u32, config: u64, cpu: u32) -> Result<OwnedFd, CounterError>
         kind,
         size: std::mem::size_of::<PerfEventAttr>() as u32,
         config,
+        flags: PERF_ATTR_FLAG_PINNED,
         ..PerfEventAttr::default()
     };
     // SAFETY: `attr` is a valid perf_event_attr of the size it declares and outlives the call;

@@ -260,7 +260,19 @@ impl EbpfActivity {
             ));
         }
         self.recent_exits.extend(&mut self.drained.exited);
-        let by_cycles = self.program.counters().is_some();
+        // A drain with failed or stalled counter reads has slices without cycles: split it by time.
+        let counters_ok = state.counter_errors == before.counter_errors;
+        if self.program.counters().is_some() && !counters_ok {
+            issues.push(SourceIssue::new(
+                SOURCE,
+                "counter_error",
+                format!(
+                    "{} CPU counter reads failed or found the counter stopped: this interval is split by on-CPU time",
+                    state.counter_errors - before.counter_errors
+                ),
+            ));
+        }
+        let by_cycles = self.program.counters().is_some() && counters_ok;
         let pods = aggregate(&mut self.resolver, &self.drained, by_cycles);
         Ok((pods, issues))
     }
