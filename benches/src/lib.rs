@@ -233,6 +233,7 @@ impl TickModel {
             cpu_source: "cgroup",
             zones: self.ledger.zones().to_vec(),
             node: self.ledger.node().to_vec(),
+            sockets: Vec::new(),
             cpu_usage_ratio: usage,
             pods,
             processes,

@@ -139,6 +139,30 @@ impl Collector for SnapshotCollector {
                 }),
             )?;
         }
+        // Per socket (RAPL only): the zone's energy on each socket; Σ over sockets = the node series.
+        let sockets = if s.is_ready() {
+            s.sockets.as_slice()
+        } else {
+            &[]
+        };
+        let socket_labels: Vec<String> = sockets.iter().map(|z| z.socket.to_string()).collect();
+        type SocketField = fn(&crate::snapshot::SocketZone) -> f64;
+        let socket_families: [(&str, &str, MetricType, SocketField); 2] = [
+            ("kepler_node_cpu_socket_joules", "Energy of the zone on one CPU socket (RAPL package index), in joules; summed over sockets it is kepler_node_cpu_joules_total.", Counter, |z| z.joules),
+            ("kepler_node_cpu_socket_watts", "Power of the zone on one CPU socket over the last interval, in watts.", Gauge, |z| z.watts),
+        ];
+        for (name, help, kind, field) in socket_families {
+            let series = sockets.iter().zip(&socket_labels).map(|(z, socket)| {
+                let labels = [
+                    ("node_name", node),
+                    ("zone", z.zone.as_str()),
+                    ("socket", socket.as_str()),
+                    ("source", source),
+                ];
+                (labels, field(z))
+            });
+            f.family(name, help, kind, series)?;
+        }
         if s.is_ready() {
             f.family(
                 "kepler_node_cpu_usage_ratio",
@@ -554,7 +578,7 @@ fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), st
 mod tests {
     use super::*;
     use crate::resource::pods::{HubServer, MetadataSync};
-    use crate::snapshot::{ContainerSeries, NodeZone, PodSeries, ProcessSeries};
+    use crate::snapshot::{ContainerSeries, NodeZone, PodSeries, ProcessSeries, SocketZone};
     use crate::source::EnergySourceKind;
     use crate::units::{ContainerId, Pid, PodUid, ZoneKind};
 
@@ -617,7 +641,43 @@ mod tests {
             watts: vec![0.5, 0.0],
         }];
         s.gpu = gpu_snapshot();
+        s.sockets = vec![
+            SocketZone {
+                zone: ZoneKind::Package,
+                socket: 0,
+                joules: 4.0,
+                watts: 2.0,
+            },
+            SocketZone {
+                zone: ZoneKind::Package,
+                socket: 1,
+                joules: 6.0,
+                watts: 3.0,
+            },
+        ];
         s
+    }
+
+    #[test]
+    fn socket_series_only_where_rapl_has_sockets() {
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        for expected in [
+            r#"kepler_node_cpu_socket_joules_total{node_name="node-1",zone="package",socket="0",source="rapl"} 4.0"#,
+            r#"kepler_node_cpu_socket_joules_total{node_name="node-1",zone="package",socket="1",source="rapl"} 6.0"#,
+            r#"kepler_node_cpu_socket_watts{node_name="node-1",zone="package",socket="1",source="rapl"} 3.0"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == expected),
+                "missing {expected}:\n{text}"
+            );
+        }
+        let mut s = snapshot();
+        s.sockets.clear();
+        let text = encode(Arc::new(s), &BuildInfo::current()).unwrap();
+        assert!(
+            !text.contains("socket"),
+            "no socket families without sockets"
+        );
     }
 
     fn gpu_snapshot() -> crate::gpu::ledger::GpuSnapshot {

@@ -9,8 +9,8 @@ use crate::gpu::GpuMonitor;
 use crate::idle::IdleEstimator;
 use crate::ledger::Ledger;
 use crate::resource::pods::PodMetadata;
-use crate::snapshot::{ExporterHealth, Snapshot, SourceHealth};
-use crate::source::{EnergySource, IntervalContext};
+use crate::snapshot::{ExporterHealth, Snapshot, SocketZone, SourceHealth};
+use crate::source::{EnergySource, IntervalContext, SocketEnergy};
 use crate::units::SourceIssue;
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -42,6 +42,8 @@ pub struct Monitor {
     unavailable: Vec<&'static str>,
     /// GPU measurement, when GPU support is on.
     gpu: Option<GpuMonitor>,
+    /// Cumulative energy per (zone, socket), sorted.
+    sockets: Vec<SocketZone>,
 }
 
 impl Monitor {
@@ -64,6 +66,7 @@ impl Monitor {
             warned: HashSet::new(),
             unavailable: Vec::new(),
             gpu: None,
+            sockets: Vec::new(),
         }
     }
 
@@ -167,6 +170,7 @@ impl Monitor {
 
         if let Some(elapsed) = elapsed {
             let secs = elapsed.as_secs_f64();
+            self.add_sockets(&energy.sockets, secs);
             let zones: Vec<ZoneInput> = energy
                 .zones
                 .iter()
@@ -211,6 +215,7 @@ impl Monitor {
             cpu_source: self.inputs.activity.name(),
             zones: self.ledger.zones().to_vec(),
             node: self.ledger.node().to_vec(),
+            sockets: self.sockets.clone(),
             cpu_usage_ratio: usage,
             pods,
             processes,
@@ -220,6 +225,41 @@ impl Monitor {
                 .map(|g| g.snapshot(self.inputs.pod_metadata.as_ref()))
                 .unwrap_or_default(),
             health: self.health.clone(),
+        }
+    }
+
+    /// Adds one interval's per-socket energy; a socket without a reading this interval shows 0 W
+    /// (its energy arrives with its next good reading).
+    fn add_sockets(&mut self, sockets: &[SocketEnergy], secs: f64) {
+        for known in &mut self.sockets {
+            known.watts = 0.0;
+        }
+        for reading in sockets {
+            let index = match self
+                .sockets
+                .binary_search_by(|s| (s.zone, s.socket).cmp(&(reading.zone, reading.socket)))
+            {
+                Ok(i) => i,
+                Err(i) => {
+                    self.sockets.insert(
+                        i,
+                        SocketZone {
+                            zone: reading.zone,
+                            socket: reading.socket,
+                            joules: 0.0,
+                            watts: 0.0,
+                        },
+                    );
+                    i
+                }
+            };
+            let socket = &mut self.sockets[index];
+            socket.joules += reading.energy.0;
+            socket.watts = if secs > 0.0 {
+                reading.energy.0 / secs
+            } else {
+                0.0
+            };
         }
     }
 

@@ -82,6 +82,15 @@ pub struct ExporterHealth {
     pub pod_metadata: Option<MetadataSync>,
 }
 
+/// One zone of one socket (RAPL only): cumulative joules and the last interval's watts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocketZone {
+    pub zone: ZoneKind,
+    pub socket: u32,
+    pub joules: f64,
+    pub watts: f64,
+}
+
 /// Everything one scrape encodes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -91,6 +100,8 @@ pub struct Snapshot {
     /// Zones in a stable order; per-zone vectors below are indexed like this.
     pub zones: Vec<ZoneKind>,
     pub node: Vec<NodeZone>,
+    /// Per socket (sorted by zone, then socket); empty for the estimate.
+    pub sockets: Vec<SocketZone>,
     pub cpu_usage_ratio: f64,
     /// Sorted by UID; containers sorted by ID.
     pub pods: Vec<PodSeries>,
@@ -113,6 +124,7 @@ impl Snapshot {
             cpu_source,
             zones: Vec::new(),
             node: Vec::new(),
+            sockets: Vec::new(),
             cpu_usage_ratio: 0.0,
             pods: Vec::new(),
             processes: Vec::new(),

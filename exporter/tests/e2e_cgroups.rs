@@ -135,6 +135,16 @@ fn end_to_end(test: &'static str, cpu_source: &str, variant: u32) {
             rel_close(joules, truth, 0.02),
             "{zone}: exporter {joules:.3} J vs true {truth:.3} J over {dt:.3} s (counters wrapped)"
         );
+        // One simulated socket: its series is the zone's.
+        let socket = [("zone", zone), ("socket", "0")];
+        assert!(
+            rel_close(
+                sum(&s2, "kepler_node_cpu_socket_joules_total", &socket),
+                sum(&s2, "kepler_node_cpu_joules_total", &z),
+                1e-9
+            ),
+            "{zone}: socket 0 series differs from the zone's"
+        );
     }
     let pod_j = |s: &[(Key, f64)], uid: &str| {
         sum(

@@ -126,6 +126,7 @@ impl EnergySource for Estimate {
                 energy: Joules(watts * secs),
                 idle_hint: Some(Joules(cpus * idle * secs)),
             }],
+            sockets: Vec::new(),
             issues,
         }
     }

@@ -43,12 +43,23 @@ pub struct ZoneEnergy {
     pub idle_hint: Option<Joules>,
 }
 
+/// Energy of one zone of one socket over one interval (RAPL only; the estimate has no sockets).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocketEnergy {
+    pub zone: ZoneKind,
+    /// The powercap zone's socket index (`intel-rapl:<socket>[:<subzone>]`).
+    pub socket: u32,
+    pub energy: Joules,
+}
+
 /// One interval's readings. `zones` holds only zones with a valid delta this interval (a zone that
 /// failed to read, or whose first reading only set the baseline, is absent, and its energy shows up in
 /// the next good interval). `issues` are counted by the monitor.
 #[derive(Debug, Clone, Default)]
 pub struct EnergySample {
     pub zones: Vec<ZoneEnergy>,
+    /// The same energy per socket (its sum per zone kind is `zones`), where the source knows it.
+    pub sockets: Vec<SocketEnergy>,
     pub issues: Vec<SourceIssue>,
 }
 

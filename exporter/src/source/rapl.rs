@@ -2,8 +2,10 @@
 //! keeps each `energy_uj` open and re-reads it with pread, and turns wrapping counters into per-kind
 //! deltas summed over sockets. It must not attribute energy, re-open healthy files, or assume "/sys".
 
-use super::{EnergySample, EnergySource, EnergySourceKind, IntervalContext, ZoneEnergy};
-use crate::units::{io_error_kind, CounterDiff, MicroJoules, SourceIssue, ZoneKind};
+use super::{
+    EnergySample, EnergySource, EnergySourceKind, IntervalContext, SocketEnergy, ZoneEnergy,
+};
+use crate::units::{io_error_kind, CounterDiff, Joules, MicroJoules, SourceIssue, ZoneKind};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io;
@@ -142,6 +144,7 @@ impl EnergySource for Rapl {
 
     fn sample(&mut self, ctx: &IntervalContext) -> EnergySample {
         let mut totals_uj: Vec<Option<u64>> = vec![None; self.kinds.len()];
+        let mut sockets: Vec<SocketEnergy> = Vec::new();
         let mut issues = Vec::new();
         for zone in &mut self.zones {
             zone.since_baseline = zone.since_baseline.saturating_add(ctx.elapsed);
@@ -150,6 +153,18 @@ impl EnergySource for Rapl {
                 .and_then(|current| zone.advance(current, self.max_zone_watts));
             match delta {
                 Ok(Some(delta_uj)) => {
+                    let energy = MicroJoules(delta_uj).to_joules();
+                    match sockets
+                        .iter_mut()
+                        .find(|s| s.zone == zone.kind && s.socket == zone.socket)
+                    {
+                        Some(socket) => socket.energy = Joules(socket.energy.0 + energy.0),
+                        None => sockets.push(SocketEnergy {
+                            zone: zone.kind,
+                            socket: zone.socket,
+                            energy,
+                        }),
+                    }
                     if let Some(slot) = self
                         .kinds
                         .iter()
@@ -178,7 +193,11 @@ impl EnergySource for Rapl {
                 })
             })
             .collect();
-        EnergySample { zones, issues }
+        EnergySample {
+            zones,
+            sockets,
+            issues,
+        }
     }
 }
 
@@ -519,7 +538,6 @@ fn read_max_range(zone_dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::units::Joules;
     use std::path::PathBuf;
     use tempfile::TempDir;
 
@@ -641,6 +659,18 @@ mod tests {
         assert!(s.issues.is_empty(), "{:?}", s.issues);
         assert!(approx(energy(&s, ZoneKind::Package), 75.5));
         assert!(approx(energy(&s, ZoneKind::Dram), 3.000001));
+        // The same energy per socket.
+        let socket = |zone, socket| {
+            s.sockets
+                .iter()
+                .find(|e| e.zone == zone && e.socket == socket)
+                .map(|e| e.energy.0)
+        };
+        assert_eq!(s.sockets.len(), 4);
+        assert!(approx(socket(ZoneKind::Package, 0), 30.0));
+        assert!(approx(socket(ZoneKind::Package, 1), 45.5));
+        assert!(approx(socket(ZoneKind::Dram, 0), 1.0));
+        assert!(approx(socket(ZoneKind::Dram, 1), 2.000001));
     }
 
     #[test]

@@ -69,10 +69,13 @@ impl Cluster {
         self.dirs.push(PathBuf::from(rel));
     }
 
-    /// A busy loop in `rel`, limited to `duty` of one CPU by a CFS quota.
+    /// A busy loop in `rel`, limited to `duty` of one CPU by a CFS quota. The 10 ms period keeps each
+    /// run short: switch-based accounting (eBPF) attributes a slice when it ends, so a slice running
+    /// across a tick lands in the next interval, and with a 100 ms period such a slice could be
+    /// 60 ms, several % of an interval's share.
     pub fn busy(&mut self, rel: &str, duty: f64) {
         let join: Vec<PathBuf> = self.roots().iter().map(|root| root.join(rel)).collect();
-        let child = duty_cycled_loop(&self.cpu.join(rel), 100_000, duty, &join);
+        let child = duty_cycled_loop(&self.cpu.join(rel), 10_000, duty, &join);
         self.procs.push(child);
     }
 
