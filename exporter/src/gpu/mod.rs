@@ -62,7 +62,7 @@ pub struct GpuMonitor {
     pod_uids: Arc<dyn PodUidByName>,
     idle_watts: Option<Watts>,
     /// Lowest average power seen per slot: an upper bound of idle that only goes down.
-    learned_idle_watts: Vec<Option<f64>>,
+    learned_idle: Vec<IdleLearner>,
     ledger: GpuLedger,
     up: bool,
 }
@@ -82,7 +82,7 @@ impl GpuMonitor {
             assignments: Box::new(NoAssignments),
             pod_uids: Arc::new(NoPodUids),
             idle_watts,
-            learned_idle_watts: Vec::new(),
+            learned_idle: Vec::new(),
             ledger: GpuLedger::new(grace),
             up: true,
         }
@@ -141,7 +141,7 @@ impl GpuMonitor {
             // The reading may span more than this tick (the device failed before): so does idle.
             let idle = idle_energy(
                 self.idle_watts,
-                &mut self.learned_idle_watts,
+                &mut self.learned_idle,
                 reading.slot,
                 total,
                 reading.seconds,
@@ -226,11 +226,52 @@ impl GpuMonitor {
     }
 }
 
-/// Idle energy of one device for an interval: the configured idle power, or the lowest average power
-/// seen on that device (an upper bound of idle that only goes down). Clamped later by the model.
+/// Window over which a device's power is averaged before it may become its learned idle. The
+/// driver's energy counter advances in steps (tens of ms on an H200), so the power of one short
+/// interval is noisy, and the lowest of many noisy readings is biased low: on an H200 at rest
+/// (~80 W), the lowest 1 s reading was 72 W. Averaging over 10 s cuts that to ~1 %.
+const IDLE_WINDOW_SECS: f64 = 10.0;
+
+/// Learns a device's idle power: the lowest power averaged over a sliding window of at least
+/// `IDLE_WINDOW_SECS`; until the first full window, the average since start (an upper bound).
+#[derive(Debug, Clone, Default)]
+struct IdleLearner {
+    /// Recent intervals (joules, seconds), oldest first, spanning at most one window plus one.
+    recent: std::collections::VecDeque<(f64, f64)>,
+    since_start: (f64, f64),
+    lowest: Option<f64>,
+}
+
+impl IdleLearner {
+    /// Adds an interval and returns the idle power to use for it.
+    fn observe(&mut self, joules: f64, secs: f64) -> f64 {
+        self.since_start = (self.since_start.0 + joules, self.since_start.1 + secs);
+        self.recent.push_back((joules, secs));
+        // Drop old intervals while what remains still spans a full window.
+        while self.recent.len() > 1
+            && self.recent.iter().skip(1).map(|(_, s)| s).sum::<f64>() >= IDLE_WINDOW_SECS
+        {
+            self.recent.pop_front();
+        }
+        let (j, s) = self
+            .recent
+            .iter()
+            .fold((0.0, 0.0), |(j, s), (dj, ds)| (j + dj, s + ds));
+        if s >= IDLE_WINDOW_SECS {
+            let window = j / s;
+            self.lowest = Some(self.lowest.map_or(window, |w| w.min(window)));
+        }
+        self.lowest
+            .unwrap_or(self.since_start.0 / self.since_start.1)
+    }
+}
+
+/// Idle energy of one device for an interval: the configured idle power, or the learned one (see
+/// `IdleLearner`: an upper bound of idle that only goes down once learned). Clamped later by the
+/// model.
 fn idle_energy(
     configured: Option<Watts>,
-    learned: &mut Vec<Option<f64>>,
+    learned: &mut Vec<IdleLearner>,
     slot: usize,
     total: Joules,
     secs: f64,
@@ -239,15 +280,12 @@ fn idle_energy(
         return w.over_seconds(secs);
     }
     if learned.len() <= slot {
-        learned.resize(slot + 1, None);
+        learned.resize(slot + 1, IdleLearner::default());
     }
     if secs <= 0.0 || !total.0.is_finite() {
         return Joules::ZERO;
     }
-    let watts = total.0 / secs;
-    let lowest = learned[slot].map_or(watts, |w| w.min(watts));
-    learned[slot] = Some(lowest);
-    Watts(lowest).over_seconds(secs)
+    Watts(learned[slot].observe(total.0, secs)).over_seconds(secs)
 }
 
 #[cfg(test)]
@@ -612,8 +650,34 @@ mod tests {
         assert_eq!(s.devices[0].method, "power_integral");
         // Trapezoid: (100 W + 300 W) / 2 × 2 s.
         assert!((s.devices[0].total_joules - 400.0).abs() < 1e-9);
-        // Learned idle is the lowest power seen (200 W average): all idle so far.
+        // Before a full learning window, idle is the average so far (200 W): all idle so far.
         assert!((s.devices[0].idle_joules - 400.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn learned_idle_averages_a_window_so_counter_steps_do_not_bias_it_low() {
+        // 80 W at rest, read through a counter that advances in 100 ms steps: 1 s intervals see
+        // 72 or 88 J alternately. The lowest single interval would say 72 W.
+        let mut learner = IdleLearner::default();
+        let mut idle = 0.0;
+        for i in 0..30 {
+            let joules = if i % 2 == 0 { 72.0 } else { 88.0 };
+            idle = learner.observe(joules, 1.0);
+            if i == 0 {
+                assert_eq!(idle, 72.0, "the average so far before a full window");
+            }
+        }
+        assert!((idle - 80.0).abs() < 1.0, "learned {idle} W");
+        // A lower steady level (a deeper idle state) is learned once it fills a window.
+        for _ in 0..12 {
+            idle = learner.observe(60.0, 1.0);
+        }
+        assert!((idle - 60.0).abs() < 1e-9, "learned {idle} W");
+        // Load never raises it.
+        for _ in 0..20 {
+            idle = learner.observe(500.0, 1.0);
+        }
+        assert!((idle - 60.0).abs() < 1e-9);
     }
 
     #[test]
