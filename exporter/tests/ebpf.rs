@@ -51,9 +51,27 @@ fn tgid_ns(drained: &Drained, tgid: u32) -> u64 {
 }
 
 /// Cgroup directories and processes of one test, removed on drop.
+#[derive(Default)]
 struct Scratch {
     dirs: Vec<PathBuf>,
     procs: Vec<Child>,
+}
+
+impl Scratch {
+    /// Creates `<parent>/kepler-ebpf-<name>-<test pid>`, removed on drop.
+    fn dir(&mut self, parent: &Path, name: &str) -> PathBuf {
+        let dir = parent.join(format!("kepler-ebpf-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        self.dirs.push(dir.clone());
+        dir
+    }
+
+    /// Keeps `child` until drop (killed then) and returns its pid.
+    fn process(&mut self, child: Child) -> u32 {
+        let pid = child.id();
+        self.procs.push(child);
+        pid
+    }
 }
 
 impl Drop for Scratch {
@@ -78,19 +96,18 @@ fn on_cpu_time_of_duty_cycled_processes_matches_proc() {
         skip(TEST, "needs the cgroup v1 cpu controller for CFS quotas");
         return;
     };
-    let mut scratch = Scratch {
-        dirs: Vec::new(),
-        procs: Vec::new(),
-    };
+    let mut scratch = Scratch::default();
     let mut pids = Vec::new();
     for (name, duty) in [("a", 0.7), ("b", 0.2)] {
-        let dir = cpu.join(format!("kepler-ebpf-duty-{}-{name}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        scratch.dirs.push(dir.clone());
+        let dir = scratch.dir(&cpu, &format!("duty-{name}"));
         // A short period keeps each run short, so the slice in progress at either end is small.
-        let child = duty_cycled_loop(&dir, 10_000, duty, std::slice::from_ref(&dir));
-        pids.push((name, duty, child.id()));
-        scratch.procs.push(child);
+        let pid = scratch.process(duty_cycled_loop(
+            &dir,
+            10_000,
+            duty,
+            std::slice::from_ref(&dir),
+        ));
+        pids.push((name, duty, pid));
     }
     std::thread::sleep(Duration::from_millis(500));
     let mut drained = Drained::default();
@@ -136,16 +153,14 @@ fn software_counters_flow_per_process_like_on_cpu_time() {
         skip(TEST, "needs the cgroup v1 cpu controller for CFS quotas");
         return;
     };
-    let mut scratch = Scratch {
-        dirs: Vec::new(),
-        procs: Vec::new(),
-    };
-    let dir = cpu.join(format!("kepler-ebpf-counters-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
-    scratch.dirs.push(dir.clone());
-    let child = duty_cycled_loop(&dir, 10_000, 0.5, std::slice::from_ref(&dir));
-    let pid = child.id();
-    scratch.procs.push(child);
+    let mut scratch = Scratch::default();
+    let dir = scratch.dir(&cpu, "counters");
+    let pid = scratch.process(duty_cycled_loop(
+        &dir,
+        10_000,
+        0.5,
+        std::slice::from_ref(&dir),
+    ));
     std::thread::sleep(Duration::from_millis(300));
     let mut drained = Drained::default();
     program.drain(&mut drained).unwrap();
@@ -194,23 +209,16 @@ fn time_after_a_cgroup_move_goes_to_the_new_cgroup() {
         );
         return;
     };
-    let mut scratch = Scratch {
-        dirs: Vec::new(),
-        procs: Vec::new(),
-    };
-    let name = |what: &str| format!("kepler-ebpf-move-{what}-{}", std::process::id());
-    let (quota, from, to) = (
-        cpu.join(name("quota")),
-        v2.join(name("from")),
-        v2.join(name("to")),
-    );
-    for dir in [&quota, &from, &to] {
-        fs::create_dir_all(dir).unwrap();
-        scratch.dirs.push(dir.clone());
-    }
-    let child = duty_cycled_loop(&quota, 10_000, 0.5, &[quota.clone(), from.clone()]);
-    let pid = child.id();
-    scratch.procs.push(child);
+    let mut scratch = Scratch::default();
+    let quota = scratch.dir(&cpu, "move-quota");
+    let from = scratch.dir(&v2, "move-from");
+    let to = scratch.dir(&v2, "move-to");
+    let pid = scratch.process(duty_cycled_loop(
+        &quota,
+        10_000,
+        0.5,
+        &[quota.clone(), from.clone()],
+    ));
     std::thread::sleep(Duration::from_millis(500));
     let mut drained = Drained::default();
     program.drain(&mut drained).unwrap();
@@ -263,12 +271,8 @@ fn storm_of_short_lived_processes_is_counted_in_its_cgroup() {
         skip(TEST, "no cgroup v2 hierarchy");
         return;
     };
-    let dir = v2.join(format!("kepler-ebpf-storm-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
-    let scratch = Scratch {
-        dirs: vec![dir.clone()],
-        procs: Vec::new(),
-    };
+    let mut scratch = Scratch::default();
+    let dir = scratch.dir(&v2, "storm");
     let mut drained = Drained::default();
     program.drain(&mut drained).unwrap();
     // The shell moves itself into the cgroup, then starts 800 short-lived processes.

@@ -292,39 +292,37 @@ const FD_RESERVE: u64 = 256;
 /// high in containers), so that counter files of every cgroup can stay open. Call before
 /// `discover`/`with_root`. Returns the soft limit in force afterwards.
 pub fn raise_open_file_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Some(limit) = open_file_limit() else {
+        return 0;
     };
-    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur;
-            }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
         }
     }
     limit.rlim_cur
 }
 
-/// How many counter files may stay open under the process's `RLIMIT_NOFILE`.
-fn max_open_counters() -> usize {
+/// The process's `RLIMIT_NOFILE`, if it can be read.
+fn open_file_limit() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 0;
-    }
-    usize::try_from(limit.rlim_cur.saturating_sub(FD_RESERVE).min(1 << 20)).unwrap_or(0)
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit)
+}
+
+/// How many counter files may stay open under the process's `RLIMIT_NOFILE`.
+fn max_open_counters() -> usize {
+    open_file_limit().map_or(0, |limit| {
+        usize::try_from(limit.rlim_cur.saturating_sub(FD_RESERVE).min(1 << 20)).unwrap_or(0)
+    })
 }
 
 /// Discovers the cgroup hierarchy that holds kubelet's pods. See [`CgroupActivity::discover`].

@@ -236,8 +236,10 @@ const IDLE_WINDOW_SECS: f64 = 10.0;
 /// `IDLE_WINDOW_SECS`; until the first full window, the average since start (an upper bound).
 #[derive(Debug, Clone, Default)]
 struct IdleLearner {
-    /// Recent intervals (joules, seconds), oldest first, spanning at most one window plus one.
+    /// Recent intervals (joules, seconds), oldest first, spanning at most one window plus one, and
+    /// their sums.
     recent: std::collections::VecDeque<(f64, f64)>,
+    window: (f64, f64),
     since_start: (f64, f64),
     lowest: Option<f64>,
 }
@@ -247,19 +249,18 @@ impl IdleLearner {
     fn observe(&mut self, joules: f64, secs: f64) -> f64 {
         self.since_start = (self.since_start.0 + joules, self.since_start.1 + secs);
         self.recent.push_back((joules, secs));
+        self.window = (self.window.0 + joules, self.window.1 + secs);
         // Drop old intervals while what remains still spans a full window.
-        while self.recent.len() > 1
-            && self.recent.iter().skip(1).map(|(_, s)| s).sum::<f64>() >= IDLE_WINDOW_SECS
-        {
+        while let Some(&(oldest_j, oldest_s)) = self.recent.front() {
+            if self.recent.len() == 1 || self.window.1 - oldest_s < IDLE_WINDOW_SECS {
+                break;
+            }
             self.recent.pop_front();
+            self.window = (self.window.0 - oldest_j, self.window.1 - oldest_s);
         }
-        let (j, s) = self
-            .recent
-            .iter()
-            .fold((0.0, 0.0), |(j, s), (dj, ds)| (j + dj, s + ds));
-        if s >= IDLE_WINDOW_SECS {
-            let window = j / s;
-            self.lowest = Some(self.lowest.map_or(window, |w| w.min(window)));
+        if self.window.1 >= IDLE_WINDOW_SECS {
+            let power = self.window.0 / self.window.1;
+            self.lowest = Some(self.lowest.map_or(power, |w| w.min(power)));
         }
         self.lowest
             .unwrap_or(self.since_start.0 / self.since_start.1)

@@ -5,7 +5,7 @@
 use super::{
     EnergySample, EnergySource, EnergySourceKind, IntervalContext, SocketEnergy, ZoneEnergy,
 };
-use crate::units::{io_error_kind, CounterDiff, Joules, MicroJoules, SourceIssue, ZoneKind};
+use crate::units::{io_error_kind, CounterDiff, MicroJoules, SourceIssue, ZoneKind};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io;
@@ -143,8 +143,8 @@ impl EnergySource for Rapl {
     }
 
     fn sample(&mut self, ctx: &IntervalContext) -> EnergySample {
-        let mut totals_uj: Vec<Option<u64>> = vec![None; self.kinds.len()];
-        let mut sockets: Vec<SocketEnergy> = Vec::new();
+        // Microjoules per (kind, socket) with a valid delta this interval; zone totals derive from it.
+        let mut per_socket: Vec<(ZoneKind, u32, u64)> = Vec::new();
         let mut issues = Vec::new();
         for zone in &mut self.zones {
             zone.since_baseline = zone.since_baseline.saturating_add(ctx.elapsed);
@@ -153,25 +153,12 @@ impl EnergySource for Rapl {
                 .and_then(|current| zone.advance(current, self.max_zone_watts));
             match delta {
                 Ok(Some(delta_uj)) => {
-                    let energy = MicroJoules(delta_uj).to_joules();
-                    match sockets
+                    match per_socket
                         .iter_mut()
-                        .find(|s| s.zone == zone.kind && s.socket == zone.socket)
+                        .find(|(kind, socket, _)| *kind == zone.kind && *socket == zone.socket)
                     {
-                        Some(socket) => socket.energy = Joules(socket.energy.0 + energy.0),
-                        None => sockets.push(SocketEnergy {
-                            zone: zone.kind,
-                            socket: zone.socket,
-                            energy,
-                        }),
-                    }
-                    if let Some(slot) = self
-                        .kinds
-                        .iter()
-                        .position(|k| *k == zone.kind)
-                        .and_then(|i| totals_uj.get_mut(i))
-                    {
-                        *slot = Some(slot.unwrap_or(0).saturating_add(delta_uj));
+                        Some((_, _, uj)) => *uj = uj.saturating_add(delta_uj),
+                        None => per_socket.push((zone.kind, zone.socket, delta_uj)),
                     }
                 }
                 Ok(None) => {}
@@ -184,13 +171,23 @@ impl EnergySource for Rapl {
         let zones = self
             .kinds
             .iter()
-            .zip(totals_uj)
-            .filter_map(|(kind, total)| {
-                total.map(|uj| ZoneEnergy {
+            .filter_map(|kind| {
+                let mut of_kind = per_socket.iter().filter(|(k, _, _)| k == kind).peekable();
+                of_kind.peek()?;
+                let uj = of_kind.fold(0u64, |sum, (_, _, uj)| sum.saturating_add(*uj));
+                Some(ZoneEnergy {
                     zone: *kind,
                     energy: MicroJoules(uj).to_joules(),
                     idle_hint: None,
                 })
+            })
+            .collect();
+        let sockets = per_socket
+            .into_iter()
+            .map(|(zone, socket, uj)| SocketEnergy {
+                zone,
+                socket,
+                energy: MicroJoules(uj).to_joules(),
             })
             .collect();
         EnergySample {
@@ -538,6 +535,7 @@ fn read_max_range(zone_dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::Joules;
     use std::path::PathBuf;
     use tempfile::TempDir;
 

@@ -1,12 +1,34 @@
 //! `BPF_MAP_LOOKUP_AND_DELETE_BATCH` on a hash map, which aya 0.14 does not wrap: one `bpf(2)` call
 //! moves up to `chunk` entries (all CPUs' values of a per-CPU map) into caller-owned buffers and
-//! removes them. The only `unsafe` of the eBPF source; everything above it sees plain byte slices.
+//! removes them. Also the one `bpf(2)` entry point (`sys_bpf`) of the eBPF source, which `counters`
+//! uses too; everything above it sees plain byte slices.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `enum bpf_cmd` value of `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (stable kernel ABI since 5.6).
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+
+/// `bpf(2)` with one member of `union bpf_attr`; a negative return is the OS error.
+///
+/// # Safety
+/// `attr` must be the member that `command` reads, and every pointer in it must be valid for the
+/// whole call (buffers of the sizes the map was created with).
+pub(super) unsafe fn sys_bpf<A>(command: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: upheld by the caller; `attr` is a live, writable value of its own size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<A>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
 
 /// `union bpf_attr`'s `batch` member.
 #[repr(C)]
@@ -81,24 +103,13 @@ impl BatchBuffers {
             // SAFETY: `attr` is a valid `bpf_attr.batch`; the key and value buffers hold `chunk`
             // entries of the sizes the map was created with (checked by the caller), the tokens hold
             // 8 bytes, and all of them outlive the call.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    BPF_MAP_LOOKUP_AND_DELETE_BATCH,
-                    std::ptr::addr_of_mut!(attr),
-                    std::mem::size_of::<BatchAttr>(),
-                )
-            };
+            let result = unsafe { sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr) };
             calls += 1;
-            let done = if rc < 0 {
-                let error = io::Error::last_os_error();
+            let done = match result {
+                Ok(_) => false,
                 // ENOENT: the walk reached the end; `count` still says how many were copied.
-                if error.raw_os_error() != Some(libc::ENOENT) {
-                    return Err(error);
-                }
-                true
-            } else {
-                false
+                Err(error) if error.raw_os_error() == Some(libc::ENOENT) => true,
+                Err(error) => return Err(error),
             };
             let copied = (attr.count as usize).min(self.chunk);
             for i in 0..copied {

@@ -219,7 +219,7 @@ struct ElemAttr {
 
 fn update_fd_array(map: BorrowedFd<'_>, index: u32, event: &OwnedFd) -> io::Result<()> {
     let fd = u32::try_from(event.as_raw_fd()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let attr = ElemAttr {
+    let mut attr = ElemAttr {
         map_fd: u32::try_from(map.as_raw_fd()).map_err(|_| io::ErrorKind::InvalidInput)?,
         _pad: 0,
         key: std::ptr::addr_of!(index) as u64,
@@ -228,18 +228,7 @@ fn update_fd_array(map: BorrowedFd<'_>, index: u32, event: &OwnedFd) -> io::Resu
     };
     // SAFETY: a valid bpf_attr for BPF_MAP_UPDATE_ELEM whose key and value point to u32 locals that
     // outlive the call (a PERF_EVENT_ARRAY has 4-byte keys and values).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_ELEM,
-            std::ptr::addr_of!(attr),
-            std::mem::size_of::<ElemAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    unsafe { super::batch::sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
 }
 
 /// Parses a kernel CPU list such as `0-3,8,10-11`.

@@ -261,8 +261,9 @@ impl EbpfActivity {
         }
         self.recent_exits.extend(&mut self.drained.exited);
         // A drain with failed or stalled counter reads has slices without cycles: split it by time.
+        let counters_live = self.program.counters().is_some();
         let counters_ok = state.counter_errors == before.counter_errors;
-        if self.program.counters().is_some() && !counters_ok {
+        if counters_live && !counters_ok {
             issues.push(SourceIssue::new(
                 SOURCE,
                 "counter_error",
@@ -272,7 +273,7 @@ impl EbpfActivity {
                 ),
             ));
         }
-        let by_cycles = self.program.counters().is_some() && counters_ok;
+        let by_cycles = counters_live && counters_ok;
         let pods = aggregate(&mut self.resolver, &self.drained, by_cycles);
         Ok((pods, issues))
     }
@@ -295,30 +296,16 @@ pub fn add_idle_pods(pods: &mut Vec<PodActivity>, present: Vec<PodUid>) {
 }
 
 /// Resolves every drained entry and sums time per pod and container. Entries of unknown consumers
-/// go to no pod (the model gives their share to `system`). With `by_cycles` (the program's counters are live) each
-/// entry weighs its share of the drain's cycles, expressed in nanoseconds of the drain's on-CPU time,
-/// so the model's denominators stay in time while pods are split by cycles.
+/// go to no pod (the model gives their share to `system`). With `by_cycles` (the program's counters
+/// are live) each entry weighs its share of the drain's cycles, expressed in nanoseconds of the
+/// drain's on-CPU time, so the model's denominators stay in time while pods are split by cycles.
 pub fn aggregate(resolver: &mut Resolver, drained: &Drained, by_cycles: bool) -> Vec<PodActivity> {
-    let total_ns: u64 = drained
-        .tasks
-        .iter()
-        .fold(0, |s, t| s.saturating_add(t.on_cpu_ns));
-    let total_cycles: u64 = drained
-        .tasks
-        .iter()
-        .fold(0, |s, t| s.saturating_add(t.cycles));
-    let weigh = |on_cpu_ns: u64, cycles: u64| -> CpuNanos {
-        if by_cycles && total_cycles > 0 {
-            CpuNanos((u128::from(total_ns) * u128::from(cycles) / u128::from(total_cycles)) as u64)
-        } else {
-            CpuNanos(on_cpu_ns)
-        }
-    };
     // Sum per cgroup id first: a drain holds many processes per cgroup (5,000 entries are ~200
     // cgroups on a busy node), and on a cgroup v2 host with pods the owner depends on the cgroup id
     // and its ancestors alone, so each cgroup is resolved once.
     let mut by_cgroup: HashMap<u64, CgroupSum, BuildIdHasher> =
         HashMap::with_capacity_and_hasher(256, BuildIdHasher);
+    let (mut total_ns, mut total_cycles) = (0u64, 0u64);
     for (index, task) in drained.tasks.iter().enumerate() {
         let sum = by_cgroup.entry(task.cgroup_id).or_insert(CgroupSum {
             first: index,
@@ -327,7 +314,16 @@ pub fn aggregate(resolver: &mut Resolver, drained: &Drained, by_cycles: bool) ->
         sum.on_cpu_ns = sum.on_cpu_ns.saturating_add(task.on_cpu_ns);
         sum.cycles = sum.cycles.saturating_add(task.cycles);
         sum.entries += 1;
+        total_ns = total_ns.saturating_add(task.on_cpu_ns);
+        total_cycles = total_cycles.saturating_add(task.cycles);
     }
+    let weigh = |on_cpu_ns: u64, cycles: u64| -> CpuNanos {
+        if by_cycles && total_cycles > 0 {
+            CpuNanos((u128::from(total_ns) * u128::from(cycles) / u128::from(total_cycles)) as u64)
+        } else {
+            CpuNanos(on_cpu_ns)
+        }
+    };
     let ids: Vec<u64> = by_cgroup.keys().copied().collect();
     resolver.begin_drain(&ids);
     let mut pods: BTreeMap<PodUid, (CpuNanos, BTreeMap<ContainerId, CpuNanos>)> = BTreeMap::new();
@@ -500,6 +496,17 @@ mod tests {
         }
     }
 
+    /// A cgroup v2 tree: `kubepods/pod<UID>/{C1,C2}` and `system.slice`; returns (tmp, root, pod).
+    fn pod_tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let root = tmp.path().join("cgroup");
+        let pod = root.join(format!("kubepods/pod{UID}"));
+        fs::create_dir_all(pod.join(C1)).unwrap();
+        fs::create_dir_all(pod.join(C2)).unwrap();
+        fs::create_dir_all(root.join("system.slice")).unwrap();
+        (tmp, root, pod)
+    }
+
     #[test]
     fn exits_count_for_two_more_drains_then_are_forgotten() {
         let mut memory = ExitMemory::default();
@@ -519,12 +526,7 @@ mod tests {
 
     #[test]
     fn live_counters_split_by_cycles_in_units_of_the_drains_time() {
-        let tmp = tempfile::TempDir::new().unwrap();
-        let root = tmp.path().join("cgroup");
-        let pod = root.join(format!("kubepods/pod{UID}"));
-        fs::create_dir_all(pod.join(C1)).unwrap();
-        fs::create_dir_all(pod.join(C2)).unwrap();
-        fs::create_dir_all(root.join("system.slice")).unwrap();
+        let (tmp, root, pod) = pod_tree();
         let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
         let (c1, c2, system) = (
             ino(&pod.join(C1)),
@@ -599,12 +601,7 @@ mod tests {
 
     #[test]
     fn pods_include_time_of_removed_containers_and_unknown_goes_nowhere() {
-        let tmp = tempfile::TempDir::new().unwrap();
-        let root = tmp.path().join("cgroup");
-        let pod = root.join(format!("kubepods/pod{UID}"));
-        fs::create_dir_all(pod.join(C1)).unwrap();
-        fs::create_dir_all(pod.join(C2)).unwrap();
-        fs::create_dir_all(root.join("system.slice")).unwrap();
+        let (tmp, root, pod) = pod_tree();
         let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
         let (kubepods, pod_id, c1, c2) = (
             ino(&root.join("kubepods")),

@@ -300,22 +300,20 @@ pub fn parse_task(key: &[u8], values: &[u8], cpus: usize, stride: usize) -> Task
     let ancestors_at = std::mem::offset_of!(TaskTime, ancestors);
     for cpu in 0..cpus {
         let base = cpu * stride;
-        task.on_cpu_ns = task.on_cpu_ns.saturating_add(u64_at(
-            values,
-            base + std::mem::offset_of!(TaskTime, on_cpu_ns),
-        ));
-        task.switches = task.switches.saturating_add(u64_at(
-            values,
-            base + std::mem::offset_of!(TaskTime, switches),
-        ));
-        task.cycles = task.cycles.saturating_add(u64_at(
-            values,
-            base + std::mem::offset_of!(TaskTime, cycles),
-        ));
-        task.instructions = task.instructions.saturating_add(u64_at(
-            values,
-            base + std::mem::offset_of!(TaskTime, instructions),
-        ));
+        for (sum, at) in [
+            (
+                &mut task.on_cpu_ns,
+                std::mem::offset_of!(TaskTime, on_cpu_ns),
+            ),
+            (&mut task.switches, std::mem::offset_of!(TaskTime, switches)),
+            (&mut task.cycles, std::mem::offset_of!(TaskTime, cycles)),
+            (
+                &mut task.instructions,
+                std::mem::offset_of!(TaskTime, instructions),
+            ),
+        ] {
+            *sum = sum.saturating_add(u64_at(values, base + at));
+        }
         if task.ancestors.iter().all(|a| *a == 0) {
             for (level, ancestor) in task.ancestors.iter_mut().enumerate() {
                 *ancestor = u64_at(values, base + ancestors_at + level * 8);
