@@ -2,8 +2,11 @@
 //! (`KEPLER_RS_*`), then file (`--config`), then default. The only module that knows the host paths `/sys` and `/proc`;
 //! everything below receives its roots from `HostRoots`.
 
+use crate::files::read_small_file;
+use crate::resource::jupyterhub::{HubUserKey, HubUserLabel, HubUserPolicy};
 use crate::source::estimate::EstimateModel;
 use crate::units::{Watts, ZoneKind};
+use crate::web::conns::Limits;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -171,6 +174,40 @@ pub struct RunArgs {
     /// Kubelet PodResources socket, for GPU assignments [default: /var/lib/kubelet/pod-resources/kubelet.sock]
     #[arg(long, env = "KEPLER_RS_POD_RESOURCES_SOCKET")]
     pub pod_resources_socket: Option<PathBuf>,
+    /// Web configuration (exporter-toolkit format): TLS, basic auth, response headers
+    #[arg(long = "web.config.file", env = "KEPLER_RS_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// Most open HTTP connections; at the limit, slow or idle ones make room [default: 64]
+    #[arg(long = "web.max-connections", env = "KEPLER_RS_WEB_MAX_CONNECTIONS")]
+    pub web_max_connections: Option<usize>,
+    /// Time for a request head to arrive (TLS handshake included) [default: 10s]
+    #[arg(long = "web.header-read-timeout", env = "KEPLER_RS_WEB_HEADER_READ_TIMEOUT")]
+    pub web_header_read_timeout: Option<String>,
+    /// Keep-alive connections idle longer than this are closed [default: 120s]
+    #[arg(long = "web.idle-timeout", env = "KEPLER_RS_WEB_IDLE_TIMEOUT")]
+    pub web_idle_timeout: Option<String>,
+    /// Largest request head in bytes (larger: 431) [default: 16384]
+    #[arg(long = "web.max-header-bytes", env = "KEPLER_RS_WEB_MAX_HEADER_BYTES")]
+    pub web_max_header_bytes: Option<usize>,
+    /// Namespace of JupyterHub user servers; only pods there get hub_user (repeatable, or comma-separated)
+    #[arg(long, env = "KEPLER_RS_JUPYTERHUB_NAMESPACE", value_delimiter = ',')]
+    pub jupyterhub_namespace: Vec<String>,
+    /// hub_user label: raw user name, keyed hash, or off [default: raw]
+    #[arg(long, env = "KEPLER_RS_HUB_USER_LABEL", value_enum)]
+    pub hub_user_label: Option<HubUserLabelChoice>,
+    /// Key file for --hub-user-label hash (at least 16 bytes; keep it in a Secret)
+    #[arg(long, env = "KEPLER_RS_HUB_USER_HASH_KEY_FILE")]
+    pub hub_user_hash_key_file: Option<PathBuf>,
+}
+
+/// `--hub-user-label`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HubUserLabelChoice {
+    #[default]
+    Raw,
+    Hash,
+    Off,
 }
 
 /// The YAML file: the same keys as the flags, with underscores.
@@ -197,6 +234,14 @@ pub struct FileConfig {
     pub gpu: Option<GpuChoice>,
     pub gpu_idle_watts: Option<f64>,
     pub pod_resources_socket: Option<PathBuf>,
+    pub web_config_file: Option<PathBuf>,
+    pub web_max_connections: Option<usize>,
+    pub web_header_read_timeout: Option<String>,
+    pub web_idle_timeout: Option<String>,
+    pub web_max_header_bytes: Option<usize>,
+    pub jupyterhub_namespace: Option<Vec<String>>,
+    pub hub_user_label: Option<HubUserLabelChoice>,
+    pub hub_user_hash_key_file: Option<PathBuf>,
 }
 
 /// The validated configuration passed down to every component.
@@ -219,6 +264,10 @@ pub struct Config {
     pub gpu: GpuChoice,
     pub gpu_idle_watts: Option<Watts>,
     pub pod_resources_socket: PathBuf,
+    /// `--web.config.file`: loaded and validated by `web::WebState::load` at start.
+    pub web_config_file: Option<PathBuf>,
+    pub web_limits: Limits,
+    pub hub_users: HubUserPolicy,
 }
 
 /// A bad value: names the flag and says what is wrong. `main` prints it and exits with code 2.
@@ -255,6 +304,20 @@ impl RunArgs {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
+        let web_args = WebLimitArgs {
+            max_connections: self.web_max_connections,
+            header_read_timeout: self.web_header_read_timeout,
+            idle_timeout: self.web_idle_timeout,
+            max_header_bytes: self.web_max_header_bytes,
+        };
+        let web_limits = web_limits(&web_args, &file)?;
+        let hub_users = hub_user_policy(
+            self.jupyterhub_namespace,
+            self.hub_user_label,
+            self.hub_user_hash_key_file,
+            &file,
+        )?;
+
         let listen_raw = self
             .listen
             .or(file.listen)
@@ -403,13 +466,137 @@ impl RunArgs {
                 .pod_resources_socket
                 .or(file.pod_resources_socket)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_POD_RESOURCES_SOCKET)),
+            web_config_file: self.web_config_file.or(file.web_config_file),
+            web_limits,
+            hub_users,
         })
     }
 }
 
+/// The `--web.*` limit flags of the command line (the file's keys are read beside them).
+struct WebLimitArgs {
+    max_connections: Option<usize>,
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_header_bytes: Option<usize>,
+}
+
+/// hyper refuses head buffers under 8 KiB; above 1 MiB a header is an attack, not a scrape.
+const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 8192..=(1 << 20);
+
+fn web_limits(args: &WebLimitArgs, file: &FileConfig) -> Result<Limits, ConfigError> {
+    let mut limits = Limits::default();
+    if let Some(n) = args.max_connections.or(file.web_max_connections) {
+        if !(1..=65_536).contains(&n) {
+            return Err(err("--web.max-connections", format!("{n} is out of range (1 to 65536)")));
+        }
+        limits.max_connections = n;
+    }
+    let timeout = |flag: &'static str, raw: Option<&String>, default: Duration| match raw {
+        Some(raw) => {
+            let d = parse_duration(flag, raw)?;
+            if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+                return Err(err(flag, format!("{raw:?} is out of range (100ms to 1h)")));
+            }
+            Ok(d)
+        }
+        None => Ok(default),
+    };
+    limits.header_read_timeout = timeout(
+        "--web.header-read-timeout",
+        args.header_read_timeout.as_ref().or(file.web_header_read_timeout.as_ref()),
+        limits.header_read_timeout,
+    )?;
+    limits.idle_timeout = timeout(
+        "--web.idle-timeout",
+        args.idle_timeout.as_ref().or(file.web_idle_timeout.as_ref()),
+        limits.idle_timeout,
+    )?;
+    if let Some(n) = args.max_header_bytes.or(file.web_max_header_bytes) {
+        if !MAX_HEADER_BYTES_RANGE.contains(&n) {
+            return Err(err(
+                "--web.max-header-bytes",
+                format!("{n} is out of range (8192 to 1048576)"),
+            ));
+        }
+        limits.max_header_bytes = n;
+    }
+    Ok(limits)
+}
+
+/// A key file is a few dozen bytes; more is a wrong path.
+const MAX_KEY_FILE_BYTES: usize = 4096;
+
+fn hub_user_policy(
+    namespaces: Vec<String>,
+    label: Option<HubUserLabelChoice>,
+    key_file: Option<PathBuf>,
+    file: &FileConfig,
+) -> Result<HubUserPolicy, ConfigError> {
+    let namespaces = if namespaces.is_empty() {
+        file.jupyterhub_namespace.clone().unwrap_or_default()
+    } else {
+        namespaces
+    };
+    let mut set = std::collections::BTreeSet::new();
+    for ns in namespaces.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let valid = ns.len() <= 63
+            && ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !ns.starts_with('-')
+            && !ns.ends_with('-');
+        if !valid {
+            return Err(err(
+                "--jupyterhub-namespace",
+                format!("{ns:?} is not a Kubernetes namespace name"),
+            ));
+        }
+        set.insert(ns.to_string());
+    }
+    let key_file = key_file.or_else(|| file.hub_user_hash_key_file.clone());
+    let label = match (label.or(file.hub_user_label).unwrap_or_default(), key_file) {
+        (HubUserLabelChoice::Raw, None) => HubUserLabel::Raw,
+        (HubUserLabelChoice::Off, None) => HubUserLabel::Off,
+        (HubUserLabelChoice::Hash, None) => {
+            return Err(err(
+                "--hub-user-label",
+                "hash needs --hub-user-hash-key-file (an unkeyed hash of a login is reversed by trying logins)",
+            ))
+        }
+        (HubUserLabelChoice::Hash, Some(path)) => {
+            let bytes = read_small_file(&path, MAX_KEY_FILE_BYTES)
+                .map_err(|e| err("--hub-user-hash-key-file", e.to_string()))?;
+            let trimmed = bytes.trim_ascii().to_vec();
+            HubUserLabel::Hashed(HubUserKey::new(trimmed).ok_or_else(|| {
+                err(
+                    "--hub-user-hash-key-file",
+                    format!(
+                        "{}: the key must have at least {} bytes",
+                        path.display(),
+                        HubUserKey::MIN_BYTES
+                    ),
+                )
+            })?)
+        }
+        (_, Some(_)) => {
+            return Err(err(
+                "--hub-user-hash-key-file",
+                "only used with --hub-user-label hash",
+            ))
+        }
+    };
+    Ok(HubUserPolicy {
+        namespaces: set,
+        label,
+    })
+}
+
+/// A configuration file is a few KiB; a limit keeps a wrong path (a device, a log) from costing memory.
+const MAX_CONFIG_FILE_BYTES: usize = 1 << 20;
+
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+    let bytes = read_small_file(path, MAX_CONFIG_FILE_BYTES).map_err(|e| err("--config", e.to_string()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| err("--config", format!("{}: not valid UTF-8", path.display())))?;
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
     }

@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod attribution;
 pub mod config;
+pub mod files;
 pub mod gpu;
 pub mod idle;
 pub mod ledger;
@@ -17,3 +18,4 @@ pub mod snapshot;
 pub mod source;
 pub mod top;
 pub mod units;
+pub mod web;

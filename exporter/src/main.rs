@@ -20,6 +20,7 @@ use kepler_rs::snapshot::Snapshot;
 use kepler_rs::source::estimate::Estimate;
 use kepler_rs::source::{rapl, EnergySource};
 use kepler_rs::units::SourceIssue;
+use kepler_rs::web::WebState;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -224,6 +225,20 @@ fn run(args: RunArgs) -> ExitCode {
     init_logging(&config);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %config.node_name, listen = %config.listen, interval = ?config.interval, "starting kepler-rs");
 
+    // A bad web config is a usage error, before anything is measured or bound.
+    let web = match &config.web_config_file {
+        Some(path) => match WebState::load(path) {
+            Ok(web) => web,
+            Err(e) => {
+                tracing::error!(kind = e.kind(), "{e}");
+                eprintln!("kepler-rs: error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => WebState::plain(),
+    };
+    log_web(&web, &config);
+    log_hub_users(&config);
     // One fd per cgroup counter file kept open (activity::cgroup): take the hard limit.
     let fd_limit = kepler_rs::activity::cgroup::raise_open_file_limit();
     tracing::debug!(fd_limit, "open file limit");
@@ -245,8 +260,8 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let pod_cache =
-        (config.pod_metadata != PodMetadataSource::Off).then(|| Arc::new(PodCache::new()));
+    let pod_cache = (config.pod_metadata != PodMetadataSource::Off)
+        .then(|| Arc::new(PodCache::with_hub_users(config.hub_users.clone())));
     let pod_metadata: Arc<dyn PodMetadata> = match &pod_cache {
         Some(cache) => cache.clone(),
         None => Arc::new(NoPodMetadata),
@@ -339,17 +354,50 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let state = Arc::new(ServerState::new(
-        snapshots,
-        BuildInfo::current(),
-        config.interval,
-    ));
+    let state = Arc::new(
+        ServerState::new(snapshots, BuildInfo::current(), config.interval)
+            .with_web(Arc::new(web), config.web_limits),
+    );
     tracing::info!(listen = %config.listen, "serving /metrics");
     runtime.block_on(server::serve(listener, state, shutdown_signal()));
     let _ = stop_monitor.send(());
     let _ = monitor_thread.join();
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// One line on what the metrics endpoint requires of a client.
+fn log_web(web: &WebState, config: &Config) {
+    let active = web.current();
+    let scheme = if active.tls.is_some() { "https" } else { "http" };
+    let auth = if active.auth.is_some() { "basic" } else { "none" };
+    tracing::info!(
+        scheme,
+        auth,
+        web_config = config.web_config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+        max_connections = config.web_limits.max_connections,
+        "metrics endpoint security"
+    );
+    if active.tls.is_none() && active.auth.is_none() {
+        tracing::warn!("/metrics is plain HTTP without authentication: anyone who reaches the port reads it (set --web.config.file, see docs/security.md)");
+    }
+}
+
+/// One line on which pods may name a JupyterHub user, and how.
+fn log_hub_users(config: &Config) {
+    use kepler_rs::resource::jupyterhub::HubUserLabel;
+    let policy = &config.hub_users;
+    let label = match policy.label {
+        HubUserLabel::Raw => "raw",
+        HubUserLabel::Hashed(_) => "hash",
+        HubUserLabel::Off => "off",
+    };
+    if policy.namespaces.is_empty() || policy.label == HubUserLabel::Off {
+        tracing::info!(label, "hub_user labels: none (set --jupyterhub-namespace to the hub's namespace)");
+    } else {
+        let namespaces: Vec<&str> = policy.namespaces.iter().map(String::as_str).collect();
+        tracing::info!(label, namespaces = %namespaces.join(","), "hub_user labels from JupyterHub user servers in these namespaces");
+    }
 }
 
 /// Start the node-scoped pod watcher on the runtime. A bad `--kubeconfig` is a usage error (exit 2);

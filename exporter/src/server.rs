@@ -1,33 +1,55 @@
 //! HTTP on hyper 1.x: `/metrics` (encodes the latest snapshot, cached per snapshot), `/healthz`,
-//! `/readyz` and `/`. Never measures: it only reads what the monitor published.
-//! Unknown paths get 404, methods other than GET/HEAD 405, request bodies 413.
+//! `/readyz` and `/`, over plain TCP or TLS, with basic auth when the web config asks for it
+//! (`web`). Never measures: it only reads what the monitor published. Unknown paths get 404, methods
+//! other than GET/HEAD 405, request bodies 413, missing or wrong credentials 401 (probes excepted).
 
 use crate::metrics::{self, BuildInfo};
 use crate::snapshot::Snapshot;
+use crate::web::auth::{parse_basic, AuthOutcome, Authenticator};
+use crate::web::conns::{CloseReason, Conn, Limits, Phase, Registry, Slot, Tracked};
+use crate::web::WebState;
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+    WWW_AUTHENTICATE,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
-/// What the handlers share: the latest snapshot and the encoding of the last snapshot scraped.
+/// bcrypt rounds at once: a flood of wrong passwords costs at most this many cores.
+const CONCURRENT_BCRYPT: usize = 2;
+/// How often timeouts are enforced and the web config's files are checked for changes.
+const REAP_EVERY: Duration = Duration::from_millis(250);
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// What the handlers share: the latest snapshot and the encoding of the last snapshot scraped,
+/// the web configuration in force and the connection registry.
 pub struct ServerState {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     build: BuildInfo,
     /// Ticks older than this make /healthz fail (the monitor is stuck or dead).
     stale_after: Duration,
     cache: Mutex<Option<(Arc<Snapshot>, Bytes)>>,
+    web: Arc<WebState>,
+    registry: Arc<Registry>,
+    bcrypt: Semaphore,
 }
 
 impl ServerState {
+    /// Plain HTTP without authentication, default limits.
     pub fn new(
         snapshots: watch::Receiver<Arc<Snapshot>>,
         build: BuildInfo,
@@ -38,7 +60,21 @@ impl ServerState {
             build,
             stale_after: (interval * 10).max(Duration::from_secs(30)),
             cache: Mutex::new(None),
+            web: Arc::new(WebState::plain()),
+            registry: Registry::new(Limits::default(), Instant::now()),
+            bcrypt: Semaphore::new(CONCURRENT_BCRYPT),
         }
+    }
+
+    /// Serve with this web configuration (TLS, users, headers) and these bounds.
+    pub fn with_web(mut self, web: Arc<WebState>, limits: Limits) -> ServerState {
+        self.web = web;
+        self.registry = Registry::new(limits, Instant::now());
+        self
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     fn exposition(&self) -> Result<Bytes, std::fmt::Error> {
@@ -75,8 +111,8 @@ const INDEX_HTML: &str = "<!doctype html><html><head><title>kepler-rs</title></h
 <li><a href=\"readyz\">/readyz</a> readiness (after the first complete interval)</li>\
 </ul></body></html>\n";
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<ScrapeBody> {
+    let mut r = Response::new(ScrapeBody::from_static(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -96,7 +132,7 @@ fn has_body(req: &Request<Incoming>) -> bool {
 }
 
 /// Route one request. Public so tests can drive it without sockets.
-pub fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+pub fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<ScrapeBody> {
     let path = req.uri().path();
     let known = matches!(path, "/" | "/metrics" | "/healthz" | "/readyz");
     if !known {
@@ -117,7 +153,7 @@ pub fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<Full<By
     let mut response = match path {
         "/metrics" => match state.exposition() {
             Ok(body) => {
-                let mut r = Response::new(Full::new(body));
+                let mut r = Response::new(ScrapeBody::new([body, state.server_metrics()]));
                 r.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static(metrics::CONTENT_TYPE),
@@ -137,7 +173,7 @@ pub fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<Full<By
             "waiting for the first complete interval\n",
         ),
         _ => {
-            let mut r = Response::new(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())));
+            let mut r = Response::new(ScrapeBody::from_static(INDEX_HTML));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/html; charset=utf-8"),
@@ -146,9 +182,271 @@ pub fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<Full<By
         }
     };
     if req.method() == Method::HEAD {
-        *response.body_mut() = Full::new(Bytes::new());
+        *response.body_mut() = ScrapeBody::new([]);
     }
     response
+}
+
+
+/// A response body of one or more shared chunks (the cached exposition is never copied). When the
+/// connection is known, dropping the body (hyper does once it is written) marks it idle again.
+pub struct ScrapeBody {
+    chunks: VecDeque<Bytes>,
+    conn: Option<Arc<Conn>>,
+}
+
+impl ScrapeBody {
+    pub fn new(chunks: impl IntoIterator<Item = Bytes>) -> ScrapeBody {
+        ScrapeBody {
+            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            conn: None,
+        }
+    }
+
+    fn from_static(text: &'static str) -> ScrapeBody {
+        ScrapeBody::new([Bytes::from_static(text.as_bytes())])
+    }
+
+    /// The whole body in one buffer (tests).
+    pub fn concat(&self) -> Vec<u8> {
+        self.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+
+    fn tracking(mut self, conn: Arc<Conn>) -> ScrapeBody {
+        self.conn = Some(conn);
+        self
+    }
+}
+
+impl Drop for ScrapeBody {
+    fn drop(&mut self) {
+        if let Some(conn) = &self.conn {
+            conn.set_phase(Phase::Idle, Instant::now());
+        }
+    }
+}
+
+impl Body for ScrapeBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.chunks.pop_front().map(|c| Ok(Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
+    }
+}
+
+impl ServerState {
+    /// The server's own families, appended to every exposition (a few lines, encoded per scrape).
+    fn server_metrics(&self) -> Bytes {
+        let stats = &self.registry.stats;
+        let mut out = String::with_capacity(1024);
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        family(
+            "kepler_exporter_http_connections",
+            "gauge",
+            "Open connections to the metrics server.",
+            &[("", self.registry.open() as u64)],
+        );
+        family(
+            "kepler_exporter_http_connections_accepted_total",
+            "counter",
+            "Connections the metrics server accepted.",
+            &[("", stats.accepted.load(Ordering::Relaxed))],
+        );
+        let closed: Vec<(String, u64)> = CloseReason::ALL
+            .iter()
+            .map(|r| (format!("{{reason=\"{}\"}}", r.as_str()), stats.closed(*r)))
+            .collect();
+        let closed: Vec<(&str, u64)> = closed.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        family(
+            "kepler_exporter_http_connections_closed_total",
+            "counter",
+            "Connections the server closed itself: evicted at the connection limit, or past a timeout.",
+            &closed,
+        );
+        family(
+            "kepler_exporter_http_accept_errors_total",
+            "counter",
+            "Failed accepts (e.g. out of file descriptors); the server backs off and keeps measuring.",
+            &[("", stats.accept_errors.load(Ordering::Relaxed))],
+        );
+        family(
+            "kepler_exporter_http_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed (no or untrusted client certificate, not TLS, timeouts).",
+            &[("", stats.tls_handshake_failures.load(Ordering::Relaxed))],
+        );
+        family(
+            "kepler_exporter_http_auth_failures_total",
+            "counter",
+            "Requests answered 401: no, malformed or wrong basic-auth credentials.",
+            &[("", stats.auth_failures.load(Ordering::Relaxed))],
+        );
+        if self.web.is_file_based() {
+            family(
+                "kepler_exporter_web_config_reloads_total",
+                "counter",
+                "Reloads of --web.config.file after it or a file it names changed.",
+                &[
+                    ("{result=\"success\"}", self.web.reloads_ok.load(Ordering::Relaxed)),
+                    ("{result=\"failure\"}", self.web.reloads_failed.load(Ordering::Relaxed)),
+                ],
+            );
+        }
+        Bytes::from(out)
+    }
+}
+
+fn unauthorized() -> Response<ScrapeBody> {
+    let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+    r.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"kepler-rs\", charset=\"UTF-8\""),
+    );
+    r
+}
+
+/// Whether the request carries credentials of a configured user. A cached success costs a hash;
+/// anything else costs one bcrypt round on the blocking pool, at most `CONCURRENT_BCRYPT` at once.
+async fn authorized(state: &ServerState, auth: &Arc<Authenticator>, req: &Request<Incoming>) -> bool {
+    let credentials = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| parse_basic(v.as_bytes()));
+    if let Some(c) = &credentials {
+        if auth.cached(c) == Some(AuthOutcome::Allowed) {
+            return true;
+        }
+    }
+    let Ok(_permit) = state.bcrypt.acquire().await else {
+        return false;
+    };
+    let auth = auth.clone();
+    let verdict = tokio::task::spawn_blocking(move || auth.verify(credentials.as_ref())).await;
+    matches!(verdict, Ok(AuthOutcome::Allowed))
+}
+
+/// Authenticate (except the probes), route, add the configured headers.
+pub async fn handle(state: &ServerState, req: Request<Incoming>) -> Response<ScrapeBody> {
+    let web = state.web.current();
+    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+    let mut response = match &web.auth {
+        Some(auth) if !probe && !authorized(state, auth, &req).await => {
+            state.registry.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            unauthorized()
+        }
+        _ => respond(state, &req),
+    };
+    for (name, value) in &web.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+/// Serve one accepted connection until it ends, the registry closes it or the server shuts down.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    slot: Slot,
+    state: Arc<ServerState>,
+    http: hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let conn = slot.conn.clone();
+    let stream = Tracked::new(stream, conn.clone());
+    let tls = state.web.current().tls.clone();
+    let registry = state.registry.clone();
+    let service = {
+        let conn = conn.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let state = state.clone();
+            let conn = conn.clone();
+            async move {
+                conn.set_phase(Phase::Busy, Instant::now());
+                let response = handle(&state, req).await;
+                Ok::<_, std::convert::Infallible>(response.map(|b| b.tracking(conn)))
+            }
+        })
+    };
+    let served = async {
+        match tls {
+            None => watcher
+                .watch(http.serve_connection(TokioIo::new(stream), service))
+                .await
+                .map_err(|e| e.to_string()),
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok(tls_stream) => watcher
+                    .watch(http.serve_connection(TokioIo::new(tls_stream), service))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => {
+                    registry
+                        .stats
+                        .tls_handshake_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err(format!("TLS handshake: {e}"))
+                }
+            },
+        }
+    };
+    tokio::select! {
+        result = served => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = conn.killed() => tracing::debug!(%peer, "connection closed by the server (limit or timeout)"),
+    }
+    drop(slot);
+}
+
+/// Enforce timeouts and reload the web config when its files change, until the server stops.
+async fn housekeeping(state: Arc<ServerState>) {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_reload_check = Instant::now();
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let (_, crowd_left) = state.registry.reap(now);
+        if crowd_left {
+            // Many connections came and went: give their buffers back to the system.
+            trim_heap();
+        }
+        if now.duration_since(last_reload_check) >= RELOAD_EVERY {
+            last_reload_check = now;
+            let web = state.web.clone();
+            match tokio::task::spawn_blocking(move || web.reload_if_changed()).await {
+                Ok(Ok(true)) => tracing::info!("web config reloaded"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::error!(kind = e.kind(), error = %e, "web config reload failed; the previous one stays in force"),
+                Err(e) => tracing::error!(error = %e, "web config reload task failed"),
+            }
+        }
+    }
+}
+
+fn trim_heap() {
+    // SAFETY: malloc_trim only walks glibc's own heap; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Serve until `shutdown` resolves, then stop accepting and give open connections up to 5 s.
@@ -158,35 +456,65 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let http = hyper::server::conn::http1::Builder::new();
+    let limits = *state.registry.limits();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(limits.max_header_bytes.max(8192))
+        .max_header_size(limits.max_header_bytes)
+        .max_headers(64)
+        .header_read_timeout(None); // the registry enforces it, TLS handshake included
+    let housekeeper = tokio::spawn(housekeeping(state.clone()));
     tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let state = state.clone();
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&state, &req)) }
-                });
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
+    let mut backoff: Option<Duration> = None;
+    'accept: loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = &mut shutdown => break,
-        }
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                if backoff.take().is_some() {
+                    tracing::info!("accepting connections again");
+                }
+                a
+            }
+            Err(e) => {
+                state.registry.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                let delay = match backoff {
+                    None => {
+                        tracing::warn!(error = %e, "accept failed; backing off (logged once until it recovers; measurement goes on)");
+                        Duration::from_millis(10)
+                    }
+                    Some(d) => (d * 2).min(Duration::from_secs(1)),
+                };
+                backoff = Some(delay);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = &mut shutdown => break,
+                }
+            }
+        };
+        let slot = loop {
+            if let Some(slot) = state.registry.admit(Instant::now()) {
+                break slot;
+            }
+            // Every connection is answering a request: wait for one to finish.
+            tokio::select! {
+                _ = state.registry.freed(Duration::from_millis(100)) => {}
+                _ = &mut shutdown => break 'accept,
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(
+            stream,
+            peer,
+            slot,
+            state.clone(),
+            http.clone(),
+            graceful.watcher(),
+        ));
     }
     drop(listener);
+    housekeeper.abort();
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(Duration::from_secs(5)) => tracing::warn!("connections still open after 5 s; closing"),

@@ -7,6 +7,7 @@ mod fake_api;
 
 use fake_api::{FakeApi, Request};
 use kepler_rs::resource::kube::{connect, watch_pods, PodCache, RetryBackoff, WatchTuning};
+use kepler_rs::resource::jupyterhub::HubUserPolicy;
 use kepler_rs::resource::pods::{MetadataSync, PodMetadata};
 use kepler_rs::units::{ContainerId, PodUid};
 use serde_json::Value;
@@ -70,7 +71,7 @@ fn fast() -> WatchTuning {
 }
 
 async fn start(api: &FakeApi, tuning: WatchTuning) -> Arc<PodCache> {
-    let cache = Arc::new(PodCache::new());
+    let cache = Arc::new(PodCache::with_hub_users(HubUserPolicy::raw_in(&["sai"])));
     let client = connect(Some(&api.kubeconfig()), &cache)
         .await
         .expect("client from the fake API's kubeconfig");
@@ -406,7 +407,7 @@ async fn a_server_whose_certificate_the_kubeconfig_does_not_trust_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, kubeconfig).unwrap();
-    let cache = Arc::new(PodCache::new());
+    let cache = Arc::new(PodCache::with_hub_users(HubUserPolicy::raw_in(&["sai"])));
     let client = connect(Some(&path), &cache).await.unwrap();
     tokio::spawn(watch_pods(client, NODE.to_string(), cache.clone(), fast()));
     wait_until("failed lists", || errors(&cache, "list_failed") >= 2).await;

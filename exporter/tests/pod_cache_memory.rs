@@ -6,6 +6,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use kepler_rs::resource::index::PodIndex;
 use kepler_rs::resource::record::pod_record;
+use kepler_rs::resource::jupyterhub::HubUserPolicy;
 use serde_json::Value;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -69,7 +70,7 @@ fn cache_of_500_pods_stays_under_5_mib() {
         let pods = pods();
         let mut index = PodIndex::new();
         for pod in &pods {
-            index.apply(pod_record(pod, "node-a").unwrap());
+            index.apply(pod_record(pod, "node-a", &HubUserPolicy::raw_in(&["sai"])).unwrap());
         }
         index
     }; // the Pod objects are dropped here, as the watcher drops each one after conversion

@@ -3,6 +3,7 @@
 //! The only module that talks to the API server. It never lists the cluster's pods, never re-lists on a
 //! cache miss, and never makes a tick wait: a tick takes a read lock that writers hold for microseconds.
 
+use crate::resource::jupyterhub::HubUserPolicy;
 use crate::resource::index::PodIndex;
 use crate::resource::pods::{MetadataSync, PodMeta, PodMetadata};
 use crate::resource::record::{pod_record, pod_uid, PodRecord};
@@ -103,6 +104,8 @@ pub struct PodCache {
     /// The last API response was a success and no list/watch error came after it.
     link_ok: AtomicBool,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Which pods name a JupyterHub user (`--jupyterhub-namespace`, `--hub-user-label`).
+    hub_users: HubUserPolicy,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,8 +113,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl PodCache {
+    /// A cache whose pods name no JupyterHub user (see `with_hub_users`).
     pub fn new() -> PodCache {
         PodCache::default()
+    }
+
+    /// A cache whose pods in the policy's namespaces name their JupyterHub user.
+    pub fn with_hub_users(hub_users: HubUserPolicy) -> PodCache {
+        PodCache {
+            hub_users,
+            ..PodCache::default()
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, PodIndex> {
@@ -140,7 +152,7 @@ impl PodCache {
     /// Apply one watcher event at monotonic time `now`. Pods this node should not have are counted
     /// and skipped; a complete (re-)list replaces the index in one step at `InitDone`.
     pub fn apply_event(&self, event: Event<Pod>, node: &str, now: Instant) {
-        let record = |pod: &Pod| match pod_record(pod, node) {
+        let record = |pod: &Pod| match pod_record(pod, node, &self.hub_users) {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::debug!(error = %e, "pod skipped");

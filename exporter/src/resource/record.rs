@@ -2,7 +2,7 @@
 //! of normal, init and ephemeral containers). The `Pod` itself is dropped after conversion, so nothing
 //! else of it (managedFields, spec, env) is ever stored. Pure: no I/O.
 
-use crate::resource::jupyterhub::hub_server;
+use crate::resource::jupyterhub::HubUserPolicy;
 use crate::resource::pods::{bounded_label_value, PodMeta};
 use crate::units::{ContainerId, PodUid};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
@@ -81,8 +81,12 @@ pub fn container_id(raw: &str) -> Option<ContainerId> {
     ContainerId::parse(id.trim())
 }
 
-/// Convert a pod scheduled on `node` into its record.
-pub fn pod_record(pod: &Pod, node: &str) -> Result<PodRecord, RecordError> {
+/// Convert a pod scheduled on `node` into its record; `hub_users` decides whether it names a user.
+pub fn pod_record(
+    pod: &Pod,
+    node: &str,
+    hub_users: &HubUserPolicy,
+) -> Result<PodRecord, RecordError> {
     let uid = pod_uid(pod)?;
     let (namespace, name) = names(pod);
     match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
@@ -129,7 +133,7 @@ pub fn pod_record(pod: &Pod, node: &str) -> Result<PodRecord, RecordError> {
         meta: PodMeta {
             name: bounded_label_value(&name),
             namespace: bounded_label_value(&namespace),
-            hub: hub_server(labels, annotations),
+            hub: hub_users.hub_server(&namespace, labels, annotations),
         },
         containers,
     })
@@ -195,7 +199,7 @@ mod tests {
 
     #[test]
     fn runtime_prefixes_are_stripped_and_empty_ids_skipped() {
-        let r = pod_record(&pod(Some("node-a")), "node-a").unwrap();
+        let r = pod_record(&pod(Some("node-a")), "node-a", &HubUserPolicy::default()).unwrap();
         let got: Vec<(String, &str)> = r
             .containers
             .iter()
@@ -240,15 +244,15 @@ mod tests {
     #[test]
     fn pods_without_node_uid_or_on_another_node_are_refused() {
         assert_eq!(
-            pod_record(&pod(None), "node-a").unwrap_err().kind(),
+            pod_record(&pod(None), "node-a", &HubUserPolicy::default()).unwrap_err().kind(),
             "pod_without_node"
         );
         assert_eq!(
-            pod_record(&pod(Some("")), "node-a").unwrap_err().kind(),
+            pod_record(&pod(Some("")), "node-a", &HubUserPolicy::default()).unwrap_err().kind(),
             "pod_without_node"
         );
         assert_eq!(
-            pod_record(&pod(Some("node-b")), "node-a")
+            pod_record(&pod(Some("node-b")), "node-a", &HubUserPolicy::default())
                 .unwrap_err()
                 .kind(),
             "pod_other_node"
@@ -256,11 +260,11 @@ mod tests {
         let mut p = pod(Some("node-a"));
         p.metadata.uid = None;
         assert_eq!(
-            pod_record(&p, "node-a").unwrap_err().kind(),
+            pod_record(&p, "node-a", &HubUserPolicy::default()).unwrap_err().kind(),
             "pod_without_uid"
         );
         p.metadata.uid = Some("not-a-uid".into());
-        let e = pod_record(&p, "node-a").unwrap_err();
+        let e = pod_record(&p, "node-a", &HubUserPolicy::default()).unwrap_err();
         assert_eq!(e.kind(), "pod_bad_uid");
         assert!(e.to_string().contains("sai/jupyter-bob--gpu"), "{e}");
     }
