@@ -512,6 +512,9 @@ pub async fn serve(
             http.clone(),
             graceful.watcher(),
         ));
+        // Let the new connection read its request before the next accept: a client whose request
+        // is already in the socket is then busy, not a candidate for eviction.
+        tokio::task::yield_now().await;
     }
     drop(listener);
     housekeeper.abort();

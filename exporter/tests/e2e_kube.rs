@@ -161,7 +161,12 @@ fn pod_names_and_jupyterhub_users_end_to_end() {
     let mut with_api = Exporter::start(
         &[
             &common_args[..],
-            &["--kubeconfig", kubeconfig.to_str().unwrap()],
+            &[
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--jupyterhub-namespace",
+                "sai",
+            ],
         ]
         .concat(),
     );
