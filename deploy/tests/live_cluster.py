@@ -307,7 +307,7 @@ class LiveCluster:
         self.procs.append(subprocess.Popen(
             [str(binary), "run", "--listen", f"127.0.0.1:{self.exporter_port}", "--sysfs", str(sysfs),
              "--interval", "1s", "--node-name", NODE_NAME, "--grace-period", "60s", "--process-metrics",
-             "--idle-watts", "package=20,dram=2", "--kubeconfig", str(self.api.kubeconfig), "--jupyterhub-namespace", "sai",
+             "--idle-watts", "package=20,dram=2", "--kubeconfig", str(self.api.kubeconfig), "--jupyterhub-namespace", HUB_NAMESPACE,
              # GPUs from the fake NVML; no kubelet, so processes are placed by their cgroups alone.
              "--gpu", "nvml", "--gpu-idle-watts", f"{GPU_IDLE_WATTS:g}",
              "--pod-resources-socket", str(self.tmp / "no-kubelet" / "kubelet.sock")],
