@@ -14,17 +14,26 @@ import yaml
 HERE = Path(__file__).resolve().parent
 CHART = HERE.parent / "helm" / "kepler-rs"
 NAMESPACE = "kepler-rs"
-VALUES = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+MONITORING = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+# variant: (values, what the header says, which files it writes)
+VARIANTS = {
+    "": (MONITORING, "default values", {"kepler-rs.yaml", "monitoring.yaml", "dashboards.yaml"}),
+    # The same with --web.config.file: the admin's Secrets kepler-rs-web-config (web-config.yml),
+    # kepler-rs-tls (tls.crt, tls.key, ca.crt) and kepler-rs-scrape (username, password); deploy/README.md.
+    "-https": ({**MONITORING, "webConfig": {"enabled": True}}, "webConfig.enabled=true",
+               {"kepler-rs.yaml", "monitoring.yaml"}),
+}
 HEADER = (
-    "# Generated from deploy/helm/kepler-rs (release kepler-rs, namespace kepler-rs, default values)\n"
+    "# Generated from deploy/helm/kepler-rs (release kepler-rs, namespace kepler-rs, {values})\n"
     "# by deploy/manifests/render.py. Do not edit: change the chart and re-run the script.\n"
 )
-APPLY_ORDER = ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "DaemonSet",
-               "ServiceMonitor", "PrometheusRule", "ConfigMap"]
+APPLY_ORDER = ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "NetworkPolicy",
+               "DaemonSet", "ServiceMonitor", "PrometheusRule", "ConfigMap"]
 FILES = {
     # file: (kinds, description)
-    "kepler-rs.yaml": ({"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "DaemonSet"},
-                       "The exporter: kubectl apply -f kepler-rs.yaml"),
+    "kepler-rs.yaml": ({"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "NetworkPolicy",
+                        "DaemonSet"},
+                       "The exporter: kubectl apply -f {file}"),
     "monitoring.yaml": ({"ServiceMonitor", "PrometheusRule"},
                         "For the Prometheus operator (kube-prometheus-stack release 'kube-prometheus-stack')"),
     "dashboards.yaml": ({"ConfigMap"}, "Grafana dashboards for the Grafana sidecar (label grafana_dashboard: \"1\")"),
@@ -34,19 +43,23 @@ FILES = {
 def render() -> dict[str, str]:
     import helm_python as helm
 
-    rendered = helm.Chart.load(str(CHART)).render(VALUES, name="kepler-rs", namespace=NAMESPACE, is_install=True)
-    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}]
-    for path in sorted(rendered):
-        if not path.endswith("NOTES.txt"):
-            objects.extend(d for d in yaml.safe_load_all(rendered[path]) if d)
+    chart = helm.Chart.load(str(CHART))
     out = {}
-    for name, (kinds, what) in FILES.items():
-        docs = sorted((o for o in objects if o["kind"] in kinds), key=lambda o: APPLY_ORDER.index(o["kind"]))
-        body = "---\n".join(yaml.safe_dump(o, sort_keys=False, width=120) for o in docs)
-        out[name] = f"{HEADER}# {what}\n---\n{body}"
-    placed = {k for kinds, _ in FILES.values() for k in kinds}
-    missing = {o["kind"] for o in objects} - placed
-    assert not missing, f"no manifest file for {missing}"
+    for suffix, (values, described, files) in VARIANTS.items():
+        rendered = chart.render(values, name="kepler-rs", namespace=NAMESPACE, is_install=True)
+        objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}]
+        for path in sorted(rendered):
+            if not path.endswith("NOTES.txt"):
+                objects.extend(d for d in yaml.safe_load_all(rendered[path]) if d)
+        for name in sorted(files):
+            kinds, what = FILES[name]
+            file = name.replace(".yaml", f"{suffix}.yaml")
+            docs = sorted((o for o in objects if o["kind"] in kinds), key=lambda o: APPLY_ORDER.index(o["kind"]))
+            body = "---\n".join(yaml.safe_dump(o, sort_keys=False, width=120) for o in docs)
+            out[file] = f"{HEADER.format(values=described)}# {what.format(file=file)}\n---\n{body}"
+        placed = {k for name in files for k in FILES[name][0]}
+        missing = {o["kind"] for o in objects if o["kind"] != "ConfigMap"} - placed
+        assert not missing, f"no manifest file for {missing}"
     return out
 
 

@@ -16,8 +16,11 @@ BOOTSTRAP = REPO / "deploy" / "bootstrap"
 MANIFESTS = REPO / "deploy" / "manifests"
 MICROK8S_VALUES = BOOTSTRAP / "values" / "kepler-rs.yaml"
 
-# The only capabilities a kepler-rs container may hold (deploy/README.md, "Security").
-DOCUMENTED_CAPABILITIES = {"BPF", "PERFMON", "DAC_READ_SEARCH"}
+# The only capabilities a kepler-rs container may hold (deploy/README.md, "Security"), and only with
+# the eBPF CPU source; the cgroup source holds none.
+DOCUMENTED_CAPABILITIES = {"BPF", "PERFMON"}
+# Never, under any value set: the open_by_handle_at escape, the near-root capability, privileged mode.
+FORBIDDEN_CAPABILITIES = {"DAC_READ_SEARCH", "DAC_OVERRIDE", "SYS_ADMIN", "ALL"}
 
 
 def skip_or_fail(why: str) -> None:

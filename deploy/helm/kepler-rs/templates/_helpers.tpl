@@ -39,23 +39,70 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{- define "kepler-rs.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $ref := printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- with .Values.image.digest -}}
+{{- $ref = printf "%s@%s" $ref . -}}
+{{- end -}}
+{{- $ref -}}
 {{- end -}}
 
 {{/*
-The only capabilities the exporter may hold (deploy/README.md, "Security"):
-  DAC_READ_SEARCH  read RAPL energy_uj (root-only since Linux 5.10) and other users' /proc entries
-  BPF, PERFMON     load and attach the eBPF CPU-accounting programs (--cpu-source auto|ebpf) and
-                   open the CPU-wide cycles/instructions counters they read (--cpu-counters auto)
+The only capabilities the exporter may hold (deploy/README.md, "Security"). The container runs as
+uid 0, which already owns the root-only files it reads (RAPL energy_uj, /proc/<pid>), so it needs no
+DAC capability; with --cpu-source cgroup it holds none at all.
+  BPF, PERFMON  load and attach the eBPF CPU-accounting programs (--cpu-source auto|ebpf) and open
+                the CPU-wide cycles/instructions counters they read (--cpu-counters auto)
 */}}
 {{- define "kepler-rs.capabilities" -}}
-{{- $caps := list "DAC_READ_SEARCH" -}}
 {{- if has .Values.exporter.cpuSource (list "auto" "ebpf") -}}
-{{- $caps = concat (list "BPF" "PERFMON") $caps -}}
+{{- toYaml (list "BPF" "PERFMON") -}}
 {{- end -}}
-{{- toYaml $caps -}}
 {{- end -}}
 
 {{- define "kepler-rs.gpuEnabled" -}}
 {{- if and .Values.gpu.mode (ne .Values.gpu.mode "off") -}}true{{- end -}}
+{{- end -}}
+
+{{/* Whether the exporter serves HTTPS (web config with tls_server_config): probes and scrapes follow. */}}
+{{- define "kepler-rs.https" -}}
+{{- if and .Values.webConfig.enabled .Values.webConfig.tls -}}true{{- end -}}
+{{- end -}}
+
+{{- define "kepler-rs.webConfigSecret" -}}
+{{- default (printf "%s-web-config" (include "kepler-rs.fullname" .)) .Values.webConfig.secretName -}}
+{{- end -}}
+
+{{- define "kepler-rs.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "kepler-rs.fullname" .)) .Values.webConfig.tlsSecretName -}}
+{{- end -}}
+
+{{/*
+Host paths mounted into the container: read-only, and recursively so (submounts such as cgroupfs,
+tracefs, bpffs, debugfs and efivarfs under /sys stay read-only too). Kubernetes requires
+mountPropagation None with recursiveReadOnly.
+*/}}
+{{- define "kepler-rs.hostMountOptions" -}}
+{{- if not (has .Values.host.recursiveReadOnly (list "IfPossible" "Enabled")) -}}
+{{- fail "host.recursiveReadOnly must be IfPossible or Enabled: host mounts stay read-only all the way down" -}}
+{{- end -}}
+readOnly: true
+recursiveReadOnly: {{ .Values.host.recursiveReadOnly }}
+mountPropagation: None
+{{- end -}}
+
+{{/* The container's security context: the values' fields, never privileged, capabilities from the chart only. */}}
+{{- define "kepler-rs.securityContext" -}}
+{{- if .Values.securityContext.privileged -}}
+{{- fail "securityContext.privileged cannot be true: the exporter needs no privileged mode (deploy/README.md, Security)" -}}
+{{- end -}}
+{{- if hasKey .Values.securityContext "capabilities" -}}
+{{- fail "securityContext.capabilities is computed from exporter.cpuSource; it cannot be set" -}}
+{{- end -}}
+{{- toYaml .Values.securityContext }}
+capabilities:
+  drop: ["ALL"]
+  {{- with include "kepler-rs.capabilities" . }}
+  add:
+    {{- . | nindent 4 }}
+  {{- end }}
 {{- end -}}
