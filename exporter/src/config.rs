@@ -181,7 +181,10 @@ pub struct RunArgs {
     #[arg(long = "web.max-connections", env = "KEPLER_RS_WEB_MAX_CONNECTIONS")]
     pub web_max_connections: Option<usize>,
     /// Time for a request head to arrive (TLS handshake included) [default: 10s]
-    #[arg(long = "web.header-read-timeout", env = "KEPLER_RS_WEB_HEADER_READ_TIMEOUT")]
+    #[arg(
+        long = "web.header-read-timeout",
+        env = "KEPLER_RS_WEB_HEADER_READ_TIMEOUT"
+    )]
     pub web_header_read_timeout: Option<String>,
     /// Keep-alive connections idle longer than this are closed [default: 120s]
     #[arg(long = "web.idle-timeout", env = "KEPLER_RS_WEB_IDLE_TIMEOUT")]
@@ -488,7 +491,10 @@ fn web_limits(args: &WebLimitArgs, file: &FileConfig) -> Result<Limits, ConfigEr
     let mut limits = Limits::default();
     if let Some(n) = args.max_connections.or(file.web_max_connections) {
         if !(1..=65_536).contains(&n) {
-            return Err(err("--web.max-connections", format!("{n} is out of range (1 to 65536)")));
+            return Err(err(
+                "--web.max-connections",
+                format!("{n} is out of range (1 to 65536)"),
+            ));
         }
         limits.max_connections = n;
     }
@@ -504,12 +510,16 @@ fn web_limits(args: &WebLimitArgs, file: &FileConfig) -> Result<Limits, ConfigEr
     };
     limits.header_read_timeout = timeout(
         "--web.header-read-timeout",
-        args.header_read_timeout.as_ref().or(file.web_header_read_timeout.as_ref()),
+        args.header_read_timeout
+            .as_ref()
+            .or(file.web_header_read_timeout.as_ref()),
         limits.header_read_timeout,
     )?;
     limits.idle_timeout = timeout(
         "--web.idle-timeout",
-        args.idle_timeout.as_ref().or(file.web_idle_timeout.as_ref()),
+        args.idle_timeout
+            .as_ref()
+            .or(file.web_idle_timeout.as_ref()),
         limits.idle_timeout,
     )?;
     if let Some(n) = args.max_header_bytes.or(file.web_max_header_bytes) {
@@ -539,9 +549,15 @@ fn hub_user_policy(
         namespaces
     };
     let mut set = std::collections::BTreeSet::new();
-    for ns in namespaces.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+    for ns in namespaces
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+    {
         let valid = ns.len() <= 63
-            && ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && ns
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !ns.starts_with('-')
             && !ns.ends_with('-');
         if !valid {
@@ -594,7 +610,8 @@ fn hub_user_policy(
 const MAX_CONFIG_FILE_BYTES: usize = 1 << 20;
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let bytes = read_small_file(path, MAX_CONFIG_FILE_BYTES).map_err(|e| err("--config", e.to_string()))?;
+    let bytes =
+        read_small_file(path, MAX_CONFIG_FILE_BYTES).map_err(|e| err("--config", e.to_string()))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| err("--config", format!("{}: not valid UTF-8", path.display())))?;
     if text.trim().is_empty() {

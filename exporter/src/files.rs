@@ -127,10 +127,16 @@ mod tests {
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: c is a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert_eq!(read_small_file(&fifo, 10).unwrap_err().kind(), "not_regular");
+        assert_eq!(
+            read_small_file(&fifo, 10).unwrap_err().kind(),
+            "not_regular"
+        );
         let zero = read_small_file(Path::new("/dev/zero"), 10).unwrap_err();
         assert_eq!(zero.kind(), "not_regular");
-        assert_eq!(read_small_file(dir.path(), 10).unwrap_err().kind(), "not_regular");
+        assert_eq!(
+            read_small_file(dir.path(), 10).unwrap_err().kind(),
+            "not_regular"
+        );
         let missing = read_small_file(&dir.path().join("nope"), 10).unwrap_err();
         assert_eq!(missing.kind(), "not_found");
         assert!(missing.to_string().contains("nope"), "{missing}");

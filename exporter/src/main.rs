@@ -369,12 +369,24 @@ fn run(args: RunArgs) -> ExitCode {
 /// One line on what the metrics endpoint requires of a client.
 fn log_web(web: &WebState, config: &Config) {
     let active = web.current();
-    let scheme = if active.tls.is_some() { "https" } else { "http" };
-    let auth = if active.auth.is_some() { "basic" } else { "none" };
+    let scheme = if active.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let auth = if active.auth.is_some() {
+        "basic"
+    } else {
+        "none"
+    };
     tracing::info!(
         scheme,
         auth,
-        web_config = config.web_config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+        web_config = config
+            .web_config_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none".into()),
         max_connections = config.web_limits.max_connections,
         "metrics endpoint security"
     );
@@ -393,7 +405,10 @@ fn log_hub_users(config: &Config) {
         HubUserLabel::Off => "off",
     };
     if policy.namespaces.is_empty() || policy.label == HubUserLabel::Off {
-        tracing::info!(label, "hub_user labels: none (set --jupyterhub-namespace to the hub's namespace)");
+        tracing::info!(
+            label,
+            "hub_user labels: none (set --jupyterhub-namespace to the hub's namespace)"
+        );
     } else {
         let namespaces: Vec<&str> = policy.namespaces.iter().map(String::as_str).collect();
         tracing::info!(label, namespaces = %namespaces.join(","), "hub_user labels from JupyterHub user servers in these namespaces");

@@ -187,7 +187,6 @@ pub fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<ScrapeB
     response
 }
 
-
 /// A response body of one or more shared chunks (the cached exposition is never copied). When the
 /// connection is known, dropping the body (hyper does once it is written) marks it idle again.
 pub struct ScrapeBody {
@@ -304,8 +303,14 @@ impl ServerState {
                 "counter",
                 "Reloads of --web.config.file after it or a file it names changed.",
                 &[
-                    ("{result=\"success\"}", self.web.reloads_ok.load(Ordering::Relaxed)),
-                    ("{result=\"failure\"}", self.web.reloads_failed.load(Ordering::Relaxed)),
+                    (
+                        "{result=\"success\"}",
+                        self.web.reloads_ok.load(Ordering::Relaxed),
+                    ),
+                    (
+                        "{result=\"failure\"}",
+                        self.web.reloads_failed.load(Ordering::Relaxed),
+                    ),
                 ],
             );
         }
@@ -324,7 +329,11 @@ fn unauthorized() -> Response<ScrapeBody> {
 
 /// Whether the request carries credentials of a configured user. A cached success costs a hash;
 /// anything else costs one bcrypt round on the blocking pool, at most `CONCURRENT_BCRYPT` at once.
-async fn authorized(state: &ServerState, auth: &Arc<Authenticator>, req: &Request<Incoming>) -> bool {
+async fn authorized(
+    state: &ServerState,
+    auth: &Arc<Authenticator>,
+    req: &Request<Incoming>,
+) -> bool {
     let credentials = req
         .headers()
         .get(AUTHORIZATION)
@@ -348,7 +357,11 @@ pub async fn handle(state: &ServerState, req: Request<Incoming>) -> Response<Scr
     let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
     let mut response = match &web.auth {
         Some(auth) if !probe && !authorized(state, auth, &req).await => {
-            state.registry.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            state
+                .registry
+                .stats
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
             unauthorized()
         }
         _ => respond(state, &req),
@@ -435,7 +448,9 @@ async fn housekeeping(state: Arc<ServerState>) {
             match tokio::task::spawn_blocking(move || web.reload_if_changed()).await {
                 Ok(Ok(true)) => tracing::info!("web config reloaded"),
                 Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::error!(kind = e.kind(), error = %e, "web config reload failed; the previous one stays in force"),
+                Ok(Err(e)) => {
+                    tracing::error!(kind = e.kind(), error = %e, "web config reload failed; the previous one stays in force")
+                }
                 Err(e) => tracing::error!(error = %e, "web config reload task failed"),
             }
         }
@@ -478,7 +493,11 @@ pub async fn serve(
                 a
             }
             Err(e) => {
-                state.registry.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                state
+                    .registry
+                    .stats
+                    .accept_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 let delay = match backoff {
                     None => {
                         tracing::warn!(error = %e, "accept failed; backing off (logged once until it recovers; measurement goes on)");

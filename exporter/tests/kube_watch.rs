@@ -6,8 +6,8 @@
 mod fake_api;
 
 use fake_api::{FakeApi, Request};
-use kepler_rs::resource::kube::{connect, watch_pods, PodCache, RetryBackoff, WatchTuning};
 use kepler_rs::resource::jupyterhub::HubUserPolicy;
+use kepler_rs::resource::kube::{connect, watch_pods, PodCache, RetryBackoff, WatchTuning};
 use kepler_rs::resource::pods::{MetadataSync, PodMetadata};
 use kepler_rs::units::{ContainerId, PodUid};
 use serde_json::Value;

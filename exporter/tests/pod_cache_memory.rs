@@ -5,8 +5,8 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kepler_rs::resource::index::PodIndex;
-use kepler_rs::resource::record::pod_record;
 use kepler_rs::resource::jupyterhub::HubUserPolicy;
+use kepler_rs::resource::record::pod_record;
 use serde_json::Value;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;

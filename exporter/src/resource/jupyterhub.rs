@@ -176,10 +176,19 @@ mod tests {
         let labels = map(&[("component", "singleuser-server")]);
         let annotations = map(&[("hub.jupyter.org/username", "alice")]);
         let policy = HubUserPolicy::raw_in(&["sai"]);
-        assert_eq!(policy.hub_server("sai", &labels, &annotations).unwrap().user, "alice");
+        assert_eq!(
+            policy
+                .hub_server("sai", &labels, &annotations)
+                .unwrap()
+                .user,
+            "alice"
+        );
         // The same labels and annotation copied into another namespace bill nobody.
         assert_eq!(policy.hub_server("mallory-ns", &labels, &annotations), None);
-        assert_eq!(HubUserPolicy::default().hub_server("sai", &labels, &annotations), None);
+        assert_eq!(
+            HubUserPolicy::default().hub_server("sai", &labels, &annotations),
+            None
+        );
         let off = HubUserPolicy {
             label: HubUserLabel::Off,
             ..policy.clone()
@@ -209,7 +218,10 @@ mod tests {
             ("hub.jupyter.org/servername", "gpu"),
         ]);
         let got = policy.hub_server("sai", &labels, &annotations).unwrap();
-        assert_eq!((got.user.as_str(), got.server.as_str()), (a.as_str(), "gpu"));
+        assert_eq!(
+            (got.user.as_str(), got.server.as_str()),
+            (a.as_str(), "gpu")
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! The only module that talks to the API server. It never lists the cluster's pods, never re-lists on a
 //! cache miss, and never makes a tick wait: a tick takes a read lock that writers hold for microseconds.
 
-use crate::resource::jupyterhub::HubUserPolicy;
 use crate::resource::index::PodIndex;
+use crate::resource::jupyterhub::HubUserPolicy;
 use crate::resource::pods::{MetadataSync, PodMeta, PodMetadata};
 use crate::resource::record::{pod_record, pod_uid, PodRecord};
 use crate::units::{ContainerId, PodUid};

@@ -244,11 +244,15 @@ mod tests {
     #[test]
     fn pods_without_node_uid_or_on_another_node_are_refused() {
         assert_eq!(
-            pod_record(&pod(None), "node-a", &HubUserPolicy::default()).unwrap_err().kind(),
+            pod_record(&pod(None), "node-a", &HubUserPolicy::default())
+                .unwrap_err()
+                .kind(),
             "pod_without_node"
         );
         assert_eq!(
-            pod_record(&pod(Some("")), "node-a", &HubUserPolicy::default()).unwrap_err().kind(),
+            pod_record(&pod(Some("")), "node-a", &HubUserPolicy::default())
+                .unwrap_err()
+                .kind(),
             "pod_without_node"
         );
         assert_eq!(
@@ -260,7 +264,9 @@ mod tests {
         let mut p = pod(Some("node-a"));
         p.metadata.uid = None;
         assert_eq!(
-            pod_record(&p, "node-a", &HubUserPolicy::default()).unwrap_err().kind(),
+            pod_record(&p, "node-a", &HubUserPolicy::default())
+                .unwrap_err()
+                .kind(),
             "pod_without_uid"
         );
         p.metadata.uid = Some("not-a-uid".into());

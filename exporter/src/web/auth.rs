@@ -83,7 +83,12 @@ impl Authenticator {
 
     fn digest(&self, user: &str, hash: &BcryptHash, password: &str) -> [u8; 32] {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        for part in [&self.salt[..], user.as_bytes(), hash.as_str().as_bytes(), password.as_bytes()] {
+        for part in [
+            &self.salt[..],
+            user.as_bytes(),
+            hash.as_str().as_bytes(),
+            password.as_bytes(),
+        ] {
             ctx.update(&(part.len() as u64).to_le_bytes());
             ctx.update(part);
         }
@@ -98,7 +103,10 @@ impl Authenticator {
         let digest = self.digest(&credentials.user, hash, &credentials.password);
         let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         let known = verified.get(&credentials.user)?;
-        let difference = known.iter().zip(&digest).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let difference = known
+            .iter()
+            .zip(&digest)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         (difference == 0).then_some(AuthOutcome::Allowed)
     }
 
@@ -158,7 +166,11 @@ mod tests {
         assert_eq!(auth.cached(&good), None);
         assert_eq!(auth.verify(Some(&good)), AuthOutcome::Allowed);
         assert_eq!(auth.cached(&good), Some(AuthOutcome::Allowed));
-        for bad in [creds("prometheus", "s3cret"), creds("prometheus", ""), creds("root", "s3cret:with:colons")] {
+        for bad in [
+            creds("prometheus", "s3cret"),
+            creds("prometheus", ""),
+            creds("root", "s3cret:with:colons"),
+        ] {
             assert_eq!(auth.verify(Some(&bad)), AuthOutcome::Denied, "{bad:?}");
             assert_eq!(auth.cached(&bad), None, "{bad:?}");
         }
@@ -170,8 +182,17 @@ mod tests {
         // "prometheus:pa:ss" in base64
         let h = b"Basic cHJvbWV0aGV1czpwYTpzcw==";
         assert_eq!(parse_basic(h), Some(creds("prometheus", "pa:ss")));
-        assert_eq!(parse_basic(b"basic   cHJvbWV0aGV1czpwYTpzcw== "), Some(creds("prometheus", "pa:ss")));
-        for bad in [&b"Bearer abc"[..], b"Basic !!!", b"Basic", b"Basic bm9jb2xvbg==", b"\xff\xfe"] {
+        assert_eq!(
+            parse_basic(b"basic   cHJvbWV0aGV1czpwYTpzcw== "),
+            Some(creds("prometheus", "pa:ss"))
+        );
+        for bad in [
+            &b"Bearer abc"[..],
+            b"Basic !!!",
+            b"Basic",
+            b"Basic bm9jb2xvbg==",
+            b"\xff\xfe",
+        ] {
             assert_eq!(parse_basic(bad), None, "{bad:?}");
         }
     }
@@ -184,7 +205,13 @@ mod tests {
         let mut users = BTreeMap::new();
         users.insert("prometheus".to_string(), BcryptHash::parse(&hash).unwrap());
         let auth = Authenticator::new(users);
-        assert_eq!(auth.verify(Some(&creds("prometheus", "secret"))), AuthOutcome::Allowed);
-        assert_eq!(auth.verify(Some(&creds("prometheus", "Secret"))), AuthOutcome::Denied);
+        assert_eq!(
+            auth.verify(Some(&creds("prometheus", "secret"))),
+            AuthOutcome::Allowed
+        );
+        assert_eq!(
+            auth.verify(Some(&creds("prometheus", "Secret"))),
+            AuthOutcome::Denied
+        );
     }
 }

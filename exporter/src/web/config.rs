@@ -133,7 +133,9 @@ impl BcryptHash {
         }
         let alphabet = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '/';
         if salt_and_hash.len() != 53 || !salt_and_hash.chars().all(alphabet) {
-            return Err("is a truncated or malformed bcrypt hash (53 characters after the cost)".into());
+            return Err(
+                "is a truncated or malformed bcrypt hash (53 characters after the cost)".into(),
+            );
         }
         Ok(BcryptHash(raw.to_string()))
     }
@@ -223,7 +225,8 @@ pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<WebConfig, WebConfig
     if let Some(http) = raw.http_server_config {
         let _ = http.http2; // HTTP/2 is not served; the key is accepted as exporter-toolkit accepts it.
         for (name, value) in http.headers.unwrap_or_default() {
-            headers.push(header(&name, &value).map_err(|m| invalid("http_server_config.headers", m))?);
+            headers
+                .push(header(&name, &value).map_err(|m| invalid("http_server_config.headers", m))?);
         }
     }
     Ok(WebConfig {
@@ -292,14 +295,33 @@ fn tls_settings(t: RawTls, dir: &Path) -> Result<Option<TlsSettings>, (&'static 
             }
             return Ok(None);
         }
-        (Some(_), None) => return Err(("tls_server_config.key_file", "missing (cert_file is set)".into())),
-        (None, Some(_)) => return Err(("tls_server_config.cert_file", "missing (key_file is set)".into())),
+        (Some(_), None) => {
+            return Err((
+                "tls_server_config.key_file",
+                "missing (cert_file is set)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err((
+                "tls_server_config.cert_file",
+                "missing (key_file is set)".into(),
+            ))
+        }
         (Some(c), Some(k)) => (resolve(c), resolve(k)),
     };
     for (key, set) in [
-        ("tls_server_config.cipher_suites", t.cipher_suites.is_some_and(|v| !v.is_empty())),
-        ("tls_server_config.curve_preferences", t.curve_preferences.is_some_and(|v| !v.is_empty())),
-        ("tls_server_config.client_allowed_sans", t.client_allowed_sans.is_some_and(|v| !v.is_empty())),
+        (
+            "tls_server_config.cipher_suites",
+            t.cipher_suites.is_some_and(|v| !v.is_empty()),
+        ),
+        (
+            "tls_server_config.curve_preferences",
+            t.curve_preferences.is_some_and(|v| !v.is_empty()),
+        ),
+        (
+            "tls_server_config.client_allowed_sans",
+            t.client_allowed_sans.is_some_and(|v| !v.is_empty()),
+        ),
     ] {
         if set {
             return Err((
@@ -337,7 +359,8 @@ fn tls_settings(t: RawTls, dir: &Path) -> Result<Option<TlsSettings>, (&'static 
         (ClientAuth::NoClientCert, Some(_)) => {
             return Err((
                 "tls_server_config.client_ca_file",
-                "set, but client_auth_type is NoClientCert (set it to RequireAndVerifyClientCert)".into(),
+                "set, but client_auth_type is NoClientCert (set it to RequireAndVerifyClientCert)"
+                    .into(),
             ))
         }
         (ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert, None) => {
@@ -357,7 +380,10 @@ fn tls_settings(t: RawTls, dir: &Path) -> Result<Option<TlsSettings>, (&'static 
         Some(v) => tls_version("tls_server_config.max_version", v)?,
     };
     if max_version < min_version {
-        return Err(("tls_server_config.max_version", "is below min_version".into()));
+        return Err((
+            "tls_server_config.max_version",
+            "is below min_version".into(),
+        ));
     }
     Ok(Some(TlsSettings {
         cert_file,
@@ -389,12 +415,25 @@ mod tests {
         let tls = c.tls.unwrap();
         assert_eq!(tls.cert_file, Path::new("/etc/kepler/tls.crt"));
         assert_eq!(tls.key_file, Path::new("/abs/tls.key"));
-        assert_eq!(tls.client_ca_file.as_deref(), Some(Path::new("/etc/kepler/ca.crt")));
+        assert_eq!(
+            tls.client_ca_file.as_deref(),
+            Some(Path::new("/etc/kepler/ca.crt"))
+        );
         assert_eq!(tls.client_auth, ClientAuth::RequireAndVerifyClientCert);
-        assert_eq!((tls.min_version, tls.max_version), (TlsVersion::Tls13, TlsVersion::Tls13));
+        assert_eq!(
+            (tls.min_version, tls.max_version),
+            (TlsVersion::Tls13, TlsVersion::Tls13)
+        );
         assert_eq!(c.users["prometheus"].as_str(), HASH);
         assert_eq!(c.headers.len(), 2);
-        assert_eq!(c.headers.iter().find(|(n, _)| n == "x-frame-options").unwrap().1, "deny");
+        assert_eq!(
+            c.headers
+                .iter()
+                .find(|(n, _)| n == "x-frame-options")
+                .unwrap()
+                .1,
+            "deny"
+        );
     }
 
     #[test]

@@ -227,7 +227,8 @@ impl Registry {
                     .min_by_key(|(id, c)| (c.since(), **id))
                     .map(|(id, _)| *id)
             };
-            let id = victim(&[Phase::Opening, Phase::Reading]).or_else(|| victim(&[Phase::Idle]))?;
+            let id =
+                victim(&[Phase::Opening, Phase::Reading]).or_else(|| victim(&[Phase::Idle]))?;
             self.close(&mut slots, id, CloseReason::Evicted);
         }
         let id = slots.next_id;
@@ -357,8 +358,10 @@ mod tests {
         let b = r.admit(t0 + Duration::from_millis(10)).unwrap();
         let c = r.admit(t0 + Duration::from_millis(20)).unwrap();
         // a is answering, b idles, c is still opening: c is the one without a request, so it goes first
-        a.conn.set_phase(Phase::Busy, t0 + Duration::from_millis(30));
-        b.conn.set_phase(Phase::Idle, t0 + Duration::from_millis(30));
+        a.conn
+            .set_phase(Phase::Busy, t0 + Duration::from_millis(30));
+        b.conn
+            .set_phase(Phase::Idle, t0 + Duration::from_millis(30));
         let d = r.admit(t0 + Duration::from_millis(40)).unwrap();
         assert_eq!(r.stats.closed(CloseReason::Evicted), 1);
         assert_eq!(r.open(), 3);
@@ -403,7 +406,11 @@ mod tests {
         let busy = r.admit(t0).unwrap();
         busy.conn.set_phase(Phase::Busy, t0);
         assert_eq!(r.reap(t0 + l.header_read_timeout).0, 0);
-        assert_eq!(r.reap(t0 + l.header_read_timeout + Duration::from_millis(5)).0, 1);
+        assert_eq!(
+            r.reap(t0 + l.header_read_timeout + Duration::from_millis(5))
+                .0,
+            1
+        );
         assert_eq!(r.stats.closed(CloseReason::HeaderTimeout), 1);
         assert_eq!(r.reap(t0 + l.write_timeout + Duration::from_millis(5)).0, 1);
         assert_eq!(r.stats.closed(CloseReason::WriteTimeout), 1);

@@ -24,7 +24,9 @@ pub enum WebError {
     Config(#[from] WebConfigError),
     #[error("--web.config.file: {0}")]
     Tls(#[from] TlsError),
-    #[error("--web.config.file: {path}: a reload cannot switch TLS {change}; restart the exporter")]
+    #[error(
+        "--web.config.file: {path}: a reload cannot switch TLS {change}; restart the exporter"
+    )]
     TlsSwitch { path: PathBuf, change: &'static str },
 }
 
