@@ -3,22 +3,19 @@
 set -euo pipefail
 : "${HUB_HOST:?source env.sh first}" "${HUB_TLS_CERT:?}" "${HUB_TLS_KEY:?}"
 : "${GITHUB_CLIENT_ID_FILE:?}" "${GITHUB_CLIENT_SECRET_FILE:?}" "${GITHUB_ORG:?}"
-here="$(cd "$(dirname "$0")" && pwd)"
-kubectl="microk8s kubectl"
-helm="microk8s helm3"
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
-$kubectl create namespace sai --dry-run=client -o yaml | $kubectl apply -f -
 $kubectl -n sai create secret tls jupyterhub-tls --cert="$HUB_TLS_CERT" --key="$HUB_TLS_KEY" \
-  --dry-run=client -o yaml | $kubectl apply -f -
+  --dry-run=client -o yaml | apply -f -
 # OAuth credentials stay in a Secret; the hub reads them as OAUTH_CLIENT_ID / OAUTH_CLIENT_SECRET.
-$kubectl -n sai create secret generic jupyterhub-github-oauth \
-  --from-file=client_id="$GITHUB_CLIENT_ID_FILE" --from-file=client_secret="$GITHUB_CLIENT_SECRET_FILE" \
-  --dry-run=client -o yaml | $kubectl apply -f -
+secret_from_files sai jupyterhub-github-oauth \
+  client_id="$GITHUB_CLIENT_ID_FILE" client_secret="$GITHUB_CLIENT_SECRET_FILE"
 
 $helm repo add jupyterhub https://hub.jupyter.org/helm-chart/
 $helm repo update jupyterhub
-$helm upgrade --install jupyterhub jupyterhub/jupyterhub --version "4.*" --namespace sai \
-  -f "$here/values/jupyterhub.yaml" \
+$helm upgrade --install jupyterhub jupyterhub/jupyterhub --version "$JUPYTERHUB_VERSION" --namespace sai \
+  -f "$bootstrap_dir/values/jupyterhub.yaml" \
   --set "proxy.https.hosts[0]=$HUB_HOST" \
   --set "hub.config.GitHubOAuthenticator.oauth_callback_url=https://$HUB_HOST/hub/oauth_callback" \
   --set "hub.config.GitHubOAuthenticator.allowed_organizations[0]=$GITHUB_ORG" \
