@@ -265,7 +265,7 @@ def test_daemonset_shape(rendered):
         assert spec["nodeSelector"]["kubernetes.io/os"] == "linux"
         args = c["args"]
         assert args[0] == "run" and "--sysfs=/host/sys" in args and "--procfs=/host/proc" in args
-        assert "--listen=0.0.0.0:28282" in args and "--max-connections=64" in args
+        assert "--listen=0.0.0.0:28282" in args and "--web.max-connections=64" in args
         env = {e["name"]: e for e in c["env"]}
         assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -425,7 +425,7 @@ def test_everything_renders_what_was_asked():
     args = c["args"]
     for arg in ("--jupyterhub-namespace=sai", "--jupyterhub-namespace=hub-test", "--hub-user-label=hash",
                 "--hub-user-hash-key-file=/etc/kepler-rs/hub-user-hash/key", "--web.config.file=/etc/kepler-rs/web/web.yml",
-                "--max-connections=32", "--process-metrics", "--idle-watts=package=20,dram=3"):
+                "--web.max-connections=32", "--process-metrics", "--idle-watts=package=20,dram=3"):
         assert arg in args, arg
     assert gpu["nodeSelector"] == {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "example.org/gpu": "yes"}
     assert {m["name"]: m["recursiveReadOnly"] for m in c["volumeMounts"] if "recursiveReadOnly" in m} == \

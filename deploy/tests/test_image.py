@@ -168,3 +168,22 @@ def test_image_runs_under_the_charts_security_context_and_answers_metrics(standi
         assert "kepler_exporter_energy_source_info" in body, body[:2000]
     finally:
         podman("rm", "--force", "--time=2", name, check=False)
+
+
+def test_every_flag_the_chart_passes_is_one_the_exporter_knows():
+    """The chart is rendered with every value set; each --flag in its arguments must be in `run --help`."""
+    from test_chart import EVERYTHING
+
+    binary = Path(os.environ.get("KEPLER_RS_BIN", REPO / "target" / "debug" / "kepler-rs"))
+    if not binary.exists():
+        skip_or_fail(f"{binary} not built (cargo build)")
+    known = set(re.findall(r"(--[a-z][a-z0-9.-]*)", subprocess.run([str(binary), "run", "--help"], capture_output=True,
+                                                                     text=True, timeout=30, check=True).stdout))
+    passed = set()
+    for values in (EVERYTHING, {"exporter": {"cpuSource": "cgroup"}, "kubernetes": {"metadata": False}}):
+        for o in render_chart(values):
+            if o["kind"] == "DaemonSet":
+                for arg in o["spec"]["template"]["spec"]["containers"][0]["args"][1:]:
+                    passed.add(arg.split("=", 1)[0])
+    assert passed - known == set(), f"flags the exporter does not know: {passed - known}"
+    assert len(passed) >= 15

@@ -83,7 +83,7 @@ spec:
             - --cpu-counters={{ .Values.exporter.cpuCounters }}
             - --log-format={{ .Values.exporter.logFormat }}
             - --log-level={{ .Values.exporter.logLevel }}
-            - --max-connections={{ .Values.exporter.maxConnections }}
+            - --web.max-connections={{ .Values.exporter.maxConnections }}
             {{- if .Values.exporter.processMetrics }}
             - --process-metrics
             {{- end }}
