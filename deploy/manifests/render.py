@@ -23,6 +23,10 @@ VARIANTS = {
     "-https": ({**MONITORING, "webConfig": {"enabled": True}}, "webConfig.enabled=true",
                {"kepler-rs.yaml", "monitoring.yaml"}),
 }
+# hostPID and read-only hostPath /proc, /sys: Pod Security "privileged" (deploy/README.md, Security).
+NAMESPACE_OBJECT = {"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "privileged",
+                                                               "pod-security.kubernetes.io/warn": "baseline"}}}
 HEADER = (
     "# Generated from deploy/helm/kepler-rs (release kepler-rs, namespace kepler-rs, {values})\n"
     "# by deploy/manifests/render.py. Do not edit: change the chart and re-run the script.\n"
@@ -47,7 +51,7 @@ def render() -> dict[str, str]:
     out = {}
     for suffix, (values, described, files) in VARIANTS.items():
         rendered = chart.render(values, name="kepler-rs", namespace=NAMESPACE, is_install=True)
-        objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}]
+        objects = [NAMESPACE_OBJECT]
         for path in sorted(rendered):
             if not path.endswith("NOTES.txt"):
                 objects.extend(d for d in yaml.safe_load_all(rendered[path]) if d)
