@@ -464,6 +464,9 @@ def test_dashboards_ship_as_grafana_configmaps():
 def test_notes_say_how_to_reach_it():
     notes = render_notes({})
     assert "port-forward" in notes and "/metrics" in notes and "kepler_exporter_energy_source_info" in notes
+    https = render_notes({"webConfig": {"enabled": True}})
+    assert "--cacert ca.crt" in https and "https://kepler-rs.kepler-rs.svc:28282/metrics" in https
+    assert not re.search(r"curl\b[^\n]*\s(-k|--insecure)\b", https)
 
 
 def test_plain_manifests_are_in_sync_with_the_chart():
