@@ -516,9 +516,10 @@ pub async fn serve(
             if let Some(slot) = state.registry.admit(Instant::now()) {
                 break slot;
             }
-            // Every connection is answering a request: wait for one to finish.
+            // Every connection is answering a request or just arrived: wait for one to finish or to
+            // outlive its grace.
             tokio::select! {
-                _ = state.registry.freed(Duration::from_millis(100)) => {}
+                _ = state.registry.freed(Duration::from_millis(10)) => {}
                 _ = &mut shutdown => break 'accept,
             }
         };

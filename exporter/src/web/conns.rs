@@ -26,6 +26,8 @@ pub struct Limits {
     /// Writing one response (a client that stops reading).
     pub write_timeout: Duration,
     pub max_header_bytes: usize,
+    /// A connection this young is never evicted: time for a client to deliver its request head.
+    pub eviction_grace: Duration,
 }
 
 impl Default for Limits {
@@ -36,6 +38,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(120),
             write_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
+            eviction_grace: Duration::from_millis(50),
         }
     }
 }
@@ -213,22 +216,30 @@ impl Registry {
         }
     }
 
-    /// A slot for a connection accepted at `now`. At the limit, the connection that has waited
-    /// longest without sending a complete request head is closed to make room, else the longest idle
-    /// one; `None` when every connection is busy answering (wait with `freed`, then try again).
+    /// A slot for a connection accepted at `now`. At the limit, the longest idle kept-alive
+    /// connection is closed to make room (its client reconnects and sends again, as HTTP clients do
+    /// for a closed idle connection), else the one that has waited longest (beyond `eviction_grace`)
+    /// without sending a complete request head. `None` when every connection is answering a request or
+    /// younger than the grace: wait with `freed`, then try again (the newcomer waits, nobody fails).
     pub fn admit(self: &Arc<Self>, now: Instant) -> Option<Slot> {
         let mut slots = self.lock();
         if slots.open.len() >= self.limits.max_connections {
-            let victim = |wanted: &[Phase]| {
+            let now_ms = Duration::from_millis(ms(self.epoch, now));
+            let victim = |wanted: &[Phase], min_age: Duration| {
                 slots
                     .open
                     .iter()
                     .filter(|(_, c)| wanted.contains(&c.phase()))
+                    .filter(|(_, c)| now_ms.saturating_sub(c.since()) >= min_age)
                     .min_by_key(|(id, c)| (c.since(), **id))
                     .map(|(id, _)| *id)
             };
-            let id =
-                victim(&[Phase::Opening, Phase::Reading]).or_else(|| victim(&[Phase::Idle]))?;
+            let id = victim(&[Phase::Idle], Duration::ZERO).or_else(|| {
+                victim(
+                    &[Phase::Opening, Phase::Reading],
+                    self.limits.eviction_grace,
+                )
+            })?;
             self.close(&mut slots, id, CloseReason::Evicted);
         }
         let id = slots.next_id;
@@ -354,32 +365,48 @@ mod tests {
     #[test]
     fn at_the_limit_the_oldest_slow_connection_makes_room() {
         let (r, t0) = registry(3);
-        let a = r.admit(t0).unwrap();
-        let b = r.admit(t0 + Duration::from_millis(10)).unwrap();
-        let c = r.admit(t0 + Duration::from_millis(20)).unwrap();
-        // a is answering, b idles, c is still opening: c is the one without a request, so it goes first
-        a.conn
-            .set_phase(Phase::Busy, t0 + Duration::from_millis(30));
-        b.conn
-            .set_phase(Phase::Idle, t0 + Duration::from_millis(30));
-        let d = r.admit(t0 + Duration::from_millis(40)).unwrap();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let a = r.admit(at(0)).unwrap();
+        let b = r.admit(at(10)).unwrap();
+        let c = r.admit(at(20)).unwrap();
+        a.conn.set_phase(Phase::Busy, at(30)); // answering: never evicted
+        b.conn.set_phase(Phase::Idle, at(30)); // kept alive between requests
+                                               // The idle b goes first: its client reconnects; c may still be about to send.
+        let d = r.admit(at(140)).unwrap();
         assert_eq!(r.stats.closed(CloseReason::Evicted), 1);
+        assert!(tokio_test_killed(&b));
+        assert!(!tokio_test_killed(&c));
         assert_eq!(r.open(), 3);
-        drop(c); // its task ends after the kill; the slot is already gone
+        drop(b); // its task ends after the kill; the slot is already gone
         assert_eq!(r.open(), 3);
-        // next: d is opening (newest, but the only one without a request)
-        let _e = r.admit(t0 + Duration::from_millis(50)).unwrap();
+        // No idle one left: c sent no request head for 130 ms (past the grace) and goes; d, 10 ms
+        // old, is spared.
+        let _e = r.admit(at(150)).unwrap();
         assert_eq!(r.stats.closed(CloseReason::Evicted), 2);
-        drop(d);
-        // now only a (busy), b (idle) and e (opening): e is evicted before the idle b
-        e_then_idle(&r, t0);
-        drop(a);
-        drop(b);
+        assert!(tokio_test_killed(&c));
+        assert!(!tokio_test_killed(&d));
+        drop((a, c, d));
     }
 
-    fn e_then_idle(r: &Arc<Registry>, t0: Instant) {
-        let _f = r.admit(t0 + Duration::from_millis(60)).unwrap();
-        assert_eq!(r.stats.closed(CloseReason::Evicted), 3);
+    /// Whether the registry closed this slot's connection.
+    fn tokio_test_killed(slot: &Slot) -> bool {
+        let registry = slot.registry.lock();
+        !registry.open.contains_key(&slot.id)
+    }
+
+    #[test]
+    fn young_connections_are_not_evicted_idle_ones_are() {
+        let (r, t0) = registry(2);
+        let a = r.admit(t0).unwrap();
+        let b = r.admit(t0).unwrap();
+        // Both still opening and younger than the grace: the newcomer waits.
+        assert!(r.admit(t0 + Duration::from_millis(10)).is_none());
+        // An idle one may go at once.
+        b.conn
+            .set_phase(Phase::Idle, t0 + Duration::from_millis(20));
+        assert!(r.admit(t0 + Duration::from_millis(21)).is_some());
+        assert_eq!(r.stats.closed(CloseReason::Evicted), 1);
+        drop((a, b));
     }
 
     #[test]
@@ -424,7 +451,7 @@ mod tests {
     async fn a_kill_before_the_task_waits_is_not_lost() {
         let (r, t0) = registry(1);
         let a = r.admit(t0).unwrap();
-        let _b = r.admit(t0).unwrap(); // evicts a before anyone awaits its kill
+        let _b = r.admit(t0 + Duration::from_millis(60)).unwrap(); // evicts a before anyone awaits its kill
         tokio::time::timeout(Duration::from_secs(1), a.conn.killed())
             .await
             .expect("the eviction reached the connection");
