@@ -2,8 +2,8 @@
 //! table, and redrawing the screen (ratatui's test backend, 200x50). Target: under 5 ms together.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use kepler_rs::remote::exposition;
 use kepler_rs::top::app::App;
-use kepler_rs::top::exposition;
 use kepler_rs::top::model::Reading;
 use kepler_rs::top::table::{Sort, View};
 use kepler_rs::top::view;

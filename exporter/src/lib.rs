@@ -11,6 +11,7 @@ pub mod idle;
 pub mod ledger;
 pub mod metrics;
 pub mod monitor;
+pub mod remote;
 pub mod report;
 pub mod resource;
 pub mod server;

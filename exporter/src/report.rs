@@ -2,8 +2,10 @@
 //! Prometheus (`increase()` of the exporters' counters, so restarts are handled), in kWh and
 //! optionally CO₂, as a table, CSV or Markdown. Queries here; aggregation is a pure function.
 
-use crate::top::client::{BaseUrl, Client, ClientError, PromSample};
-use crate::top::model::counts_zone;
+use crate::remote::series::{clean, counts_zone};
+use crate::remote::{
+    BaseUrl, Client, ClientError, ClientOptions, PromSample, RemoteArgs, SetupError,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,6 +44,8 @@ pub struct ReportArgs {
     /// Give up on a query after this long
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
@@ -80,13 +84,15 @@ pub enum ReportError {
     #[error("--{flag}: {message}")]
     Flag { flag: &'static str, message: String },
     #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
     Client(#[from] ClientError),
 }
 
 impl ReportError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            ReportError::Flag { .. } | ReportError::Client(ClientError::BadUrl { .. }) => 2,
+            ReportError::Flag { .. } | ReportError::Setup(_) => 2,
             _ => 1,
         }
     }
@@ -101,7 +107,8 @@ pub struct ReportConfig {
     pub by: Vec<Grouping>,
     pub carbon_g_per_kwh: Option<f64>,
     pub format: Format,
-    pub timeout: Duration,
+    /// Timeout, TLS roots and credentials of every query.
+    pub client: ClientOptions,
 }
 
 /// RFC 3339 (a bare date means midnight UTC) or Unix seconds.
@@ -130,7 +137,12 @@ pub fn parse_time(text: &str) -> Result<f64, String> {
 }
 
 impl ReportArgs {
-    pub fn resolve(self, now: f64) -> Result<ReportConfig, ReportError> {
+    /// `password_env`: the value of `KEPLER_RS_BASIC_AUTH_PASSWORD`, if set.
+    pub fn resolve(
+        self,
+        now: f64,
+        password_env: Option<String>,
+    ) -> Result<ReportConfig, ReportError> {
         let flag = |flag, message: String| ReportError::Flag { flag, message };
         let to = match &self.to {
             Some(t) => parse_time(t).map_err(|m| flag("to", m))?,
@@ -164,7 +176,7 @@ impl ReportArgs {
             by,
             carbon_g_per_kwh: self.carbon_intensity,
             format: self.format,
-            timeout: self.timeout,
+            client: self.remote.resolve(self.timeout, password_env)?,
         })
     }
 }
@@ -297,7 +309,7 @@ pub fn aggregate(inputs: &Inputs, from: f64, to: f64, by: &[Grouping]) -> Report
                         }
                     }
                 };
-                *sums.entry(crate::top::model::clean(&key)).or_default() += joules;
+                *sums.entry(clean(&key)).or_default() += joules;
             }
             let mut lines: Vec<Line> = sums
                 .into_iter()
@@ -532,8 +544,8 @@ pub fn run(args: ReportArgs) -> Result<(), ReportError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    let config = args.resolve(now)?;
-    let client = Client::new(config.timeout)?;
+    let config = args.resolve(now, crate::remote::options::password_env()?)?;
+    let client = Client::new(&config.client)?;
     let inputs = Inputs::query(&client, &config)?;
     let report = aggregate(&inputs, config.from, config.to, &config.by);
     print!(
@@ -732,13 +744,18 @@ mod tests {
             carbon_intensity: None,
             format: Format::Table,
             timeout: Duration::from_secs(1),
+            remote: RemoteArgs::default(),
         };
-        let c = args(None, None, None).resolve(1000.0 * 86_400.0).unwrap();
+        let c = args(None, None, None)
+            .resolve(1000.0 * 86_400.0, None)
+            .unwrap();
         assert_eq!(c.to - c.from, 7.0 * 86_400.0);
-        let c = args(Some("1h"), None, Some("7200")).resolve(0.0).unwrap();
+        let c = args(Some("1h"), None, Some("7200"))
+            .resolve(0.0, None)
+            .unwrap();
         assert_eq!((c.from, c.to), (3600.0, 7200.0));
         let err = args(None, Some("7200"), Some("7200"))
-            .resolve(0.0)
+            .resolve(0.0, None)
             .unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().starts_with("--from:"), "{err}");

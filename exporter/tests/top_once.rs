@@ -89,9 +89,9 @@ fn top_once_prints_text_and_json_and_fails_clearly() {
         ),
         (vec!["--url", &not_exporter], 1, "no kepler_* metrics"),
         (
-            vec!["--url", "https://example.com"],
+            vec!["--url", "ftp://example.com"],
             2,
-            "https is not supported",
+            "not an http:// or https:// URL",
         ),
         (vec!["--url", &format!("{url}/nowhere")], 1, "HTTP 404"),
         (vec!["--prometheus", &url], 1, "HTTP 404"),

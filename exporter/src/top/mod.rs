@@ -4,18 +4,18 @@
 
 pub mod app;
 pub mod batch;
-pub mod client;
-pub mod exposition;
 pub mod model;
+pub mod source;
 pub mod table;
 pub mod terminal;
 pub mod view;
 
+use crate::remote::{BaseUrl, Client, ClientError, ClientOptions, RemoteArgs, SetupError};
 use app::App;
 use batch::Output;
-use client::{BaseUrl, Client, ClientError};
 use model::Reading;
 use ratatui::crossterm::event::{self, Event};
+pub use source::{FetchError, Source};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,6 +58,8 @@ pub struct TopArgs {
     /// Show only rows whose name, detail or node contains this text
     #[arg(long, default_value = "")]
     pub filter: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +67,11 @@ pub enum TopError {
     #[error("--{flag}: {message}")]
     Flag { flag: &'static str, message: String },
     #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error(transparent)]
     Terminal(#[from] terminal::TerminalError),
     #[error("terminal: {0}")]
@@ -80,35 +86,8 @@ impl TopError {
     /// Exit code: 2 for a bad flag, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            TopError::Flag { .. } | TopError::Client(ClientError::BadUrl { .. }) => 2,
+            TopError::Flag { .. } | TopError::Setup(_) => 2,
             _ => 1,
-        }
-    }
-}
-
-/// Where readings come from.
-#[derive(Debug, Clone)]
-pub enum Source {
-    Exporter(BaseUrl),
-    Prometheus(BaseUrl),
-}
-
-impl Source {
-    pub fn fetch(&self, client: &Client) -> Result<Reading, ClientError> {
-        match self {
-            Source::Exporter(base) => client.exporter_reading(base),
-            Source::Prometheus(base) => client.prometheus_reading(base),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Source::Exporter(base) => base.join(if base.path().is_empty() {
-                "/metrics"
-            } else {
-                ""
-            }),
-            Source::Prometheus(base) => format!("prometheus {}", base.join("")),
         }
     }
 }
@@ -118,7 +97,8 @@ impl Source {
 pub struct TopConfig {
     pub source: Source,
     pub refresh: Duration,
-    pub timeout: Duration,
+    /// Timeout, TLS roots and credentials of every request.
+    pub client: ClientOptions,
     pub once: Option<Output>,
     pub view: View,
     pub sort: Sort,
@@ -143,11 +123,12 @@ impl TopArgs {
                 message: "must be more than 0".into(),
             });
         }
+        let client = self.remote.resolve_from_env(self.timeout)?;
         let descending = self.sort.descending_by_default() != self.reverse;
         Ok(TopConfig {
             source,
             refresh: self.refresh,
-            timeout: self.timeout,
+            client,
             once: self.once.then_some(self.output),
             view: self.view,
             sort: Sort {
@@ -169,7 +150,7 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
 }
 
 fn once(config: &TopConfig, output: Output) -> Result<(), TopError> {
-    let client = Client::new(config.timeout)?;
+    let client = Client::new(&config.client)?;
     let reading = config.source.fetch(&client)?;
     let rows = table::table(&reading, config.view, config.sort, &config.filter);
     let note = table::empty_reason(&reading, config.view);
@@ -200,12 +181,12 @@ fn unix_now() -> f64 {
 /// screen hangs up (either channel closes).
 fn fetch_loop(
     source: Source,
-    timeout: Duration,
+    options: ClientOptions,
     refresh: Duration,
     readings: mpsc::Sender<Result<Reading, String>>,
     wake: mpsc::Receiver<()>,
 ) {
-    let client = match Client::new(timeout) {
+    let client = match Client::new(&options) {
         Ok(c) => c,
         Err(e) => {
             let _ = readings.send(Err(e.to_string()));
@@ -229,10 +210,10 @@ fn live(config: &TopConfig) -> Result<(), TopError> {
     let mut guard = terminal::TerminalGuard::enter()?;
     let (reading_tx, readings) = mpsc::channel();
     let (wake, wake_rx) = mpsc::channel();
-    let (source, timeout, refresh) = (config.source.clone(), config.timeout, config.refresh);
+    let (source, options, refresh) = (config.source.clone(), config.client.clone(), config.refresh);
     std::thread::Builder::new()
         .name("top-fetch".into())
-        .spawn(move || fetch_loop(source, timeout, refresh, reading_tx, wake_rx))
+        .spawn(move || fetch_loop(source, options, refresh, reading_tx, wake_rx))
         .map_err(TopError::Thread)?;
     let mut app = App::new(
         config.source.describe(),

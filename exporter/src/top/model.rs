@@ -2,11 +2,9 @@
 //! (pods, containers, processes) with the node-total rule applied, plus `RateTracker`, which
 //! computes watts between two readings from the energy counters (resets handled). No I/O.
 
-use super::exposition::Sample;
+use crate::remote::exposition::Sample;
+use crate::remote::series::{clean, counts_zone};
 use std::collections::{BTreeMap, HashMap};
-
-/// Longest label value shown; longer ones are cut with an ellipsis.
-pub const MAX_LABEL_CHARS: usize = 120;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModelError {
@@ -77,15 +75,6 @@ impl Node {
     }
     pub fn system_watts(&self) -> f64 {
         self.sum(|z| z.system_watts)
-    }
-}
-
-/// The node-total rule for one zone, given whether the node has `psys`.
-pub fn counts_zone(has_psys: bool, zone: &str) -> bool {
-    if has_psys {
-        zone == "psys"
-    } else {
-        zone == "package" || zone == "dram"
     }
 }
 
@@ -383,20 +372,6 @@ fn finite(v: f64) -> f64 {
     }
 }
 
-/// A label value made safe to print on a terminal: control characters (escape sequences could
-/// garble the screen) become `?`, and very long values are cut with an ellipsis.
-pub fn clean(value: &str) -> String {
-    let mut out = String::with_capacity(value.len().min(MAX_LABEL_CHARS + 3));
-    for (i, c) in value.chars().enumerate() {
-        if i == MAX_LABEL_CHARS {
-            out.push('…');
-            break;
-        }
-        out.push(if c.is_control() { '?' } else { c });
-    }
-    out
-}
-
 /// Computes watts between consecutive readings from the energy counters, using the exporter's
 /// snapshot time (not the fetch time) as the clock, so a refresh that saw no new tick does not
 /// read as 0 W. A counter that went down (exporter restart) falls back to the watts gauge.
@@ -476,7 +451,7 @@ impl RateTracker {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::top::exposition::parse;
+    use crate::remote::exposition::parse;
 
     pub(crate) const TWO_PODS: &str = include_str!("fixtures/exporter_two_pods.prom");
     pub(crate) const HUB_USERS: &str = include_str!("fixtures/hub_users.prom");
@@ -566,14 +541,6 @@ pub(crate) mod tests {
             Reading::from_samples(&samples),
             Err(ModelError::NotAnExporter { samples: 2 })
         );
-    }
-
-    #[test]
-    fn control_characters_and_long_values_are_cleaned() {
-        assert_eq!(clean("a\u{1b}[2Jb\n"), "a?[2Jb?");
-        let long = clean(&"x".repeat(1000));
-        assert_eq!(long.chars().count(), MAX_LABEL_CHARS + 1);
-        assert!(long.ends_with('…'));
     }
 
     fn pod_reading(joules: f64, watts: f64, tick: f64) -> Reading {

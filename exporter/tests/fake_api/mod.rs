@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-use tokio_rustls::rustls;
+
+#[path = "../test_tls/mod.rs"]
+mod test_tls;
+use test_tls::{TestCa, TlsServer};
 
 pub const TOKEN: &str = "kepler-rs-test-token";
 
@@ -69,57 +72,16 @@ pub struct FakeApi {
     pub port: u16,
     dir: tempfile::TempDir,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropped last: the watches are cut first.
+    server: TlsServer,
 }
 
 impl FakeApi {
     /// Serve pods of `node` on 127.0.0.1 with a fresh CA; writes `kubeconfig` in a temp dir.
     pub fn start(node: &str) -> FakeApi {
         let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "kepler-rs test CA");
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf_params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap();
-        let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
-        std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
-
-        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let port = std_listener.local_addr().unwrap().port();
-        std::fs::write(
-            dir.path().join("kubeconfig"),
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority: {ca}\nusers:\n- name: exporter\n  user:\n    token: {TOKEN}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: exporter\ncurrent-context: fake\n",
-                ca = dir.path().join("ca.crt").display()
-            ),
-        )
-        .unwrap();
-
+        let ca = TestCa::new("kepler-rs test CA");
+        ca.write_ca(&dir.path().join("ca.crt"));
         let shared = Arc::new(Shared {
             node: node.to_string(),
             state: Mutex::new(State {
@@ -132,42 +94,27 @@ impl FakeApi {
                 requests: Vec::new(),
             }),
         });
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = shared.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut stopped => return,
-                        accepted = listener.accept() => {
-                            let Ok((tcp, _)) = accepted else { continue };
-                            if server.lock().down {
-                                drop(tcp); // unreachable: the client sees the connection close
-                                continue;
-                            }
-                            let acceptor = acceptor.clone();
-                            let shared = server.clone();
-                            tokio::spawn(async move {
-                                if let Ok(tls) = acceptor.accept(tcp).await {
-                                    serve_connection(tls, shared).await;
-                                }
-                            });
-                        }
-                    }
-                }
-            });
-        });
+        let (admit, serve) = (shared.clone(), shared.clone());
+        let server = TlsServer::start(
+            ca.server_config(),
+            // Down: the client sees the connection close, as with an unreachable server.
+            move || !admit.lock().down,
+            move |tls| serve_connection(tls, serve.clone()),
+        );
+        let port = server.port;
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority: {ca}\nusers:\n- name: exporter\n  user:\n    token: {TOKEN}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: exporter\ncurrent-context: fake\n",
+                ca = dir.path().join("ca.crt").display()
+            ),
+        )
+        .unwrap();
         FakeApi {
             port,
             dir,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -296,13 +243,7 @@ impl FakeApi {
 
 impl Drop for FakeApi {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
         self.cut_watches();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Parses the Prometheus text exposition (format 0.0.4) into borrowed samples. It owns only the
-//! syntax: names, labels with escapes, values; what the series mean is `model`'s business.
+//! syntax: names, labels with escapes, values; what the series mean is the reader's business
+//! (`top::model`, `series`).
 //! Never panics on input: malformed or truncated text is a typed error naming the line.
 
 use std::borrow::Cow;
@@ -265,7 +266,7 @@ mod tests {
         #[test]
         fn never_panics(text in "(?s).{0,200}", cut in 0usize..4000) {
             let _ = parse(&text);
-            let real = include_str!("fixtures/exporter_two_pods.prom");
+            let real = include_str!("../top/fixtures/exporter_two_pods.prom");
             let mut end = cut.min(real.len());
             while !real.is_char_boundary(end) {
                 end -= 1;
@@ -280,7 +281,7 @@ mod tests {
 
     #[test]
     fn parses_the_real_exporters_output() {
-        let text = include_str!("fixtures/exporter_two_pods.prom");
+        let text = include_str!("../top/fixtures/exporter_two_pods.prom");
         let samples = parse(text).unwrap();
         // The exporter counts its own series: every one of them was read.
         let series = samples

@@ -1,0 +1,80 @@
+//! Where `top` reads from: one exporter's `/metrics`, or the latest kepler series Prometheus
+//! scraped from every node, turned into a `Reading`. The HTTP is `crate::remote`'s; this file
+//! knows which series to ask for and what "not an exporter" looks like.
+
+use super::model::{ModelError, Reading};
+use crate::remote::exposition::{self, ExpositionError, Sample};
+use crate::remote::{BaseUrl, Client, ClientError};
+
+/// The series `top` reads from Prometheus.
+const PROMETHEUS_SERIES: &str = "{__name__=~\"kepler_(node|pod|container|process)_cpu_.*|kepler_pod_info|kepler_exporter_(energy|cpu)_source_info|kepler_exporter_last_tick_timestamp_seconds\"}";
+
+/// Where readings come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Exporter(BaseUrl),
+    Prometheus(BaseUrl),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Remote(#[from] ClientError),
+    #[error("{url}: {source}")]
+    Exposition {
+        url: String,
+        source: ExpositionError,
+    },
+    #[error("{url}: {source}")]
+    NotAnExporter { url: String, source: ModelError },
+}
+
+impl Source {
+    pub fn fetch(&self, client: &Client) -> Result<Reading, FetchError> {
+        match self {
+            Source::Exporter(base) => exporter_reading(client, base),
+            Source::Prometheus(base) => prometheus_reading(client, base),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Exporter(base) => base.join(base.exposition_path()),
+            Source::Prometheus(base) => format!("prometheus {}", base.join("")),
+        }
+    }
+}
+
+/// Fetch and parse an exporter's exposition.
+fn exporter_reading(client: &Client, base: &BaseUrl) -> Result<Reading, FetchError> {
+    let answer = client.get(base, base.exposition_path(), None)?;
+    // An exposition must be UTF-8; stray bytes are shown as U+FFFD rather than refused.
+    let text = String::from_utf8_lossy(&answer.body);
+    let url = answer.url;
+    let samples = exposition::parse(&text).map_err(|source| {
+        // HTML, "ok", JSON...: say "not an exporter" rather than quote a syntax error.
+        if answer.content_type.starts_with("text/html") || !text.contains("kepler_") {
+            FetchError::NotAnExporter {
+                url: url.clone(),
+                source: ModelError::NotAnExporter { samples: 0 },
+            }
+        } else {
+            FetchError::Exposition {
+                url: url.clone(),
+                source,
+            }
+        }
+    })?;
+    Reading::from_samples(&samples).map_err(|source| FetchError::NotAnExporter { url, source })
+}
+
+/// The same reading as from an exporter, for every node Prometheus scraped: the latest sample of
+/// each kepler series.
+fn prometheus_reading(client: &Client, base: &BaseUrl) -> Result<Reading, FetchError> {
+    let found = client.prometheus_query(base, PROMETHEUS_SERIES, None)?;
+    let samples: Vec<Sample<'_>> = found.iter().map(|s| s.as_sample()).collect();
+    Reading::from_samples(&samples).map_err(|source| FetchError::NotAnExporter {
+        url: base.join("/api/v1/query"),
+        source,
+    })
+}
