@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Measure this node and serve Prometheus metrics
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Live terminal view of power per pod, namespace, user, container (or --once)
     Top(kepler_rs::top::TopArgs),
     /// Energy per JupyterHub user, namespace or pod over a period, from Prometheus
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Top(args) => kepler_rs::top::run(args)
             .map_err(|e| (e.exit_code(), e.to_string()))
             .map_or_else(|(code, e)| fail("top", code, &e), |()| ExitCode::SUCCESS),

@@ -343,7 +343,7 @@ mod tests {
                     idle_hint: None,
                 });
             }
-            if self.0 % 3 == 0 {
+            if self.0.is_multiple_of(3) {
                 s.issues
                     .push(SourceIssue::new("rapl", "parse", "garbage in energy_uj"));
             }

@@ -524,6 +524,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        slot.conn.set_fd(std::os::fd::AsRawFd::as_raw_fd(&stream));
         tokio::spawn(connection(
             stream,
             peer,

@@ -61,7 +61,6 @@ fn options() -> Result<Options, String> {
 
 struct Exporter {
     child: Child,
-    port: u16,
 }
 
 impl Drop for Exporter {
@@ -282,7 +281,7 @@ fn main() {
         .stderr(Stdio::null())
         .spawn();
     let exporter = match child {
-        Ok(child) => Exporter { child, port },
+        Ok(child) => Exporter { child },
         Err(e) => {
             eprintln!("web_load: cannot start {}: {e}", o.bin.display());
             std::process::exit(2);

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -102,6 +102,8 @@ pub struct Conn {
     phase: AtomicU8,
     since_ms: AtomicU64,
     kill: Notify,
+    /// The socket, to ask the kernel whether bytes wait unread (-1: unknown).
+    fd: AtomicI32,
 }
 
 impl Conn {
@@ -111,6 +113,7 @@ impl Conn {
             phase: AtomicU8::new(Phase::Opening as u8),
             since_ms: AtomicU64::new(ms(epoch, now)),
             kill: Notify::new(),
+            fd: AtomicI32::new(-1),
         }
     }
 
@@ -121,6 +124,25 @@ impl Conn {
     pub fn set_phase(&self, phase: Phase, now: Instant) {
         self.since_ms.store(ms(self.epoch, now), Ordering::Relaxed);
         self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// Remember the connection's socket (the registry asks it about unread bytes before evicting).
+    pub fn set_fd(&self, fd: i32) {
+        self.fd.store(fd, Ordering::Relaxed);
+    }
+
+    /// Bytes the client sent that the server has not read yet: the client is waiting on us, not
+    /// the other way round, so this connection is not a slow one.
+    fn has_unread_bytes(&self) -> bool {
+        let fd = self.fd.load(Ordering::Relaxed);
+        if fd < 0 {
+            return false;
+        }
+        let mut pending: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through a valid pointer; a stale or closed fd only makes
+        // the call fail (or describe another socket, which only changes which connection is evicted).
+        let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut pending) };
+        rc == 0 && pending > 0
     }
 
     fn since(&self) -> Duration {
@@ -231,6 +253,7 @@ impl Registry {
                     .iter()
                     .filter(|(_, c)| wanted.contains(&c.phase()))
                     .filter(|(_, c)| now_ms.saturating_sub(c.since()) >= min_age)
+                    .filter(|(_, c)| !c.has_unread_bytes())
                     .min_by_key(|(id, c)| (c.since(), **id))
                     .map(|(id, _)| *id)
             };
