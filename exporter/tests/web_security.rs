@@ -5,6 +5,7 @@
 //! config these tests serve with.
 
 mod common;
+mod test_tls;
 
 use base64::Engine;
 use common::*;
@@ -31,17 +32,7 @@ struct Leaf {
 
 impl Pki {
     fn new(name: &str) -> Pki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-            .unwrap();
+        let ca = test_tls::self_signed_ca(name);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
         Pki { dir, ca }
@@ -546,9 +537,9 @@ fn status_of(reply: &Option<String>) -> Option<u16> {
     reply.as_ref()?.split(' ').nth(1)?.parse().ok()
 }
 
-#[test]
-fn hostile_clients_are_answered_or_dropped() {
-    let mut e = Exporter::start(&[
+/// A ready exporter on plain HTTP, without Kubernetes or GPUs.
+fn plain_exporter(extra: &[&str]) -> Exporter {
+    let mut args = vec![
         "--no-kube",
         "--gpu",
         "off",
@@ -556,8 +547,16 @@ fn hostile_clients_are_answered_or_dropped() {
         "procfs",
         "--interval",
         "500ms",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut e = Exporter::start(&args);
     e.wait_ready(Duration::from_secs(20));
+    e
+}
+
+#[test]
+fn hostile_clients_are_answered_or_dropped() {
+    let mut e = plain_exporter(&[]);
     let port = e.port;
     // A 100 KB header: 431, never a 100 KB buffer per connection.
     let big = format!(
@@ -623,20 +622,12 @@ fn hostile_clients_are_answered_or_dropped() {
 #[test]
 fn slow_clients_cannot_crowd_out_a_scrape() {
     // Header timeout far beyond the client's patience: only eviction can let the scrape in.
-    let mut e = Exporter::start(&[
-        "--no-kube",
-        "--gpu",
-        "off",
-        "--cpu-source",
-        "procfs",
-        "--interval",
-        "500ms",
+    let e = plain_exporter(&[
         "--web.max-connections",
         "16",
         "--web.header-read-timeout",
         "60s",
     ]);
-    e.wait_ready(Duration::from_secs(20));
     let slow: Vec<TcpStream> = (0..200)
         .map(|_| {
             let mut s = TcpStream::connect(("127.0.0.1", e.port)).unwrap();

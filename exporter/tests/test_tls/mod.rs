@@ -8,6 +8,20 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio_rustls::rustls;
 
+/// A fresh self-signed CA named `name` that can sign leaf certificates.
+pub fn self_signed_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
 pub struct TestCa {
     /// The CA certificate, PEM.
     pub ca_pem: String,
@@ -18,17 +32,7 @@ pub struct TestCa {
 impl TestCa {
     /// A fresh CA named `name` and a leaf certificate for 127.0.0.1 and localhost.
     pub fn new(name: &str) -> TestCa {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let ca = self_signed_ca(name);
         let leaf_key = rcgen::KeyPair::generate().unwrap();
         let leaf_params =
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
