@@ -1,6 +1,6 @@
 """The MicroK8s bootstrap: yamllint clean, manifests valid, values carry what the cluster needs,
 and none of the original cluster's mistakes (inline secrets, TLS verification off, cluster-admin),
-nor those of a security review (issue 12): RBAC first, no permanent dashboard token, exact pins,
+nor those a security review found: RBAC first, no permanent dashboard token, exact pins,
 Grafana confined to its namespace, PSA labels, newline-free secrets applied server-side."""
 from __future__ import annotations
 

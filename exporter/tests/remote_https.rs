@@ -7,11 +7,11 @@ mod common;
 mod tls_proxy;
 mod top_support;
 
+use common::prometheus::Prometheus;
 use common::*;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tls_proxy::{secret_file, Auth, TlsProxy};
-use top_support::Prometheus;
 
 const PASSWORD: &str = "correct horse: battery";
 const TOKEN: &str = "kepler-rs.test-token_42";

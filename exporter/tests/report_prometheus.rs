@@ -6,6 +6,7 @@
 mod common;
 mod top_support;
 
+use common::prometheus::Prometheus;
 use common::*;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

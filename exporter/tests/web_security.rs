@@ -8,12 +8,13 @@ mod common;
 mod test_tls;
 
 use base64::Engine;
+use common::prometheus::Prometheus;
 use common::*;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -175,55 +176,28 @@ fn https_get(
     })
 }
 
-struct Prometheus(Child, u16);
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The values of an instant query.
+fn values(prom: &Prometheus, promql: &str) -> Vec<f64> {
+    prom.query(promql).into_iter().map(|(_, v)| v).collect()
 }
 
-fn prometheus_query(port: u16, promql: &str) -> Vec<f64> {
-    let encoded: String = promql
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let Ok((200, body)) = try_http(port, "GET", &format!("/api/v1/query?query={encoded}"), "")
-    else {
-        return Vec::new();
-    };
-    let (Some(start), Some(end)) = (body.find('{'), body.rfind('}')) else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_str(&body[start..=end]).unwrap_or_default();
-    v["data"]["result"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r["value"][1].as_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+/// Every exporter here: no Kubernetes, no GPU, pods from /proc, a short interval.
+const BASE_ARGS: [&str; 7] = [
+    "--no-kube",
+    "--gpu",
+    "off",
+    "--cpu-source",
+    "procfs",
+    "--interval",
+    "500ms",
+];
 
 /// An exporter serving with `web.yml` in the PKI's directory.
 fn exporter_with(pki: &Pki, web_yml: &str, extra: &[&str]) -> Exporter {
     let path = pki.path("web.yml");
     std::fs::write(&path, web_yml).unwrap();
-    let mut args = vec![
-        "--no-kube",
-        "--gpu",
-        "off",
-        "--cpu-source",
-        "procfs",
-        "--interval",
-        "500ms",
-        "--web.config.file",
-        path.to_str().unwrap(),
-    ];
+    let mut args = BASE_ARGS.to_vec();
+    args.extend(["--web.config.file", path.to_str().unwrap()]);
     args.extend_from_slice(extra);
     Exporter::start(&args)
 }
@@ -305,11 +279,7 @@ fn real_prometheus_scrapes_over_tls_with_basic_auth() {
     assert!(try_http(e.port, "GET", "/metrics", "").is_err());
 
     // A real Prometheus: https, tls_config with our CA, basic_auth with a password file.
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !Prometheus::installed() {
         skip(
             TEST,
             "prometheus not installed (apt-get install prometheus)",
@@ -317,36 +287,19 @@ fn real_prometheus_scrapes_over_tls_with_basic_auth() {
         return;
     }
     std::fs::write(pki.path("password"), "correct horse").unwrap();
-    let config = pki.path("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: kepler-rs\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n      server_name: localhost\n    basic_auth:\n      username: prometheus\n      password_file: {pw}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n  - job_name: wrong-password\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n    basic_auth:\n      username: prometheus\n      password: nope\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
-            ca = pki.path("ca.crt").display(),
-            pw = pki.path("password").display(),
-            port = e.port
-        ),
-    )
-    .unwrap();
-    let prom_port = free_port();
-    let prom = Prometheus(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                pki.path("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        prom_port,
-    );
+    let prom = Prometheus::start_with(&format!(
+        "  - job_name: kepler-rs\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n      server_name: localhost\n    basic_auth:\n      username: prometheus\n      password_file: {pw}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n  - job_name: wrong-password\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n    basic_auth:\n      username: prometheus\n      password: nope\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+        ca = pki.path("ca.crt").display(),
+        pw = pki.path("password").display(),
+        port = e.port
+    ));
     let start = Instant::now();
     loop {
-        let scrapes = prometheus_query(prom.1, "count_over_time(up{job=\"kepler-rs\"}[1m])");
-        if scrapes.first().is_some_and(|n| *n >= 4.0) {
+        if prom.ready()
+            && values(&prom, "count_over_time(up{job=\"kepler-rs\"}[1m])")
+                .first()
+                .is_some_and(|n| *n >= 4.0)
+        {
             break;
         }
         assert!(
@@ -356,18 +309,18 @@ fn real_prometheus_scrapes_over_tls_with_basic_auth() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(
-        prometheus_query(prom.1, "min_over_time(up{job=\"kepler-rs\"}[1m])"),
+        values(&prom, "min_over_time(up{job=\"kepler-rs\"}[1m])"),
         vec![1.0],
         "a TLS + basic-auth scrape failed"
     );
     assert_eq!(
-        prometheus_query(prom.1, "max_over_time(up{job=\"wrong-password\"}[1m])"),
+        values(&prom, "max_over_time(up{job=\"wrong-password\"}[1m])"),
         vec![0.0],
         "a wrong password scraped"
     );
     assert_eq!(
-        prometheus_query(
-            prom.1,
+        values(
+            &prom,
             "count(kepler_node_cpu_joules_total{job=\"kepler-rs\"}) > 0"
         ),
         vec![1.0]
@@ -494,16 +447,9 @@ fn bad_web_configs_exit_2_with_one_line() {
         let path = pki.path("web.yml");
         std::fs::write(&path, &text).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
-            .args([
-                "run",
-                "--no-kube",
-                "--gpu",
-                "off",
-                "--cpu-source",
-                "procfs",
-                "--listen",
-                "127.0.0.1:0",
-            ])
+            .arg("run")
+            .args(BASE_ARGS)
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--web.config.file")
             .arg(&path)
             .env("KEPLER_RS_LOG_LEVEL", "off")
@@ -539,15 +485,7 @@ fn status_of(reply: &Option<String>) -> Option<u16> {
 
 /// A ready exporter on plain HTTP, without Kubernetes or GPUs.
 fn plain_exporter(extra: &[&str]) -> Exporter {
-    let mut args = vec![
-        "--no-kube",
-        "--gpu",
-        "off",
-        "--cpu-source",
-        "procfs",
-        "--interval",
-        "500ms",
-    ];
+    let mut args = BASE_ARGS.to_vec();
     args.extend_from_slice(extra);
     let mut e = Exporter::start(&args);
     e.wait_ready(Duration::from_secs(20));

@@ -100,11 +100,19 @@ pub struct TlsSettings {
 
 /// A bcrypt hash as exporter-toolkit accepts it (`$2a$`, `$2b$`, `$2x$` or `$2y$`, cost 4-31).
 #[derive(Clone, PartialEq, Eq)]
-pub struct BcryptHash(String);
+pub struct BcryptHash {
+    text: String,
+    cost: u32,
+}
 
 impl BcryptHash {
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// The work factor (log2 of the rounds).
+    pub fn cost(&self) -> u32 {
+        self.cost
     }
 
     /// Check the shape of a hash without hashing anything: `$2y$10$` + 53 characters of bcrypt's base64.
@@ -137,7 +145,10 @@ impl BcryptHash {
                 "is a truncated or malformed bcrypt hash (53 characters after the cost)".into(),
             );
         }
-        Ok(BcryptHash(raw.to_string()))
+        Ok(BcryptHash {
+            text: raw.to_string(),
+            cost,
+        })
     }
 }
 

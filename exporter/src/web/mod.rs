@@ -62,10 +62,11 @@ impl ActiveWeb {
             Some(settings) => Some(TlsAcceptor::from(tls::server_config(settings)?)),
             None => None,
         };
-        let auth = Authenticator::new(config.users);
+        // No users, no Authenticator: its decoy hash costs a bcrypt round.
+        let auth = (!config.users.is_empty()).then(|| Arc::new(Authenticator::new(config.users)));
         Ok(ActiveWeb {
             tls,
-            auth: auth.is_enabled().then(|| Arc::new(auth)),
+            auth,
             headers: config.headers,
         })
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cgroups;
+pub mod prometheus;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1,11 +1,11 @@
 //! Helpers for the `top` and `report` integration tests: fake pods as real cgroup v1 directories
-//! with busy processes held at a duty cycle (removed on drop), a real Prometheus, and a private
-//! tmux server to drive a real terminal.
+//! with busy processes held at a duty cycle (removed on drop), and a private tmux server to drive a
+//! real terminal. (A real Prometheus is `common::prometheus`.)
 #![allow(dead_code)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 /// Pods made of real cgroups (kubelet's cgroupfs layout) with busy processes; removed on drop.
@@ -93,61 +93,6 @@ pub fn sysfs_with_host_cgroups() -> tempfile::TempDir {
     let sys = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/sys/fs", sys.path().join("fs")).unwrap();
     sys
-}
-
-/// A real Prometheus scraping `targets` every second; killed on drop.
-pub struct Prometheus {
-    child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    pub fn installed() -> bool {
-        Command::new("prometheus").arg("--version").output().is_ok()
-    }
-
-    pub fn start(targets: &[u16]) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        let targets: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
-        fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: kepler-rs\n    static_configs:\n      - targets: [{}]\n",
-                targets.join(", ")
-            ),
-        )
-        .unwrap();
-        let port = crate::common::free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Prometheus {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A private tmux server (its own socket) with one session; killed on drop.

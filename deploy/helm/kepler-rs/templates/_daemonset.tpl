@@ -111,7 +111,7 @@ spec:
                 fieldRef:
                   fieldPath: spec.nodeName
             {{- if not .Values.kubernetes.metadata }}
-            # --no-kube (Kubernetes metadata issue)
+            # --no-kube: no pod names from the API server (pods carry pod_id only)
             - name: KEPLER_RS_NO_KUBE
               value: "true"
             {{- end }}
@@ -121,7 +121,7 @@ spec:
               value: "off"
             {{- else }}
             {{- with .Values.gpu.mode }}
-            # --gpu (GPU issue)
+            # --gpu: GPU energy through NVML (auto | off | nvml)
             - name: KEPLER_RS_GPU
               value: {{ . | quote }}
             {{- end }}
