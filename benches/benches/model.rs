@@ -85,5 +85,34 @@ fn bench_tick(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_attribute, bench_tick);
+/// The idle estimator of one scope with a full window (120 intervals of varying utilisation): one
+/// call per tick, a refit (repeated median over 120 intervals) every fifth; 13 scopes is a node with
+/// 5 RAPL zones and 8 GPUs.
+fn bench_idle(c: &mut Criterion) {
+    use kepler_rs::idle::{IdleEstimator, Scope};
+    use kepler_rs::units::{Joules, ZoneKind};
+    let mut group = c.benchmark_group("idle");
+    let mut estimator = IdleEstimator::default();
+    let scope = Scope::Cpu(ZoneKind::Package);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for _ in 0..120 {
+        let u = next();
+        estimator.idle_energy(scope, Joules(40.0 + 120.0 * u), None, Some(u), 1.0);
+    }
+    group.bench_function("one_scope_per_tick", |b| {
+        b.iter(|| {
+            let u = next();
+            estimator.idle_energy(scope, Joules(40.0 + 120.0 * u), None, Some(u), 1.0)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_attribute, bench_tick, bench_idle);
 criterion_main!(benches);

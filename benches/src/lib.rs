@@ -4,13 +4,12 @@
 
 use kepler_rs::activity::{ContainerActivity, NodeCpu, PodActivity};
 use kepler_rs::attribution::{attribute, ActivityInput, ZoneInput};
-use kepler_rs::idle::{IdleEstimator, DEFAULT_LEARN_MAX_USAGE};
+use kepler_rs::idle::{IdleEstimator, Scope};
 use kepler_rs::ledger::Ledger;
 use kepler_rs::resource::pods::NoPodMetadata;
 use kepler_rs::snapshot::{ExporterHealth, Snapshot, SourceHealth};
 use kepler_rs::source::EnergySourceKind;
 use kepler_rs::units::{ContainerId, CpuNanos, Joules, PodUid, ZoneKind};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The zones of a typical single-socket server without psys.
@@ -174,7 +173,7 @@ pub struct TickModel {
 impl TickModel {
     pub fn new(seed: u64) -> TickModel {
         TickModel {
-            idle: IdleEstimator::new(BTreeMap::new(), DEFAULT_LEARN_MAX_USAGE),
+            idle: IdleEstimator::default(),
             ledger: Ledger::new(ZONES.to_vec(), Duration::from_secs(120)),
             health: ExporterHealth {
                 sources: vec![
@@ -209,7 +208,9 @@ impl TickModel {
             .map(|(zone, total)| ZoneInput {
                 zone,
                 total,
-                idle: self.idle.idle_energy(zone, total, None, usage, secs),
+                idle: self
+                    .idle
+                    .idle_energy(Scope::Cpu(zone), total, None, Some(usage), secs),
             })
             .collect();
         let interval = attribute(

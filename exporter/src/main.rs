@@ -10,7 +10,7 @@ use kepler_rs::activity::{ActivitySample, ActivitySource};
 use kepler_rs::config::{
     Config, CpuSourceChoice, EnergySourceChoice, LogFormat, PodMetadataSource, RunArgs,
 };
-use kepler_rs::idle::{IdleEstimator, DEFAULT_LEARN_MAX_USAGE};
+use kepler_rs::idle::IdleEstimator;
 use kepler_rs::metrics::BuildInfo;
 use kepler_rs::monitor::{self, Inputs, Monitor};
 use kepler_rs::resource::kube::{self as pod_watch, PodCache, WatchTuning};
@@ -275,7 +275,7 @@ fn run(args: RunArgs) -> ExitCode {
             .then(|| ProcessScanner::new(&config.roots.procfs)),
         pod_metadata,
     };
-    let idle = IdleEstimator::new(config.idle_watts.clone(), DEFAULT_LEARN_MAX_USAGE);
+    let idle = IdleEstimator::new(config.idle_watts.clone(), None);
     let mut monitor = Monitor::new(
         inputs,
         config.node_name.clone(),

@@ -6,7 +6,7 @@ use crate::activity::procfs::{NodeCpuReader, ProcessScanner};
 use crate::activity::{ActivitySource, NodeCpu, ProcessActivity};
 use crate::attribution::{attribute, ActivityInput, ZoneInput};
 use crate::gpu::GpuMonitor;
-use crate::idle::IdleEstimator;
+use crate::idle::{IdleEstimator, Scope};
 use crate::ledger::Ledger;
 use crate::resource::pods::PodMetadata;
 use crate::snapshot::{ExporterHealth, Snapshot, SocketZone, SourceHealth};
@@ -177,9 +177,13 @@ impl Monitor {
                 .map(|z| ZoneInput {
                     zone: z.zone,
                     total: z.energy,
-                    idle: self
-                        .idle
-                        .idle_energy(z.zone, z.energy, z.idle_hint, usage, secs),
+                    idle: self.idle.idle_energy(
+                        Scope::Cpu(z.zone),
+                        z.energy,
+                        z.idle_hint,
+                        node_cpu.as_ref().map(|_| usage),
+                        secs,
+                    ),
                 })
                 .collect();
             let interval = attribute(
@@ -393,7 +397,7 @@ mod tests {
         let mut m = Monitor::new(
             inputs,
             "n".into(),
-            IdleEstimator::new(cfg, 0.1),
+            IdleEstimator::new(cfg, None),
             Duration::from_secs(60),
             t0,
         );
@@ -445,7 +449,7 @@ mod tests {
         let mut m = Monitor::new(
             inputs,
             "n".into(),
-            IdleEstimator::new(BTreeMap::new(), 0.1),
+            IdleEstimator::new(BTreeMap::new(), None),
             Duration::from_secs(60),
             t0,
         );
@@ -456,5 +460,83 @@ mod tests {
         assert_eq!(s.node[0].total_joules, 30.0);
         let pods: f64 = s.pods.iter().map(|p| p.joules[0]).sum();
         assert!((s.node[0].active_joules - pods - s.node[0].system_joules).abs() < 1e-9);
+    }
+
+    /// The simulated node of the idle tests: one RAPL package behind a real powercap tree whose power
+    /// is `idle + slope × utilisation` (times `factor(t)`, for spikes and dips), and a /proc/stat whose
+    /// 4 CPUs are busy at `usage(t)`. Ticks 1 s apart for `secs`; returns the package's idle watts.
+    fn simulated_node_idle(
+        idle: f64,
+        slope: f64,
+        secs: usize,
+        mut usage: impl FnMut(usize) -> f64,
+        mut factor: impl FnMut(usize) -> f64,
+    ) -> f64 {
+        let sys = tempfile::tempdir().unwrap();
+        let zone = sys.path().join("class/powercap/intel-rapl:0");
+        std::fs::create_dir_all(&zone).unwrap();
+        std::fs::write(zone.join("name"), "package-0\n").unwrap();
+        std::fs::write(zone.join("max_energy_range_uj"), "262143328850\n").unwrap();
+        std::fs::write(zone.join("energy_uj"), "0\n").unwrap();
+        let procfs = tempfile::tempdir().unwrap();
+        let stat = procfs.path().join("stat");
+        let (mut busy, mut quiet, mut uj) = (0u64, 0u64, 0u64);
+        let write_stat = |busy: u64, quiet: u64| {
+            let mut text = format!("cpu  {busy} 0 0 {quiet} 0 0 0 0 0 0\n");
+            for cpu in 0..4 {
+                text += &format!("cpu{cpu} {} 0 0 {} 0 0 0 0 0 0\n", busy / 4, quiet / 4);
+            }
+            std::fs::write(&stat, text).unwrap();
+        };
+        write_stat(busy, quiet);
+        let inputs = Inputs {
+            energy: Box::new(crate::source::rapl::Rapl::discover(sys.path()).unwrap()),
+            activity: Box::new(ScriptedPods),
+            node_cpu: NodeCpuReader::new(procfs.path()),
+            processes: None,
+            pod_metadata: Arc::new(NoPodMetadata),
+        };
+        let t0 = Instant::now();
+        let mut m = Monitor::new(
+            inputs,
+            "n".into(),
+            IdleEstimator::default(),
+            Duration::from_secs(60),
+            t0,
+        );
+        m.tick(t0);
+        let mut last = None;
+        for t in 0..secs {
+            // 4 CPUs × 100 ticks per second.
+            let u = usage(t);
+            let busy_ticks = (u * 400.0).round() as u64;
+            busy += busy_ticks;
+            quiet += 400 - busy_ticks;
+            write_stat(busy, quiet);
+            uj += ((idle + slope * u) * factor(t) * 1e6) as u64;
+            std::fs::write(zone.join("energy_uj"), format!("{uj}\n")).unwrap();
+            let s = m.tick(t0 + Duration::from_secs(t as u64 + 1));
+            for n in &s.node {
+                assert!((n.total_joules - n.idle_joules - n.active_joules).abs() < 1e-6);
+            }
+            last = Some(s);
+        }
+        let s = last.unwrap();
+        let package = s
+            .zones
+            .iter()
+            .position(|z| *z == ZoneKind::Package)
+            .unwrap();
+        s.node[package].idle_watts
+    }
+
+    #[test]
+    fn simulated_node_idle_is_learned_within_5_percent_in_60_s() {
+        use crate::idle::tests::Load;
+        for load in Load::ALL {
+            let script = load.script(60);
+            let w = simulated_node_idle(40.0, 120.0, 60, |t| script[t].0, |t| script[t].1);
+            assert!(((w - 40.0) / 40.0).abs() <= 0.05, "{load:?}: {w} W");
+        }
     }
 }

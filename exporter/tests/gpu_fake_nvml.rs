@@ -80,8 +80,18 @@ impl FakeNvml {
         fs::rename(&tmp, self.script()).unwrap();
     }
 
-    /// `kepler-rs run --gpu nvml` against this library, ticking every 500 ms.
+    /// `kepler-rs run --gpu nvml` against this library, ticking every 500 ms, with a configured GPU
+    /// idle of `IDLE_W`.
     fn start(&self, args: &[&str]) -> Exporter {
+        let idle = IDLE_W.to_string();
+        let mut all = vec!["--gpu-idle-watts", idle.as_str()];
+        all.extend_from_slice(args);
+        self.start_learning(&all)
+    }
+
+    /// `kepler-rs run --gpu nvml` against this library, ticking every 500 ms; GPU idle is learned
+    /// unless `args` configures it.
+    fn start_learning(&self, args: &[&str]) -> Exporter {
         let library_path = match std::env::var("LD_LIBRARY_PATH") {
             Ok(old) if !old.is_empty() => format!("{}:{old}", self.lib.display()),
             _ => self.lib.display().to_string(),
@@ -93,12 +103,9 @@ impl FakeNvml {
             ("FAKE_NVML_SCRIPT", script.to_str().unwrap()),
             ("FAKE_NVML_LOG", log.to_str().unwrap()),
         ];
-        let idle = IDLE_W.to_string();
         let mut all = vec![
             "--gpu",
             "nvml",
-            "--gpu-idle-watts",
-            &idle,
             "--energy-source",
             "estimate",
             "--no-kube",
@@ -601,4 +608,101 @@ fn fake_nvml_mig_instances_share_by_size_and_label_pods() {
     assert_eq!(fake.calls("nvmlDeviceGetMemoryInfo_v2", 25), 0);
     assert_eq!(fake.calls("nvmlDeviceGetProcessUtilization", 0), 0);
     assert_eq!(fake.calls("nvmlDeviceGetProcessUtilization", 3), 0);
+}
+
+/// A deterministic pseudo-random sequence in [0, 1) (xorshift), so the simulated loads repeat.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The simulated GPU of the idle tests: power = `GPU_IDLE_W` + `GPU_SLOPE_W` × utilisation.
+const GPU_IDLE_W: f64 = 80.0;
+const GPU_SLOPE_W: f64 = 400.0;
+
+/// Runs one exporter with a learned GPU idle over 60 s of a simulated load, changing utilisation
+/// (and power, times `factor`) every second; returns the learned idle from
+/// `kepler_node_gpu_idle_watts`.
+fn learned_gpu_idle(
+    fake: &FakeNvml,
+    mut usage: impl FnMut(usize) -> f64,
+    mut factor: impl FnMut(usize) -> f64,
+) -> f64 {
+    let set = |u: f64, f: f64| {
+        let watts = (GPU_IDLE_W + GPU_SLOPE_W * u) * f;
+        fake.set(&format!(
+            "device {UUID0}\nname {NAME0}\nwatts {watts}\ngpu_util {}\n",
+            u * 100.0
+        ));
+    };
+    set(usage(0), 1.0);
+    let e = fake.start_learning(&[]);
+    for t in 1..=60 {
+        std::thread::sleep(Duration::from_secs(1));
+        set(usage(t), factor(t));
+    }
+    // The last second is a normal one (a dip's idle is clamped to its energy).
+    set(0.5, 1.0);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (text, s) = scrape_after_tick(&e);
+    assert_gpu_identities(&s);
+    let w = device(&s, "kepler_node_gpu_idle_watts", UUID0);
+    assert!(w > 0.0, "{text}");
+    w
+}
+
+/// Learned GPU idle on a simulated busy GPU, through the real NVML path: within 5 % of the truth
+/// after 60 s, with a quiet phase, never below 30 % utilisation, and with single-interval power
+/// spikes and dips of ±50 %. (The three run at once, each with its own fake library.)
+#[test]
+fn fake_nvml_learned_idle_holds_on_a_busy_gpu() {
+    let test = "fake_nvml_learned_idle_holds_on_a_busy_gpu";
+    let fakes: Vec<FakeNvml> = (0..3).filter_map(|_| FakeNvml::build(test)).collect();
+    if fakes.len() < 3 {
+        return;
+    }
+    let results: Vec<(&str, f64)> = std::thread::scope(|scope| {
+        let quiet = scope.spawn(|| {
+            let mut rng = Rng(31);
+            let w = learned_gpu_idle(
+                &fakes[0],
+                |t| if t < 20 { 0.0 } else { 0.2 + 0.7 * rng.next() },
+                |_| 1.0,
+            );
+            ("quiet phase", w)
+        });
+        let busy = scope.spawn(|| {
+            let mut rng = Rng(32);
+            let w = learned_gpu_idle(&fakes[1], |_| 0.3 + 0.7 * rng.next(), |_| 1.0);
+            ("never below 30 %", w)
+        });
+        let spiky = scope.spawn(|| {
+            let (mut rng, mut coin) = (Rng(33), Rng(34));
+            let w = learned_gpu_idle(
+                &fakes[2],
+                |_| rng.next(),
+                |t| match (t % 7, coin.next() < 0.5) {
+                    (2, true) => 1.5,
+                    (2, false) => 0.5,
+                    _ => 1.0,
+                },
+            );
+            ("spikes and dips", w)
+        });
+        [quiet, busy, spiky]
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
+    });
+    for (case, w) in results {
+        assert!(
+            ((w - GPU_IDLE_W) / GPU_IDLE_W).abs() <= 0.05,
+            "{case}: learned GPU idle {w} W, simulated {GPU_IDLE_W} W"
+        );
+    }
 }

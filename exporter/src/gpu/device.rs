@@ -49,6 +49,8 @@ pub struct DeviceReading {
     /// Seconds that `energy` covers: since the device's last good reading, so longer than the tick
     /// after the device failed for a while (its energy arrives late, not lost).
     pub seconds: f64,
+    /// Device utilisation (0..=1) at the reading; `None` where the device cannot say.
+    pub utilization: Option<f64>,
     pub processes: Vec<ProcessUse>,
 }
 
@@ -69,6 +71,8 @@ struct DeviceState {
     /// Newest utilisation timestamp seen (µs), for the next query.
     last_util_us: u64,
     util_supported: bool,
+    /// Whether the device reports its utilisation (`utilization_percent`).
+    device_util_supported: bool,
     /// Seconds since the last good energy reading (more than one tick while the device fails).
     unread_secs: f64,
 }
@@ -82,6 +86,7 @@ impl DeviceState {
             last_power_w: None,
             last_util_us: 0,
             util_supported: true,
+            device_util_supported: true,
             unread_secs: 0.0,
         }
     }
@@ -179,11 +184,13 @@ impl DeviceSampler {
     ) -> Result<DeviceReading, GpuError> {
         let energy = self.read_energy(slot, issues)?;
         let seconds = std::mem::take(&mut self.devices[slot].unread_secs);
+        let utilization = self.read_utilization(slot, issues);
         let processes = self.read_processes(slot, issues);
         Ok(DeviceReading {
             slot,
             energy,
             seconds,
+            utilization,
             processes,
         })
     }
@@ -243,6 +250,25 @@ impl DeviceSampler {
         let watts = f64::from(mw) / 1000.0;
         let previous = state.last_power_w.replace(watts);
         Ok(previous.map(|p| Joules((p + watts) / 2.0 * secs)))
+    }
+
+    /// The device's utilisation; `None` (asked no more) where unsupported, or this tick on a failure.
+    fn read_utilization(&mut self, slot: usize, issues: &mut Vec<SourceIssue>) -> Option<f64> {
+        let state = &mut self.devices[slot];
+        if !state.device_util_supported {
+            return None;
+        }
+        match self.driver.utilization_percent(state.info.index) {
+            Ok(percent) => Some(f64::from(percent.min(100)) / 100.0),
+            Err(GpuError::NotSupported { .. }) => {
+                state.device_util_supported = false;
+                None
+            }
+            Err(e) => {
+                issues.push(issue(&e));
+                None
+            }
+        }
     }
 
     /// Processes of the interval. A failure here keeps the device's energy (it goes to unattributed)

@@ -60,6 +60,10 @@ pub trait GpuDriver: Send {
         index: u32,
         since_us: u64,
     ) -> Result<Vec<UtilSample>, GpuError>;
+    /// Percent of the driver's last sample period (1/6 s to 1 s) in which a kernel ran on the device
+    /// (`nvmlDeviceGetUtilizationRates`); the idle model's utilisation. `NotSupported` where the
+    /// device cannot say (some vGPUs, MIG mode).
+    fn utilization_percent(&mut self, index: u32) -> Result<u32, GpuError>;
     /// Processes with a compute or graphics context, per MIG instance where MIG is on.
     fn running_processes(&mut self, index: u32) -> Result<Vec<RunningProcess>, GpuError>;
     /// Drop and load the library again (after a driver restart every handle is stale).

@@ -13,9 +13,10 @@ pub mod podresources;
 pub mod scripted;
 
 use crate::config::GpuChoice;
+use crate::idle::{IdleEstimator, Scope};
 use crate::resource::cgroup_path::{parse_proc_cgroup, CgroupOwner};
 use crate::resource::pods::PodMetadata;
-use crate::units::{io_error_kind, Joules, Pid, PodUid, SourceIssue, Watts};
+use crate::units::{io_error_kind, Pid, PodUid, SourceIssue, Watts};
 use attribution::{attribute_gpu, consumers, Assignment, DeviceInput};
 use device::DeviceSampler;
 use ledger::{GpuLedger, GpuSnapshot};
@@ -60,16 +61,15 @@ pub struct GpuMonitor {
     procfs: PathBuf,
     assignments: Box<dyn DeviceAssignments>,
     pod_uids: Arc<dyn PodUidByName>,
-    idle_watts: Option<Watts>,
-    /// Lowest average power seen per slot: an upper bound of idle that only goes down.
-    learned_idle: Vec<IdleLearner>,
+    /// Idle power per device: configured, or learned by the model every scope shares.
+    idle: IdleEstimator,
     ledger: GpuLedger,
     up: bool,
 }
 
 impl GpuMonitor {
     /// `procfs` is the host's /proc (to read `/proc/<pid>/cgroup`); `idle_watts` a configured idle
-    /// power per device (otherwise learned as the lowest power seen).
+    /// power per device (otherwise learned: `crate::idle`).
     pub fn new(
         sampler: DeviceSampler,
         procfs: PathBuf,
@@ -81,8 +81,7 @@ impl GpuMonitor {
             procfs,
             assignments: Box::new(NoAssignments),
             pod_uids: Arc::new(NoPodUids),
-            idle_watts,
-            learned_idle: Vec::new(),
+            idle: IdleEstimator::new(BTreeMap::new(), idle_watts),
             ledger: GpuLedger::new(grace),
             up: true,
         }
@@ -139,11 +138,11 @@ impl GpuMonitor {
                 continue;
             };
             // The reading may span more than this tick (the device failed before): so does idle.
-            let idle = idle_energy(
-                self.idle_watts,
-                &mut self.learned_idle,
-                reading.slot,
+            let idle = self.idle.idle_energy(
+                Scope::Gpu(reading.slot),
                 total,
+                None,
+                reading.utilization,
                 reading.seconds,
             );
             let assignment = Assignment {
@@ -224,69 +223,6 @@ impl GpuMonitor {
             }
         }
     }
-}
-
-/// Window over which a device's power is averaged before it may become its learned idle. The
-/// driver's energy counter advances in steps (tens of ms on an H200), so the power of one short
-/// interval is noisy, and the lowest of many noisy readings is biased low: on an H200 at rest
-/// (~80 W), the lowest 1 s reading was 72 W. Averaging over 10 s cuts that to ~1 %.
-const IDLE_WINDOW_SECS: f64 = 10.0;
-
-/// Learns a device's idle power: the lowest power averaged over a sliding window of at least
-/// `IDLE_WINDOW_SECS`; until the first full window, the average since start (an upper bound).
-#[derive(Debug, Clone, Default)]
-struct IdleLearner {
-    /// Recent intervals (joules, seconds), oldest first, spanning at most one window plus one, and
-    /// their sums.
-    recent: std::collections::VecDeque<(f64, f64)>,
-    window: (f64, f64),
-    since_start: (f64, f64),
-    lowest: Option<f64>,
-}
-
-impl IdleLearner {
-    /// Adds an interval and returns the idle power to use for it.
-    fn observe(&mut self, joules: f64, secs: f64) -> f64 {
-        self.since_start = (self.since_start.0 + joules, self.since_start.1 + secs);
-        self.recent.push_back((joules, secs));
-        self.window = (self.window.0 + joules, self.window.1 + secs);
-        // Drop old intervals while what remains still spans a full window.
-        while let Some(&(oldest_j, oldest_s)) = self.recent.front() {
-            if self.recent.len() == 1 || self.window.1 - oldest_s < IDLE_WINDOW_SECS {
-                break;
-            }
-            self.recent.pop_front();
-            self.window = (self.window.0 - oldest_j, self.window.1 - oldest_s);
-        }
-        if self.window.1 >= IDLE_WINDOW_SECS {
-            let power = self.window.0 / self.window.1;
-            self.lowest = Some(self.lowest.map_or(power, |w| w.min(power)));
-        }
-        self.lowest
-            .unwrap_or(self.since_start.0 / self.since_start.1)
-    }
-}
-
-/// Idle energy of one device for an interval: the configured idle power, or the learned one (see
-/// `IdleLearner`: an upper bound of idle that only goes down once learned). Clamped later by the
-/// model.
-fn idle_energy(
-    configured: Option<Watts>,
-    learned: &mut Vec<IdleLearner>,
-    slot: usize,
-    total: Joules,
-    secs: f64,
-) -> Joules {
-    if let Some(w) = configured {
-        return w.over_seconds(secs);
-    }
-    if learned.len() <= slot {
-        learned.resize(slot + 1, IdleLearner::default());
-    }
-    if secs <= 0.0 || !total.0.is_finite() {
-        return Joules::ZERO;
-    }
-    Watts(learned[slot].observe(total.0, secs)).over_seconds(secs)
 }
 
 #[cfg(test)]
@@ -656,32 +592,6 @@ mod tests {
     }
 
     #[test]
-    fn learned_idle_averages_a_window_so_counter_steps_do_not_bias_it_low() {
-        // 80 W at rest, read through a counter that advances in 100 ms steps: 1 s intervals see
-        // 72 or 88 J alternately. The lowest single interval would say 72 W.
-        let mut learner = IdleLearner::default();
-        let mut idle = 0.0;
-        for i in 0..30 {
-            let joules = if i % 2 == 0 { 72.0 } else { 88.0 };
-            idle = learner.observe(joules, 1.0);
-            if i == 0 {
-                assert_eq!(idle, 72.0, "the average so far before a full window");
-            }
-        }
-        assert!((idle - 80.0).abs() < 1.0, "learned {idle} W");
-        // A lower steady level (a deeper idle state) is learned once it fills a window.
-        for _ in 0..12 {
-            idle = learner.observe(60.0, 1.0);
-        }
-        assert!((idle - 60.0).abs() < 1e-9, "learned {idle} W");
-        // Load never raises it.
-        for _ in 0..20 {
-            idle = learner.observe(500.0, 1.0);
-        }
-        assert!((idle - 60.0).abs() < 1e-9);
-    }
-
-    #[test]
     fn implausible_jump_is_rejected_and_rebaselined() {
         let proc_dir = procfs(&[]);
         let script = ScriptHandle::new(vec![ScriptedDevice::new(0, "GPU-0")]);
@@ -883,7 +793,7 @@ mod tests {
         let mut m = Monitor::new(
             inputs,
             "n".into(),
-            crate::idle::IdleEstimator::new(BTreeMap::new(), 0.1),
+            crate::idle::IdleEstimator::new(BTreeMap::new(), None),
             Duration::from_secs(60),
             t0,
         )

@@ -176,6 +176,14 @@ impl GpuDriver for NvmlDriver {
         }
     }
 
+    fn utilization_percent(&mut self, index: u32) -> Result<u32, GpuError> {
+        let call = "nvmlDeviceGetUtilizationRates";
+        self.device(call, index)?
+            .utilization_rates()
+            .map(|u| u.gpu)
+            .map_err(|e| device_error(call, index, e))
+    }
+
     fn running_processes(&mut self, index: u32) -> Result<Vec<RunningProcess>, GpuError> {
         let call = "nvmlDeviceGetComputeRunningProcesses";
         let device = self.device(call, index)?;

@@ -14,6 +14,8 @@ pub struct ScriptedDevice {
     /// `None`: per-process utilisation unsupported.
     pub util: Option<Vec<UtilSample>>,
     pub running: Vec<RunningProcess>,
+    /// Device utilisation in percent; `None`: unsupported.
+    pub gpu_util: Option<u32>,
     /// Every call on this device fails with this error kind (`gpu_lost`, `unknown`, ...).
     pub fail: Option<&'static str>,
 }
@@ -31,6 +33,7 @@ impl ScriptedDevice {
             power_mw: 0,
             util: Some(Vec::new()),
             running: Vec::new(),
+            gpu_util: None,
             fail: None,
         }
     }
@@ -146,6 +149,16 @@ impl GpuDriver for ScriptedGpu {
                 call,
                 device: index,
             }),
+        })
+    }
+
+    fn utilization_percent(&mut self, index: u32) -> Result<u32, GpuError> {
+        let call = "nvmlDeviceGetUtilizationRates";
+        self.with_device(index, call, |d| {
+            d.gpu_util.ok_or(GpuError::NotSupported {
+                call,
+                device: index,
+            })
         })
     }
 

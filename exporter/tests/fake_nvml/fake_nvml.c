@@ -13,7 +13,7 @@
  *   nvmlDeviceGetIndex nvmlDeviceGetTotalEnergyConsumption nvmlDeviceGetPowerUsage
  *   nvmlDeviceGetProcessUtilization nvmlDeviceGetComputeRunningProcesses_v3
  *   nvmlDeviceGetGraphicsRunningProcesses_v3 nvmlDeviceGetMigMode nvmlDeviceGetMaxMigDeviceCount
- *   nvmlDeviceGetMigDeviceHandleByIndex nvmlDeviceGetMemoryInfo_v2
+ *   nvmlDeviceGetMigDeviceHandleByIndex nvmlDeviceGetMemoryInfo_v2 nvmlDeviceGetUtilizationRates
  * Struct layouts and return codes follow nvml-wrapper-sys 0.10's bindings (nvml.h 12.x).
  *
  * Behaviour comes from the text file named by $FAKE_NVML_SCRIPT, re-read on every call (so a test can
@@ -27,6 +27,10 @@
  *     watts <w>               the energy counter rises at <w> W (piecewise: a change applies from the
  *                             moment the library sees it); also the default power reading
  *     power_mw <mW>           nvmlDeviceGetPowerUsage (default: watts * 1000)
+ *     gpu_util <percent>      device utilisation (default: the sum of its processes' SM %, at most 100);
+ *                             nvmlDeviceGetUtilizationRates answers its time average since the previous
+ *                             call, integrated like the energy counter, so each tick's utilisation and
+ *                             energy cover the same span ("error" instead of a number: not_supported)
  *     energy <error>          nvmlDeviceGetTotalEnergyConsumption answers <error> (e.g. not_supported)
  *     util <error>            nvmlDeviceGetProcessUtilization answers <error>
  *     procs <error>           the running-process calls answer <error>
@@ -144,6 +148,8 @@ struct device {
     char name[TEXT];
     double watts;
     long long power_mw; /* -1: watts * 1000 */
+    double gpu_util;    /* percent; < 0: the sum of the processes' SM % */
+    int gpu_util_err;
     int energy_err, util_err, procs_err, handle_err, fail_err;
     struct process procs[MAX_PROCS];
     int nprocs;
@@ -170,6 +176,9 @@ static int init_count;          /* nvmlInit minus nvmlShutdown */
 static int clock_started;
 static struct timespec last_advance;
 static double energy_mj[MAX_DEVICES];
+static double util_integral[MAX_DEVICES]; /* percent x seconds, and seconds, since start */
+static double util_seconds[MAX_DEVICES];
+static double util_mark[MAX_DEVICES][2]; /* both at the previous nvmlDeviceGetUtilizationRates */
 static long long energy_epoch;
 static unsigned long long t0_us; /* wall-clock start of the sample periods */
 static struct fake_handle handles[MAX_DEVICES][MAX_MIG + 1];
@@ -245,6 +254,7 @@ static int read_script(void) {
             copy_text(d->uuid, arg);
             copy_text(d->name, "NVIDIA Fake GPU");
             d->power_mw = -1;
+            d->gpu_util = -1;
         } else if (!d) {
             continue; /* a device directive before any device */
         } else if (strcmp(l, "name") == 0) {
@@ -253,6 +263,13 @@ static int read_script(void) {
             d->watts = atof(arg);
         } else if (strcmp(l, "power_mw") == 0) {
             d->power_mw = atoll(arg);
+        } else if (strcmp(l, "gpu_util") == 0) {
+            char *end;
+            double v = strtod(arg, &end);
+            if (*arg && !*end)
+                d->gpu_util = v < 0 ? 0 : (v > 100 ? 100 : v);
+            else
+                d->gpu_util_err = parse_error(arg);
         } else if (strcmp(l, "energy") == 0) {
             d->energy_err = parse_error(arg);
         } else if (strcmp(l, "util") == 0) {
@@ -299,6 +316,15 @@ static unsigned long long wall_us(void) {
     return (unsigned long long)tv.tv_sec * 1000000ULL + (unsigned long long)tv.tv_usec;
 }
 
+static double device_util(const struct device *d) {
+    if (d->gpu_util >= 0)
+        return d->gpu_util;
+    double sum = 0;
+    for (int i = 0; i < d->nprocs; i++)
+        sum += d->procs[i].sm;
+    return sum > 100 ? 100 : sum;
+}
+
 /* Advance every energy counter to now at the script's current power. */
 static void advance_energy(void) {
     struct timespec now;
@@ -314,8 +340,11 @@ static void advance_energy(void) {
     }
     double dt = (double)(now.tv_sec - last_advance.tv_sec) + (double)(now.tv_nsec - last_advance.tv_nsec) / 1e9;
     last_advance = now;
-    for (int i = 0; i < S.ndev; i++)
+    for (int i = 0; i < S.ndev; i++) {
         energy_mj[i] += S.dev[i].watts * dt * 1000.0;
+        util_integral[i] += device_util(&S.dev[i]) * dt;
+        util_seconds[i] += dt;
+    }
 }
 
 /* Lock, re-read the script and advance the counters. Returns 0 or an NVML error (lock held either way). */
@@ -474,6 +503,34 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device, unsigned l
         rc = NVML_ERROR_INVALID_ARGUMENT;
     if (rc == 0)
         *energy = (unsigned long long)energy_mj[device->dev];
+    return leave(__func__, rc);
+}
+
+/* nvml.h: nvmlUtilization_t */
+typedef struct {
+    unsigned int gpu;
+    unsigned int memory;
+} nvmlUtilization_t;
+
+nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilization_t *utilization) {
+    struct device *d;
+    int mig;
+    int rc = enter_device(device, &d, &mig);
+    if (rc == 0 && (mig >= 0 || d->nmig > 0))
+        rc = NVML_ERROR_NOT_SUPPORTED; /* not in MIG mode */
+    if (rc == 0)
+        rc = d->gpu_util_err;
+    if (rc == 0 && !utilization)
+        rc = NVML_ERROR_INVALID_ARGUMENT;
+    if (rc == 0) {
+        int i = device->dev;
+        double secs = util_seconds[i] - util_mark[i][1];
+        double pct = secs > 0 ? (util_integral[i] - util_mark[i][0]) / secs : device_util(d);
+        util_mark[i][0] = util_integral[i];
+        util_mark[i][1] = util_seconds[i];
+        memset(utilization, 0, sizeof *utilization);
+        utilization->gpu = (unsigned int)(pct + 0.5);
+    }
     return leave(__func__, rc);
 }
 
