@@ -1,5 +1,6 @@
 //! The binary as a user meets it, without privileges: estimate mode where there is no RAPL, the HTTP
 //! surface, and bad flags (one line naming the flag, exit code 2).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

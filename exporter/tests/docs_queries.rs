@@ -1,5 +1,6 @@
 //! Every PromQL block of docs/queries.md parses: the queries are written into a rule file (Grafana
 //! variables replaced by values) and checked with `promtool check rules`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! at known duty cycles by CFS quotas, a simulated powercap tree whose counters wrap every few seconds,
 //! and the real `kepler-rs` binary scraped over HTTP. It runs twice: with `--cpu-source cgroup` and with
 //! `--cpu-source ebpf`, against the same tolerances.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! hub), the local HTTPS API server serving their recorded pod objects, and two real exporters over
 //! the same cgroups and simulated RAPL, one with `--kubeconfig` and one with `--no-kube`. Names and
 //! users must appear, and the pods' power must be the same with and without the API.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 mod fake_api;

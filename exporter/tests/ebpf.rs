@@ -2,6 +2,7 @@
 //! their /proc time, a storm of short-lived processes vs their cgroup's own counter, and the
 //! exporter under least privilege (setpriv): metrics flow with CAP_BPF + CAP_PERFMON +
 //! CAP_DAC_READ_SEARCH only; without CAP_BPF `auto` falls back and `ebpf` exits 2.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! GPU support as a user meets it on a machine without an NVIDIA driver: `--gpu auto` (the default)
 //! says so once and exports no GPU series, `--gpu nvml` is a one-line error with exit code 2.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

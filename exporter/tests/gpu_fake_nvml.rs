@@ -3,6 +3,7 @@
 //! scripts/fake-nvml.sh and found through LD_LIBRARY_PATH) whose devices, counters, processes and
 //! failures follow a script file the test rewrites mid-run. It proves the exporter's side of the NVML
 //! boundary (symbols, struct layouts, error mapping, counters, attribution), not the real driver's.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The binary with Kubernetes options, without privileges: readiness never waits for the API server,
 //! metadata catches up when it comes, and a bad `--kubeconfig` is a one-line usage error (exit 2).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 mod fake_api;

@@ -2,6 +2,7 @@
 //! Zero-to-JupyterHub pods: initial list, watch events, bookmarks, 410 Gone, a dropped connection,
 //! a long outage and an API server unreachable at start. Retry delays are shrunk (`WatchTuning`) so an
 //! outage of minutes runs as the same sequence of failed retries in seconds.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod fake_api;
 

@@ -2,6 +2,7 @@
 //! by counting the bytes this test binary holds allocated (a counting global allocator) before and
 //! after building the index from real `Pod` objects. One test in this binary, so nothing else allocates
 //! meanwhile. The bound is 5 MiB; the number is printed for benches/README.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use k8s_openapi::api::core::v1::Pod;
 use kepler_rs::resource::index::PodIndex;

@@ -1,5 +1,6 @@
 //! A real Prometheus (Debian's package) scrapes the real exporter: the target is up, no sample is
 //! rejected, and rate() over the exporter's counters matches the power it reports.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

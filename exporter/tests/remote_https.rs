@@ -2,6 +2,7 @@
 //! serves them: HTTPS with a private CA (refused without --ca-file), basic auth (password from a
 //! file or the environment; a wrong one is a clear 401) and bearer tokens. A TLS proxy made in the
 //! test stands in front of a real exporter and a real Prometheus (Debian's package).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 mod tls_proxy;

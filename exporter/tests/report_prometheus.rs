@@ -2,6 +2,7 @@
 //! measuring fake pods (real cgroups, as root): the kWh per pod and per namespace equal the
 //! exporter's own joules over the same window within 2%. Per-user grouping is unit-tested with
 //! fixtures (no hub_user labels exist before Kubernetes metadata); here it must say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 mod top_support;

@@ -1,6 +1,7 @@
 //! `kepler-rs top --once` against a real exporter measuring fake pods (real cgroups, as root):
 //! text and JSON agree with the exporter; bad sources give one clear line and an exit code.
 //! (Its own binary so its pods do not run beside the tmux test's.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 mod top_support;

@@ -2,6 +2,7 @@
 //! measures fake pods (real cgroups, as root). The test types keys (sort, filter, switch view,
 //! quit), reads the screen with capture-pane, and checks the terminal is restored after `q` and
 //! after SIGTERM, that a 20x5 terminal gets a message, and that an exporter restart is survived.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 mod top_support;

@@ -3,6 +3,7 @@
 //! disk is served without a restart, bad web configs exit 2 with one line, hostile clients are
 //! answered or dropped, and slow clients cannot crowd out a scrape. promtool accepts every web
 //! config these tests serve with.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 mod test_tls;

@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod ledger;
 pub mod nvml;
 pub mod podresources;
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod scripted;
 
 use crate::config::GpuChoice;

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: run the real binary, scrape it over HTTP, parse the
 //! exposition, and decide whether a privileged test may skip.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(dead_code)]
 
 pub mod cgroups;

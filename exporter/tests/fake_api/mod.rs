@@ -3,6 +3,7 @@
 //! cut in the middle of an event, and outages. TLS uses a CA made at test time (rcgen) that the
 //! kubeconfig it writes trusts; the client verifies the server as it would a real API server.
 //! It refuses any pod request without the node's field selector, so a cluster-wide list fails tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(dead_code)]
 
 use serde_json::{json, Value};

@@ -1,6 +1,7 @@
 //! TLS servers for tests: a certificate authority made at test time (rcgen) with a server
 //! certificate it signs for 127.0.0.1 and localhost (its PEM goes where a client's trust setting,
 //! kubeconfig or --ca-file, can name it), and an accept loop on a thread of its own.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(dead_code)]
 
 use std::future::Future;

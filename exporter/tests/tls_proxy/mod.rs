@@ -1,6 +1,7 @@
 //! A small HTTPS reverse proxy in front of a real server on loopback (an exporter, Prometheus):
 //! TLS with a CA made at test time, and basic or bearer auth checked the way an ingress does
 //! (401 with `WWW-Authenticate`, nothing forwarded). `/moved...` answers a redirect.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(dead_code)]
 
 #[path = "../test_tls/mod.rs"]

@@ -1,6 +1,7 @@
 //! Helpers for the `top` and `report` integration tests: fake pods as real cgroup v1 directories
 //! with busy processes held at a duty cycle (removed on drop), and a private tmux server to drive a
 //! real terminal. (A real Prometheus is `common::prometheus`.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(dead_code)]
 
 use std::fs;
