@@ -359,6 +359,11 @@ pub fn duty_cycled_loop(cpu_dir: &Path, period_us: u64, duty: f64, join: &[PathB
     std::fs::write(cpu_dir.join("cpu.cfs_period_us"), period_us.to_string()).unwrap();
     let quota = (duty * period_us as f64) as u64;
     std::fs::write(cpu_dir.join("cpu.cfs_quota_us"), quota.to_string()).unwrap();
+    busy_loop_in(join)
+}
+
+/// A busy loop moved into every cgroup directory of `join`.
+pub fn busy_loop_in(join: &[PathBuf]) -> Child {
     let child = Command::new("sh")
         .args(["-c", "while :; do :; done"])
         .stdout(Stdio::null())
