@@ -1,7 +1,9 @@
 //! End to end, as root: real kubelet-like cgroups (cgroupfs layout, two pods), real busy processes held
 //! at known duty cycles by CFS quotas, a simulated powercap tree whose counters wrap every few seconds,
-//! and the real `kepler-rs` binary scraped over HTTP. It runs twice: with `--cpu-source cgroup` and with
-//! `--cpu-source ebpf`, against the same tolerances.
+//! and the real `kepler-rs` binary scraped over HTTP. It runs on cgroup v2 (the pods only in the
+//! cgroup2 hierarchy, the exporter shown only that mount), on v1 and on a hybrid host where the host has
+//! those hierarchies, with `--cpu-source cgroup` and with `--cpu-source ebpf`, against the same
+//! tolerances.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
@@ -14,28 +16,71 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The two variants share the CPU and their duty cycles: run one at a time.
+/// The variants share the CPU and their duty cycles: run one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
-fn real_cgroups_simulated_rapl_end_to_end() {
-    end_to_end("real_cgroups_simulated_rapl_end_to_end", "cgroup", 1);
+fn cgroup_v2_simulated_rapl_end_to_end() {
+    end_to_end(
+        "cgroup_v2_simulated_rapl_end_to_end",
+        Mode::Modern,
+        "cgroup",
+        1,
+    );
 }
 
 #[test]
-fn real_cgroups_simulated_rapl_end_to_end_ebpf() {
-    end_to_end("real_cgroups_simulated_rapl_end_to_end_ebpf", "ebpf", 2);
+fn cgroup_v2_simulated_rapl_end_to_end_ebpf() {
+    end_to_end(
+        "cgroup_v2_simulated_rapl_end_to_end_ebpf",
+        Mode::Modern,
+        "ebpf",
+        2,
+    );
 }
 
-/// The whole scenario with `--cpu-source <cpu_source>`; `variant` keeps the cgroup names apart.
-fn end_to_end(test: &'static str, cpu_source: &str, variant: u32) {
+#[test]
+fn cgroup_hybrid_simulated_rapl_end_to_end() {
+    end_to_end(
+        "cgroup_hybrid_simulated_rapl_end_to_end",
+        Mode::Hybrid,
+        "cgroup",
+        3,
+    );
+}
+
+#[test]
+fn cgroup_hybrid_simulated_rapl_end_to_end_ebpf() {
+    end_to_end(
+        "cgroup_hybrid_simulated_rapl_end_to_end_ebpf",
+        Mode::Hybrid,
+        "ebpf",
+        4,
+    );
+}
+
+/// eBPF on a v1-only host places processes through /proc/<pid>/cgroup, which the v1 view of /proc
+/// (mountinfo without cgroup2) does not hold: the cgroup source only.
+#[test]
+fn cgroup_v1_simulated_rapl_end_to_end() {
+    end_to_end(
+        "cgroup_v1_simulated_rapl_end_to_end",
+        Mode::Legacy,
+        "cgroup",
+        5,
+    );
+}
+
+/// The whole scenario on `mode`'s hierarchies with `--cpu-source <cpu_source>`; `variant` keeps the
+/// cgroup names apart.
+fn end_to_end(test: &'static str, mode: Mode, cpu_source: &str, variant: u32) {
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(mut cluster) = Cluster::open(test) else {
+    let Some(mut cluster) = Cluster::open_mode(test, mode) else {
         return;
     };
-    let tag = std::process::id() * 4 + variant;
+    let tag = std::process::id() * 8 + variant;
     let uid_a = format!("aaaaaaaa-0000-4000-8000-{tag:012x}");
     let uid_b = format!("bbbbbbbb-0000-4000-8000-{tag:012x}");
     let cid = |n: u32| format!("{n:08x}{tag:056x}");
@@ -78,10 +123,15 @@ fn end_to_end(test: &'static str, cpu_source: &str, variant: u32) {
     std::os::unix::fs::symlink("/sys/kernel", sys.join("kernel")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let updater = start_powercap(&sys, stop.clone());
+    let procfs = cluster
+        .procfs_view(&tmp.path().join("proc"))
+        .unwrap_or_else(|| "/proc".into());
 
     let mut e = Exporter::start(&[
         "--sysfs",
         sys.to_str().unwrap(),
+        "--procfs",
+        procfs.to_str().unwrap(),
         "--interval",
         "1s",
         "--node-name",
@@ -262,6 +312,16 @@ fn end_to_end(test: &'static str, cpu_source: &str, variant: u32) {
         .terminate(Duration::from_secs(10))
         .expect("exporter did not stop on SIGTERM");
     assert!(status.success(), "exit status {status}");
+    let log = e.stderr();
+    let chosen = log
+        .lines()
+        .find(|l| l.contains("cgroup activity source"))
+        .unwrap_or_else(|| panic!("no cgroup hierarchy in the log:\n{log}"));
+    assert!(
+        chosen.contains(mode.counter_file()),
+        "{mode:?}: expected {} to be read: {chosen}",
+        mode.counter_file()
+    );
     stop.store(true, Ordering::Relaxed);
     updater.join().unwrap();
 }

@@ -1,6 +1,7 @@
-//! Real cgroups for end-to-end tests (as root): kubelet-like pod and container cgroups in the v1
-//! `cpu`/`cpuacct` hierarchies, busy processes held at duty cycles by CFS quotas, a simulated powercap
-//! tree whose counters wrap, and the scrape helpers and conservation checks the e2e tests share.
+//! Real cgroups for end-to-end tests (as root): kubelet-like pod and container cgroups on cgroup v2, v1
+//! or both (hybrid), busy processes held at duty cycles by CFS quotas, the host as the exporter should
+//! see it in each mode, a simulated powercap tree whose counters wrap, and the scrape helpers and
+//! conservation checks the e2e tests share.
 
 use super::*;
 use std::fs;
@@ -16,54 +17,169 @@ pub const DRAM_WATTS: f64 = 5.0;
 pub const PKG_RANGE_UJ: u64 = 150_000_000; // wraps every 3 s at 50 W
 pub const DRAM_RANGE_UJ: u64 = 10_000_000; // wraps every 2 s at 5 W
 
+/// Where the test's pods live and which cgroup mounts the exporter is shown (the three host kinds of
+/// vector's cgroups source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// cgroup v1: pods in the v1 `cpu` and `cpuacct` hierarchies; the exporter sees no cgroup2 mount.
+    Legacy,
+    /// The host as it is on a hybrid node: pods in v1 `cpu`/`cpuacct` and in the cgroup2 hierarchy
+    /// (runc joins both); the exporter reads the host's own mountinfo.
+    Hybrid,
+    /// cgroup v2 (current distributions, MicroK8s): pods in the cgroup2 hierarchy; the exporter sees
+    /// only the cgroup2 mount.
+    Modern,
+}
+
+impl Mode {
+    /// The counter file the exporter should read in this mode.
+    pub fn counter_file(self) -> &'static str {
+        match self {
+            Mode::Legacy | Mode::Hybrid => "cpuacct.usage",
+            Mode::Modern => "cpu.stat",
+        }
+    }
+}
+
+/// Where CFS quotas and weights are written.
+#[derive(Debug, Clone)]
+enum Quota {
+    /// v1 `cpu` hierarchy: `cpu.cfs_quota_us`, `cpu.shares`.
+    V1(PathBuf),
+    /// The cgroup2 hierarchy with its `cpu` controller: `cpu.max`, `cpu.weight`.
+    V2(PathBuf),
+}
+
 /// Cgroups and processes made by the test, removed on drop (also when an assertion fails).
 pub struct Cluster {
-    pub cpu: PathBuf,
-    pub cpuacct: PathBuf,
-    /// The v2 hierarchy of a hybrid host: runc creates and joins the container's cgroup there too
-    /// (the eBPF source resolves processes by their v2 cgroup id).
-    pub unified: Option<PathBuf>,
+    pub mode: Mode,
+    /// The hierarchy whose counters the test reads (v1 `cpuacct`, or cgroup2).
+    usage_root: PathBuf,
+    quota: Quota,
+    /// Every hierarchy a container joins.
+    roots: Vec<PathBuf>,
     pub dirs: Vec<PathBuf>, // relative, creation order
     pub procs: Vec<Child>,
 }
 
 impl Cluster {
-    /// The v1 hierarchies for test `test`, or `None` after printing why it skips (failing instead
-    /// under `KEPLER_RS_REQUIRE_PRIVILEGED=1`): it needs root and cgroup v1 `cpu` and `cpuacct`.
+    /// The host's own layout: hybrid where it has v1 `cpu` and `cpuacct` and a cgroup2 mount, v1
+    /// where it has no cgroup2 mount, else cgroup v2.
     pub fn open(test: &str) -> Option<Cluster> {
+        let mode = match (v1_mounts().is_some(), v2_mount().is_some()) {
+            (true, true) => Mode::Hybrid,
+            (true, false) => Mode::Legacy,
+            (false, _) => Mode::Modern,
+        };
+        Cluster::open_mode(test, mode)
+    }
+
+    /// The hierarchies for `mode`, or `None` after printing why it skips (failing instead under
+    /// `KEPLER_RS_REQUIRE_PRIVILEGED=1`): it needs root, the mode's hierarchies, and a `cpu` controller
+    /// to hold duty cycles (v2's, or on a hybrid host v1's).
+    pub fn open_mode(test: &str, mode: Mode) -> Option<Cluster> {
         if !privileged(test, "creates cgroups and moves processes into them") {
             return None;
         }
-        let Some((cpu, cpuacct)) = v1_mounts() else {
-            skip(
-                test,
-                "needs cgroup v1 cpu and cpuacct hierarchies (hybrid host)",
-            );
-            return None;
+        let v1 = v1_mounts();
+        let v2 = v2_mount();
+        let cluster = match (mode, v1, v2) {
+            (Mode::Legacy, Some((cpu, cpuacct)), _) => Cluster::new(
+                mode,
+                cpuacct.clone(),
+                Quota::V1(cpu.clone()),
+                vec![cpu, cpuacct],
+            ),
+            (Mode::Hybrid, Some((cpu, cpuacct)), Some(unified)) => Cluster::new(
+                mode,
+                cpuacct.clone(),
+                Quota::V1(cpu.clone()),
+                vec![cpu, cpuacct, unified],
+            ),
+            (Mode::Modern, v1, Some(unified)) => {
+                let quota = if v2_offers_cpu(&unified) {
+                    Quota::V2(unified.clone())
+                } else if let Some((cpu, _)) = v1 {
+                    // A hybrid host binds the cpu controller to v1: the quota is held there, in a
+                    // hierarchy the exporter is not shown.
+                    Quota::V1(cpu)
+                } else {
+                    skip(test, "no cpu controller (v1 or v2) to hold duty cycles");
+                    return None;
+                };
+                let mut roots = vec![unified.clone()];
+                if let Quota::V1(cpu) = &quota {
+                    roots.push(cpu.clone());
+                }
+                Cluster::new(mode, unified, quota, roots)
+            }
+            (Mode::Legacy, None, _) | (Mode::Hybrid, None, _) => {
+                skip(test, "needs cgroup v1 cpu and cpuacct hierarchies");
+                return None;
+            }
+            (Mode::Hybrid, Some(_), None) | (Mode::Modern, _, None) => {
+                skip(test, "needs a cgroup2 mount");
+                return None;
+            }
         };
-        Some(Cluster {
-            cpu,
-            cpuacct,
-            unified: v2_mount(),
-            dirs: Vec::new(),
-            procs: Vec::new(),
-        })
+        Some(cluster)
     }
 
-    /// Every hierarchy a container joins: v1 cpu and cpuacct, and v2 where mounted.
+    fn new(mode: Mode, usage_root: PathBuf, quota: Quota, roots: Vec<PathBuf>) -> Cluster {
+        Cluster {
+            mode,
+            usage_root,
+            quota,
+            roots,
+            dirs: Vec::new(),
+            procs: Vec::new(),
+        }
+    }
+
+    /// Every hierarchy a container joins.
     pub fn roots(&self) -> Vec<PathBuf> {
-        let mut roots = vec![self.cpu.clone(), self.cpuacct.clone()];
-        roots.extend(self.unified.clone());
-        roots
+        self.roots.clone()
+    }
+
+    /// A `--procfs` root showing the exporter this mode's host: `stat` is the host's, and
+    /// `1/mountinfo` lists only the mode's cgroup mounts. `None` in hybrid mode: the host's /proc.
+    /// Processes are not there: only for CPU sources that place them by cgroup (cgroup; eBPF on v2).
+    pub fn procfs_view(&self, dir: &Path) -> Option<PathBuf> {
+        let keep_fs = match self.mode {
+            Mode::Hybrid => return None,
+            Mode::Legacy => "cgroup",
+            Mode::Modern => "cgroup2",
+        };
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let lines: String = info
+            .lines()
+            .filter(|line| {
+                let fs_type = line
+                    .split_once(" - ")
+                    .and_then(|(_, post)| post.split(' ').next());
+                !matches!(fs_type, Some("cgroup" | "cgroup2")) || fs_type == Some(keep_fs)
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        fs::create_dir_all(dir.join("1")).unwrap();
+        fs::write(dir.join("1/mountinfo"), lines).unwrap();
+        std::os::unix::fs::symlink("/proc/stat", dir.join("stat")).unwrap();
+        Some(dir.to_path_buf())
     }
 
     /// A large CFS weight for `rel`, so its busy loops reach their quotas on a shared machine.
     pub fn heavy_weight(&self, rel: &str) {
-        let _ = fs::write(self.cpu.join(rel).join("cpu.shares"), "262144");
+        let _ = match &self.quota {
+            Quota::V1(cpu) => fs::write(cpu.join(rel).join("cpu.shares"), "262144"),
+            Quota::V2(root) => {
+                enable_cpu_controller(root, rel);
+                fs::write(root.join(rel).join("cpu.weight"), "10000")
+            }
+        };
     }
 
     pub fn mkdir(&mut self, rel: &str) {
-        for root in &self.roots() {
+        for root in &self.roots {
             fs::create_dir_all(root.join(rel)).unwrap_or_else(|e| panic!("mkdir {rel}: {e}"));
         }
         self.dirs.push(PathBuf::from(rel));
@@ -74,28 +190,48 @@ impl Cluster {
     /// across a tick lands in the next interval, and with a 100 ms period such a slice could be
     /// 60 ms, several % of an interval's share.
     pub fn busy(&mut self, rel: &str, duty: f64) {
-        let join: Vec<PathBuf> = self.roots().iter().map(|root| root.join(rel)).collect();
-        let child = duty_cycled_loop(&self.cpu.join(rel), 10_000, duty, &join);
+        let join: Vec<PathBuf> = self.roots.iter().map(|root| root.join(rel)).collect();
+        let child = match &self.quota {
+            Quota::V1(cpu) => duty_cycled_loop(&cpu.join(rel), 10_000, duty, &join),
+            Quota::V2(root) => {
+                enable_cpu_controller(root, rel);
+                let quota = (duty * 10_000.0) as u64;
+                fs::write(root.join(rel).join("cpu.max"), format!("{quota} 10000")).unwrap();
+                busy_loop_in(&join)
+            }
+        };
         self.procs.push(child);
     }
 
     pub fn attach(&self, rel: &str, pid: u32) {
-        for root in &self.roots() {
+        for root in &self.roots {
             fs::write(root.join(rel).join("cgroup.procs"), pid.to_string()).unwrap();
         }
     }
 
+    /// CPU time of `rel` and its descendants, in nanoseconds.
     pub fn usage_ns(&self, rel: &str) -> f64 {
-        fs::read_to_string(self.cpuacct.join(rel).join("cpuacct.usage"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        let dir = self.usage_root.join(rel);
+        match self.mode {
+            Mode::Legacy | Mode::Hybrid => read_number(&dir.join("cpuacct.usage")),
+            Mode::Modern => {
+                let stat = fs::read_to_string(dir.join("cpu.stat")).unwrap();
+                let usec: f64 = stat
+                    .lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))
+                    .unwrap_or_else(|| panic!("{}: no usage_usec", dir.display()))
+                    .trim()
+                    .parse()
+                    .unwrap();
+                usec * 1e3
+            }
+        }
     }
 
+    /// Removes `rel` in every hierarchy, waiting briefly for killed processes to leave it.
     pub fn rmdir(&mut self, rel: &str) {
-        for root in &self.roots() {
-            let _ = fs::remove_dir(root.join(rel));
+        for root in &self.roots {
+            remove_cgroup(&root.join(rel));
         }
         self.dirs.retain(|d| d != Path::new(rel));
     }
@@ -113,10 +249,48 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_all();
         for rel in self.dirs.clone().iter().rev() {
-            for root in &self.roots() {
-                let _ = fs::remove_dir(root.join(rel));
+            for root in &self.roots {
+                remove_cgroup(&root.join(rel));
             }
         }
+    }
+}
+
+/// Whether the cgroup2 root offers the `cpu` controller (pure v2 hosts; not hybrid ones).
+fn v2_offers_cpu(root: &Path) -> bool {
+    fs::read_to_string(root.join("cgroup.controllers"))
+        .is_ok_and(|c| c.split_whitespace().any(|name| name == "cpu"))
+}
+
+/// Enables the v2 `cpu` controller for `rel`: `+cpu` in the subtree_control of the root and of each
+/// ancestor of `rel` (none of them holds processes).
+fn enable_cpu_controller(root: &Path, rel: &str) {
+    let mut dir = root.to_path_buf();
+    let parents: Vec<_> = Path::new(rel).components().collect();
+    for component in
+        std::iter::once(None).chain(parents[..parents.len().saturating_sub(1)].iter().map(Some))
+    {
+        if let Some(c) = component {
+            dir.push(c);
+        }
+        let control = dir.join("cgroup.subtree_control");
+        fs::write(&control, "+cpu").unwrap_or_else(|e| panic!("{}: +cpu: {e}", control.display()));
+    }
+}
+
+fn read_number(path: &Path) -> f64 {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Removes a cgroup directory; killed processes leave it a moment later, so retry for up to 2 s.
+fn remove_cgroup(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while fs::remove_dir(path).is_err() && path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

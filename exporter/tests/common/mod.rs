@@ -25,12 +25,13 @@ pub fn privileged(test: &str, needs: &str) -> bool {
     false
 }
 
-/// Print a skip, or panic when skips are forbidden.
+/// Print a skip, or panic when skips are forbidden. The line goes to the process's stderr itself,
+/// not through the test harness's capture, so the summary of a passing run shows it.
 pub fn skip(test: &str, why: &str) {
     if std::env::var("KEPLER_RS_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
         panic!("{test}: cannot skip under KEPLER_RS_REQUIRE_PRIVILEGED=1: {why}");
     }
-    eprintln!("SKIP {test}: {why}");
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {why}");
 }
 
 pub fn free_port() -> u16 {
@@ -84,6 +85,12 @@ impl Exporter {
             }
             None => Command::new(bin),
         };
+        // The exporter reads its options from KEPLER_RS_* too: only what the test passes counts.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("KEPLER_RS_") {
+                command.env_remove(name);
+            }
+        }
         let child = command
             .arg("run")
             .args(["--listen", &listen])
@@ -353,6 +360,11 @@ pub fn duty_cycled_loop(cpu_dir: &Path, period_us: u64, duty: f64, join: &[PathB
     std::fs::write(cpu_dir.join("cpu.cfs_period_us"), period_us.to_string()).unwrap();
     let quota = (duty * period_us as f64) as u64;
     std::fs::write(cpu_dir.join("cpu.cfs_quota_us"), quota.to_string()).unwrap();
+    busy_loop_in(join)
+}
+
+/// A busy loop moved into every cgroup directory of `join`.
+pub fn busy_loop_in(join: &[PathBuf]) -> Child {
     let child = Command::new("sh")
         .args(["-c", "while :; do :; done"])
         .stdout(Stdio::null())
