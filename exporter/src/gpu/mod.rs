@@ -133,8 +133,10 @@ impl GpuMonitor {
                 .flat_map(|d| d.processes.iter().map(|p| p.pid)),
         );
         issues.extend(owner_issues);
-        let (assignments, assignment_issues) = self.assignments();
-        issues.extend(assignment_issues);
+        let assignments = self.assignments().unwrap_or_else(|issue| {
+            issues.push(issue);
+            BTreeMap::new()
+        });
         let mut inputs = Vec::with_capacity(sample.devices.len());
         for reading in &sample.devices {
             let (Some(total), Some(info)) = (reading.energy, self.sampler.device(reading.slot))
@@ -212,27 +214,21 @@ impl GpuMonitor {
     }
 
     /// Device ID -> the one pod holding it, from the kubelet (empty where unavailable).
-    fn assignments(&mut self) -> (BTreeMap<String, PodUid>, Vec<SourceIssue>) {
+    fn assignments(&mut self) -> Result<BTreeMap<String, PodUid>, SourceIssue> {
         if !self.pod_uids.available() {
-            return (BTreeMap::new(), Vec::new());
+            return Ok(BTreeMap::new());
         }
         match self.assignments.list() {
-            Ok(Some(list)) => (
-                exclusive_devices(&list)
-                    .into_iter()
-                    .filter_map(|(id, pod)| self.pod_uids.uid(&pod).map(|uid| (id, uid)))
-                    .collect(),
-                Vec::new(),
-            ),
-            Ok(None) => (BTreeMap::new(), Vec::new()),
-            Err(e) => (
-                BTreeMap::new(),
-                vec![SourceIssue::new(
-                    Input::PodResources,
-                    e.kind(),
-                    e.to_string(),
-                )],
-            ),
+            Ok(Some(list)) => Ok(exclusive_devices(&list)
+                .into_iter()
+                .filter_map(|(id, pod)| self.pod_uids.uid(&pod).map(|uid| (id, uid)))
+                .collect()),
+            Ok(None) => Ok(BTreeMap::new()),
+            Err(e) => Err(SourceIssue::new(
+                Input::PodResources,
+                e.kind(),
+                e.to_string(),
+            )),
         }
     }
 }
