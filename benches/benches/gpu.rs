@@ -103,8 +103,7 @@ fn bench_tick(c: &mut Criterion) {
         Duration::from_secs(120),
         None,
     );
-    let mut issues = Vec::new();
-    gpu.tick(None, Duration::ZERO, &mut issues);
+    let mut issues = gpu.tick(None, Duration::ZERO);
     let mut step: u64 = 0;
     // Advance the script as a real second would: 300 J per device, one utilisation sample per process.
     let advance = |step: u64| {
@@ -132,12 +131,7 @@ fn bench_tick(c: &mut Criterion) {
         b.iter(|| {
             step += 1;
             advance(step);
-            issues.clear();
-            gpu.tick(
-                Some(Duration::from_secs(1)),
-                Duration::from_secs(step),
-                &mut issues,
-            );
+            issues = gpu.tick(Some(Duration::from_secs(1)), Duration::from_secs(step));
             black_box(gpu.snapshot(&NoPodMetadata))
         })
     });

@@ -8,6 +8,7 @@ pub mod config;
 pub mod files;
 pub mod gpu;
 pub mod idle;
+pub mod issue;
 pub mod ledger;
 pub mod metrics;
 pub mod monitor;

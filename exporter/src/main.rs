@@ -11,6 +11,7 @@ use kepler_rs::config::{
     Config, CpuSourceChoice, EnergySourceChoice, LogFormat, PodMetadataSource, RunArgs,
 };
 use kepler_rs::idle::IdleEstimator;
+use kepler_rs::issue::{Input, IssueKind, SourceIssue};
 use kepler_rs::metrics::BuildInfo;
 use kepler_rs::monitor::{self, Inputs, Monitor};
 use kepler_rs::resource::kube::{self as pod_watch, PodCache, WatchTuning};
@@ -19,7 +20,6 @@ use kepler_rs::server::{self, ServerState};
 use kepler_rs::snapshot::Snapshot;
 use kepler_rs::source::estimate::Estimate;
 use kepler_rs::source::{rapl, EnergySource};
-use kepler_rs::units::SourceIssue;
 use kepler_rs::web::WebState;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -150,9 +150,9 @@ fn energy_source(
             Err(format!("--energy-source rapl: {e}"))
         }
         Err(e) => {
-            if e.kind() == "permission_denied" {
+            if e.kind() == IssueKind::PermissionDenied {
                 tracing::error!(error = %e, "RAPL is present but unreadable; serving ESTIMATES instead (source=\"estimate\")");
-                startup.push(SourceIssue::new("rapl", e.kind(), e.to_string()));
+                startup.push(SourceIssue::new(Input::Rapl, e.kind(), e.to_string()));
             } else {
                 tracing::info!(reason = %e, "no RAPL on this machine");
             }
@@ -193,9 +193,9 @@ fn activity_source(
                 return Err(format!("--cpu-source ebpf: {}: {e}", e.reason()))
             }
             Err(e) => {
-                tracing::warn!(reason = e.kind(), error = %e,
+                tracing::warn!(reason = %e.kind(), error = %e,
                     "eBPF unavailable ({}); CPU activity from cgroup counters instead", e.reason());
-                startup.push(SourceIssue::new("ebpf", e.kind(), e.to_string()));
+                startup.push(SourceIssue::new(Input::Ebpf, e.kind(), e.to_string()));
             }
         }
     }
@@ -207,7 +207,7 @@ fn activity_source(
             }
             Err(e) => {
                 tracing::error!(error = %e, "no cgroup hierarchy usable: all activity counts as system, no pod series");
-                startup.push(SourceIssue::new("cgroup", e.kind(), e.to_string()));
+                startup.push(SourceIssue::new(Input::Cgroup, e.kind(), e.to_string()));
                 Box::new(NoPods)
             }
         },

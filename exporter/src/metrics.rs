@@ -374,9 +374,13 @@ impl Collector for SnapshotCollector {
             "kepler_exporter_source_errors",
             "Skipped reads and rejected measurements by input and kind.",
             Counter,
-            s.health.issues.iter().map(|((src, kind), n)| {
+            s.health.issues.iter().map(|((input, kind), n)| {
                 (
-                    [("node_name", node), ("source", *src), ("kind", *kind)],
+                    [
+                        ("node_name", node),
+                        ("source", input.as_str()),
+                        ("kind", kind.as_str()),
+                    ],
                     *n as f64,
                 )
             }),

@@ -7,11 +7,11 @@ use crate::activity::{ActivitySource, NodeCpu, ProcessActivity};
 use crate::attribution::{attribute, ActivityInput, ZoneInput};
 use crate::gpu::GpuMonitor;
 use crate::idle::{IdleEstimator, Scope};
+use crate::issue::{Input, IssueKind, SourceIssue};
 use crate::ledger::Ledger;
 use crate::resource::pods::PodMetadata;
 use crate::snapshot::{ExporterHealth, Snapshot, SocketZone, SourceHealth};
 use crate::source::{EnergySource, IntervalContext, SocketEnergy};
-use crate::units::SourceIssue;
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -36,10 +36,10 @@ pub struct Monitor {
     health: ExporterHealth,
     started: Instant,
     last_sample: Option<Instant>,
-    /// (source, kind) pairs already logged at warn level: later ones go to debug.
-    warned: HashSet<(&'static str, &'static str)>,
+    /// (input, kind) pairs already logged at warn level: later ones go to debug.
+    warned: HashSet<(Input, IssueKind)>,
     /// Inputs found unusable at start (e.g. RAPL permission denied): reported as down on every tick.
-    unavailable: Vec<&'static str>,
+    unavailable: Vec<Input>,
     /// GPU measurement, when GPU support is on.
     gpu: Option<GpuMonitor>,
     /// Cumulative energy per (zone, socket), sorted.
@@ -79,14 +79,14 @@ impl Monitor {
     /// Record an input that could not be used at start: counted once in the errors self-metric (and
     /// logged by the caller), and reported as down (`kepler_exporter_source_up 0`) from then on.
     pub fn note_unavailable(&mut self, issue: SourceIssue) {
-        self.warned.insert((issue.source, issue.kind));
+        self.warned.insert((issue.input, issue.kind));
         *self
             .health
             .issues
-            .entry((issue.source, issue.kind))
+            .entry((issue.input, issue.kind))
             .or_insert(0) += 1;
-        if !self.unavailable.contains(&issue.source) {
-            self.unavailable.push(issue.source);
+        if !self.unavailable.contains(&issue.input) {
+            self.unavailable.push(issue.input);
         }
     }
 
@@ -109,7 +109,7 @@ impl Monitor {
         let node_cpu = match self.inputs.node_cpu.sample() {
             Ok(n) => n,
             Err(e) => {
-                issues.push(SourceIssue::new("procfs", e.kind(), e.to_string()));
+                issues.push(SourceIssue::new(Input::Procfs, e.kind(), e.to_string()));
                 None
             }
         };
@@ -132,18 +132,15 @@ impl Monitor {
         let energy = self.inputs.energy.sample(&ctx);
         issues.extend(energy.issues.iter().cloned());
         if let Some(gpu) = &mut self.gpu {
-            gpu.tick(
-                elapsed,
-                now.saturating_duration_since(self.started),
-                &mut issues,
-            );
+            issues.extend(gpu.tick(elapsed, now.saturating_duration_since(self.started)));
         }
 
-        let energy_up = !energy
+        let energy_input = Input::from(self.inputs.energy.kind());
+        let energy_up = !energy.issues.iter().any(|i| i.input == energy_input);
+        let activity_up = !activity
             .issues
             .iter()
-            .any(|i| i.source == self.inputs.energy.kind().as_str());
-        let activity_up = !activity.issues.iter().any(|i| i.kind != "vanished");
+            .any(|i| i.kind != IssueKind::Vanished);
         self.health.sources = vec![
             SourceHealth {
                 source: self.inputs.energy.kind().as_str(),
@@ -154,18 +151,21 @@ impl Monitor {
                 up: activity_up,
             },
             SourceHealth {
-                source: "procfs",
+                source: Input::Procfs.as_str(),
                 up: node_cpu.is_some() || elapsed.is_none(),
             },
         ];
         if let Some(gpu) = &self.gpu {
             self.health.sources.push(SourceHealth {
-                source: "gpu",
+                source: Input::Gpu.as_str(),
                 up: gpu.up(),
             });
         }
-        for source in &self.unavailable {
-            self.health.sources.push(SourceHealth { source, up: false });
+        for input in &self.unavailable {
+            self.health.sources.push(SourceHealth {
+                source: input.as_str(),
+                up: false,
+            });
         }
 
         if let Some(elapsed) = elapsed {
@@ -272,19 +272,18 @@ impl Monitor {
             *self
                 .health
                 .issues
-                .entry((issue.source, issue.kind))
+                .entry((issue.input, issue.kind))
                 .or_insert(0) += 1;
-            if self.warned.insert((issue.source, issue.kind)) {
+            let (source, kind) = (issue.input.as_str(), issue.kind.as_str());
+            if self.warned.insert((issue.input, issue.kind)) {
                 tracing::warn!(
-                    source = issue.source,
-                    kind = issue.kind,
-                    "{} (further {}/{} issues are logged at debug level)",
-                    issue.detail,
-                    issue.source,
-                    issue.kind
+                    source,
+                    kind,
+                    "{} (further {source}/{kind} issues are logged at debug level)",
+                    issue.detail
                 );
             } else {
-                tracing::debug!(source = issue.source, kind = issue.kind, "{}", issue.detail);
+                tracing::debug!(source, kind, "{}", issue.detail);
             }
         }
     }
@@ -348,8 +347,11 @@ mod tests {
                 });
             }
             if self.0.is_multiple_of(3) {
-                s.issues
-                    .push(SourceIssue::new("rapl", "parse", "garbage in energy_uj"));
+                s.issues.push(SourceIssue::new(
+                    Input::Rapl,
+                    IssueKind::Parse,
+                    "garbage in energy_uj",
+                ));
             }
             s
         }
@@ -423,7 +425,10 @@ mod tests {
         assert!((s.cpu_usage_ratio - 0.5).abs() < 1e-9);
         std::fs::write(&stat, "cpu  200 0 200 1000 0 0 0 0 0 0\n").unwrap();
         let s = m.tick(t0 + Duration::from_secs(2));
-        assert_eq!(s.health.issues.get(&("rapl", "parse")), Some(&1));
+        assert_eq!(
+            s.health.issues.get(&(Input::Rapl, IssueKind::Parse)),
+            Some(&1)
+        );
         assert!(
             !s.health
                 .sources
@@ -455,7 +460,11 @@ mod tests {
         );
         m.tick(t0);
         let s = m.tick(t0 + Duration::from_secs(1));
-        assert!(s.health.issues.keys().any(|(src, _)| *src == "procfs"));
+        assert!(s
+            .health
+            .issues
+            .keys()
+            .any(|(input, _)| *input == Input::Procfs));
         // Energy is still accounted; with no busy time known the pods' share is by their own time.
         assert_eq!(s.node[0].total_joules, 30.0);
         let pods: f64 = s.pods.iter().map(|p| p.joules[0]).sum();

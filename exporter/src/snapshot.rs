@@ -2,6 +2,7 @@
 //! monitor, published as `Arc<Snapshot>`, never mutated after publication. Counters are cumulative
 //! since the exporter started; watts are the last interval's average.
 
+use crate::issue::{Input, IssueKind};
 use crate::resource::pods::{HubServer, MetadataSync};
 use crate::source::EnergySourceKind;
 use crate::units::{ContainerId, Pid, PodUid, ZoneKind};
@@ -72,7 +73,7 @@ pub struct ExporterHealth {
     pub last_tick_seconds: f64,
     pub tick_seconds_total: f64,
     /// Skipped reads and degraded measurements by (source, kind), cumulative.
-    pub issues: BTreeMap<(&'static str, &'static str), u64>,
+    pub issues: BTreeMap<(Input, IssueKind), u64>,
     pub sources: Vec<SourceHealth>,
     /// The CPU-activity source's own counters (`kepler_exporter_cpu_source_*`).
     pub cpu_source_stats: crate::activity::SourceStats,

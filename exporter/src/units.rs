@@ -263,35 +263,6 @@ impl CounterDiff {
     }
 }
 
-/// A skipped read or a degraded measurement, counted in `kepler_exporter_source_errors_total{source,kind}`.
-/// `kind` is a short fixed string (never error text); `detail` goes to the log only.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceIssue {
-    pub source: &'static str,
-    pub kind: &'static str,
-    pub detail: String,
-}
-
-impl SourceIssue {
-    pub fn new(source: &'static str, kind: &'static str, detail: impl Into<String>) -> SourceIssue {
-        SourceIssue {
-            source,
-            kind,
-            detail: detail.into(),
-        }
-    }
-}
-
-/// Short error kind of an `io::Error`, for self-metric labels.
-pub fn io_error_kind(err: &std::io::Error) -> &'static str {
-    match err.kind() {
-        std::io::ErrorKind::NotFound => "not_found",
-        std::io::ErrorKind::PermissionDenied => "permission_denied",
-        std::io::ErrorKind::InvalidData => "parse",
-        _ => "io",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

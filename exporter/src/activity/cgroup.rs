@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use tracing::{debug, info, warn};
 
 use super::{ActivitySample, ActivitySource, ContainerActivity, PodActivity};
+use crate::issue::{Input, IssueKind, SourceIssue};
 use crate::resource::cgroup_path::{container_dir_id, pod_dir_uid};
-use crate::units::{io_error_kind, CpuNanos, PodUid, SourceIssue};
+use crate::units::{CpuNanos, PodUid};
 
-const SOURCE: &str = "cgroup";
+const INPUT: Input = Input::Cgroup;
 /// How deep below the hierarchy root pod directories are looked for.
 const MAX_WALK_DEPTH: usize = 8;
 /// How deep below the hierarchy root a `kubepods` directory counts as "kubelet is here".
@@ -42,24 +43,24 @@ pub enum Error {
 
 impl Error {
     /// Short fixed label for self-metrics.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> IssueKind {
         match self {
-            Error::ReadMountinfo { .. } => "mountinfo",
-            Error::NoCgroupMount { .. } => "no_cgroup_mount",
-            Error::MountUnreachable { .. } => "mount_unreachable",
+            Error::ReadMountinfo { .. } => IssueKind::Mountinfo,
+            Error::NoCgroupMount { .. } => IssueKind::NoCgroupMount,
+            Error::MountUnreachable { .. } => IssueKind::MountUnreachable,
             Error::ReadCounter { source, .. } | Error::ReadDir { source, .. } => {
                 if source.kind() == io::ErrorKind::NotFound {
-                    "vanished"
+                    IssueKind::Vanished
                 } else {
-                    io_error_kind(source)
+                    IssueKind::of_io(source)
                 }
             }
-            Error::ParseCounter { .. } => "parse",
+            Error::ParseCounter { .. } => IssueKind::Parse,
         }
     }
 
     fn into_issue(self) -> SourceIssue {
-        SourceIssue::new(SOURCE, self.kind(), self.to_string())
+        SourceIssue::new(INPUT, self.kind(), self.to_string())
     }
 }
 
@@ -720,7 +721,7 @@ fn read_whole_at_zero(file: &fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
 
 impl ActivitySource for CgroupActivity {
     fn name(&self) -> &'static str {
-        SOURCE
+        INPUT.as_str()
     }
 
     fn sample(&mut self) -> ActivitySample {
@@ -1049,7 +1050,7 @@ mod tests {
         assert!(sample
             .issues
             .iter()
-            .all(|i| i.kind == "parse" && i.source == "cgroup"));
+            .all(|i| i.kind == IssueKind::Parse && i.input == Input::Cgroup));
         let a = find(&sample, UID_A);
         assert_eq!(a.cpu_time, CpuNanos(500));
         assert!(a.containers.is_empty());
@@ -1135,7 +1136,7 @@ mod tests {
         fs::remove_file(c1.join("cpuacct.usage")).unwrap();
         let sample = source.sample();
         assert_eq!(sample.issues.len(), 1);
-        assert_eq!(sample.issues[0].kind, "vanished");
+        assert_eq!(sample.issues[0].kind, IssueKind::Vanished);
         assert!(find(&sample, UID_A).containers.is_empty());
         assert!(!source.previous.contains_key(&c1));
     }
@@ -1158,7 +1159,7 @@ mod tests {
             eprintln!("skipping: running as root, permissions are not enforced");
             return;
         }
-        assert_eq!(sample.issues[0].kind, "permission_denied");
+        assert_eq!(sample.issues[0].kind, IssueKind::PermissionDenied);
     }
 
     #[test]
@@ -1224,7 +1225,7 @@ mod tests {
         let sample = source.sample();
         assert!(sample.pods.is_empty());
         assert_eq!(sample.issues.len(), 1);
-        assert_eq!(sample.issues[0].kind, "vanished");
+        assert_eq!(sample.issues[0].kind, IssueKind::Vanished);
     }
 
     // ---- discovery ----
@@ -1437,25 +1438,25 @@ mod tests {
     fn discover_errors() {
         let tmp = TempDir::new().unwrap();
         let err = discover(tmp.path(), tmp.path()).unwrap_err();
-        assert_eq!(err.kind(), "mountinfo");
+        assert_eq!(err.kind(), IssueKind::Mountinfo);
         assert!(err.to_string().contains("mountinfo"));
 
         let host = FakeHost::new("31 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw\n");
         let err = discover(&host.sysfs(), &host.procfs()).unwrap_err();
-        assert_eq!(err.kind(), "no_cgroup_mount");
+        assert_eq!(err.kind(), IssueKind::NoCgroupMount);
 
         // v1 without cpuacct is no use either
         let host =
             FakeHost::new("31 26 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
         assert_eq!(
             discover(&host.sysfs(), &host.procfs()).unwrap_err().kind(),
-            "no_cgroup_mount"
+            IssueKind::NoCgroupMount
         );
 
         // listed but the host /sys is not where we were told
         let host = FakeHost::new(MOUNTINFO_V2);
         let err = discover(&host.sysfs(), &host.procfs()).unwrap_err();
-        assert_eq!(err.kind(), "mount_unreachable");
+        assert_eq!(err.kind(), IssueKind::MountUnreachable);
         assert!(err.to_string().contains("host"));
     }
 }

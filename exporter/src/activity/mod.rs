@@ -8,7 +8,8 @@ pub mod ebpf;
 pub mod procfs;
 pub mod procfs_pods;
 
-use crate::units::{ContainerId, CpuNanos, Pid, PodUid, SourceIssue};
+use crate::issue::SourceIssue;
+use crate::units::{ContainerId, CpuNanos, Pid, PodUid};
 
 /// CPU time of one container over one interval.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,10 +12,11 @@ use std::sync::OnceLock;
 use tracing::{debug, warn};
 
 use super::{NodeCpu, ProcessActivity};
+use crate::issue::{Input, IssueKind, SourceIssue};
 use crate::resource::cgroup_path::parse_proc_cgroup;
-use crate::units::{io_error_kind, ContainerId, CpuNanos, Pid, SourceIssue};
+use crate::units::{ContainerId, CpuNanos, Pid};
 
-const SOURCE: &str = "procfs";
+const INPUT: Input = Input::Procfs;
 /// USER_HZ on every mainstream Linux architecture; used when sysconf cannot tell.
 const FALLBACK_CLOCK_TICKS: u64 = 100;
 
@@ -34,10 +35,11 @@ pub enum Error {
 
 impl Error {
     /// Short fixed label for self-metrics.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> IssueKind {
         match self {
-            Error::Read { source, .. } => read_error_kind(source),
-            Error::Parse { .. } | Error::Format { .. } => "parse",
+            Error::Read { source, .. } if vanished(source) => IssueKind::Vanished,
+            Error::Read { source, .. } => IssueKind::of_io(source),
+            Error::Parse { .. } | Error::Format { .. } => IssueKind::Parse,
         }
     }
 
@@ -53,12 +55,8 @@ impl Error {
 }
 
 /// A process that exited between listing and reading shows up as ENOENT or ESRCH.
-fn read_error_kind(err: &io::Error) -> &'static str {
-    if err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ESRCH) {
-        "vanished"
-    } else {
-        io_error_kind(err)
-    }
+fn vanished(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ESRCH)
 }
 
 /// Nanoseconds per USER_HZ tick, from `sysconf(_SC_CLK_TCK)` once per process.
@@ -339,7 +337,7 @@ impl ProcessScanner {
                     source,
                 };
                 warn!(error = %error, "cannot list processes");
-                issues.push(SourceIssue::new(SOURCE, error.kind(), error.to_string()));
+                issues.push(SourceIssue::new(INPUT, error.kind(), error.to_string()));
                 return (Vec::new(), issues);
             }
         };
@@ -368,13 +366,13 @@ impl ProcessScanner {
                 }
                 Err(error) => {
                     // A transient failure keeps the baseline so the next good read is not counted twice.
-                    if error.kind() != "vanished" {
+                    if error.kind() != IssueKind::Vanished {
                         if let Some(known) = self.known.get(&pid) {
                             next.insert(pid, known.clone());
                         }
                     }
                     debug!(error = %error, "process skipped");
-                    issues.push(SourceIssue::new(SOURCE, error.kind(), error.to_string()));
+                    issues.push(SourceIssue::new(INPUT, error.kind(), error.to_string()));
                 }
             }
         }
@@ -416,7 +414,7 @@ fn read_container(dir: &Path) -> Result<Option<ContainerId>> {
     let path = dir.join("cgroup");
     match fs::read_to_string(&path) {
         Ok(content) => Ok(parse_proc_cgroup(&content).container().cloned()),
-        Err(source) if read_error_kind(&source) == "vanished" => Err(Error::Read { path, source }),
+        Err(source) if vanished(&source) => Err(Error::Read { path, source }),
         Err(source) => {
             debug!(path = %path.display(), error = %source, "cgroup unreadable: no container");
             Ok(None)
@@ -488,7 +486,7 @@ procs_blocked 0
             "\u{1F600}",
         ] {
             let err = parse_proc_stat_cpu(bad).unwrap_err();
-            assert_eq!(err.kind(), "parse", "{bad:?}");
+            assert_eq!(err.kind(), IssueKind::Parse, "{bad:?}");
         }
     }
 
@@ -517,7 +515,11 @@ procs_blocked 0
             "1 (x) S 1 2 3",
             "1 (x) S 1 1 1 0 -1 0 0 0 0 0 a 3 0 0 20 0 1 0 5",
         ] {
-            assert_eq!(parse_pid_stat(bad).unwrap_err().kind(), "parse", "{bad:?}");
+            assert_eq!(
+                parse_pid_stat(bad).unwrap_err().kind(),
+                IssueKind::Parse,
+                "{bad:?}"
+            );
         }
     }
 
@@ -550,7 +552,7 @@ procs_blocked 0
         // garbage is an error with the path, and the baseline is kept
         fs::write(&stat, "garbage\n").unwrap();
         let err = reader.sample().unwrap_err();
-        assert_eq!(err.kind(), "parse");
+        assert_eq!(err.kind(), IssueKind::Parse);
         assert!(err.to_string().contains(&stat.display().to_string()));
         fs::write(&stat, "cpu  4001 150 1130 16560 520 25 30 7 40 0\n").unwrap();
         assert_eq!(reader.sample().unwrap().unwrap().busy, CpuNanos(tick));
@@ -560,7 +562,7 @@ procs_blocked 0
     fn node_reader_missing_file() {
         let tmp = TempDir::new().unwrap();
         let err = NodeCpuReader::new(tmp.path()).sample().unwrap_err();
-        assert_eq!(err.kind(), "vanished");
+        assert_eq!(err.kind(), IssueKind::Vanished);
         assert!(err.to_string().contains("stat"));
     }
 
@@ -616,7 +618,7 @@ procs_blocked 0
         let (first, issues) = scanner.sample();
         assert!(first.is_empty(), "first sample is the baseline");
         assert_eq!(issues.len(), 1);
-        assert_eq!(issues[0].kind, "vanished");
+        assert_eq!(issues[0].kind, IssueKind::Vanished);
         fs::remove_dir_all(root.join("999")).unwrap();
 
         // pid 42 +30 ticks; its cgroup file now says something else (must come from the cache);
@@ -647,7 +649,7 @@ procs_blocked 0
         fs::write(root.join("42").join("stat"), "garbage").unwrap();
         let (third, issues) = scanner.sample();
         assert_eq!(issues.len(), 1);
-        assert_eq!(issues[0].kind, "parse");
+        assert_eq!(issues[0].kind, IssueKind::Parse);
         assert_eq!(third.len(), 1);
         assert_eq!(third[0].pid, Pid(43));
         assert_eq!(third[0].cpu_time, CpuNanos(4 * tick));
@@ -668,7 +670,7 @@ procs_blocked 0
         let (activity, issues) = ProcessScanner::new(&tmp.path().join("nope")).sample();
         assert!(activity.is_empty());
         assert_eq!(issues.len(), 1);
-        assert_eq!(issues[0].source, "procfs");
+        assert_eq!(issues[0].input, Input::Procfs);
     }
 
     /// CPU time of the calling thread.

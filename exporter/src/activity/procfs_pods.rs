@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use super::procfs::{parse_pid_stat, ticks_to_nanos};
 use super::{ActivitySample, ActivitySource, ContainerActivity, PodActivity};
+use crate::issue::{Input, IssueKind, SourceIssue};
 use crate::resource::cgroup_path::{parse_proc_cgroup, CgroupOwner};
-use crate::units::{io_error_kind, ContainerId, CpuNanos, PodUid, SourceIssue};
+use crate::units::{ContainerId, CpuNanos, PodUid};
 
-const SOURCE: &str = "procfs";
+const INPUT: Input = Input::Procfs;
 
 #[derive(Debug, Clone)]
 struct Known {
@@ -53,7 +54,7 @@ impl ProcfsPods {
 
 impl ActivitySource for ProcfsPods {
     fn name(&self) -> &'static str {
-        SOURCE
+        INPUT.as_str()
     }
 
     fn sample(&mut self) -> ActivitySample {
@@ -63,7 +64,7 @@ impl ActivitySource for ProcfsPods {
                 let detail = format!("cannot list {}: {e}", self.root.display());
                 return ActivitySample {
                     pods: Vec::new(),
-                    issues: vec![SourceIssue::new(SOURCE, io_error_kind(&e), detail)],
+                    issues: vec![SourceIssue::new(INPUT, IssueKind::of_io(&e), detail)],
                 };
             }
         };
@@ -177,6 +178,6 @@ mod tests {
         let mut source = ProcfsPods::new(&tmp.path().join("nope"));
         let sample = source.sample();
         assert_eq!(sample.issues.len(), 1);
-        assert_eq!(sample.issues[0].source, "procfs");
+        assert_eq!(sample.issues[0].input, Input::Procfs);
     }
 }

@@ -4,7 +4,8 @@
 //! It never attributes energy (that is `gpu::attribution`).
 
 use super::driver::{DeviceInfo, GpuDriver, GpuError};
-use crate::units::{Joules, Pid, SourceIssue};
+use crate::issue::{Input, IssueKind, SourceIssue};
+use crate::units::{Joules, Pid};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -100,7 +101,7 @@ pub struct DeviceSampler {
 }
 
 fn issue(e: &GpuError) -> SourceIssue {
-    SourceIssue::new("gpu", e.kind(), e.to_string())
+    SourceIssue::new(Input::Gpu, e.kind(), e.to_string())
 }
 
 impl DeviceSampler {
@@ -215,8 +216,8 @@ impl DeviceSampler {
                         Some(prev) if mj < prev => {
                             // The counter restarts at 0 when the driver is reloaded: new baseline.
                             issues.push(SourceIssue::new(
-                                "gpu",
-                                "counter_reset",
+                                Input::Gpu,
+                                IssueKind::CounterReset,
                                 format!("GPU {index}: energy counter went back from {prev} mJ to {mj} mJ (driver reloaded?); re-baselined"),
                             ));
                             None
@@ -225,8 +226,8 @@ impl DeviceSampler {
                             let joules = (mj - prev) as f64 / 1000.0;
                             if secs > 0.0 && joules / secs > MAX_PLAUSIBLE_WATTS {
                                 issues.push(SourceIssue::new(
-                                    "gpu",
-                                    "counter_anomaly",
+                                    Input::Gpu,
+                                    IssueKind::CounterAnomaly,
                                     format!("GPU {index}: {joules} J in {secs} s is implausible; re-baselined"),
                                 ));
                                 None

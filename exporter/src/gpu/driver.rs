@@ -2,6 +2,7 @@
 //! The real implementation is `gpu::nvml`; `gpu::scripted` plays a scripted device for tests and
 //! benchmarks. Nothing here does I/O.
 
+use crate::issue::IssueKind;
 use crate::units::Pid;
 
 /// A physical GPU as discovered, with its MIG instances (empty when MIG is off or unsupported).
@@ -78,35 +79,38 @@ pub enum GpuError {
     Unavailable { detail: String },
     #[error("{call} on GPU {device}: not supported by this device or driver")]
     NotSupported { call: &'static str, device: u32 },
-    /// Any other failure of a per-device call; `kind` is a short label (`gpu_lost`, `driver`, ...).
+    /// Any other failure of a per-device call, of kind `GpuLost`, `Driver`, ...
     #[error("{call} on GPU {device}: {detail}")]
     Device {
         call: &'static str,
         device: u32,
-        kind: &'static str,
+        kind: IssueKind,
         detail: String,
     },
     /// A failure not tied to one device (enumeration, re-initialisation).
     #[error("{call}: {detail}")]
     Driver {
         call: &'static str,
-        kind: &'static str,
+        kind: IssueKind,
         detail: String,
     },
 }
 
 impl GpuError {
-    /// Short label for `kepler_exporter_source_errors_total{source="gpu",kind}`.
-    pub fn kind(&self) -> &'static str {
+    /// The kind counted in `kepler_exporter_source_errors_total{source="gpu",kind}`.
+    pub fn kind(&self) -> IssueKind {
         match self {
-            GpuError::Unavailable { .. } => "unavailable",
-            GpuError::NotSupported { .. } => "not_supported",
-            GpuError::Device { kind, .. } | GpuError::Driver { kind, .. } => kind,
+            GpuError::Unavailable { .. } => IssueKind::Unavailable,
+            GpuError::NotSupported { .. } => IssueKind::NotSupported,
+            GpuError::Device { kind, .. } | GpuError::Driver { kind, .. } => *kind,
         }
     }
 
     /// The driver as a whole is gone (lost GPU, unloaded driver): worth re-initialising NVML.
     pub fn is_driver_failure(&self) -> bool {
-        matches!(self.kind(), "gpu_lost" | "driver" | "unavailable")
+        matches!(
+            self.kind(),
+            IssueKind::GpuLost | IssueKind::Driver | IssueKind::Unavailable
+        )
     }
 }

@@ -15,9 +15,10 @@ pub mod scripted;
 
 use crate::config::GpuChoice;
 use crate::idle::{IdleEstimator, Scope};
+use crate::issue::{Input, IssueKind, SourceIssue};
 use crate::resource::cgroup_path::{parse_proc_cgroup, CgroupOwner};
 use crate::resource::pods::PodMetadata;
-use crate::units::{io_error_kind, Pid, PodUid, SourceIssue, Watts};
+use crate::units::{Pid, PodUid, Watts};
 use attribution::{attribute_gpu, consumers, Assignment, DeviceInput};
 use device::DeviceSampler;
 use ledger::{GpuLedger, GpuSnapshot};
@@ -105,33 +106,37 @@ impl GpuMonitor {
     }
 
     /// One tick. `elapsed` is `None` on the first tick (baselines only); `now` is monotonic time since
-    /// start, for the grace period. Issues are appended to `issues`.
-    pub fn tick(
-        &mut self,
-        elapsed: Option<Duration>,
-        now: Duration,
-        issues: &mut Vec<SourceIssue>,
-    ) {
+    /// start, for the grace period. Returns the tick's issues, for the monitor to count.
+    #[must_use]
+    pub fn tick(&mut self, elapsed: Option<Duration>, now: Duration) -> Vec<SourceIssue> {
         let sample = self.sampler.sample(elapsed.unwrap_or(Duration::ZERO));
-        self.up = sample.issues.iter().all(|i| i.kind == "counter_reset")
+        self.up = sample
+            .issues
+            .iter()
+            .all(|i| i.kind == IssueKind::CounterReset)
             && sample.devices.len() == self.sampler.devices().count();
-        issues.extend(sample.issues);
+        let mut issues = sample.issues;
         for (slot, d) in self.sampler.devices().enumerate() {
             let method = self.sampler.method(slot).map_or("", |m| m.as_str());
             self.ledger
                 .describe(slot, d.index, &d.uuid, &d.name, method);
         }
-        let Some(elapsed) = elapsed else { return };
+        let Some(elapsed) = elapsed else {
+            return issues;
+        };
         let secs = elapsed.as_secs_f64();
 
-        let owners = self.owners(
+        let (owners, owner_issues) = self.owners(
             sample
                 .devices
                 .iter()
                 .flat_map(|d| d.processes.iter().map(|p| p.pid)),
-            issues,
         );
-        let assignments = self.assignments(issues);
+        issues.extend(owner_issues);
+        let assignments = self.assignments().unwrap_or_else(|issue| {
+            issues.push(issue);
+            BTreeMap::new()
+        });
         let mut inputs = Vec::with_capacity(sample.devices.len());
         for reading in &sample.devices {
             let (Some(total), Some(info)) = (reading.energy, self.sampler.device(reading.slot))
@@ -167,6 +172,7 @@ impl GpuMonitor {
         }
         let interval = attribute_gpu(&inputs);
         self.ledger.apply(&interval, secs, now);
+        issues
     }
 
     /// The GPU part of the snapshot, with pod names from `meta`.
@@ -184,9 +190,9 @@ impl GpuMonitor {
     fn owners(
         &self,
         pids: impl Iterator<Item = Pid>,
-        issues: &mut Vec<SourceIssue>,
-    ) -> HashMap<Pid, CgroupOwner> {
+    ) -> (HashMap<Pid, CgroupOwner>, Vec<SourceIssue>) {
         let mut owners = HashMap::new();
+        let mut issues = Vec::new();
         for pid in pids {
             if owners.contains_key(&pid) {
                 continue;
@@ -198,30 +204,31 @@ impl GpuMonitor {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => issues.push(SourceIssue::new(
-                    "gpu",
-                    io_error_kind(&e),
+                    Input::Gpu,
+                    IssueKind::of_io(&e),
                     format!("{}: {e}", path.display()),
                 )),
             }
         }
-        owners
+        (owners, issues)
     }
 
     /// Device ID -> the one pod holding it, from the kubelet (empty where unavailable).
-    fn assignments(&mut self, issues: &mut Vec<SourceIssue>) -> BTreeMap<String, PodUid> {
+    fn assignments(&mut self) -> Result<BTreeMap<String, PodUid>, SourceIssue> {
         if !self.pod_uids.available() {
-            return BTreeMap::new();
+            return Ok(BTreeMap::new());
         }
         match self.assignments.list() {
-            Ok(Some(list)) => exclusive_devices(&list)
+            Ok(Some(list)) => Ok(exclusive_devices(&list)
                 .into_iter()
                 .filter_map(|(id, pod)| self.pod_uids.uid(&pod).map(|uid| (id, uid)))
-                .collect(),
-            Ok(None) => BTreeMap::new(),
-            Err(e) => {
-                issues.push(SourceIssue::new("podresources", e.kind(), e.to_string()));
-                BTreeMap::new()
-            }
+                .collect()),
+            Ok(None) => Ok(BTreeMap::new()),
+            Err(e) => Err(SourceIssue::new(
+                Input::PodResources,
+                e.kind(),
+                e.to_string(),
+            )),
         }
     }
 }
@@ -308,18 +315,14 @@ mod tests {
         let script = ScriptHandle::new(vec![d0, d1]);
         let mut m = monitor(&script, proc_dir.path(), Some(50.0));
         let mut issues = Vec::new();
-        m.tick(None, Duration::ZERO, &mut issues);
+        issues.extend(m.tick(None, Duration::ZERO));
         {
             let mut s = script.lock();
             s.devices[0].energy_mj = Some(301_000);
             s.devices[0].util = util(1_000, &[(10, 75), (20, 25)]);
             s.devices[1].energy_mj = Some(105_000);
         }
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(1),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
         assert!(issues.is_empty(), "{issues:?}");
         assert!(m.up());
         let s = m.snapshot(&NoPodMetadata);
@@ -350,11 +353,7 @@ mod tests {
             s.devices[0].util = Some(samples);
             s.devices[1].energy_mj = Some(205_000);
         }
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(2),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(2)));
         let s = m.snapshot(&NoPodMetadata);
         assert!((pod_joules(&s, POD_A, 0) - (187.5 + 150.0)).abs() < 1e-9);
         let b = s.pods.iter().find(|p| p.uid == uid(POD_B)).unwrap();
@@ -369,11 +368,7 @@ mod tests {
             s.devices[0].energy_mj = Some(601_000);
             s.devices[1].energy_mj = Some(305_000);
         }
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(20),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(20)));
         let s = m.snapshot(&NoPodMetadata);
         assert!(s.pods.iter().all(|p| p.uid != uid(POD_B)));
         assert!((s.devices[0].terminated_pods_joules - 62.5).abs() < 1e-9);
@@ -391,13 +386,9 @@ mod tests {
         let script = ScriptHandle::new(vec![d0]);
         let mut m = monitor(&script, proc_dir.path(), Some(0.0));
         let mut issues = Vec::new();
-        m.tick(None, Duration::ZERO, &mut issues);
+        issues.extend(m.tick(None, Duration::ZERO));
         script.lock().devices[0].energy_mj = Some(90_000);
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(1),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
         let s = m.snapshot(&NoPodMetadata);
         assert!((pod_joules(&s, POD_A, 0) - 30.0).abs() < 1e-9);
         assert!((s.devices[0].unattributed_joules - 60.0).abs() < 1e-9);
@@ -413,21 +404,20 @@ mod tests {
         ]);
         let mut m = monitor(&script, proc_dir.path(), None);
         let mut issues = Vec::new();
-        m.tick(None, Duration::ZERO, &mut issues);
+        issues.extend(m.tick(None, Duration::ZERO));
         {
             let mut s = script.lock();
             s.devices[0].energy_mj = Some(100_000);
             s.devices[1].energy_mj = Some(100_000);
-            s.devices[1].fail = Some("unknown");
+            s.devices[1].fail = Some(IssueKind::Unknown);
         }
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(1),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
         assert!(!m.up());
         assert_eq!(issues.len(), 1);
-        assert_eq!((issues[0].source, issues[0].kind), ("gpu", "unknown"));
+        assert_eq!(
+            (issues[0].input, issues[0].kind),
+            (Input::Gpu, IssueKind::Unknown)
+        );
         let s = m.snapshot(&NoPodMetadata);
         assert_eq!(s.devices[0].total_joules, 100.0);
         assert_eq!(s.devices[1].total_joules, 0.0);
@@ -443,11 +433,7 @@ mod tests {
             s.devices[1].fail = None;
         }
         issues.clear();
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(2),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(2)));
         assert!(issues.is_empty() && m.up());
         let s = m.snapshot(&NoPodMetadata);
         assert_eq!(
@@ -471,19 +457,15 @@ mod tests {
         let script = ScriptHandle::new(vec![d0, d1]);
         let mut m = monitor(&script, proc_dir.path(), Some(50.0));
         let mut issues = Vec::new();
-        m.tick(None, Duration::ZERO, &mut issues);
+        issues.extend(m.tick(None, Duration::ZERO));
         {
             let mut s = script.lock();
-            s.devices[0].fail = Some("unknown");
-            s.devices[1].fail = Some("unknown");
+            s.devices[0].fail = Some(IssueKind::Unknown);
+            s.devices[1].fail = Some(IssueKind::Unknown);
         }
-        // 20 one-second ticks of failure (both devices: "unknown" is no driver failure, no reinit).
+        // 20 one-second ticks of failure (both devices: `Unknown` is no driver failure, no reinit).
         for t in 1..=20 {
-            m.tick(
-                Some(Duration::from_secs(1)),
-                Duration::from_secs(t),
-                &mut issues,
-            );
+            issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(t)));
         }
         assert_eq!(issues.len(), 40, "{issues:?}");
         issues.clear();
@@ -494,11 +476,7 @@ mod tests {
             // 21 s at 300 W: 6.3 kJ, more than 5 kW over one tick.
             s.devices[0].energy_mj = Some(1_000 + 6_300_000);
         }
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(21),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(21)));
         assert!(issues.is_empty(), "{issues:?}");
         let s = m.snapshot(&NoPodMetadata);
         assert!((s.devices[0].total_joules - 6_300.0).abs() < 1e-9);
@@ -517,26 +495,18 @@ mod tests {
         let script = ScriptHandle::new(vec![d0]);
         let mut m = monitor(&script, proc_dir.path(), None);
         let mut issues = Vec::new();
-        m.tick(None, Duration::ZERO, &mut issues);
+        issues.extend(m.tick(None, Duration::ZERO));
         script.lock().devices[0].energy_mj = Some(1_100_000);
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(1),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
         // The driver goes away: every device is lost and NVML cannot be re-initialised yet.
         {
             let mut s = script.lock();
-            s.devices[0].fail = Some("gpu_lost");
+            s.devices[0].fail = Some(IssueKind::GpuLost);
             s.driver_down = true;
         }
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(2),
-            &mut issues,
-        );
-        let kinds: Vec<&str> = issues.iter().map(|i| i.kind).collect();
-        assert_eq!(kinds, ["gpu_lost", "driver"]);
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(2)));
+        let kinds: Vec<IssueKind> = issues.iter().map(|i| i.kind).collect();
+        assert_eq!(kinds, [IssueKind::GpuLost, IssueKind::Driver]);
         assert_eq!(script.lock().reinit_calls, 1);
         // The driver is back with its counter restarted from 0.
         {
@@ -546,21 +516,13 @@ mod tests {
             s.devices[0].energy_mj = Some(5_000);
         }
         issues.clear();
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(3),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(3)));
         assert_eq!(
             issues.iter().map(|i| i.kind).collect::<Vec<_>>(),
-            ["counter_reset"]
+            [IssueKind::CounterReset]
         );
         script.lock().devices[0].energy_mj = Some(55_000);
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(4),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(4)));
         let s = m.snapshot(&NoPodMetadata);
         assert_eq!(s.devices[0].total_joules, 150.0);
         assert_eq!(s.devices[0].watts, 50.0);
@@ -576,13 +538,9 @@ mod tests {
         let script = ScriptHandle::new(vec![d0]);
         let mut m = monitor(&script, proc_dir.path(), None);
         let mut issues = Vec::new();
-        m.tick(None, Duration::ZERO, &mut issues);
+        issues.extend(m.tick(None, Duration::ZERO));
         script.lock().devices[0].power_mw = 300_000;
-        m.tick(
-            Some(Duration::from_secs(2)),
-            Duration::from_secs(2),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(2)), Duration::from_secs(2)));
         assert!(issues.is_empty(), "{issues:?}");
         let s = m.snapshot(&NoPodMetadata);
         assert_eq!(s.devices[0].method, "power_integral");
@@ -598,20 +556,12 @@ mod tests {
         let script = ScriptHandle::new(vec![ScriptedDevice::new(0, "GPU-0")]);
         let mut m = monitor(&script, proc_dir.path(), None);
         let mut issues = Vec::new();
-        m.tick(None, Duration::ZERO, &mut issues);
+        issues.extend(m.tick(None, Duration::ZERO));
         script.lock().devices[0].energy_mj = Some(60_000_000); // 60 kJ in 1 s
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(1),
-            &mut issues,
-        );
-        assert_eq!(issues[0].kind, "counter_anomaly");
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
+        assert_eq!(issues[0].kind, IssueKind::CounterAnomaly);
         script.lock().devices[0].energy_mj = Some(60_250_000);
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(2),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(2)));
         assert_eq!(m.snapshot(&NoPodMetadata).devices[0].total_joules, 250.0);
     }
 
@@ -661,17 +611,13 @@ mod tests {
             Arc::new(Uids),
         );
         let mut issues = Vec::new();
-        m.tick(None, Duration::ZERO, &mut issues);
+        issues.extend(m.tick(None, Duration::ZERO));
         {
             let mut s = script.lock();
             s.devices[0].energy_mj = Some(110_000);
             s.devices[1].energy_mj = Some(110_000);
         }
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(1),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
         let s = m.snapshot(&NoPodMetadata);
         assert!((pod_joules(&s, POD_A, 0) - 100.0).abs() < 1e-9);
         assert_eq!(pod_joules(&s, POD_A, 1), 0.0);
@@ -682,30 +628,19 @@ mod tests {
         let mut m = monitor(&script, proc_dir.path(), None)
             .with_assignments(Box::new(Broken), Arc::new(Uids));
         let mut issues = Vec::new();
-        m.tick(None, Duration::ZERO, &mut issues);
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(1),
-            &mut issues,
-        );
+        issues.extend(m.tick(None, Duration::ZERO));
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
         assert_eq!(
-            issues
-                .iter()
-                .map(|i| (i.source, i.kind))
-                .collect::<Vec<_>>(),
-            [("podresources", "rpc")]
+            issues.iter().map(|i| (i.input, i.kind)).collect::<Vec<_>>(),
+            [(Input::PodResources, IssueKind::Rpc)]
         );
 
         // Without a way to turn names into UIDs the kubelet is not asked at all.
         let mut m = monitor(&script, proc_dir.path(), None)
             .with_assignments(Box::new(Broken), Arc::new(NoPodUids));
         let mut issues = Vec::new();
-        m.tick(None, Duration::ZERO, &mut issues);
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(1),
-            &mut issues,
-        );
+        issues.extend(m.tick(None, Duration::ZERO));
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
         assert!(issues.is_empty(), "{issues:?}");
     }
 
@@ -737,13 +672,9 @@ mod tests {
         let script = ScriptHandle::new(vec![d0]);
         let mut m = monitor(&script, proc_dir.path(), Some(0.0));
         let mut issues = Vec::new();
-        m.tick(None, Duration::ZERO, &mut issues);
+        issues.extend(m.tick(None, Duration::ZERO));
         script.lock().devices[0].energy_mj = Some(400_000);
-        m.tick(
-            Some(Duration::from_secs(1)),
-            Duration::from_secs(1),
-            &mut issues,
-        );
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
         let s = m.snapshot(&NoPodMetadata);
         let a = s.pods.iter().find(|p| p.uid == uid(POD_A)).unwrap();
         assert_eq!(a.instance.as_deref(), Some("MIG-a"));
@@ -808,7 +739,7 @@ mod tests {
         assert!((pod_joules(&s.gpu, POD_A, 0) - 180.0).abs() < 1e-9);
         let gpu = s.health.sources.iter().find(|h| h.source == "gpu").unwrap();
         assert!(gpu.up);
-        script.lock().devices[0].fail = Some("unknown");
+        script.lock().devices[0].fail = Some(IssueKind::Unknown);
         let s = m.tick(t0 + Duration::from_secs(4));
         assert!(
             !s.health
@@ -818,6 +749,9 @@ mod tests {
                 .unwrap()
                 .up
         );
-        assert_eq!(s.health.issues.get(&("gpu", "unknown")), Some(&1));
+        assert_eq!(
+            s.health.issues.get(&(Input::Gpu, IssueKind::Unknown)),
+            Some(&1)
+        );
     }
 }

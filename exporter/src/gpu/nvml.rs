@@ -3,6 +3,7 @@
 //! kinds. Holds no counter state; `gpu::device` does.
 
 use super::driver::{DeviceInfo, GpuDriver, GpuError, MigInstance, RunningProcess, UtilSample};
+use crate::issue::IssueKind;
 use crate::units::Pid;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
@@ -11,21 +12,21 @@ use std::collections::{BTreeMap, HashMap};
 /// NVML's value for "MIG mode enabled" (`NVML_DEVICE_MIG_ENABLE`).
 const MIG_ENABLED: u32 = 1;
 
-fn kind_of(e: &NvmlError) -> &'static str {
+fn kind_of(e: &NvmlError) -> IssueKind {
     match e {
-        NvmlError::NotSupported => "not_supported",
-        NvmlError::GpuLost | NvmlError::ResetRequired => "gpu_lost",
+        NvmlError::NotSupported => IssueKind::NotSupported,
+        NvmlError::GpuLost | NvmlError::ResetRequired => IssueKind::GpuLost,
         NvmlError::Uninitialized
         | NvmlError::DriverNotLoaded
         | NvmlError::LibraryNotFound
         | NvmlError::LibloadingError(_)
         | NvmlError::FunctionNotFound
         | NvmlError::FailedToLoadSymbol(_)
-        | NvmlError::LibRmVersionMismatch => "driver",
-        NvmlError::NoPermission => "permission_denied",
-        NvmlError::NotFound | NvmlError::InvalidArg => "not_found",
-        NvmlError::Timeout => "timeout",
-        _ => "unknown",
+        | NvmlError::LibRmVersionMismatch => IssueKind::Driver,
+        NvmlError::NoPermission => IssueKind::PermissionDenied,
+        NvmlError::NotFound | NvmlError::InvalidArg => IssueKind::NotFound,
+        NvmlError::Timeout => IssueKind::Timeout,
+        _ => IssueKind::Unknown,
     }
 }
 

@@ -3,6 +3,7 @@
 //! protobuf reader: no generated code), and the reduction to "assigned to exactly one pod".
 //! The transport (gRPC over the kubelet's unix socket) is `PodResourcesSocket`.
 
+use crate::issue::IssueKind;
 use crate::units::PodUid;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,11 +37,11 @@ pub enum PodResourcesError {
 }
 
 impl PodResourcesError {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> IssueKind {
         match self {
-            PodResourcesError::Connect { .. } => "connect",
-            PodResourcesError::Rpc { .. } => "rpc",
-            PodResourcesError::Decode { .. } => "parse",
+            PodResourcesError::Connect { .. } => IssueKind::Connect,
+            PodResourcesError::Rpc { .. } => IssueKind::Rpc,
+            PodResourcesError::Decode { .. } => IssueKind::Parse,
         }
     }
 }
@@ -367,7 +368,7 @@ pub(crate) mod tests {
             assert!(r.is_err() || r.unwrap().len() <= 1);
         }
         let e = decode_list_response(&[0x0a, 0xff]).unwrap_err();
-        assert_eq!(e.kind(), "parse");
+        assert_eq!(e.kind(), IssueKind::Parse);
         assert!(decode_list_response(&[0x0f]).is_err(), "wire type 7");
         assert!(decode_list_response(&[0x0a, 0x02, 0xff, 0xfe])
             .map(|v| v.is_empty())

@@ -3,6 +3,7 @@
 //! No NVML, no I/O.
 
 use super::driver::{DeviceInfo, GpuDriver, GpuError, RunningProcess, UtilSample};
+use crate::issue::IssueKind;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One scripted device. `None` energy means the counter is unsupported (pre-Volta).
@@ -16,8 +17,8 @@ pub struct ScriptedDevice {
     pub running: Vec<RunningProcess>,
     /// Device utilisation in percent; `None`: unsupported.
     pub gpu_util: Option<u32>,
-    /// Every call on this device fails with this error kind (`gpu_lost`, `unknown`, ...).
-    pub fail: Option<&'static str>,
+    /// Every call on this device fails with this error kind (`GpuLost`, `Unknown`, ...).
+    pub fail: Option<IssueKind>,
 }
 
 impl ScriptedDevice {
@@ -89,7 +90,7 @@ impl ScriptedGpu {
             .ok_or(GpuError::Device {
                 call,
                 device: index,
-                kind: "not_found",
+                kind: IssueKind::NotFound,
                 detail: "no such device".into(),
             })?;
         if let Some(kind) = d.fail {
@@ -174,7 +175,7 @@ impl GpuDriver for ScriptedGpu {
         if script.driver_down {
             return Err(GpuError::Driver {
                 call: "nvmlInit",
-                kind: "driver",
+                kind: IssueKind::Driver,
                 detail: "scripted: driver not loaded".into(),
             });
         }

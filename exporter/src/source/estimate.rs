@@ -3,9 +3,8 @@
 //! and never pretends to be a measurement (its `source` label is "estimate").
 
 use super::{EnergySample, EnergySource, EnergySourceKind, IntervalContext, ZoneEnergy};
-use crate::units::{Joules, SourceIssue, ZoneKind};
-
-const SOURCE: &str = "estimate";
+use crate::issue::{Input, IssueKind, SourceIssue};
+use crate::units::{Joules, ZoneKind};
 
 /// Power coefficients per logical CPU (vCPU).
 ///
@@ -107,8 +106,8 @@ impl EnergySource for Estimate {
         let mut issues = Vec::new();
         let usage = if ctx.cpu_usage_ratio.is_nan() {
             issues.push(SourceIssue::new(
-                SOURCE,
-                "bad_input",
+                Input::Estimate,
+                IssueKind::BadInput,
                 "CPU usage ratio is NaN, estimating at idle",
             ));
             0.0
@@ -221,8 +220,8 @@ mod tests {
         let s = e.sample(&ctx(3.0, f64::NAN));
         assert!(approx(s.zones[0].energy.0, 2.0 * 0.74 * 3.0));
         assert_eq!(s.issues.len(), 1);
-        assert_eq!(s.issues[0].source, "estimate");
-        assert_eq!(s.issues[0].kind, "bad_input");
+        assert_eq!(s.issues[0].input, Input::Estimate);
+        assert_eq!(s.issues[0].kind, IssueKind::BadInput);
     }
 
     #[test]

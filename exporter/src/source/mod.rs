@@ -5,7 +5,8 @@
 pub mod estimate;
 pub mod rapl;
 
-use crate::units::{Joules, SourceIssue, ZoneKind};
+use crate::issue::{Input, SourceIssue};
+use crate::units::{Joules, ZoneKind};
 use std::time::Duration;
 
 /// Which kind of measurement produced the node's energy: the `source` label of node energy series.
@@ -20,6 +21,15 @@ impl EnergySourceKind {
         match self {
             EnergySourceKind::Rapl => "rapl",
             EnergySourceKind::Estimate => "estimate",
+        }
+    }
+}
+
+impl From<EnergySourceKind> for Input {
+    fn from(kind: EnergySourceKind) -> Input {
+        match kind {
+            EnergySourceKind::Rapl => Input::Rapl,
+            EnergySourceKind::Estimate => Input::Estimate,
         }
     }
 }

@@ -5,7 +5,8 @@
 use super::{
     EnergySample, EnergySource, EnergySourceKind, IntervalContext, SocketEnergy, ZoneEnergy,
 };
-use crate::units::{io_error_kind, CounterDiff, MicroJoules, SourceIssue, ZoneKind};
+use crate::issue::{Input, IssueKind, SourceIssue};
+use crate::units::{CounterDiff, MicroJoules, ZoneKind};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io;
@@ -13,7 +14,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SOURCE: &str = "rapl";
+const INPUT: Input = Input::Rapl;
 
 /// Default plausibility bound for one zone of one socket: far above any real package, low enough to
 /// catch a counter that jumped (firmware reset, a bogus wrap).
@@ -44,12 +45,12 @@ pub enum Error {
 
 impl Error {
     /// Short kind for self-metric labels.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> IssueKind {
         match self {
-            Error::NotFound { .. } => "not_found",
-            Error::PermissionDenied { .. } => "permission_denied",
-            Error::Io { .. } => "io",
-            Error::Parse { .. } => "parse",
+            Error::NotFound { .. } => IssueKind::NotFound,
+            Error::PermissionDenied { .. } => IssueKind::PermissionDenied,
+            Error::Io { .. } => IssueKind::Io,
+            Error::Parse { .. } => IssueKind::Parse,
         }
     }
 
@@ -163,7 +164,7 @@ impl EnergySource for Rapl {
                 }
                 Ok(None) => {}
                 Err(issue) => {
-                    tracing::debug!(kind = issue.kind, detail = %issue.detail, "RAPL zone skipped");
+                    tracing::debug!(kind = %issue.kind, detail = %issue.detail, "RAPL zone skipped");
                     issues.push(issue);
                 }
             }
@@ -255,8 +256,8 @@ impl Zone {
         let bound_uj = max_watts * span.as_secs_f64().max(1.0) * 1e6;
         if delta_uj as f64 > bound_uj {
             return Err(SourceIssue::new(
-                SOURCE,
-                "counter_anomaly",
+                INPUT,
+                IssueKind::CounterAnomaly,
                 format!(
                     "{}: {:?} of {} uJ over {:.3} s exceeds {} W; re-baselined",
                     self.energy_path.display(),
@@ -275,14 +276,14 @@ impl Zone {
         match err {
             ReadError::Io(err) => {
                 let kind = if is_vanished(&err) {
-                    "zone_vanished"
+                    IssueKind::ZoneVanished
                 } else {
-                    io_error_kind(&err)
+                    IssueKind::of_io(&err)
                 };
-                SourceIssue::new(SOURCE, kind, format!("{path}: {err}"))
+                SourceIssue::new(INPUT, kind, format!("{path}: {err}"))
             }
             ReadError::Parse(detail) => {
-                SourceIssue::new(SOURCE, "parse", format!("{path}: {detail}"))
+                SourceIssue::new(INPUT, IssueKind::Parse, format!("{path}: {detail}"))
             }
         }
     }
@@ -594,7 +595,7 @@ mod tests {
         a.is_some_and(|a| (a - b).abs() < 1e-9)
     }
 
-    fn kinds_of(issues: &[SourceIssue]) -> Vec<&'static str> {
+    fn kinds_of(issues: &[SourceIssue]) -> Vec<IssueKind> {
         issues.iter().map(|i| i.kind).collect()
     }
 
@@ -742,11 +743,11 @@ mod tests {
         assert_eq!(core.max_energy_range_uj, 0);
 
         let first = rapl.sample(&ctx(1));
-        assert_eq!(kinds_of(&first.issues), vec!["parse"]);
-        assert_eq!(first.issues[0].source, "rapl");
+        assert_eq!(kinds_of(&first.issues), vec![IssueKind::Parse]);
+        assert_eq!(first.issues[0].input, Input::Rapl);
         set_uj(&root, "intel-rapl:0", 2_000_000 + 7_000_000);
         let s = rapl.sample(&ctx(1));
-        assert_eq!(kinds_of(&s.issues), vec!["parse"]);
+        assert_eq!(kinds_of(&s.issues), vec![IssueKind::Parse]);
         assert!(approx(energy(&s, ZoneKind::Package), 7.0));
         assert!(energy(&s, ZoneKind::Dram).is_none());
 
@@ -780,7 +781,7 @@ mod tests {
         let dram = zone_dir(&root, "intel-rapl:0:2").join("energy_uj");
         fs::write(&dram, "garbage\n").unwrap();
         let bad = rapl.sample(&ctx(1));
-        assert_eq!(kinds_of(&bad.issues), vec!["parse"]);
+        assert_eq!(kinds_of(&bad.issues), vec![IssueKind::Parse]);
         assert!(energy(&bad, ZoneKind::Dram).is_none());
         fs::write(&dram, format!("{}\n", 300_000 + 2_500_000)).unwrap();
         let good = rapl.sample(&ctx(1));
@@ -800,7 +801,7 @@ mod tests {
 
         set_uj(&root, "intel-rapl:0", 1_000_000 + 6_000_000);
         let gone = rapl.sample(&ctx(1));
-        assert_eq!(kinds_of(&gone.issues), vec!["zone_vanished"]);
+        assert_eq!(kinds_of(&gone.issues), vec![IssueKind::ZoneVanished]);
         assert!(approx(energy(&gone, ZoneKind::Package), 6.0));
         assert!(energy(&gone, ZoneKind::Dram).is_none());
         assert_eq!(
@@ -815,7 +816,7 @@ mod tests {
 
         // still gone: one re-open attempt, one issue.
         let still = rapl.sample(&ctx(1));
-        assert_eq!(kinds_of(&still.issues), vec!["zone_vanished"]);
+        assert_eq!(kinds_of(&still.issues), vec![IssueKind::ZoneVanished]);
 
         // back, with the counter having advanced 4 J since the last good reading (300000).
         copy_tree(&parked, &dram_dir);
@@ -838,7 +839,7 @@ mod tests {
         set_uj(&root, "intel-rapl:0", 1_000_000 + 5_000_000_000);
         set_uj(&root, "intel-rapl:0:0", 400_000 + 1_000_000);
         let s = rapl.sample(&ctx(2));
-        assert_eq!(kinds_of(&s.issues), vec!["counter_anomaly"]);
+        assert_eq!(kinds_of(&s.issues), vec![IssueKind::CounterAnomaly]);
         assert!(energy(&s, ZoneKind::Package).is_none());
         assert!(approx(energy(&s, ZoneKind::Core), 1.0));
         // re-baselined at the jumped value: the next delta is measured from there.
@@ -865,7 +866,7 @@ mod tests {
         // 6000 J: above the bound.
         set_uj(&root, "intel-rapl:0", 1_000_000 + 10_000_000_000);
         let s = rapl.sample(&ctx(0));
-        assert_eq!(kinds_of(&s.issues), vec!["counter_anomaly"]);
+        assert_eq!(kinds_of(&s.issues), vec![IssueKind::CounterAnomaly]);
     }
 
     #[test]
@@ -888,9 +889,9 @@ mod tests {
         fs::remove_file(&dram).unwrap();
         fs::create_dir(&dram).unwrap();
         let s1 = rapl.sample(&ctx(1));
-        assert_eq!(kinds_of(&s1.issues), vec!["zone_vanished"]);
+        assert_eq!(kinds_of(&s1.issues), vec![IssueKind::ZoneVanished]);
         let s2 = rapl.sample(&ctx(1));
-        assert_eq!(kinds_of(&s2.issues), vec!["io"]);
+        assert_eq!(kinds_of(&s2.issues), vec![IssueKind::Io]);
         assert_eq!(s2.zones.len(), 3);
     }
 
@@ -902,7 +903,7 @@ mod tests {
         fs::write(dir.join("name"), "package-0\n").unwrap();
         fs::write(dir.join("max_energy_range_uj"), "262143328850\n").unwrap();
         let err = discover(tmp.path()).unwrap_err();
-        assert_eq!(err.kind(), "io");
+        assert_eq!(err.kind(), IssueKind::Io);
         assert_eq!(err.path(), dir.join("energy_uj"));
     }
 
@@ -914,14 +915,14 @@ mod tests {
         fs::write(dir.join("name"), "package-0\n").unwrap();
         fs::write(dir.join("energy_uj"), "\u{1}\u{2}\n").unwrap();
         let err = discover(tmp.path()).unwrap_err();
-        assert_eq!(err.kind(), "parse");
+        assert_eq!(err.kind(), IssueKind::Parse);
     }
 
     #[test]
     fn missing_powercap_or_no_zones_is_not_found() {
         let tmp = TempDir::new().unwrap();
         let err = discover(tmp.path()).unwrap_err();
-        assert_eq!(err.kind(), "not_found");
+        assert_eq!(err.kind(), IssueKind::NotFound);
         assert_eq!(err.path(), tmp.path().join("class/powercap"));
 
         // a powercap dir holding only the control type, a regular file and an unknown zone.
@@ -933,7 +934,7 @@ mod tests {
         fs::write(unknown.join("name"), "mystery-0\n").unwrap();
         fs::write(unknown.join("energy_uj"), "5\n").unwrap();
         let err = discover(tmp.path()).unwrap_err();
-        assert_eq!(err.kind(), "not_found");
+        assert_eq!(err.kind(), IssueKind::NotFound);
     }
 
     #[test]
@@ -972,7 +973,7 @@ mod tests {
     #[test]
     fn every_zone_denied_is_permission_denied() {
         let err = discover_with(&fixture("two_sockets"), deny).unwrap_err();
-        assert_eq!(err.kind(), "permission_denied");
+        assert_eq!(err.kind(), IssueKind::PermissionDenied);
         assert!(
             err.path().ends_with("energy_uj"),
             "{}",
@@ -1000,7 +1001,7 @@ mod tests {
             fs::set_permissions(&path, perms).unwrap();
         }
         let err = discover(&root).unwrap_err();
-        assert_eq!(err.kind(), "permission_denied");
+        assert_eq!(err.kind(), IssueKind::PermissionDenied);
     }
 
     #[test]

@@ -14,13 +14,14 @@ use std::path::PathBuf;
 use super::cgroup::{parse_mountinfo, rebase_mount_point, CgroupActivity, CgroupVersion};
 use super::{ActivitySample, ActivitySource, ContainerActivity, PodActivity, SourceStats};
 use crate::config::{CpuCountersChoice, HostRoots};
+use crate::issue::{Input, IssueKind, SourceIssue};
 use crate::resource::cgroup_path::CgroupOwner;
-use crate::units::{ContainerId, CpuNanos, PodUid, SourceIssue};
+use crate::units::{ContainerId, CpuNanos, PodUid};
 use counters::{CounterKind, Counters};
 use program::{Drained, LoadedProgram, TaskSlice};
 use resolve::{Resolver, TaskCgroup};
 
-const SOURCE: &str = "ebpf";
+const INPUT: Input = Input::Ebpf;
 
 /// The compiled program (`ebpf/build.sh` rebuilds it; CI checks it is not stale).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../../ebpf/kepler.bpf.o");
@@ -75,29 +76,29 @@ pub enum Error {
 
 impl Error {
     /// Short fixed label for self-metrics and the fallback log line.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> IssueKind {
         if self.os_error() == Some(libc::EPERM) || self.os_error() == Some(libc::EACCES) {
-            return "permission_denied";
+            return IssueKind::PermissionDenied;
         }
         match self {
-            Error::NoBtf { .. } => "no_btf",
-            Error::Load(_) => "load",
-            Error::MissingInObject { .. } => "object",
-            Error::Program { .. } => "verifier",
-            Error::Attach { .. } => "attach",
-            Error::Map { .. } => "map",
-            Error::Drain { .. } => "drain",
-            Error::Cpus { .. } => "cpus",
-            Error::Counters(_) => "counters",
+            Error::NoBtf { .. } => IssueKind::NoBtf,
+            Error::Load(_) => IssueKind::Load,
+            Error::MissingInObject { .. } => IssueKind::Object,
+            Error::Program { .. } => IssueKind::Verifier,
+            Error::Attach { .. } => IssueKind::Attach,
+            Error::Map { .. } => IssueKind::Map,
+            Error::Drain { .. } => IssueKind::Drain,
+            Error::Cpus { .. } => IssueKind::Cpus,
+            Error::Counters(_) => IssueKind::Counters,
         }
     }
 
     /// In words, why eBPF is not usable, for the one fallback log line.
     pub fn reason(&self) -> &'static str {
         match self.kind() {
-            "permission_denied" => "not permitted (needs CAP_BPF and CAP_PERFMON, or root)",
-            "no_btf" => "the kernel has no BTF",
-            "verifier" | "attach" => {
+            IssueKind::PermissionDenied => "not permitted (needs CAP_BPF and CAP_PERFMON, or root)",
+            IssueKind::NoBtf => "the kernel has no BTF",
+            IssueKind::Verifier | IssueKind::Attach => {
                 "the kernel refused the program (kernel older than 5.5, or a verifier rejection)"
             }
             _ => "the eBPF object could not be used",
@@ -191,13 +192,13 @@ impl EbpfActivity {
         let resolver = Resolver::new(v2_root(roots), &roots.procfs);
         match (program.counters(), why_not) {
             (Some(kind), _) => tracing::info!(
-                source = SOURCE,
+                source = INPUT.as_str(),
                 counters = ?kind.measures(),
                 cgroups = resolver.known_cgroups(),
                 "eBPF attached to sched_switch and sched_process_exit with CPU counters; pods are split by cycles"
             ),
             (None, why) => tracing::info!(
-                source = SOURCE,
+                source = INPUT.as_str(),
                 counters = "cpu_time",
                 reason = why.as_deref().unwrap_or(""),
                 cgroups = resolver.known_cgroups(),
@@ -241,8 +242,8 @@ impl EbpfActivity {
         self.counters.drain_syscalls += u64::from(self.drained.syscalls);
         if state.dropped > before.dropped_slices {
             issues.push(SourceIssue::new(
-                SOURCE,
-                "map_full",
+                INPUT,
+                IssueKind::MapFull,
                 format!(
                     "{} context-switch slices ({} ms of CPU time) not recorded: the process map was full",
                     state.dropped - before.dropped_slices,
@@ -254,8 +255,8 @@ impl EbpfActivity {
             // Exits were missed, so a pid may have been reused: cached /proc answers are not safe.
             self.resolver.forget_processes();
             issues.push(SourceIssue::new(
-                SOURCE,
-                "exit_map_full",
+                INPUT,
+                IssueKind::ExitMapFull,
                 "process exits not recorded: the exit map was full",
             ));
         }
@@ -265,8 +266,8 @@ impl EbpfActivity {
         let counters_ok = state.counter_errors == before.counter_errors;
         if counters_live && !counters_ok {
             issues.push(SourceIssue::new(
-                SOURCE,
-                "counter_error",
+                INPUT,
+                IssueKind::CounterError,
                 format!(
                     "{} CPU counter reads failed or found the counter stopped: this interval is split by on-CPU time",
                     state.counter_errors - before.counter_errors
@@ -425,7 +426,7 @@ fn v2_root(roots: &HostRoots) -> Option<PathBuf> {
 
 impl ActivitySource for EbpfActivity {
     fn name(&self) -> &'static str {
-        SOURCE
+        INPUT.as_str()
     }
 
     fn sample(&mut self) -> ActivitySample {
@@ -442,7 +443,7 @@ impl ActivitySource for EbpfActivity {
                 tracing::debug!(error = %error, "eBPF drain failed");
                 ActivitySample {
                     pods: Vec::new(),
-                    issues: vec![SourceIssue::new(SOURCE, error.kind(), error.to_string())],
+                    issues: vec![SourceIssue::new(INPUT, error.kind(), error.to_string())],
                 }
             }
         }
@@ -654,19 +655,19 @@ mod tests {
             path: "/sys/kernel/btf/vmlinux".into(),
             source: None,
         };
-        assert_eq!(no_btf.kind(), "no_btf");
+        assert_eq!(no_btf.kind(), IssueKind::NoBtf);
         assert!(no_btf.to_string().contains("/sys/kernel/btf/vmlinux"));
         let eperm = Error::Drain {
             map: "TASK_TIME",
             source: io::Error::from_raw_os_error(libc::EPERM),
         };
-        assert_eq!(eperm.kind(), "permission_denied");
+        assert_eq!(eperm.kind(), IssueKind::PermissionDenied);
         assert!(eperm.reason().contains("CAP_BPF"));
         let other = Error::Drain {
             map: "TASK_TIME",
             source: io::Error::from_raw_os_error(libc::EINVAL),
         };
-        assert_eq!(other.kind(), "drain");
+        assert_eq!(other.kind(), IssueKind::Drain);
     }
 
     #[test]
