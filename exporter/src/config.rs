@@ -11,11 +11,9 @@ use crate::web::conns::Limits;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:28282";
@@ -132,13 +130,6 @@ pub enum IdleWattsSpec {
 impl From<&str> for IdleWattsSpec {
     fn from(list: &str) -> Self {
         IdleWattsSpec::List(list.to_string())
-    }
-}
-
-impl FromStr for IdleWattsSpec {
-    type Err = Infallible;
-    fn from_str(list: &str) -> Result<Self, Infallible> {
-        Ok(list.into())
     }
 }
 
