@@ -1,6 +1,7 @@
 //! Flags, environment and YAML file -> one validated `Config`. Precedence: flag, then environment
-//! (`KEPLER_RS_*`), then file (`--config`), then default. The only module that knows the host paths `/sys` and `/proc`;
-//! everything below receives its roots from `HostRoots`.
+//! (`KEPLER_RS_*`), then file (`--config`), then default. Each option of `kepler-rs run` is declared
+//! once, in `RunArgs`; `RunArgs::resolve` is the one place that validates. The only module that knows
+//! the host paths `/sys` and `/proc`; everything below receives its roots from `HostRoots`.
 
 use crate::files::read_small_file;
 use crate::resource::jupyterhub::{HubUserKey, HubUserLabel, HubUserPolicy};
@@ -108,8 +109,49 @@ pub enum GpuChoice {
     Nvml,
 }
 
-/// Raw flags of `kepler-rs run`; every one also reads `KEPLER_RS_<NAME>`.
-#[derive(Debug, Clone, Default, Args)]
+/// `--hub-user-label`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HubUserLabelChoice {
+    #[default]
+    Raw,
+    Hash,
+    Off,
+}
+
+/// `--idle-watts` before validation: `zone=watts,...` on the command line and in the environment,
+/// a table (`idle_watts: {package: 20}`) in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdleWattsSpec {
+    List(String),
+    Table(BTreeMap<String, f64>),
+}
+
+impl From<&str> for IdleWattsSpec {
+    fn from(list: &str) -> Self {
+        IdleWattsSpec::List(list.to_string())
+    }
+}
+
+/// The file holds `idle_watts` as a table only.
+fn idle_watts_table<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<IdleWattsSpec>, D::Error> {
+    Ok(Option::<BTreeMap<String, f64>>::deserialize(deserializer)?.map(IdleWattsSpec::Table))
+}
+
+/// A list in the file, where `~` (null) means none.
+fn list_or_null<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// The options of `kepler-rs run`, each declared once: its long flag, its `KEPLER_RS_<NAME>`
+/// variable, and its key in the `--config` file (the flag with underscores). Flags and environment
+/// fill one `RunArgs`, the file another; `resolve` lays the first over the second and validates.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RunArgs {
     /// Address to serve /metrics on [default: 0.0.0.0:28282]
     #[arg(long, env = "KEPLER_RS_LISTEN")]
@@ -128,6 +170,7 @@ pub struct RunArgs {
     pub node_name: Option<String>,
     /// YAML configuration file (keys as the long flags, with underscores)
     #[arg(long, env = "KEPLER_RS_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Log format [default: human]
     #[arg(long, env = "KEPLER_RS_LOG_FORMAT", value_enum)]
@@ -152,7 +195,8 @@ pub struct RunArgs {
     pub grace_period: Option<String>,
     /// Fixed idle power per zone instead of learning it, e.g. package=20,dram=3
     #[arg(long, env = "KEPLER_RS_IDLE_WATTS")]
-    pub idle_watts: Option<String>,
+    #[serde(deserialize_with = "idle_watts_table")]
+    pub idle_watts: Option<IdleWattsSpec>,
     /// Estimate model: idle watts per logical CPU [default: 0.74]
     #[arg(long, env = "KEPLER_RS_ESTIMATE_IDLE_WATTS_PER_CPU")]
     pub estimate_idle_watts_per_cpu: Option<f64>,
@@ -194,56 +238,13 @@ pub struct RunArgs {
     pub web_max_header_bytes: Option<usize>,
     /// Namespace of JupyterHub user servers; only pods there get hub_user (repeatable, or comma-separated)
     #[arg(long, env = "KEPLER_RS_JUPYTERHUB_NAMESPACE", value_delimiter = ',')]
+    #[serde(deserialize_with = "list_or_null")]
     pub jupyterhub_namespace: Vec<String>,
     /// hub_user label: raw user name, keyed hash, or off [default: raw]
     #[arg(long, env = "KEPLER_RS_HUB_USER_LABEL", value_enum)]
     pub hub_user_label: Option<HubUserLabelChoice>,
     /// Key file for --hub-user-label hash (at least 16 bytes; keep it in a Secret)
     #[arg(long, env = "KEPLER_RS_HUB_USER_HASH_KEY_FILE")]
-    pub hub_user_hash_key_file: Option<PathBuf>,
-}
-
-/// `--hub-user-label`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum HubUserLabelChoice {
-    #[default]
-    Raw,
-    Hash,
-    Off,
-}
-
-/// The YAML file: the same keys as the flags, with underscores.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<String>,
-    pub interval: Option<String>,
-    pub sysfs: Option<PathBuf>,
-    pub procfs: Option<PathBuf>,
-    pub node_name: Option<String>,
-    pub log_format: Option<LogFormat>,
-    pub log_level: Option<String>,
-    pub energy_source: Option<EnergySourceChoice>,
-    pub cpu_source: Option<CpuSourceChoice>,
-    pub cpu_counters: Option<CpuCountersChoice>,
-    pub process_metrics: Option<bool>,
-    pub grace_period: Option<String>,
-    pub idle_watts: Option<BTreeMap<String, f64>>,
-    pub estimate_idle_watts_per_cpu: Option<f64>,
-    pub estimate_max_watts_per_cpu: Option<f64>,
-    pub kubeconfig: Option<PathBuf>,
-    pub no_kube: Option<bool>,
-    pub gpu: Option<GpuChoice>,
-    pub gpu_idle_watts: Option<f64>,
-    pub pod_resources_socket: Option<PathBuf>,
-    pub web_config_file: Option<PathBuf>,
-    pub web_max_connections: Option<usize>,
-    pub web_header_read_timeout: Option<String>,
-    pub web_idle_timeout: Option<String>,
-    pub web_max_header_bytes: Option<usize>,
-    pub jupyterhub_namespace: Option<Vec<String>>,
-    pub hub_user_label: Option<HubUserLabelChoice>,
     pub hub_user_hash_key_file: Option<PathBuf>,
 }
 
@@ -296,7 +297,31 @@ fn err(flag: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 impl RunArgs {
-    /// Merge flags/env with the file (if any) and defaults, and validate everything.
+    /// Every option set here, and the others from `lower` (flags and environment over the file).
+    fn or(self, lower: RunArgs) -> RunArgs {
+        macro_rules! over {
+            ($($option:ident),* $(,)?) => {
+                RunArgs {
+                    $($option: self.$option.or(lower.$option),)*
+                    jupyterhub_namespace: if self.jupyterhub_namespace.is_empty() {
+                        lower.jupyterhub_namespace
+                    } else {
+                        self.jupyterhub_namespace
+                    },
+                }
+            };
+        }
+        over! {
+            listen, interval, sysfs, procfs, node_name, config, log_format, log_level,
+            energy_source, cpu_source, cpu_counters, process_metrics, grace_period, idle_watts,
+            estimate_idle_watts_per_cpu, estimate_max_watts_per_cpu, kubeconfig, no_kube, gpu,
+            gpu_idle_watts, pod_resources_socket, web_config_file, web_max_connections,
+            web_header_read_timeout, web_idle_timeout, web_max_header_bytes, hub_user_label,
+            hub_user_hash_key_file
+        }
+    }
+
+    /// Lay flags/env over the file (if any), fill in defaults, and validate everything.
     /// `env_node_name` is `$NODE_NAME`; `hostname` the fallback.
     pub fn resolve(
         self,
@@ -305,26 +330,13 @@ impl RunArgs {
     ) -> Result<Config, ConfigError> {
         let file = match &self.config {
             Some(path) => load_file(path)?,
-            None => FileConfig::default(),
+            None => RunArgs::default(),
         };
-        let web_args = WebLimitArgs {
-            max_connections: self.web_max_connections,
-            header_read_timeout: self.web_header_read_timeout,
-            idle_timeout: self.web_idle_timeout,
-            max_header_bytes: self.web_max_header_bytes,
-        };
-        let web_limits = web_limits(&web_args, &file)?;
-        let hub_users = hub_user_policy(
-            self.jupyterhub_namespace,
-            self.hub_user_label,
-            self.hub_user_hash_key_file,
-            &file,
-        )?;
+        let args = self.or(file);
+        let web_limits = web_limits(&args)?;
+        let hub_users = hub_user_policy(&args)?;
 
-        let listen_raw = self
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen_raw = args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen: SocketAddr = listen_raw.parse().map_err(|e| {
             err(
                 "--listen",
@@ -332,8 +344,8 @@ impl RunArgs {
             )
         })?;
 
-        let interval = match self.interval.or(file.interval) {
-            Some(raw) => parse_duration("--interval", &raw)?,
+        let interval = match &args.interval {
+            Some(raw) => parse_duration("--interval", raw)?,
             None => DEFAULT_INTERVAL,
         };
         if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) {
@@ -347,20 +359,19 @@ impl RunArgs {
                 ),
             ));
         }
-        let grace_period = match self.grace_period.or(file.grace_period) {
-            Some(raw) => parse_duration("--grace-period", &raw)?,
+        let grace_period = match &args.grace_period {
+            Some(raw) => parse_duration("--grace-period", raw)?,
             None => DEFAULT_GRACE,
         };
 
         let defaults = HostRoots::default();
-        let sysfs = self.sysfs.or(file.sysfs).unwrap_or(defaults.sysfs);
-        let procfs = self.procfs.or(file.procfs).unwrap_or(defaults.procfs);
+        let sysfs = args.sysfs.unwrap_or(defaults.sysfs);
+        let procfs = args.procfs.unwrap_or(defaults.procfs);
         check_dir("--sysfs", &sysfs)?;
         check_dir("--procfs", &procfs)?;
 
-        let node_name = self
+        let node_name = args
             .node_name
-            .or(file.node_name)
             .or(env_node_name.filter(|n| !n.trim().is_empty()))
             .or_else(hostname)
             .ok_or_else(|| {
@@ -380,30 +391,24 @@ impl RunArgs {
             ));
         }
 
-        let idle_watts = match (self.idle_watts, file.idle_watts) {
-            (Some(raw), _) => parse_idle_watts(&raw)?,
-            (None, Some(map)) => idle_watts_from_map(map.into_iter())?,
-            (None, None) => BTreeMap::new(),
+        let idle_watts = match args.idle_watts {
+            Some(IdleWattsSpec::List(raw)) => parse_idle_watts(&raw)?,
+            Some(IdleWattsSpec::Table(map)) => idle_watts_from_map(map.into_iter())?,
+            None => BTreeMap::new(),
         };
 
         let mut estimate = EstimateModel::default();
-        if let Some(v) = self
-            .estimate_idle_watts_per_cpu
-            .or(file.estimate_idle_watts_per_cpu)
-        {
+        if let Some(v) = args.estimate_idle_watts_per_cpu {
             estimate.idle_watts_per_cpu = v;
         }
-        if let Some(v) = self
-            .estimate_max_watts_per_cpu
-            .or(file.estimate_max_watts_per_cpu)
-        {
+        if let Some(v) = args.estimate_max_watts_per_cpu {
             estimate.max_watts_per_cpu = v;
         }
         estimate
             .validate()
             .map_err(|m| err("--estimate-max-watts-per-cpu", m))?;
 
-        let gpu_idle_watts = match self.gpu_idle_watts.or(file.gpu_idle_watts) {
+        let gpu_idle_watts = match args.gpu_idle_watts {
             Some(w) if !w.is_finite() || w < 0.0 => {
                 return Err(err(
                     "--gpu-idle-watts",
@@ -413,10 +418,7 @@ impl RunArgs {
             w => w.map(Watts),
         };
 
-        let log_level = self
-            .log_level
-            .or(file.log_level)
-            .unwrap_or_else(|| "info".to_string());
+        let log_level = args.log_level.unwrap_or_else(|| "info".to_string());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(err(
                 "--log-level",
@@ -424,10 +426,7 @@ impl RunArgs {
             ));
         }
 
-        let pod_metadata = match (
-            self.no_kube.or(file.no_kube).unwrap_or(false),
-            self.kubeconfig.or(file.kubeconfig),
-        ) {
+        let pod_metadata = match (args.no_kube.unwrap_or(false), args.kubeconfig) {
             (true, Some(_)) => {
                 return Err(err("--no-kube", "cannot be combined with --kubeconfig"));
             }
@@ -447,49 +446,34 @@ impl RunArgs {
             interval,
             roots: HostRoots { sysfs, procfs },
             node_name,
-            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            log_format: args.log_format.unwrap_or_default(),
             log_level,
-            energy_source: self
-                .energy_source
-                .or(file.energy_source)
-                .unwrap_or_default(),
-            cpu_source: self.cpu_source.or(file.cpu_source).unwrap_or_default(),
-            cpu_counters: self.cpu_counters.or(file.cpu_counters).unwrap_or_default(),
-            process_metrics: self
-                .process_metrics
-                .or(file.process_metrics)
-                .unwrap_or(false),
+            energy_source: args.energy_source.unwrap_or_default(),
+            cpu_source: args.cpu_source.unwrap_or_default(),
+            cpu_counters: args.cpu_counters.unwrap_or_default(),
+            process_metrics: args.process_metrics.unwrap_or(false),
             grace_period,
             idle_watts,
             estimate,
             pod_metadata,
-            gpu: self.gpu.or(file.gpu).unwrap_or_default(),
+            gpu: args.gpu.unwrap_or_default(),
             gpu_idle_watts,
-            pod_resources_socket: self
+            pod_resources_socket: args
                 .pod_resources_socket
-                .or(file.pod_resources_socket)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_POD_RESOURCES_SOCKET)),
-            web_config_file: self.web_config_file.or(file.web_config_file),
+            web_config_file: args.web_config_file,
             web_limits,
             hub_users,
         })
     }
 }
 
-/// The `--web.*` limit flags of the command line (the file's keys are read beside them).
-struct WebLimitArgs {
-    max_connections: Option<usize>,
-    header_read_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    max_header_bytes: Option<usize>,
-}
-
 /// hyper refuses head buffers under 8 KiB; above 1 MiB a header is an attack, not a scrape.
 const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 8192..=(1 << 20);
 
-fn web_limits(args: &WebLimitArgs, file: &FileConfig) -> Result<Limits, ConfigError> {
+fn web_limits(args: &RunArgs) -> Result<Limits, ConfigError> {
     let mut limits = Limits::default();
-    if let Some(n) = args.max_connections.or(file.web_max_connections) {
+    if let Some(n) = args.web_max_connections {
         if !(1..=65_536).contains(&n) {
             return Err(err(
                 "--web.max-connections",
@@ -510,19 +494,15 @@ fn web_limits(args: &WebLimitArgs, file: &FileConfig) -> Result<Limits, ConfigEr
     };
     limits.header_read_timeout = timeout(
         "--web.header-read-timeout",
-        args.header_read_timeout
-            .as_ref()
-            .or(file.web_header_read_timeout.as_ref()),
+        args.web_header_read_timeout.as_ref(),
         limits.header_read_timeout,
     )?;
     limits.idle_timeout = timeout(
         "--web.idle-timeout",
-        args.idle_timeout
-            .as_ref()
-            .or(file.web_idle_timeout.as_ref()),
+        args.web_idle_timeout.as_ref(),
         limits.idle_timeout,
     )?;
-    if let Some(n) = args.max_header_bytes.or(file.web_max_header_bytes) {
+    if let Some(n) = args.web_max_header_bytes {
         if !MAX_HEADER_BYTES_RANGE.contains(&n) {
             return Err(err(
                 "--web.max-header-bytes",
@@ -537,19 +517,10 @@ fn web_limits(args: &WebLimitArgs, file: &FileConfig) -> Result<Limits, ConfigEr
 /// A key file is a few dozen bytes; more is a wrong path.
 const MAX_KEY_FILE_BYTES: usize = 4096;
 
-fn hub_user_policy(
-    namespaces: Vec<String>,
-    label: Option<HubUserLabelChoice>,
-    key_file: Option<PathBuf>,
-    file: &FileConfig,
-) -> Result<HubUserPolicy, ConfigError> {
-    let namespaces = if namespaces.is_empty() {
-        file.jupyterhub_namespace.clone().unwrap_or_default()
-    } else {
-        namespaces
-    };
+fn hub_user_policy(args: &RunArgs) -> Result<HubUserPolicy, ConfigError> {
     let mut set = std::collections::BTreeSet::new();
-    for ns in namespaces
+    for ns in args
+        .jupyterhub_namespace
         .iter()
         .map(|n| n.trim())
         .filter(|n| !n.is_empty())
@@ -568,8 +539,10 @@ fn hub_user_policy(
         }
         set.insert(ns.to_string());
     }
-    let key_file = key_file.or_else(|| file.hub_user_hash_key_file.clone());
-    let label = match (label.or(file.hub_user_label).unwrap_or_default(), key_file) {
+    let label = match (
+        args.hub_user_label.unwrap_or_default(),
+        &args.hub_user_hash_key_file,
+    ) {
         (HubUserLabelChoice::Raw, None) => HubUserLabel::Raw,
         (HubUserLabelChoice::Off, None) => HubUserLabel::Off,
         (HubUserLabelChoice::Hash, None) => {
@@ -579,7 +552,7 @@ fn hub_user_policy(
             ))
         }
         (HubUserLabelChoice::Hash, Some(path)) => {
-            let bytes = read_small_file(&path, MAX_KEY_FILE_BYTES)
+            let bytes = read_small_file(path, MAX_KEY_FILE_BYTES)
                 .map_err(|e| err("--hub-user-hash-key-file", e.to_string()))?;
             let trimmed = bytes.trim_ascii().to_vec();
             HubUserLabel::Hashed(HubUserKey::new(trimmed).ok_or_else(|| {
@@ -609,13 +582,14 @@ fn hub_user_policy(
 /// A configuration file is a few KiB; a limit keeps a wrong path (a device, a log) from costing memory.
 const MAX_CONFIG_FILE_BYTES: usize = 1 << 20;
 
-fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+/// The `--config` file: the same options as the flags, keyed with underscores.
+fn load_file(path: &Path) -> Result<RunArgs, ConfigError> {
     let bytes =
         read_small_file(path, MAX_CONFIG_FILE_BYTES).map_err(|e| err("--config", e.to_string()))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| err("--config", format!("{}: not valid UTF-8", path.display())))?;
     if text.trim().is_empty() {
-        return Ok(FileConfig::default());
+        return Ok(RunArgs::default());
     }
     serde_yaml_ng::from_str(&text).map_err(|e| err("--config", format!("{}: {e}", path.display())))
 }
@@ -899,6 +873,72 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.gpu, GpuChoice::Nvml);
+    }
+
+    fn file(yaml: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "{yaml}").unwrap();
+        f
+    }
+
+    #[test]
+    fn flag_only_and_flag_shaped_values_are_not_file_keys() {
+        for yaml in [
+            "config: /etc/other.yaml",
+            "idle_watts: package=3",
+            "jupyterhub_namespace: jhub",
+        ] {
+            let f = file(yaml);
+            let e = resolve(RunArgs {
+                config: Some(f.path().into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert_eq!(e.flag, "--config", "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_unset() {
+        let f = file(
+            "jupyterhub_namespace: [jhub, lab]\nhub_user_label: off\ncpu_source: procfs\n\
+             web_max_connections: 8\nweb_idle_timeout: 5s\nidle_watts:\n  dram: 2",
+        );
+        let c = resolve(RunArgs {
+            config: Some(f.path().into()),
+            idle_watts: Some("package=20,dram=3".into()),
+            web_max_connections: Some(9),
+            ..Default::default()
+        })
+        .unwrap();
+        let namespaces: Vec<&str> = c.hub_users.namespaces.iter().map(String::as_str).collect();
+        assert_eq!(namespaces, ["jhub", "lab"]);
+        assert_eq!(c.hub_users.label, HubUserLabel::Off);
+        assert_eq!(c.cpu_source, CpuSourceChoice::Procfs);
+        assert_eq!(c.web_limits.max_connections, 9);
+        assert_eq!(c.web_limits.idle_timeout, Duration::from_secs(5));
+        // A flag replaces the file's whole table, not zone by zone.
+        assert_eq!(
+            c.idle_watts,
+            BTreeMap::from([
+                (ZoneKind::Package, Watts(20.0)),
+                (ZoneKind::Dram, Watts(3.0))
+            ])
+        );
+        let c = resolve(RunArgs {
+            config: Some(f.path().into()),
+            jupyterhub_namespace: vec!["other".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let namespaces: Vec<&str> = c.hub_users.namespaces.iter().map(String::as_str).collect();
+        assert_eq!(namespaces, ["other"]);
+        assert_eq!(c.idle_watts, BTreeMap::from([(ZoneKind::Dram, Watts(2.0))]));
+        let c = resolve(RunArgs {
+            config: Some(file("jupyterhub_namespace: ~").path().into()),
+            ..Default::default()
+        });
+        assert!(c.is_ok(), "{c:?}");
     }
 
     #[test]

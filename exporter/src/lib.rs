@@ -4,6 +4,7 @@
 
 pub mod activity;
 pub mod attribution;
+pub mod build;
 pub mod config;
 pub mod files;
 pub mod gpu;

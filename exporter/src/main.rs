@@ -1,29 +1,18 @@
-//! The `kepler-rs` binary: subcommands, logging setup, wiring of sources -> monitor -> server.
-//! Everything it wires lives in the library; this file only decides and reports.
+//! The `kepler-rs` binary: subcommands, logging setup, then `build` (the library's source selection)
+//! -> monitor thread -> server, signals and exit codes. It chooses no input itself.
 
 use clap::{Parser, Subcommand};
-use kepler_rs::activity::cgroup::CgroupActivity;
-use kepler_rs::activity::ebpf::EbpfActivity;
-use kepler_rs::activity::procfs::{logical_cpus, NodeCpuReader, ProcessScanner};
-use kepler_rs::activity::procfs_pods::ProcfsPods;
-use kepler_rs::activity::{ActivitySample, ActivitySource};
-use kepler_rs::config::{
-    Config, CpuSourceChoice, EnergySourceChoice, LogFormat, PodMetadataSource, RunArgs,
-};
-use kepler_rs::idle::IdleEstimator;
-use kepler_rs::issue::{Input, IssueKind, SourceIssue};
+use kepler_rs::build::{build, Built, Probes};
+use kepler_rs::config::{Config, LogFormat, PodMetadataSource, RunArgs};
 use kepler_rs::metrics::BuildInfo;
-use kepler_rs::monitor::{self, Inputs, Monitor};
+use kepler_rs::monitor;
 use kepler_rs::resource::kube::{self as pod_watch, PodCache, WatchTuning};
-use kepler_rs::resource::pods::{NoPodMetadata, PodMetadata};
 use kepler_rs::server::{self, ServerState};
 use kepler_rs::snapshot::Snapshot;
-use kepler_rs::source::estimate::Estimate;
-use kepler_rs::source::{rapl, EnergySource};
 use kepler_rs::web::WebState;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,112 +97,6 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// An activity source that sees no pods (no cgroup hierarchy found): all activity is `system`.
-struct NoPods;
-impl ActivitySource for NoPods {
-    fn name(&self) -> &'static str {
-        "none"
-    }
-    fn sample(&mut self) -> ActivitySample {
-        ActivitySample::default()
-    }
-}
-
-/// Pick the energy source: RAPL where it can be read, otherwise the estimate (unless forced).
-fn energy_source(
-    config: &Config,
-    startup: &mut Vec<SourceIssue>,
-) -> Result<Box<dyn EnergySource>, String> {
-    let cpus = logical_cpus(&config.roots.procfs).unwrap_or_else(|| {
-        tracing::warn!(
-            "cannot count logical CPUs in {}/stat; assuming 1",
-            config.roots.procfs.display()
-        );
-        1
-    });
-    let estimate = || -> Box<dyn EnergySource> { Box::new(Estimate::new(config.estimate, cpus)) };
-    if config.energy_source == EnergySourceChoice::Estimate {
-        tracing::info!(
-            source = "estimate",
-            cpus,
-            "energy source: estimate from CPU utilisation (chosen by --energy-source)"
-        );
-        return Ok(estimate());
-    }
-    match rapl::discover(&config.roots.sysfs) {
-        Ok(r) => {
-            let zones: Vec<&str> = r.zones().iter().map(|z| z.as_str()).collect();
-            tracing::info!(source = "rapl", sockets = r.socket_count(), zones = ?zones, "energy source: RAPL (powercap)");
-            Ok(Box::new(r))
-        }
-        Err(e) if config.energy_source == EnergySourceChoice::Rapl => {
-            Err(format!("--energy-source rapl: {e}"))
-        }
-        Err(e) => {
-            if e.kind() == IssueKind::PermissionDenied {
-                tracing::error!(error = %e, "RAPL is present but unreadable; serving ESTIMATES instead (source=\"estimate\")");
-                startup.push(SourceIssue::new(Input::Rapl, e.kind(), e.to_string()));
-            } else {
-                tracing::info!(reason = %e, "no RAPL on this machine");
-            }
-            tracing::info!(
-                source = "estimate",
-                cpus,
-                idle_watts_per_cpu = config.estimate.idle_watts_per_cpu,
-                max_watts_per_cpu = config.estimate.max_watts_per_cpu,
-                "energy source: estimate from CPU utilisation; every node series carries source=\"estimate\""
-            );
-            Ok(estimate())
-        }
-    }
-}
-
-/// Pick the CPU-activity source: eBPF where it loads (or as forced), otherwise cgroup counters.
-fn activity_source(
-    config: &Config,
-    startup: &mut Vec<SourceIssue>,
-) -> Result<Box<dyn ActivitySource>, String> {
-    if config.cpu_source == CpuSourceChoice::Procfs {
-        tracing::info!(
-            source = "procfs",
-            "CPU activity: /proc walk (misses processes shorter than a tick)"
-        );
-        return Ok(Box::new(ProcfsPods::new(&config.roots.procfs)));
-    }
-    if config.cpu_source != CpuSourceChoice::Cgroup {
-        match EbpfActivity::start(&config.roots, config.cpu_counters) {
-            Ok(a) => {
-                // Loading parsed the kernel's BTF (megabytes, now freed): give that memory back
-                // to the system instead of keeping it in the allocator's free lists.
-                // SAFETY: malloc_trim only releases free heap pages; no pointer is invalidated.
-                unsafe { libc::malloc_trim(0) };
-                return Ok(Box::new(a));
-            }
-            Err(e) if config.cpu_source == CpuSourceChoice::Ebpf => {
-                return Err(format!("--cpu-source ebpf: {}: {e}", e.reason()))
-            }
-            Err(e) => {
-                tracing::warn!(reason = %e.kind(), error = %e,
-                    "eBPF unavailable ({}); CPU activity from cgroup counters instead", e.reason());
-                startup.push(SourceIssue::new(Input::Ebpf, e.kind(), e.to_string()));
-            }
-        }
-    }
-    Ok(
-        match CgroupActivity::discover(&config.roots.sysfs, &config.roots.procfs) {
-            Ok(a) => {
-                tracing::info!(source = "cgroup", root = %a.root().display(), "CPU activity: cgroup counters");
-                Box::new(a)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "no cgroup hierarchy usable: all activity counts as system, no pod series");
-                startup.push(SourceIssue::new(Input::Cgroup, e.kind(), e.to_string()));
-                Box::new(NoPods)
-            }
-        },
-    )
-}
-
 fn run(args: RunArgs) -> ExitCode {
     let config = match args.resolve(std::env::var("NODE_NAME").ok(), hostname) {
         Ok(c) => c,
@@ -243,75 +126,16 @@ fn run(args: RunArgs) -> ExitCode {
     let fd_limit = kepler_rs::activity::cgroup::raise_open_file_limit();
     tracing::debug!(fd_limit, "open file limit");
 
-    let mut startup = Vec::new();
-    let energy = match energy_source(&config, &mut startup) {
-        Ok(e) => e,
-        Err(msg) => {
-            tracing::error!("{msg}");
-            eprintln!("kepler-rs: error: {msg}");
+    let Built {
+        monitor, pod_cache, ..
+    } = match build(&config, &Probes::host()) {
+        Ok(built) => built,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("kepler-rs: error: {e}");
             return ExitCode::from(2);
         }
     };
-    let activity = match activity_source(&config, &mut startup) {
-        Ok(a) => a,
-        Err(msg) => {
-            tracing::error!("{msg}");
-            eprintln!("kepler-rs: error: {msg}");
-            return ExitCode::from(2);
-        }
-    };
-    let pod_cache = (config.pod_metadata != PodMetadataSource::Off)
-        .then(|| Arc::new(PodCache::with_hub_users(config.hub_users.clone())));
-    let pod_metadata: Arc<dyn PodMetadata> = match &pod_cache {
-        Some(cache) => cache.clone(),
-        None => Arc::new(NoPodMetadata),
-    };
-    let inputs = Inputs {
-        energy,
-        activity,
-        node_cpu: NodeCpuReader::new(&config.roots.procfs),
-        processes: config
-            .process_metrics
-            .then(|| ProcessScanner::new(&config.roots.procfs)),
-        pod_metadata,
-    };
-    let idle = IdleEstimator::new(config.idle_watts.clone(), None);
-    let mut monitor = Monitor::new(
-        inputs,
-        config.node_name.clone(),
-        idle,
-        config.grace_period,
-        Instant::now(),
-    );
-    for issue in startup {
-        monitor.note_unavailable(issue);
-    }
-    match kepler_rs::gpu::open(config.gpu) {
-        Ok(Some(sampler)) => {
-            let gpu = kepler_rs::gpu::GpuMonitor::new(
-                sampler,
-                config.roots.procfs.clone(),
-                config.grace_period,
-                config.gpu_idle_watts,
-            )
-            .with_assignments(
-                Box::new(kepler_rs::gpu::grpc::PodResourcesSocket::new(
-                    config.pod_resources_socket.clone(),
-                )),
-                match &pod_cache {
-                    Some(cache) => cache.clone(),
-                    None => Arc::new(kepler_rs::gpu::podresources::NoPodUids),
-                },
-            );
-            monitor = monitor.with_gpu(gpu);
-        }
-        Ok(None) => {}
-        Err(msg) => {
-            tracing::error!("{msg}");
-            eprintln!("kepler-rs: error: {msg}");
-            return ExitCode::from(2);
-        }
-    }
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
