@@ -1,18 +1,20 @@
-//! Cumulative energy bookkeeping across intervals: adds each interval's attribution into per-node,
-//! per-pod, per-container and per-process counters, keeps ended consumers for a grace period, and
-//! builds snapshots. Pure: no I/O; time is a monotonic `Duration` passed in.
+//! Cumulative CPU energy across intervals: adds each interval's attribution into per-zone node,
+//! per-pod, per-container and per-process counters (the consumer bookkeeping and grace period are
+//! `consumers`, shared with the GPU ledger), and builds the CPU part of snapshots. Pure: no I/O; time
+//! is a monotonic `Duration` passed in.
 //!
 //! A pod removed after its grace period moves its joules into the node's `terminated_pods` counter, so
 //! `active = Σ live pods + terminated pods + system` holds in every snapshot and no joule is lost.
 //! Ended containers of a live pod are kept until the pod goes, so `pod = Σ containers` holds too.
 
 use crate::attribution::IntervalEnergy;
+use crate::consumers::{per_second, Consumers, Energy};
 use crate::resource::pods::PodMetadata;
 use crate::snapshot::{ContainerSeries, NodeZone, PodSeries, ProcessSeries};
-use crate::units::{ContainerId, Pid, PodUid, ZoneKind};
-use std::collections::HashMap;
+use crate::units::{ContainerId, Joules, Pid, PodUid, ZoneKind};
 use std::time::Duration;
 
+/// Joules and watts per zone, indexed like the ledger's zones.
 #[derive(Debug, Clone)]
 struct Counters {
     joules: Vec<f64>,
@@ -26,22 +28,37 @@ impl Counters {
             watts: vec![0.0; zones],
         }
     }
+
+    /// Adds an interval's joules (in the interval's zone order, mapped by `index`).
+    fn add(&mut self, joules: &[Joules], index: &[Option<usize>], elapsed_secs: f64) {
+        for (j, idx) in joules.iter().zip(index) {
+            if let Some(i) = *idx {
+                self.joules[i] += j.0;
+                self.watts[i] = per_second(j.0, elapsed_secs);
+            }
+        }
+    }
 }
 
-#[derive(Debug, Clone)]
-struct PodAcc {
-    energy: Counters,
-    last_seen: Duration,
-    ended: bool,
-    containers: HashMap<ContainerId, Counters>,
+impl Energy for Counters {
+    fn clear_power(&mut self) {
+        self.watts.iter_mut().for_each(|w| *w = 0.0);
+    }
 }
 
+/// A process's energy with what names it (process metrics are informational: an expired process's
+/// joules are not kept).
 #[derive(Debug, Clone)]
 struct ProcessAcc {
     comm: String,
     container: Option<ContainerId>,
     energy: Counters,
-    last_seen: Duration,
+}
+
+impl Energy for ProcessAcc {
+    fn clear_power(&mut self) {
+        self.energy.clear_power();
+    }
 }
 
 /// Cumulative counters of one node. Zones are fixed at construction.
@@ -49,9 +66,8 @@ struct ProcessAcc {
 pub struct Ledger {
     zones: Vec<ZoneKind>,
     node: Vec<NodeZone>,
-    pods: HashMap<PodUid, PodAcc>,
-    processes: HashMap<Pid, ProcessAcc>,
-    grace: Duration,
+    pods: Consumers<PodUid, Counters>,
+    processes: Consumers<Pid, ProcessAcc>,
 }
 
 impl Ledger {
@@ -60,9 +76,8 @@ impl Ledger {
         Ledger {
             zones,
             node,
-            pods: HashMap::new(),
-            processes: HashMap::new(),
-            grace,
+            pods: Consumers::new(grace),
+            processes: Consumers::new(grace),
         }
     }
 
@@ -71,17 +86,11 @@ impl Ledger {
     }
 
     /// Add one interval. `elapsed_secs` converts joules to watts; `now` is monotonic time used for
-    /// the grace period. Zones absent from `interval` keep their previous watts (their energy will
-    /// arrive with the next good reading).
+    /// the grace period. Zones absent from `interval` (failed this tick) read 0 W; their energy
+    /// arrives with the next good reading.
     pub fn apply(&mut self, interval: &IntervalEnergy, elapsed_secs: f64, now: Duration) {
         let n = self.zones.len();
-        let per_sec = |j: f64| {
-            if elapsed_secs > 0.0 {
-                j / elapsed_secs
-            } else {
-                0.0
-            }
-        };
+        let per_sec = |j: Joules| per_second(j.0, elapsed_secs);
         // Map the interval's zone order onto ours.
         let index: Vec<Option<usize>> = interval
             .zones
@@ -89,6 +98,10 @@ impl Ledger {
             .map(|z| self.zones.iter().position(|k| *k == z.zone))
             .collect();
 
+        for node in &mut self.node {
+            (node.total_watts, node.idle_watts) = (0.0, 0.0);
+            (node.active_watts, node.system_watts) = (0.0, 0.0);
+        }
         for (split, idx) in interval.zones.iter().zip(&index) {
             let Some(i) = *idx else { continue };
             let node = &mut self.node[i];
@@ -96,77 +109,41 @@ impl Ledger {
             node.idle_joules += split.idle.0;
             node.active_joules += split.active.0;
             node.system_joules += split.system.0;
-            node.total_watts = per_sec(split.total.0);
-            node.idle_watts = per_sec(split.idle.0);
-            node.active_watts = per_sec(split.active.0);
-            node.system_watts = per_sec(split.system.0);
+            node.total_watts = per_sec(split.total);
+            node.idle_watts = per_sec(split.idle);
+            node.active_watts = per_sec(split.active);
+            node.system_watts = per_sec(split.system);
         }
 
-        for acc in self.pods.values_mut() {
-            acc.ended = true;
-        }
+        self.pods.begin();
         for pod in &interval.pods {
-            let acc = self.pods.entry(pod.uid.clone()).or_insert_with(|| PodAcc {
-                energy: Counters::new(n),
-                last_seen: now,
-                ended: false,
-                containers: HashMap::new(),
-            });
-            acc.last_seen = now;
-            acc.ended = false;
-            add_into(&mut acc.energy, &pod.joules, &index, per_sec);
-            for c in acc.containers.values_mut() {
-                c.watts.iter_mut().for_each(|w| *w = 0.0);
-            }
+            let acc = self.pods.seen(&pod.uid, now, || Counters::new(n));
+            acc.energy.add(&pod.joules, &index, elapsed_secs);
             for c in &pod.containers {
-                let cacc = acc
-                    .containers
+                acc.containers
                     .entry(c.id.clone())
-                    .or_insert_with(|| Counters::new(n));
-                add_into(cacc, &c.joules, &index, per_sec);
+                    .or_insert_with(|| Counters::new(n))
+                    .add(&c.joules, &index, elapsed_secs);
             }
         }
+        // An expired pod's joules stay in the node, as terminated pods' energy.
+        let node = &mut self.node;
+        self.pods.end(now, |_, gone| {
+            for (zone, j) in node.iter_mut().zip(&gone.energy.joules) {
+                zone.terminated_pods_joules += j;
+            }
+        });
 
-        // Ended pods: no power now; removed after the grace period, their joules kept in the node.
-        let grace = self.grace;
-        let mut expired = Vec::new();
-        for (uid, acc) in self.pods.iter_mut() {
-            if acc.ended {
-                acc.energy.watts.iter_mut().for_each(|w| *w = 0.0);
-                for c in acc.containers.values_mut() {
-                    c.watts.iter_mut().for_each(|w| *w = 0.0);
-                }
-                if now.saturating_sub(acc.last_seen) > grace {
-                    expired.push(uid.clone());
-                }
-            }
-        }
-        for uid in expired {
-            if let Some(acc) = self.pods.remove(&uid) {
-                for (node, j) in self.node.iter_mut().zip(&acc.energy.joules) {
-                    node.terminated_pods_joules += j;
-                }
-            }
-        }
-
-        let mut seen = std::collections::HashSet::with_capacity(interval.processes.len());
+        self.processes.begin();
         for p in &interval.processes {
-            seen.insert(p.pid);
-            let acc = self.processes.entry(p.pid).or_insert_with(|| ProcessAcc {
+            let acc = self.processes.seen(&p.pid, now, || ProcessAcc {
                 comm: p.comm.clone(),
                 container: p.container.clone(),
                 energy: Counters::new(n),
-                last_seen: now,
             });
-            acc.last_seen = now;
-            add_into(&mut acc.energy, &p.joules, &index, per_sec);
+            acc.energy.energy.add(&p.joules, &index, elapsed_secs);
         }
-        self.processes.retain(|pid, acc| {
-            if !seen.contains(pid) {
-                acc.energy.watts.iter_mut().for_each(|w| *w = 0.0);
-            }
-            now.saturating_sub(acc.last_seen) <= grace
-        });
+        self.processes.end(now, |_, _| {});
     }
 
     pub fn node(&self) -> &[NodeZone] {
@@ -209,28 +186,14 @@ impl Ledger {
             .iter()
             .map(|(pid, acc)| ProcessSeries {
                 pid: *pid,
-                comm: acc.comm.clone(),
-                container: acc.container.clone(),
-                joules: acc.energy.joules.clone(),
-                watts: acc.energy.watts.clone(),
+                comm: acc.energy.comm.clone(),
+                container: acc.energy.container.clone(),
+                joules: acc.energy.energy.joules.clone(),
+                watts: acc.energy.energy.watts.clone(),
             })
             .collect();
         processes.sort_by_key(|p| p.pid);
         (pods, processes)
-    }
-}
-
-fn add_into(
-    acc: &mut Counters,
-    joules: &[crate::units::Joules],
-    index: &[Option<usize>],
-    per_sec: impl Fn(f64) -> f64,
-) {
-    for (j, idx) in joules.iter().zip(index) {
-        if let Some(i) = *idx {
-            acc.joules[i] += j.0;
-            acc.watts[i] = per_sec(j.0);
-        }
     }
 }
 
@@ -281,6 +244,33 @@ mod tests {
                 processes: &[],
             },
         )
+    }
+
+    /// A zone whose read failed this tick is absent from the interval: counters stay, power reads
+    /// 0 W for the node and its pods alike (the energy arrives with the next good reading).
+    #[test]
+    fn a_failed_zone_keeps_its_counters_and_reads_zero_watts() {
+        let mut l = Ledger::new(vec![ZoneKind::Package], Duration::from_secs(10));
+        l.apply(
+            &interval(40.0, &[(1, 500, &[500])]),
+            1.0,
+            Duration::from_secs(1),
+        );
+        let (pods, _) = l.series(&NoPodMetadata);
+        assert!(l.node()[0].total_watts > 0.0 && pods[0].watts[0] > 0.0);
+        let mut failed = interval(0.0, &[(1, 500, &[500])]);
+        failed.zones.clear();
+        for p in &mut failed.pods {
+            p.joules.clear();
+            p.containers.iter_mut().for_each(|c| c.joules.clear());
+        }
+        l.apply(&failed, 1.0, Duration::from_secs(2));
+        let (pods, _) = l.series(&NoPodMetadata);
+        assert_eq!(l.node()[0].total_joules, 40.0);
+        assert_eq!(l.node()[0].total_watts, 0.0);
+        assert!(pods[0].joules[0] > 0.0);
+        assert_eq!(pods[0].watts[0], 0.0);
+        check_identities(&l);
     }
 
     fn check_identities(l: &Ledger) {

@@ -6,6 +6,7 @@ pub mod activity;
 pub mod attribution;
 pub mod build;
 pub mod config;
+pub(crate) mod consumers;
 pub mod files;
 pub mod gpu;
 pub mod idle;

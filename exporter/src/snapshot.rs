@@ -92,6 +92,62 @@ pub struct SocketZone {
     pub watts: f64,
 }
 
+/// Cumulative energy of one device (or the whole GPU where MIG is on).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GpuDeviceSeries {
+    /// NVML index, the `gpu` label.
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    /// `energy_counter` or `power_integral`, empty before the first reading.
+    pub method: &'static str,
+    pub total_joules: f64,
+    pub idle_joules: f64,
+    pub active_joules: f64,
+    /// Active energy no pod received (host processes, unplaceable processes, no process at all).
+    pub unattributed_joules: f64,
+    /// Energy of pods whose series were removed after the grace period.
+    pub terminated_pods_joules: f64,
+    pub watts: f64,
+    pub idle_watts: f64,
+    pub active_watts: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuContainerSeries {
+    pub id: ContainerId,
+    pub name: Option<String>,
+    pub joules: f64,
+    pub watts: f64,
+}
+
+/// A pod's energy on one device (or MIG instance). `joules ≥ Σ containers`: the rest is pod-level
+/// (a pod cgroup's own process, or a kubelet assignment with no visible process).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuPodSeries {
+    /// Position in `GpuSnapshot::devices`.
+    pub device: usize,
+    /// MIG device UUID, where MIG is on.
+    pub instance: Option<String>,
+    pub uid: PodUid,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    /// JupyterHub user and server, for user servers only.
+    pub hub: Option<HubServer>,
+    pub ended: bool,
+    pub joules: f64,
+    pub watts: f64,
+    pub containers: Vec<GpuContainerSeries>,
+}
+
+/// The GPU part of a snapshot; empty when GPU support is off.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GpuSnapshot {
+    pub devices: Vec<GpuDeviceSeries>,
+    /// Sorted by (device, instance, pod UID); containers by ID.
+    pub pods: Vec<GpuPodSeries>,
+}
+
 /// Everything one scrape encodes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -108,7 +164,7 @@ pub struct Snapshot {
     pub pods: Vec<PodSeries>,
     pub processes: Vec<ProcessSeries>,
     /// GPU devices and pods' GPU energy; empty when GPU support is off.
-    pub gpu: crate::gpu::ledger::GpuSnapshot,
+    pub gpu: GpuSnapshot,
     pub health: ExporterHealth,
 }
 

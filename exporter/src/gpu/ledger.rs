@@ -3,95 +3,36 @@
 //! (power 0) for the grace period, then its joules move into the device's `terminated_pods` counter,
 //! so `active = Σ pods + terminated_pods + unattributed` holds per device in every snapshot.
 //!
-//! A separate ledger rather than a generalised CPU one: CPU pods carry a dense vector per zone, while
-//! GPU consumers are sparse (pod, device, MIG instance) keys; widening the CPU ledger would cost every
-//! CPU pod a slot per GPU and reshape a module other work depends on.
+//! The consumer bookkeeping (grace period, terminated pods, power of unseen consumers) is `consumers`,
+//! shared with the CPU ledger; only the shape differs: CPU pods carry a dense vector per zone, GPU
+//! consumers are sparse (device, MIG instance, pod) keys with one figure each.
 
 use super::attribution::GpuInterval;
-use crate::resource::pods::{HubServer, PodMetadata};
-use crate::units::{ContainerId, PodUid};
-use std::collections::HashMap;
+use crate::consumers::{per_second, Consumers, Energy};
+use crate::resource::pods::PodMetadata;
+pub use crate::snapshot::{GpuContainerSeries, GpuDeviceSeries, GpuPodSeries, GpuSnapshot};
+use crate::units::{Joules, PodUid};
 use std::time::Duration;
 
-/// Cumulative energy of one device (or the whole GPU where MIG is on).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct GpuDeviceSeries {
-    /// NVML index, the `gpu` label.
-    pub index: u32,
-    pub uuid: String,
-    pub name: String,
-    /// `energy_counter` or `power_integral`, empty before the first reading.
-    pub method: &'static str,
-    pub total_joules: f64,
-    pub idle_joules: f64,
-    pub active_joules: f64,
-    /// Active energy no pod received (host processes, unplaceable processes, no process at all).
-    pub unattributed_joules: f64,
-    /// Energy of pods whose series were removed after the grace period.
-    pub terminated_pods_joules: f64,
-    pub watts: f64,
-    pub idle_watts: f64,
-    pub active_watts: f64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct GpuContainerSeries {
-    pub id: ContainerId,
-    pub name: Option<String>,
-    pub joules: f64,
-    pub watts: f64,
-}
-
-/// A pod's energy on one device (or MIG instance). `joules ≥ Σ containers`: the rest is pod-level
-/// (a pod cgroup's own process, or a kubelet assignment with no visible process).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GpuPodSeries {
-    /// Position in `GpuSnapshot::devices`.
-    pub device: usize,
-    /// MIG device UUID, where MIG is on.
-    pub instance: Option<String>,
-    pub uid: PodUid,
-    pub name: Option<String>,
-    pub namespace: Option<String>,
-    /// JupyterHub user and server, for user servers only.
-    pub hub: Option<HubServer>,
-    pub ended: bool,
-    pub joules: f64,
-    pub watts: f64,
-    pub containers: Vec<GpuContainerSeries>,
-}
-
-/// The GPU part of a snapshot; empty when GPU support is off.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct GpuSnapshot {
-    pub devices: Vec<GpuDeviceSeries>,
-    /// Sorted by (device, instance, pod UID); containers by ID.
-    pub pods: Vec<GpuPodSeries>,
-}
-
+/// Joules and watts of a pod (or container) on one device or MIG instance.
 #[derive(Debug, Clone, Default)]
-struct Energy {
+struct Share {
     joules: f64,
     watts: f64,
 }
 
-impl Energy {
+impl Share {
+    /// Adds a share of this interval (a pod may get several: per container, and pod-level).
     fn add(&mut self, joules: f64, elapsed_secs: f64) {
         self.joules += joules;
-        self.watts += if elapsed_secs > 0.0 {
-            joules / elapsed_secs
-        } else {
-            0.0
-        };
+        self.watts += per_second(joules, elapsed_secs);
     }
 }
 
-#[derive(Debug, Clone)]
-struct PodAcc {
-    energy: Energy,
-    last_seen: Duration,
-    ended: bool,
-    containers: HashMap<ContainerId, Energy>,
+impl Energy for Share {
+    fn clear_power(&mut self) {
+        self.watts = 0.0;
+    }
 }
 
 type PodKey = (usize, Option<usize>, PodUid);
@@ -100,16 +41,14 @@ type PodKey = (usize, Option<usize>, PodUid);
 #[derive(Debug, Clone)]
 pub struct GpuLedger {
     devices: Vec<GpuDeviceSeries>,
-    pods: HashMap<PodKey, PodAcc>,
-    grace: Duration,
+    pods: Consumers<PodKey, Share>,
 }
 
 impl GpuLedger {
     pub fn new(grace: Duration) -> GpuLedger {
         GpuLedger {
             devices: Vec::new(),
-            pods: HashMap::new(),
-            grace,
+            pods: Consumers::new(grace),
         }
     }
 
@@ -139,17 +78,9 @@ impl GpuLedger {
     /// Add one interval. Devices absent from `interval` (failed this tick) keep their counters and
     /// show 0 W until their next good reading brings the energy in.
     pub fn apply(&mut self, interval: &GpuInterval, elapsed_secs: f64, now: Duration) {
-        let per_sec = |j: f64| {
-            if elapsed_secs > 0.0 {
-                j / elapsed_secs
-            } else {
-                0.0
-            }
-        };
+        let per_sec = |j: Joules| per_second(j.0, elapsed_secs);
         for d in &mut self.devices {
-            d.watts = 0.0;
-            d.idle_watts = 0.0;
-            d.active_watts = 0.0;
+            (d.watts, d.idle_watts, d.active_watts) = (0.0, 0.0, 0.0);
         }
         for split in &interval.devices {
             if self.devices.len() <= split.slot {
@@ -161,30 +92,15 @@ impl GpuLedger {
             d.idle_joules += split.idle.0;
             d.active_joules += split.active.0;
             d.unattributed_joules += split.unattributed.0;
-            d.watts = per_sec(split.total.0);
-            d.idle_watts = per_sec(split.idle.0);
-            d.active_watts = per_sec(split.active.0);
+            d.watts = per_sec(split.total);
+            d.idle_watts = per_sec(split.idle);
+            d.active_watts = per_sec(split.active);
         }
 
-        for acc in self.pods.values_mut() {
-            acc.ended = true;
-            acc.energy.watts = 0.0;
-            for c in acc.containers.values_mut() {
-                c.watts = 0.0;
-            }
-        }
+        self.pods.begin();
         for share in &interval.shares {
-            let acc = self
-                .pods
-                .entry((share.slot, share.instance, share.pod.clone()))
-                .or_insert_with(|| PodAcc {
-                    energy: Energy::default(),
-                    last_seen: now,
-                    ended: false,
-                    containers: HashMap::new(),
-                });
-            acc.last_seen = now;
-            acc.ended = false;
+            let key = (share.slot, share.instance, share.pod.clone());
+            let acc = self.pods.seen(&key, now, Share::default);
             acc.energy.add(share.joules.0, elapsed_secs);
             if let Some(c) = &share.container {
                 acc.containers
@@ -193,21 +109,13 @@ impl GpuLedger {
                     .add(share.joules.0, elapsed_secs);
             }
         }
-
-        let grace = self.grace;
-        let expired: Vec<PodKey> = self
-            .pods
-            .iter()
-            .filter(|(_, acc)| acc.ended && now.saturating_sub(acc.last_seen) > grace)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in expired {
-            if let Some(acc) = self.pods.remove(&key) {
-                if let Some(d) = self.devices.get_mut(key.0) {
-                    d.terminated_pods_joules += acc.energy.joules;
-                }
+        // An expired pod's joules stay in its device, as terminated pods' energy.
+        let devices = &mut self.devices;
+        self.pods.end(now, |(slot, _, _), gone| {
+            if let Some(d) = devices.get_mut(*slot) {
+                d.terminated_pods_joules += gone.energy.joules;
             }
-        }
+        });
     }
 
     /// The GPU snapshot, with names from `meta` and MIG UUIDs from `instance_uuid(slot, instance)`.
@@ -259,6 +167,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::gpu::attribution::{attribute_gpu, DeviceInput, GpuConsumer, GpuOwner};
     use crate::resource::pods::NoPodMetadata;
+    use crate::units::ContainerId;
     use crate::units::Joules;
     use proptest::prelude::*;
 
