@@ -8,6 +8,7 @@ use kepler_rs::gpu::device::{DeviceSampler, ProcessUse};
 use kepler_rs::gpu::driver::{RunningProcess, UtilSample};
 use kepler_rs::gpu::scripted::{ScriptHandle, ScriptedDevice};
 use kepler_rs::gpu::GpuMonitor;
+use kepler_rs::idle::IdleEstimator;
 use kepler_rs::resource::cgroup_path::parse_proc_cgroup;
 use kepler_rs::resource::pods::NoPodMetadata;
 use kepler_rs::units::{Joules, Pid};
@@ -101,9 +102,9 @@ fn bench_tick(c: &mut Criterion) {
         sampler,
         proc_dir.path().to_path_buf(),
         Duration::from_secs(120),
-        None,
     );
-    let mut issues = gpu.tick(None, Duration::ZERO);
+    let mut idle = IdleEstimator::default();
+    let mut issues = gpu.tick(None, Duration::ZERO, &mut idle);
     let mut step: u64 = 0;
     // Advance the script as a real second would: 300 J per device, one utilisation sample per process.
     let advance = |step: u64| {
@@ -131,7 +132,11 @@ fn bench_tick(c: &mut Criterion) {
         b.iter(|| {
             step += 1;
             advance(step);
-            issues = gpu.tick(Some(Duration::from_secs(1)), Duration::from_secs(step));
+            issues = gpu.tick(
+                Some(Duration::from_secs(1)),
+                Duration::from_secs(step),
+                &mut idle,
+            );
             black_box(gpu.snapshot(&NoPodMetadata))
         })
     });

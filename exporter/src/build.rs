@@ -105,7 +105,7 @@ pub fn build(config: &Config, probes: &Probes) -> Result<Built, BuildError> {
             .then(|| ProcessScanner::new(&config.roots.procfs)),
         pod_metadata,
     };
-    let idle = IdleEstimator::new(config.idle_watts.clone(), None);
+    let idle = IdleEstimator::new(config.idle_watts.clone(), config.gpu_idle_watts);
     let mut monitor = Monitor::new(
         inputs,
         config.node_name.clone(),
@@ -119,21 +119,16 @@ pub fn build(config: &Config, probes: &Probes) -> Result<Built, BuildError> {
     let mut gpu_devices = 0;
     if let Some(sampler) = (probes.gpu)(config.gpu).map_err(BuildError::Gpu)? {
         gpu_devices = sampler.devices().count();
-        let gpu = GpuMonitor::new(
-            sampler,
-            config.roots.procfs.clone(),
-            config.grace_period,
-            config.gpu_idle_watts,
-        )
-        .with_assignments(
-            Box::new(gpu::grpc::PodResourcesSocket::new(
-                config.pod_resources_socket.clone(),
-            )),
-            match &pod_cache {
-                Some(cache) => cache.clone(),
-                None => Arc::new(gpu::podresources::NoPodUids),
-            },
-        );
+        let gpu = GpuMonitor::new(sampler, config.roots.procfs.clone(), config.grace_period)
+            .with_assignments(
+                Box::new(gpu::grpc::PodResourcesSocket::new(
+                    config.pod_resources_socket.clone(),
+                )),
+                match &pod_cache {
+                    Some(cache) => cache.clone(),
+                    None => Arc::new(gpu::podresources::NoPodUids),
+                },
+            );
         monitor = monitor.with_gpu(gpu);
     }
     Ok(Built {

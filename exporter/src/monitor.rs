@@ -1,5 +1,6 @@
-//! The tick loop: reads every source on the exporter's own interval, runs the energy model, updates
-//! the ledger and publishes one immutable `Snapshot` per tick. Owns all counter state and the clock;
+//! The tick loop: reads every input on the exporter's own interval (CPU time, energy, GPUs, as close
+//! together as it can), then runs one model step (idle for every scope from one estimator, the CPU and
+//! GPU splits, the ledgers) and publishes one immutable `Snapshot` per tick. Owns all counter state and the clock;
 //! a scrape never reaches this module.
 
 use crate::activity::procfs::{NodeCpuReader, ProcessScanner};
@@ -131,8 +132,9 @@ impl Monitor {
         };
         let energy = self.inputs.energy.sample(&ctx);
         issues.extend(energy.issues.iter().cloned());
-        if let Some(gpu) = &mut self.gpu {
-            issues.extend(gpu.tick(elapsed, now.saturating_duration_since(self.started)));
+        let gpu_read = self.gpu.as_mut().map(|gpu| gpu.read(elapsed));
+        if let Some(read) = &gpu_read {
+            issues.extend(read.issues.iter().cloned());
         }
 
         let energy_input = Input::from(self.inputs.energy.kind());
@@ -194,8 +196,11 @@ impl Monitor {
                     processes: &processes,
                 },
             );
-            self.ledger
-                .apply(&interval, secs, now.saturating_duration_since(self.started));
+            let since_start = now.saturating_duration_since(self.started);
+            self.ledger.apply(&interval, secs, since_start);
+            if let (Some(gpu), Some(read)) = (&mut self.gpu, gpu_read) {
+                gpu.apply(read.devices, &mut self.idle, secs, since_start);
+            }
             self.health.intervals += 1;
         }
         self.last_sample = Some(now);

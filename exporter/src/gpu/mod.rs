@@ -18,7 +18,7 @@ use crate::idle::{IdleEstimator, Scope};
 use crate::issue::{Input, IssueKind, SourceIssue};
 use crate::resource::cgroup_path::{parse_proc_cgroup, CgroupOwner};
 use crate::resource::pods::PodMetadata;
-use crate::units::{Pid, PodUid, Watts};
+use crate::units::{Joules, Pid, PodUid};
 use attribution::{attribute_gpu, consumers, Assignment, DeviceInput};
 use device::DeviceSampler;
 use ledger::{GpuLedger, GpuSnapshot};
@@ -57,33 +57,45 @@ pub fn open(choice: GpuChoice) -> Result<Option<DeviceSampler>, String> {
     }
 }
 
-/// GPU measurement and bookkeeping, driven by the monitor once per tick.
+/// GPU measurement and bookkeeping, driven by the monitor once per tick: an input like RAPL
+/// (`read`), then its part of the monitor's model step (`apply`).
 pub struct GpuMonitor {
     sampler: DeviceSampler,
     procfs: PathBuf,
     assignments: Box<dyn DeviceAssignments>,
     pod_uids: Arc<dyn PodUidByName>,
-    /// Idle power per device: configured, or learned by the model every scope shares.
-    idle: IdleEstimator,
     ledger: GpuLedger,
     up: bool,
 }
 
+/// One device's reading, ready for the model: its energy, the span it covers, its utilisation (for
+/// the idle estimator) and its consumers.
+#[derive(Debug, Clone)]
+pub struct GpuDeviceRead {
+    pub slot: usize,
+    pub total: Joules,
+    pub seconds: f64,
+    pub utilization: Option<f64>,
+    pub consumers: Vec<attribution::GpuConsumer>,
+}
+
+/// What `GpuMonitor::read` returns: the devices read this tick (none on the baseline tick) and the
+/// issues met, like the other inputs' samples.
+#[derive(Debug, Clone, Default)]
+pub struct GpuRead {
+    pub devices: Vec<GpuDeviceRead>,
+    pub issues: Vec<SourceIssue>,
+}
+
 impl GpuMonitor {
-    /// `procfs` is the host's /proc (to read `/proc/<pid>/cgroup`); `idle_watts` a configured idle
-    /// power per device (otherwise learned: `crate::idle`).
-    pub fn new(
-        sampler: DeviceSampler,
-        procfs: PathBuf,
-        grace: Duration,
-        idle_watts: Option<Watts>,
-    ) -> GpuMonitor {
+    /// `procfs` is the host's /proc (to read `/proc/<pid>/cgroup`); `grace` the ended pods' grace
+    /// period. Idle power comes from the monitor's estimator (`--gpu-idle-watts`, or learned).
+    pub fn new(sampler: DeviceSampler, procfs: PathBuf, grace: Duration) -> GpuMonitor {
         GpuMonitor {
             sampler,
             procfs,
             assignments: Box::new(NoAssignments),
             pod_uids: Arc::new(NoPodUids),
-            idle: IdleEstimator::new(BTreeMap::new(), idle_watts),
             ledger: GpuLedger::new(grace),
             up: true,
         }
@@ -105,52 +117,43 @@ impl GpuMonitor {
         self.up
     }
 
-    /// One tick. `elapsed` is `None` on the first tick (baselines only); `now` is monotonic time since
-    /// start, for the grace period. Returns the tick's issues, for the monitor to count.
-    #[must_use]
-    pub fn tick(&mut self, elapsed: Option<Duration>, now: Duration) -> Vec<SourceIssue> {
+    /// Read every device: energy, utilisation and who used it. `elapsed` is `None` on the first tick
+    /// (baselines only: no devices in the result).
+    pub fn read(&mut self, elapsed: Option<Duration>) -> GpuRead {
         let sample = self.sampler.sample(elapsed.unwrap_or(Duration::ZERO));
         self.up = sample
             .issues
             .iter()
             .all(|i| i.kind == IssueKind::CounterReset)
             && sample.devices.len() == self.sampler.devices().count();
-        let mut issues = sample.issues;
+        let mut read = GpuRead {
+            devices: Vec::new(),
+            issues: sample.issues,
+        };
         for (slot, d) in self.sampler.devices().enumerate() {
             let method = self.sampler.method(slot).map_or("", |m| m.as_str());
             self.ledger
                 .describe(slot, d.index, &d.uuid, &d.name, method);
         }
-        let Some(elapsed) = elapsed else {
-            return issues;
-        };
-        let secs = elapsed.as_secs_f64();
-
+        if elapsed.is_none() {
+            return read;
+        }
         let (owners, owner_issues) = self.owners(
             sample
                 .devices
                 .iter()
                 .flat_map(|d| d.processes.iter().map(|p| p.pid)),
         );
-        issues.extend(owner_issues);
+        read.issues.extend(owner_issues);
         let assignments = self.assignments().unwrap_or_else(|issue| {
-            issues.push(issue);
+            read.issues.push(issue);
             BTreeMap::new()
         });
-        let mut inputs = Vec::with_capacity(sample.devices.len());
         for reading in &sample.devices {
             let (Some(total), Some(info)) = (reading.energy, self.sampler.device(reading.slot))
             else {
                 continue;
             };
-            // The reading may span more than this tick (the device failed before): so does idle.
-            let idle = self.idle.idle_energy(
-                Scope::Gpu(reading.slot),
-                total,
-                None,
-                reading.utilization,
-                reading.seconds,
-            );
             let assignment = Assignment {
                 whole: assignments
                     .get(&info.uuid)
@@ -163,16 +166,52 @@ impl GpuMonitor {
                     .collect(),
             };
             let sizes: Vec<f64> = info.mig.iter().map(|m| m.memory_bytes as f64).collect();
-            inputs.push(DeviceInput {
+            read.devices.push(GpuDeviceRead {
                 slot: reading.slot,
                 total,
-                idle,
+                seconds: reading.seconds,
+                utilization: reading.utilization,
                 consumers: consumers(&reading.processes, &owners, &sizes, &assignment),
             });
         }
-        let interval = attribute_gpu(&inputs);
-        self.ledger.apply(&interval, secs, now);
-        issues
+        read
+    }
+
+    /// The GPU part of the monitor's model step for an interval of `secs` ending at `now`: each
+    /// device's idle from `idle` (the estimator every scope shares), the split, the ledger.
+    pub fn apply(
+        &mut self,
+        devices: Vec<GpuDeviceRead>,
+        idle: &mut IdleEstimator,
+        secs: f64,
+        now: Duration,
+    ) {
+        let inputs: Vec<DeviceInput> = devices
+            .into_iter()
+            .map(|d| DeviceInput {
+                slot: d.slot,
+                total: d.total,
+                // The reading may span more than this tick (the device failed before): so does idle.
+                idle: idle.idle_energy(Scope::Gpu(d.slot), d.total, None, d.utilization, d.seconds),
+                consumers: d.consumers,
+            })
+            .collect();
+        self.ledger.apply(&attribute_gpu(&inputs), secs, now);
+    }
+
+    /// `read` then `apply`, for callers without other inputs (tests, benches). Returns the issues.
+    #[must_use]
+    pub fn tick(
+        &mut self,
+        elapsed: Option<Duration>,
+        now: Duration,
+        idle: &mut IdleEstimator,
+    ) -> Vec<SourceIssue> {
+        let read = self.read(elapsed);
+        if let Some(elapsed) = elapsed {
+            self.apply(read.devices, idle, elapsed.as_secs_f64(), now);
+        }
+        read.issues
     }
 
     /// The GPU part of the snapshot, with pod names from `meta`.
@@ -264,14 +303,40 @@ mod tests {
         dir
     }
 
-    fn monitor(script: &ScriptHandle, procfs: &std::path::Path, idle: Option<f64>) -> GpuMonitor {
+    /// A GPU monitor with the idle estimator the exporter's monitor would lend it.
+    struct Harness {
+        gpu: GpuMonitor,
+        idle: IdleEstimator,
+    }
+
+    impl Harness {
+        fn tick(&mut self, elapsed: Option<Duration>, now: Duration) -> Vec<SourceIssue> {
+            self.gpu.tick(elapsed, now, &mut self.idle)
+        }
+        fn snapshot(&self, meta: &dyn PodMetadata) -> GpuSnapshot {
+            self.gpu.snapshot(meta)
+        }
+        fn up(&self) -> bool {
+            self.gpu.up()
+        }
+        fn with_assignments(
+            self,
+            assignments: Box<dyn DeviceAssignments>,
+            pod_uids: Arc<dyn PodUidByName>,
+        ) -> Harness {
+            Harness {
+                gpu: self.gpu.with_assignments(assignments, pod_uids),
+                idle: self.idle,
+            }
+        }
+    }
+
+    fn monitor(script: &ScriptHandle, procfs: &std::path::Path, idle: Option<f64>) -> Harness {
         let sampler = DeviceSampler::discover(Box::new(script.driver())).unwrap();
-        GpuMonitor::new(
-            sampler,
-            procfs.to_path_buf(),
-            Duration::from_secs(10),
-            idle.map(Watts),
-        )
+        Harness {
+            gpu: GpuMonitor::new(sampler, procfs.to_path_buf(), Duration::from_secs(10)),
+            idle: IdleEstimator::new(BTreeMap::new(), idle.map(crate::units::Watts)),
+        }
     }
 
     fn running(pids: &[u32]) -> Vec<RunningProcess> {
@@ -725,11 +790,11 @@ mod tests {
         let mut m = Monitor::new(
             inputs,
             "n".into(),
-            crate::idle::IdleEstimator::new(BTreeMap::new(), None),
+            crate::idle::IdleEstimator::new(BTreeMap::new(), Some(crate::units::Watts(20.0))),
             Duration::from_secs(60),
             t0,
         )
-        .with_gpu(monitor(&script, proc_dir.path(), Some(20.0)));
+        .with_gpu(monitor(&script, proc_dir.path(), None).gpu);
         let s = m.tick(t0);
         assert_eq!(s.gpu.devices.len(), 1);
         assert_eq!(s.gpu.devices[0].total_joules, 0.0);
