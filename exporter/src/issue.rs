@@ -5,147 +5,132 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-/// An input of the exporter: the `source` label of `kepler_exporter_source_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Input {
-    /// cgroup CPU counters (`activity::cgroup`).
-    Cgroup,
-    /// The eBPF CPU-activity source (`activity::ebpf`).
-    Ebpf,
-    /// The utilisation-based energy estimate (`source::estimate`).
-    Estimate,
-    /// GPU energy and processes (`gpu`).
-    Gpu,
-    /// The kubelet's device assignments (`gpu::podresources`).
-    PodResources,
-    /// `/proc`: node CPU time, processes, pods from a process walk.
-    Procfs,
-    /// RAPL energy counters (`source::rapl`).
-    Rapl,
+/// An enum whose every variant has a label: `as_str()`, and `Ord`/`Display` by that label (so the
+/// self-metric's series keep the order of their label values).
+macro_rules! labelled {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant,)* }
+
+        impl $name {
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $label,)* }
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> Ordering {
+                self.as_str().cmp(other.as_str())
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-impl Input {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Input::Cgroup => "cgroup",
-            Input::Ebpf => "ebpf",
-            Input::Estimate => "estimate",
-            Input::Gpu => "gpu",
-            Input::PodResources => "podresources",
-            Input::Procfs => "procfs",
-            Input::Rapl => "rapl",
-        }
+labelled! {
+    /// An input of the exporter: the `source` label of `kepler_exporter_source_errors_total`.
+    pub enum Input {
+        /// cgroup CPU counters (`activity::cgroup`).
+        Cgroup => "cgroup",
+        /// The eBPF CPU-activity source (`activity::ebpf`).
+        Ebpf => "ebpf",
+        /// The utilisation-based energy estimate (`source::estimate`).
+        Estimate => "estimate",
+        /// GPU energy and processes (`gpu`).
+        Gpu => "gpu",
+        /// The kubelet's device assignments (`gpu::podresources`).
+        PodResources => "podresources",
+        /// `/proc`: node CPU time, processes, pods from a process walk.
+        Procfs => "procfs",
+        /// RAPL energy counters (`source::rapl`).
+        Rapl => "rapl",
     }
 }
 
-/// The kind of a skipped read or degraded measurement: the `kind` label of
-/// `kepler_exporter_source_errors_total`. Never error text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IssueKind {
-    /// The eBPF program could not be attached.
-    Attach,
-    /// A value handed to the input made no sense (a NaN utilisation).
-    BadInput,
-    /// The number of possible CPUs could not be read.
-    Cpus,
-    /// The kubelet's pod-resources socket could not be reached.
-    Connect,
-    /// A counter delta above the plausible power bound; the input re-baselined.
-    CounterAnomaly,
-    /// CPU performance-counter reads failed during an eBPF drain.
-    CounterError,
-    /// A counter went back (driver reloaded); the input re-baselined.
-    CounterReset,
-    /// The CPU performance counters could not be opened.
-    Counters,
-    /// An eBPF map could not be drained.
-    Drain,
-    /// The GPU driver is not loaded or does not answer.
-    Driver,
-    /// The eBPF exit map was full: process exits were missed.
-    ExitMapFull,
-    /// The GPU fell off the bus or needs a reset.
-    GpuLost,
-    /// Any other I/O error.
-    Io,
-    /// The eBPF object could not be loaded.
-    Load,
-    /// An eBPF map could not be used.
-    Map,
-    /// The eBPF process map was full: context-switch slices were dropped.
-    MapFull,
-    /// The cgroup mount listed in mountinfo is not reachable under the sysfs root.
-    MountUnreachable,
-    /// mountinfo could not be read.
-    Mountinfo,
-    /// The kernel has no BTF.
-    NoBtf,
-    /// No cgroup v2 or v1 cpuacct mount.
-    NoCgroupMount,
-    /// A file, directory or device that should be there is not.
-    NotFound,
-    /// The device or driver does not support the call.
-    NotSupported,
-    /// Something is missing from the embedded eBPF object.
-    Object,
-    /// Content that could not be parsed.
-    Parse,
-    /// EACCES or EPERM.
-    PermissionDenied,
-    /// The kubelet's pod-resources call failed.
-    Rpc,
-    /// A call timed out.
-    Timeout,
-    /// NVML could not be loaded or initialised.
-    Unavailable,
-    /// A failure the driver does not classify.
-    Unknown,
-    /// A cgroup or process went away while it was read: normal churn.
-    Vanished,
-    /// The kernel's verifier refused the eBPF program.
-    Verifier,
-    /// A RAPL zone's file went away.
-    ZoneVanished,
+labelled! {
+    /// The kind of a skipped read or degraded measurement: the `kind` label of
+    /// `kepler_exporter_source_errors_total`. Never error text.
+    pub enum IssueKind {
+        /// The eBPF program could not be attached.
+        Attach => "attach",
+        /// A value handed to the input made no sense (a NaN utilisation).
+        BadInput => "bad_input",
+        /// The number of possible CPUs could not be read.
+        Cpus => "cpus",
+        /// The kubelet's pod-resources socket could not be reached.
+        Connect => "connect",
+        /// A counter delta above the plausible power bound; the input re-baselined.
+        CounterAnomaly => "counter_anomaly",
+        /// CPU performance-counter reads failed during an eBPF drain.
+        CounterError => "counter_error",
+        /// A counter went back (driver reloaded); the input re-baselined.
+        CounterReset => "counter_reset",
+        /// The CPU performance counters could not be opened.
+        Counters => "counters",
+        /// An eBPF map could not be drained.
+        Drain => "drain",
+        /// The GPU driver is not loaded or does not answer.
+        Driver => "driver",
+        /// The eBPF exit map was full: process exits were missed.
+        ExitMapFull => "exit_map_full",
+        /// The GPU fell off the bus or needs a reset.
+        GpuLost => "gpu_lost",
+        /// Any other I/O error.
+        Io => "io",
+        /// The eBPF object could not be loaded.
+        Load => "load",
+        /// An eBPF map could not be used.
+        Map => "map",
+        /// The eBPF process map was full: context-switch slices were dropped.
+        MapFull => "map_full",
+        /// The cgroup mount listed in mountinfo is not reachable under the sysfs root.
+        MountUnreachable => "mount_unreachable",
+        /// mountinfo could not be read.
+        Mountinfo => "mountinfo",
+        /// The kernel has no BTF.
+        NoBtf => "no_btf",
+        /// No cgroup v2 or v1 cpuacct mount.
+        NoCgroupMount => "no_cgroup_mount",
+        /// A file, directory or device that should be there is not.
+        NotFound => "not_found",
+        /// The device or driver does not support the call.
+        NotSupported => "not_supported",
+        /// Something is missing from the embedded eBPF object.
+        Object => "object",
+        /// Content that could not be parsed.
+        Parse => "parse",
+        /// EACCES or EPERM.
+        PermissionDenied => "permission_denied",
+        /// The kubelet's pod-resources call failed.
+        Rpc => "rpc",
+        /// A call timed out.
+        Timeout => "timeout",
+        /// NVML could not be loaded or initialised.
+        Unavailable => "unavailable",
+        /// A failure the driver does not classify.
+        Unknown => "unknown",
+        /// A cgroup or process went away while it was read: normal churn.
+        Vanished => "vanished",
+        /// The kernel's verifier refused the eBPF program.
+        Verifier => "verifier",
+        /// A RAPL zone's file went away.
+        ZoneVanished => "zone_vanished",
+    }
 }
 
 impl IssueKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            IssueKind::Attach => "attach",
-            IssueKind::BadInput => "bad_input",
-            IssueKind::Connect => "connect",
-            IssueKind::CounterAnomaly => "counter_anomaly",
-            IssueKind::CounterError => "counter_error",
-            IssueKind::CounterReset => "counter_reset",
-            IssueKind::Counters => "counters",
-            IssueKind::Cpus => "cpus",
-            IssueKind::Drain => "drain",
-            IssueKind::Driver => "driver",
-            IssueKind::ExitMapFull => "exit_map_full",
-            IssueKind::GpuLost => "gpu_lost",
-            IssueKind::Io => "io",
-            IssueKind::Load => "load",
-            IssueKind::Map => "map",
-            IssueKind::MapFull => "map_full",
-            IssueKind::MountUnreachable => "mount_unreachable",
-            IssueKind::Mountinfo => "mountinfo",
-            IssueKind::NoBtf => "no_btf",
-            IssueKind::NoCgroupMount => "no_cgroup_mount",
-            IssueKind::NotFound => "not_found",
-            IssueKind::NotSupported => "not_supported",
-            IssueKind::Object => "object",
-            IssueKind::Parse => "parse",
-            IssueKind::PermissionDenied => "permission_denied",
-            IssueKind::Rpc => "rpc",
-            IssueKind::Timeout => "timeout",
-            IssueKind::Unavailable => "unavailable",
-            IssueKind::Unknown => "unknown",
-            IssueKind::Vanished => "vanished",
-            IssueKind::Verifier => "verifier",
-            IssueKind::ZoneVanished => "zone_vanished",
-        }
-    }
-
     /// The kind of an `io::Error`.
     pub fn of_io(err: &std::io::Error) -> IssueKind {
         match err.kind() {
@@ -156,31 +141,6 @@ impl IssueKind {
         }
     }
 }
-
-/// Both enums sort by their label, so the self-metric's series keep the order of their label values.
-macro_rules! ordered_by_label {
-    ($($t:ty),*) => {$(
-        impl Ord for $t {
-            fn cmp(&self, other: &Self) -> Ordering {
-                self.as_str().cmp(other.as_str())
-            }
-        }
-
-        impl PartialOrd for $t {
-            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-                Some(self.cmp(other))
-            }
-        }
-
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    )*};
-}
-
-ordered_by_label!(Input, IssueKind);
 
 /// A skipped read or a degraded measurement, counted in `kepler_exporter_source_errors_total{source,kind}`.
 /// `detail` goes to the log only.
