@@ -26,8 +26,12 @@ pub struct Limits {
     /// Writing one response (a client that stops reading).
     pub write_timeout: Duration,
     pub max_header_bytes: usize,
-    /// A connection this young is never evicted: time for a client to deliver its request head.
+    /// A connection that has sent part of a request head is not evicted before this: time for the
+    /// rest of the head to arrive.
     pub eviction_grace: Duration,
+    /// A connection that has sent nothing yet is not evicted before this: a client busy elsewhere
+    /// (a loaded scraper) may take a while to write its first request.
+    pub silent_grace: Duration,
 }
 
 impl Default for Limits {
@@ -39,6 +43,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
             eviction_grace: Duration::from_millis(50),
+            silent_grace: Duration::from_secs(1),
         }
     }
 }
@@ -46,9 +51,9 @@ impl Default for Limits {
 /// Where a connection is. Only `Busy` connections are never evicted to make room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Accepted; TLS handshake and first request head not complete.
+    /// Accepted; nothing received yet.
     Opening = 0,
-    /// Bytes of a further request on a kept-alive connection arrived; its head is not complete.
+    /// Bytes of a request (or of the TLS handshake) arrived; the request head is not complete.
     Reading = 1,
     /// A request is being answered (handler or response body in flight).
     Busy = 2,
@@ -124,6 +129,17 @@ impl Conn {
     pub fn set_phase(&self, phase: Phase, now: Instant) {
         self.since_ms.store(ms(self.epoch, now), Ordering::Relaxed);
         self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// The first bytes of a fresh connection arrived: `Opening` becomes `Reading`, keeping the time
+    /// of accept (the header timeout counts from there).
+    fn received(&self) {
+        let _ = self.phase.compare_exchange(
+            Phase::Opening as u8,
+            Phase::Reading as u8,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// Remember the connection's socket (the registry asks it about unread bytes before evicting).
@@ -240,9 +256,11 @@ impl Registry {
 
     /// A slot for a connection accepted at `now`. At the limit, the longest idle kept-alive
     /// connection is closed to make room (its client reconnects and sends again, as HTTP clients do
-    /// for a closed idle connection), else the one that has waited longest (beyond `eviction_grace`)
-    /// without sending a complete request head. `None` when every connection is answering a request or
-    /// younger than the grace: wait with `freed`, then try again (the newcomer waits, nobody fails).
+    /// for a closed idle connection); else the one that has waited longest (beyond `eviction_grace`)
+    /// with part of a request head and nothing more pending (a slow client); else one that has sent
+    /// nothing for `silent_grace`. Never one with bytes waiting unread in the kernel (its client waits
+    /// on us). `None` when every connection is answering a request or within its grace: wait with
+    /// `freed`, then try again (the newcomer waits, nobody fails).
     pub fn admit(self: &Arc<Self>, now: Instant) -> Option<Slot> {
         let mut slots = self.lock();
         if slots.open.len() >= self.limits.max_connections {
@@ -257,12 +275,9 @@ impl Registry {
                     .min_by_key(|(id, c)| (c.since(), **id))
                     .map(|(id, _)| *id)
             };
-            let id = victim(&[Phase::Idle], Duration::ZERO).or_else(|| {
-                victim(
-                    &[Phase::Opening, Phase::Reading],
-                    self.limits.eviction_grace,
-                )
-            })?;
+            let id = victim(&[Phase::Idle], Duration::ZERO)
+                .or_else(|| victim(&[Phase::Reading], self.limits.eviction_grace))
+                .or_else(|| victim(&[Phase::Opening], self.limits.silent_grace))?;
             self.close(&mut slots, id, CloseReason::Evicted);
         }
         let id = slots.next_id;
@@ -335,8 +350,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before && self.conn.phase() == Phase::Idle {
-            self.conn.set_phase(Phase::Reading, Instant::now());
+        if buf.filled().len() > before {
+            match self.conn.phase() {
+                Phase::Idle => self.conn.set_phase(Phase::Reading, Instant::now()),
+                Phase::Opening => self.conn.received(),
+                Phase::Reading | Phase::Busy => {}
+            }
         }
         polled
     }
@@ -394,7 +413,8 @@ mod tests {
         let c = r.admit(at(20)).unwrap();
         a.conn.set_phase(Phase::Busy, at(30)); // answering: never evicted
         b.conn.set_phase(Phase::Idle, at(30)); // kept alive between requests
-                                               // The idle b goes first: its client reconnects; c may still be about to send.
+        c.conn.received(); // part of a request head arrived
+                           // The idle b goes first: its client reconnects; c may still be about to send.
         let d = r.admit(at(140)).unwrap();
         assert_eq!(r.stats.closed(CloseReason::Evicted), 1);
         assert!(tokio_test_killed(&b));
@@ -430,6 +450,25 @@ mod tests {
         assert!(r.admit(t0 + Duration::from_millis(21)).is_some());
         assert_eq!(r.stats.closed(CloseReason::Evicted), 1);
         drop((a, b));
+    }
+
+    #[test]
+    fn a_silent_connection_gets_longer_than_a_slow_one() {
+        let (r, t0) = registry(2);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let silent = r.admit(at(0)).unwrap();
+        let slow = r.admit(at(0)).unwrap();
+        slow.conn.received();
+        // At 100 ms the slow one (part of a head, nothing pending) goes; the silent one stays.
+        let third = r.admit(at(100)).unwrap();
+        assert!(tokio_test_killed(&slow) && !tokio_test_killed(&silent));
+        third.conn.set_phase(Phase::Busy, at(100));
+        // Within its second the silent one is spared: the newcomer waits.
+        assert!(r.admit(at(900)).is_none());
+        // After a second without a byte it makes room.
+        assert!(r.admit(at(1001)).is_some());
+        assert!(tokio_test_killed(&silent));
+        drop((silent, slow, third));
     }
 
     #[test]
@@ -474,6 +513,7 @@ mod tests {
     async fn a_kill_before_the_task_waits_is_not_lost() {
         let (r, t0) = registry(1);
         let a = r.admit(t0).unwrap();
+        a.conn.received();
         let _b = r.admit(t0 + Duration::from_millis(60)).unwrap(); // evicts a before anyone awaits its kill
         tokio::time::timeout(Duration::from_secs(1), a.conn.killed())
             .await
