@@ -2,7 +2,8 @@
 //! Prometheus (`increase()` of the exporters' counters, so restarts are handled), in kWh and
 //! optionally CO₂, as a table, CSV or Markdown. Queries here; aggregation is a pure function.
 
-use crate::remote::series::{clean, counts_zone};
+use crate::catalog::counts_toward_node_total as counts_zone;
+use crate::remote::series::clean;
 use crate::remote::{
     BaseUrl, Client, ClientError, ClientOptions, PromSample, RemoteArgs, SetupError,
 };

@@ -2,8 +2,9 @@
 //! (pods, containers, processes) with the node-total rule applied, plus `RateTracker`, which
 //! computes watts between two readings from the energy counters (resets handled). No I/O.
 
+use crate::catalog::counts_toward_node_total as counts_zone;
 use crate::remote::exposition::Sample;
-use crate::remote::series::{clean, counts_zone};
+use crate::remote::series::clean;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
