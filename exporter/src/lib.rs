@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod attribution;
 pub mod build;
+pub mod catalog;
 pub mod config;
 pub(crate) mod consumers;
 pub mod files;

@@ -2,6 +2,7 @@
 //! the snapshot holds: no measuring, no I/O, no global registry (one is built per encode).
 //! Metric names and labels follow Kepler's so its dashboards keep working; see docs/metrics.md.
 
+use crate::catalog::{self, Family, Kind};
 use crate::resource::pods::HubServer;
 use crate::snapshot::Snapshot;
 use prometheus_client::collector::Collector;
@@ -69,22 +70,26 @@ struct Families<'a> {
 impl Families<'_> {
     fn family<L: EncodeLabelSet>(
         &mut self,
-        name: &str,
-        help: &str,
-        kind: MetricType,
+        family: &Family,
         samples: impl IntoIterator<Item = (L, f64)>,
     ) -> Result<(), std::fmt::Error> {
         let mut samples = samples.into_iter().peekable();
         if samples.peek().is_none() {
             return Ok(());
         }
-        let mut metric = self.encoder.encode_descriptor(name, help, None, kind)?;
+        let kind = match family.kind {
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+        };
+        let mut metric =
+            self.encoder
+                .encode_descriptor(family.descriptor_name(), family.help, None, kind)?;
         for (labels, value) in samples {
             let value = if value.is_finite() { value } else { 0.0 };
             let m = metric.encode_family(&labels)?;
-            match kind {
-                MetricType::Counter => ConstCounter::new(value.max(0.0)).encode(m)?,
-                _ => ConstGauge::new(value).encode(m)?,
+            match family.kind {
+                Kind::Counter => ConstCounter::new(value.max(0.0)).encode(m)?,
+                Kind::Gauge => ConstGauge::new(value).encode(m)?,
             }
             self.series.set(self.series.get() + 1);
         }
@@ -101,20 +106,21 @@ impl Collector for SnapshotCollector {
             encoder,
             series: Cell::new(0),
         };
-        use MetricType::{Counter, Gauge};
 
         // Node zones.
         type NodeField = fn(&crate::snapshot::NodeZone) -> f64;
-        let node_families: [(&str, &str, MetricType, NodeField); 9] = [
-            ("kepler_node_cpu_joules", "Energy of the zone, in joules (zones overlap: core and uncore are inside package; never sum zones).", Counter, |n| n.total_joules),
-            ("kepler_node_cpu_active_joules", "Active (non-idle) energy of the zone, in joules.", Counter, |n| n.active_joules),
-            ("kepler_node_cpu_idle_joules", "Idle energy of the zone, in joules.", Counter, |n| n.idle_joules),
-            ("kepler_node_cpu_system_joules", "Active energy of everything outside pods (host daemons, kernel), in joules.", Counter, |n| n.system_joules),
-            ("kepler_node_cpu_terminated_pods_joules", "Active energy of pods whose series were removed after the grace period, in joules.", Counter, |n| n.terminated_pods_joules),
-            ("kepler_node_cpu_watts", "Power of the zone over the last interval, in watts.", Gauge, |n| n.total_watts),
-            ("kepler_node_cpu_active_watts", "Active power of the zone over the last interval, in watts.", Gauge, |n| n.active_watts),
-            ("kepler_node_cpu_idle_watts", "Idle power of the zone over the last interval, in watts.", Gauge, |n| n.idle_watts),
-            ("kepler_node_cpu_system_watts", "Active power of everything outside pods over the last interval, in watts.", Gauge, |n| n.system_watts),
+        let node_families: [(&Family, NodeField); 9] = [
+            (&catalog::NODE_CPU_JOULES, |n| n.total_joules),
+            (&catalog::NODE_CPU_ACTIVE_JOULES, |n| n.active_joules),
+            (&catalog::NODE_CPU_IDLE_JOULES, |n| n.idle_joules),
+            (&catalog::NODE_CPU_SYSTEM_JOULES, |n| n.system_joules),
+            (&catalog::NODE_CPU_TERMINATED_PODS_JOULES, |n| {
+                n.terminated_pods_joules
+            }),
+            (&catalog::NODE_CPU_WATTS, |n| n.total_watts),
+            (&catalog::NODE_CPU_ACTIVE_WATTS, |n| n.active_watts),
+            (&catalog::NODE_CPU_IDLE_WATTS, |n| n.idle_watts),
+            (&catalog::NODE_CPU_SYSTEM_WATTS, |n| n.system_watts),
         ];
         // Before the first complete interval there is nothing measured: no energy series at all.
         let zones = if s.is_ready() {
@@ -122,11 +128,9 @@ impl Collector for SnapshotCollector {
         } else {
             &[]
         };
-        for (name, help, kind, field) in node_families {
+        for (family, field) in node_families {
             f.family(
-                name,
-                help,
-                kind,
+                family,
                 zones.iter().zip(&s.node).map(|(z, n)| {
                     (
                         [
@@ -147,11 +151,11 @@ impl Collector for SnapshotCollector {
         };
         let socket_labels: Vec<String> = sockets.iter().map(|z| z.socket.to_string()).collect();
         type SocketField = fn(&crate::snapshot::SocketZone) -> f64;
-        let socket_families: [(&str, &str, MetricType, SocketField); 2] = [
-            ("kepler_node_cpu_socket_joules", "Energy of the zone on one CPU socket (RAPL package index), in joules; summed over sockets it is kepler_node_cpu_joules_total.", Counter, |z| z.joules),
-            ("kepler_node_cpu_socket_watts", "Power of the zone on one CPU socket over the last interval, in watts.", Gauge, |z| z.watts),
+        let socket_families: [(&Family, SocketField); 2] = [
+            (&catalog::NODE_CPU_SOCKET_JOULES, |z| z.joules),
+            (&catalog::NODE_CPU_SOCKET_WATTS, |z| z.watts),
         ];
-        for (name, help, kind, field) in socket_families {
+        for (family, field) in socket_families {
             let series = sockets.iter().zip(&socket_labels).map(|(z, socket)| {
                 let labels = [
                     ("node_name", node),
@@ -161,36 +165,22 @@ impl Collector for SnapshotCollector {
                 ];
                 (labels, field(z))
             });
-            f.family(name, help, kind, series)?;
+            f.family(family, series)?;
         }
         if s.is_ready() {
             f.family(
-                "kepler_node_cpu_usage_ratio",
-                "Node CPU utilisation over the last interval, 0 to 1.",
-                Gauge,
+                &catalog::NODE_CPU_USAGE_RATIO,
                 [([("node_name", node)], s.cpu_usage_ratio)],
             )?;
         }
 
         // Pods. Labels borrow from the snapshot: no allocation per series (1,000 pods make 12,000).
-        for (name, help, kind, watts) in [
-            (
-                "kepler_pod_cpu_joules",
-                "Active CPU energy attributed to the pod, in joules.",
-                Counter,
-                false,
-            ),
-            (
-                "kepler_pod_cpu_watts",
-                "Active CPU power attributed to the pod over the last interval, in watts.",
-                Gauge,
-                true,
-            ),
+        for (family, watts) in [
+            (&catalog::POD_CPU_JOULES, false),
+            (&catalog::POD_CPU_WATTS, true),
         ] {
             f.family(
-                name,
-                help,
-                kind,
+                family,
                 s.pods.iter().flat_map(|p| {
                     s.zones.iter().enumerate().map(move |(i, z)| {
                         let v = if watts { p.watts[i] } else { p.joules[i] };
@@ -208,24 +198,12 @@ impl Collector for SnapshotCollector {
         }
 
         // Containers.
-        for (name, help, kind, watts) in [
-            (
-                "kepler_container_cpu_joules",
-                "Active CPU energy attributed to the container, in joules.",
-                Counter,
-                false,
-            ),
-            (
-                "kepler_container_cpu_watts",
-                "Active CPU power attributed to the container over the last interval, in watts.",
-                Gauge,
-                true,
-            ),
+        for (family, watts) in [
+            (&catalog::CONTAINER_CPU_JOULES, false),
+            (&catalog::CONTAINER_CPU_WATTS, true),
         ] {
             f.family(
-                name,
-                help,
-                kind,
+                family,
                 s.pods.iter().flat_map(|p| {
                     p.containers.iter().flat_map(move |c| {
                         s.zones.iter().enumerate().map(move |(i, z)| {
@@ -246,9 +224,7 @@ impl Collector for SnapshotCollector {
 
         // Pod names for joins: one series per pod whose metadata is known.
         f.family(
-            "kepler_pod_info",
-            "Names of a pod with energy series (value 1), for joins on pod_id; hub_user and hub_server only for JupyterHub user servers.",
-            Gauge,
+            &catalog::POD_INFO,
             s.pods.iter().filter(|p| p.name.is_some()).map(|p| {
                 let labels = [
                     ("node_name", node),
@@ -261,24 +237,12 @@ impl Collector for SnapshotCollector {
         )?;
 
         // Processes (only when enabled: the list is empty otherwise).
-        for (name, help, kind, watts) in [
-            (
-                "kepler_process_cpu_joules",
-                "Active CPU energy of the process by its own CPU time, in joules.",
-                Counter,
-                false,
-            ),
-            (
-                "kepler_process_cpu_watts",
-                "Active CPU power of the process over the last interval, in watts.",
-                Gauge,
-                true,
-            ),
+        for (family, watts) in [
+            (&catalog::PROCESS_CPU_JOULES, false),
+            (&catalog::PROCESS_CPU_WATTS, true),
         ] {
             f.family(
-                name,
-                help,
-                kind,
+                family,
                 s.processes.iter().flat_map(|p| {
                     s.zones.iter().enumerate().map(move |(i, z)| {
                         let v = if watts { p.watts[i] } else { p.joules[i] };
@@ -314,35 +278,19 @@ impl Collector for SnapshotCollector {
             ("version", self.build.version),
             ("revision", self.build.revision),
         ];
+        f.family(&catalog::EXPORTER_BUILD_INFO, [(build, 1.0)])?;
+        f.family(&catalog::BUILD_INFO, [(build, 1.0)])?;
         f.family(
-            "kepler_exporter_build_info",
-            "Build of the running exporter; value 1.",
-            Gauge,
-            [(build, 1.0)],
-        )?;
-        f.family(
-            "kepler_build_info",
-            "Build of the running exporter (Kepler-compatible name); value 1.",
-            Gauge,
-            [(build, 1.0)],
-        )?;
-        f.family(
-            "kepler_exporter_energy_source_info",
-            "Node energy source in use: rapl (measured) or estimate (modelled from CPU utilisation); value 1.",
-            Gauge,
+            &catalog::ENERGY_SOURCE_INFO,
             [([("node_name", node), ("source", source)], 1.0)],
         )?;
         f.family(
-            "kepler_exporter_cpu_source_info",
-            "CPU-activity source used to split energy between pods; value 1.",
-            Gauge,
+            &catalog::CPU_SOURCE_INFO,
             [([("node_name", node), ("source", s.cpu_source)], 1.0)],
         )?;
         let cpu_source = [("node_name", node), ("source", s.cpu_source)];
         f.family(
-            "kepler_exporter_cpu_source_measure_info",
-            "What the CPU-activity source splits energy by: cpu_time, or cycles/instructions where a PMU is read; value 1.",
-            Gauge,
+            &catalog::CPU_SOURCE_MEASURE_INFO,
             s.health
                 .cpu_source_stats
                 .counters
@@ -350,9 +298,7 @@ impl Collector for SnapshotCollector {
                 .map(|c| ([cpu_source[0], cpu_source[1], ("measure", *c)], 1.0)),
         )?;
         f.family(
-            "kepler_exporter_cpu_source_events",
-            "Events counted by the CPU-activity source (eBPF: context switches seen, slices dropped because a map was full, drain calls).",
-            Counter,
+            &catalog::CPU_SOURCE_EVENTS,
             s.health
                 .cpu_source_stats
                 .events
@@ -360,9 +306,7 @@ impl Collector for SnapshotCollector {
                 .map(|(e, n)| ([cpu_source[0], cpu_source[1], ("event", *e)], *n as f64)),
         )?;
         f.family(
-            "kepler_exporter_source_up",
-            "1 when the input could be read in the last tick, 0 when it could not (see the logs).",
-            Gauge,
+            &catalog::SOURCE_UP,
             s.health.sources.iter().map(|h| {
                 (
                     [("node_name", node), ("source", h.source)],
@@ -371,9 +315,7 @@ impl Collector for SnapshotCollector {
             }),
         )?;
         f.family(
-            "kepler_exporter_source_errors",
-            "Skipped reads and rejected measurements by input and kind.",
-            Counter,
+            &catalog::SOURCE_ERRORS,
             s.health.issues.iter().map(|((input, kind), n)| {
                 (
                     [
@@ -388,57 +330,32 @@ impl Collector for SnapshotCollector {
         let node_only = [("node_name", node)];
         if let Some(sync) = &s.health.pod_metadata {
             f.family(
-                "kepler_exporter_pod_metadata_synced",
-                "1 when the Kubernetes pod cache holds a complete list of this node's pods and its watch is not failing; 0 otherwise (pods then keep their last known names, or pod_id only).",
-                Gauge,
+                &catalog::POD_METADATA_SYNCED,
                 [(node_only, if sync.synced { 1.0 } else { 0.0 })],
             )?;
+            f.family(&catalog::POD_METADATA_PODS, [(node_only, sync.pods as f64)])?;
             f.family(
-                "kepler_exporter_pod_metadata_pods",
-                "Pods in the Kubernetes pod cache (deleted pods within their retention included).",
-                Gauge,
-                [(node_only, sync.pods as f64)],
-            )?;
-            f.family(
-                "kepler_exporter_pod_metadata_errors",
-                "Kubernetes list/watch errors and skipped pod objects, by kind.",
-                Counter,
+                &catalog::POD_METADATA_ERRORS,
                 sync.errors
                     .iter()
                     .map(|(kind, n)| ([("node_name", node), ("kind", *kind)], *n as f64)),
             )?;
         }
+        f.family(&catalog::TICKS, [(node_only, s.health.ticks as f64)])?;
         f.family(
-            "kepler_exporter_ticks",
-            "Measurement ticks completed.",
-            Counter,
-            [(node_only, s.health.ticks as f64)],
-        )?;
-        f.family(
-            "kepler_exporter_tick_seconds",
-            "Wall time spent measuring and attributing, summed over ticks, in seconds.",
-            Counter,
+            &catalog::TICK_SECONDS,
             [(node_only, s.health.tick_seconds_total)],
         )?;
         f.family(
-            "kepler_exporter_tick_duration_seconds",
-            "Wall time of the last tick, in seconds.",
-            Gauge,
+            &catalog::TICK_DURATION_SECONDS,
             [(node_only, s.health.last_tick_seconds)],
         )?;
         f.family(
-            "kepler_exporter_last_tick_timestamp_seconds",
-            "Unix time at which the served snapshot was taken.",
-            Gauge,
+            &catalog::LAST_TICK_TIMESTAMP_SECONDS,
             [(node_only, s.health.taken_at_unix_seconds)],
         )?;
         let count = f.series.get() + 1;
-        f.family(
-            "kepler_exporter_series",
-            "Series in this exposition, this one included.",
-            Gauge,
-            [(node_only, count as f64)],
-        )?;
+        f.family(&catalog::SERIES, [(node_only, count as f64)])?;
         Ok(())
     }
 }
@@ -472,7 +389,6 @@ fn hub_labels(labels: &mut Vec<(&'static str, String)>, hub: Option<&HubServer>)
 /// `kepler_node_gpu_*`, `kepler_pod_gpu_*`, `kepler_container_gpu_*` (see docs/metrics.md).
 fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), std::fmt::Error> {
     use crate::gpu::ledger::{GpuDeviceSeries, GpuPodSeries};
-    use MetricType::{Counter, Gauge};
     let gpu = &s.gpu;
     let device_labels = |d: &GpuDeviceSeries| {
         [
@@ -483,28 +399,28 @@ fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), st
         ]
     };
     type DeviceField = fn(&GpuDeviceSeries) -> f64;
-    let device_families: [(&str, &str, MetricType, DeviceField); 8] = [
-        ("kepler_node_gpu_joules", "Energy of the GPU, in joules.", Counter, |d| d.total_joules),
-        ("kepler_node_gpu_idle_joules", "Idle energy of the GPU, in joules.", Counter, |d| d.idle_joules),
-        ("kepler_node_gpu_active_joules", "Active (non-idle) energy of the GPU, in joules.", Counter, |d| d.active_joules),
-        ("kepler_node_gpu_unattributed_joules", "Active GPU energy no pod received (host processes, unplaceable or no processes), in joules.", Counter, |d| d.unattributed_joules),
-        ("kepler_node_gpu_terminated_pods_joules", "Active GPU energy of pods whose series were removed after the grace period, in joules.", Counter, |d| d.terminated_pods_joules),
-        ("kepler_node_gpu_watts", "Power of the GPU over the last interval, in watts.", Gauge, |d| d.watts),
-        ("kepler_node_gpu_idle_watts", "Idle power of the GPU over the last interval, in watts.", Gauge, |d| d.idle_watts),
-        ("kepler_node_gpu_active_watts", "Active power of the GPU over the last interval, in watts.", Gauge, |d| d.active_watts),
+    let device_families: [(&Family, DeviceField); 8] = [
+        (&catalog::NODE_GPU_JOULES, |d| d.total_joules),
+        (&catalog::NODE_GPU_IDLE_JOULES, |d| d.idle_joules),
+        (&catalog::NODE_GPU_ACTIVE_JOULES, |d| d.active_joules),
+        (&catalog::NODE_GPU_UNATTRIBUTED_JOULES, |d| {
+            d.unattributed_joules
+        }),
+        (&catalog::NODE_GPU_TERMINATED_PODS_JOULES, |d| {
+            d.terminated_pods_joules
+        }),
+        (&catalog::NODE_GPU_WATTS, |d| d.watts),
+        (&catalog::NODE_GPU_IDLE_WATTS, |d| d.idle_watts),
+        (&catalog::NODE_GPU_ACTIVE_WATTS, |d| d.active_watts),
     ];
-    for (name, help, kind, field) in device_families {
+    for (family, field) in device_families {
         f.family(
-            name,
-            help,
-            kind,
+            family,
             gpu.devices.iter().map(|d| (device_labels(d), field(d))),
         )?;
     }
     f.family(
-        "kepler_node_gpu_info",
-        "GPU identity and how its energy is measured (energy_counter or power_integral); value 1.",
-        Gauge,
+        &catalog::NODE_GPU_INFO,
         gpu.devices.iter().map(|d| {
             let [n, g, u, name] = device_labels(d);
             ([n, g, u, name, ("method", d.method.to_string())], 1.0)
@@ -519,24 +435,12 @@ fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), st
             ("gpu_instance", p.instance.clone().unwrap_or_default()),
         ]
     };
-    for (name, help, kind, watts) in [
-        (
-            "kepler_pod_gpu_joules",
-            "Active GPU energy attributed to the pod on this GPU (or MIG instance), in joules.",
-            Counter,
-            false,
-        ),
-        (
-            "kepler_pod_gpu_watts",
-            "Active GPU power attributed to the pod over the last interval, in watts.",
-            Gauge,
-            true,
-        ),
+    for (family, watts) in [
+        (&catalog::POD_GPU_JOULES, false),
+        (&catalog::POD_GPU_WATTS, true),
     ] {
         f.family(
-            name,
-            help,
-            kind,
+            family,
             gpu.pods.iter().map(|p| {
                 let [g, u, i] = gpu_labels(p);
                 let mut labels = vec![
@@ -551,14 +455,12 @@ fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), st
             }),
         )?;
     }
-    for (name, help, kind, watts) in [
-        ("kepler_container_gpu_joules", "Active GPU energy attributed to the container on this GPU (or MIG instance), in joules.", Counter, false),
-        ("kepler_container_gpu_watts", "Active GPU power attributed to the container over the last interval, in watts.", Gauge, true),
+    for (family, watts) in [
+        (&catalog::CONTAINER_GPU_JOULES, false),
+        (&catalog::CONTAINER_GPU_WATTS, true),
     ] {
         f.family(
-            name,
-            help,
-            kind,
+            family,
             gpu.pods.iter().flat_map(|p| {
                 p.containers.iter().map(move |c| {
                     let [g, u, i] = gpu_labels(p);
@@ -660,6 +562,57 @@ mod tests {
             },
         ];
         s
+    }
+
+    /// Every family the encoder serves is in the catalog, with its type and labels: a family added
+    /// to the encoder without a catalog entry (and so without a docs row) fails here.
+    #[test]
+    fn every_encoded_family_is_in_the_catalog_with_its_type_and_labels() {
+        let mut s = snapshot();
+        s.health.cpu_source_stats.counters = vec!["cpu_time"];
+        s.health.cpu_source_stats.events = vec![("sched_switch", 3)];
+        s.health.sources = vec![crate::snapshot::SourceHealth {
+            source: "rapl",
+            up: true,
+        }];
+        s.health.issues.insert(
+            (crate::issue::Input::Rapl, crate::issue::IssueKind::Parse),
+            1,
+        );
+        let text = encode(Arc::new(s), &BuildInfo::current()).unwrap();
+        let samples = crate::remote::exposition::parse(&text).unwrap();
+        let mut served = std::collections::BTreeSet::new();
+        for sample in &samples {
+            let family = catalog::find(&sample.name)
+                .unwrap_or_else(|| panic!("{} is served but not in the catalog", sample.name));
+            served.insert(family.name);
+            let names: Vec<&str> = sample.labels.iter().map(|(k, _)| k.as_ref()).collect();
+            let required: Vec<&str> = family.labels.to_vec();
+            let mut without_optional: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| !family.optional_labels.contains(n))
+                .collect();
+            without_optional.sort_unstable();
+            let mut required_sorted = required.clone();
+            required_sorted.sort_unstable();
+            assert_eq!(without_optional, required_sorted, "{}: labels", sample.name);
+        }
+        for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = line.split_once(' ').unwrap();
+            let family = catalog::ALL
+                .iter()
+                .find(|f| f.name == name || f.descriptor_name() == name)
+                .unwrap_or_else(|| panic!("{name} is served but not in the catalog"));
+            assert_eq!(family.kind.as_str(), kind, "{name}");
+        }
+        // The snapshot above reaches every family of the exposition (the server adds its own).
+        let missing: Vec<&str> = catalog::ALL
+            .iter()
+            .filter(|f| f.scope != catalog::Scope::Server && !served.contains(f.name))
+            .map(|f| f.name)
+            .collect();
+        assert!(missing.is_empty(), "not exercised: {missing:?}");
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! Prometheus (`increase()` of the exporters' counters, so restarts are handled), in kWh and
 //! optionally CO₂, as a table, CSV or Markdown. Queries here; aggregation is a pure function.
 
-use crate::remote::series::{clean, counts_zone};
+use crate::catalog::counts_toward_node_total as counts_zone;
+use crate::catalog::{self, Family};
+use crate::remote::series::clean;
 use crate::remote::{
     BaseUrl, Client, ClientError, ClientOptions, PromSample, RemoteArgs, SetupError,
 };
+use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,6 +44,10 @@ pub struct ReportArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Also bill idle energy: each node's idle CPU and GPU energy split by each consumer's share
+    /// of that node's active energy; "(outside pods)" gets what no pod was billed
+    #[arg(long)]
+    pub include_idle: bool,
     /// Give up on a query after this long
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -77,6 +84,7 @@ pub enum Format {
     Table,
     Csv,
     Markdown,
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +115,7 @@ pub struct ReportConfig {
     pub by: Vec<Grouping>,
     pub carbon_g_per_kwh: Option<f64>,
     pub format: Format,
+    pub include_idle: bool,
     /// Timeout, TLS roots and credentials of every query.
     pub client: ClientOptions,
 }
@@ -176,44 +185,117 @@ impl ReportArgs {
             by,
             carbon_g_per_kwh: self.carbon_intensity,
             format: self.format,
+            include_idle: self.include_idle,
             client: self.remote.resolve(self.timeout, password_env)?,
         })
     }
 }
 
-/// What the Prometheus queries returned.
+/// What the Prometheus queries returned (each an `increase()` over the period, at its end).
 #[derive(Debug, Default, Clone)]
 pub struct Inputs {
-    /// `sum by (node_name, zone) (increase(kepler_node_cpu_joules_total[...]))`
+    /// CPU energy per node and zone.
     pub nodes: Vec<PromSample>,
-    /// `sum by (node_name, zone, pod_id, pod_name, pod_namespace, hub_user) (increase(kepler_pod_cpu_joules_total[...]))`
+    /// CPU idle energy per node and zone.
+    pub node_idle: Vec<PromSample>,
+    /// CPU energy per pod, node and zone, with the pod's names.
     pub pods: Vec<PromSample>,
-    /// `max by (pod_id, pod_name, pod_namespace, hub_user) (max_over_time(kepler_pod_info[...]))`
+    /// Names of every pod seen in the period (`kepler_pod_info`).
     pub pod_info: Vec<PromSample>,
+    /// GPU energy per node and device (devices only: MIG instances are inside their device).
+    pub gpus: Vec<PromSample>,
+    /// GPU idle energy per node and device.
+    pub gpu_idle: Vec<PromSample>,
+    /// GPU energy per pod and node, summed over the devices and MIG instances it ran on.
+    pub pod_gpus: Vec<PromSample>,
+    /// Nodes whose CPU energy was estimated (no RAPL) at some point in the period.
+    pub estimated: Vec<PromSample>,
+}
+
+/// Labels that name a pod in the report's queries.
+const POD_LABELS: &str = "pod_id, pod_name, pod_namespace, hub_user";
+
+/// Where one query's answer goes.
+type Slot = fn(&mut Inputs) -> &mut Vec<PromSample>;
+
+/// The PromQL of each input, for a period of `range` (a PromQL duration) ending at the query time.
+pub fn queries(range: &str) -> [(Slot, String); 8] {
+    let increase =
+        |by: &str, family: &Family| format!("sum by ({by}) (increase({}[{range}]))", family.name);
+    [
+        (
+            |i| &mut i.nodes,
+            increase("node_name, zone", &catalog::NODE_CPU_JOULES),
+        ),
+        (
+            |i| &mut i.node_idle,
+            increase("node_name, zone", &catalog::NODE_CPU_IDLE_JOULES),
+        ),
+        (
+            |i| &mut i.pods,
+            increase(
+                &format!("node_name, zone, {POD_LABELS}"),
+                &catalog::POD_CPU_JOULES,
+            ),
+        ),
+        (
+            |i| &mut i.pod_info,
+            format!(
+                "max by ({POD_LABELS}) (max_over_time({}[{range}]))",
+                catalog::POD_INFO.name
+            ),
+        ),
+        (
+            |i| &mut i.gpus,
+            increase("node_name, gpu_uuid", &catalog::NODE_GPU_JOULES),
+        ),
+        (
+            |i| &mut i.gpu_idle,
+            increase("node_name, gpu_uuid", &catalog::NODE_GPU_IDLE_JOULES),
+        ),
+        (
+            |i| &mut i.pod_gpus,
+            increase(
+                &format!("node_name, {POD_LABELS}"),
+                &catalog::POD_GPU_JOULES,
+            ),
+        ),
+        (
+            |i| &mut i.estimated,
+            format!(
+                "max by (node_name) (max_over_time({}{{source=\"estimate\"}}[{range}]))",
+                catalog::ENERGY_SOURCE_INFO.name
+            ),
+        ),
+    ]
 }
 
 impl Inputs {
     pub fn query(client: &Client, config: &ReportConfig) -> Result<Inputs, ClientError> {
         let range = format!("{}s", (config.to - config.from).round().max(1.0) as u64);
         let at = Some(config.to);
-        let base = &config.prometheus;
-        Ok(Inputs {
-            nodes: client.prometheus_query(
-                base,
-                &format!("sum by (node_name, zone) (increase(kepler_node_cpu_joules_total[{range}]))"),
-                at,
-            )?,
-            pods: client.prometheus_query(
-                base,
-                &format!("sum by (node_name, zone, pod_id, pod_name, pod_namespace, hub_user) (increase(kepler_pod_cpu_joules_total[{range}]))"),
-                at,
-            )?,
-            pod_info: client.prometheus_query(
-                base,
-                &format!("max by (pod_id, pod_name, pod_namespace, hub_user) (max_over_time(kepler_pod_info[{range}]))"),
-                at,
-            )?,
-        })
+        let mut inputs = Inputs::default();
+        for (slot, promql) in queries(&range) {
+            *slot(&mut inputs) = client.prometheus_query(&config.prometheus, &promql, at)?;
+        }
+        Ok(inputs)
+    }
+}
+
+/// Energy split by where it was drawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Energy {
+    pub cpu_joules: f64,
+    pub gpu_joules: f64,
+}
+
+impl Energy {
+    pub fn total(&self) -> f64 {
+        self.cpu_joules + self.gpu_joules
+    }
+    fn add(&mut self, other: Energy) {
+        self.cpu_joules += other.cpu_joules;
+        self.gpu_joules += other.gpu_joules;
     }
 }
 
@@ -221,7 +303,7 @@ impl Inputs {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
     pub name: String,
-    pub joules: f64,
+    pub energy: Energy,
 }
 
 /// The aggregated report.
@@ -230,105 +312,217 @@ pub struct Report {
     pub from: f64,
     pub to: f64,
     pub nodes: usize,
-    /// All nodes' energy by the node-total rule (package + dram, or psys).
-    pub node_joules: f64,
-    pub pod_joules: f64,
-    /// Per grouping: lines sorted by energy, largest first; or why there are none.
+    /// All nodes' energy: CPU by the node-total rule (package + dram, or psys), GPU per device.
+    pub node: Energy,
+    /// Idle part of `node` (by the same rules).
+    pub node_idle: Energy,
+    /// What the pods were billed (with `include_idle`, their share of idle too).
+    pub pods: Energy,
+    /// Idle energy billed to consumers by their share of active energy on each node.
+    pub include_idle: bool,
+    /// Nodes whose CPU energy was estimated (no RAPL) in the period.
+    pub estimated_nodes: Vec<String>,
+    /// Per grouping: lines sorted by total energy, largest first; or why there are none.
     pub groups: Vec<(Grouping, Result<Vec<Line>, &'static str>)>,
 }
 
 const NO_USERS: &str = "no JupyterHub user data in this period: no hub_user label on kepler_pod_cpu_joules_total or kepler_pod_info (it comes with Kubernetes metadata)";
 
-/// Sum the queried energy into the requested groupings. Zones follow the node-total rule per node.
-pub fn aggregate(inputs: &Inputs, from: f64, to: f64, by: &[Grouping]) -> Report {
-    let mut psys: HashMap<&str, bool> = HashMap::new();
-    for s in &inputs.nodes {
-        *psys.entry(s.label("node_name")).or_default() |= s.label("zone") == "psys";
+/// The consumer that holds, with `--include-idle`, everything no pod was billed: host daemons and
+/// the kernel, pods ended before the period's last grace period, GPU work no pod could be tied to,
+/// and idle energy of nodes where nothing was active.
+pub const OUTSIDE_PODS: &str = "(outside pods)";
+
+/// One node's energy, for the node-total rule and the idle split.
+#[derive(Debug, Default)]
+struct NodeEnergy {
+    has_psys: bool,
+    total: Energy,
+    idle: Energy,
+}
+
+impl NodeEnergy {
+    fn active(&self) -> Energy {
+        Energy {
+            cpu_joules: (self.total.cpu_joules - self.idle.cpu_joules).max(0.0),
+            gpu_joules: (self.total.gpu_joules - self.idle.gpu_joules).max(0.0),
+        }
     }
-    let node_joules = inputs
-        .nodes
-        .iter()
-        .filter(|s| counts_zone(psys[s.label("node_name")], s.label("zone")))
-        .map(|s| finite(s.value))
-        .sum();
+}
+
+/// A pod's names and energy.
+#[derive(Debug, Default)]
+struct PodEnergy {
+    name: String,
+    namespace: String,
+    user: String,
+    energy: Energy,
+}
+
+/// Sum the queried energy into the requested groupings. CPU zones follow the node-total rule per
+/// node; GPU energy is per device, never per MIG instance, so nothing is counted twice. With
+/// `include_idle`, each node's idle energy is split by each consumer's share of that node's active
+/// energy (CPU and GPU separately), and `(outside pods)` gets what no pod was billed, so the lines
+/// add up to the nodes' energy.
+pub fn aggregate(
+    inputs: &Inputs,
+    from: f64,
+    to: f64,
+    by: &[Grouping],
+    include_idle: bool,
+) -> Report {
+    let mut nodes: BTreeMap<&str, NodeEnergy> = BTreeMap::new();
+    for s in inputs.nodes.iter().chain(&inputs.gpus) {
+        nodes.entry(s.label("node_name")).or_default();
+    }
+    for s in &inputs.nodes {
+        if let Some(n) = nodes.get_mut(s.label("node_name")) {
+            n.has_psys |= s.label("zone") == catalog::PSYS_ZONE;
+        }
+    }
+    for (samples, idle) in [(&inputs.nodes, false), (&inputs.node_idle, true)] {
+        for s in samples.iter() {
+            let n = nodes.entry(s.label("node_name")).or_default();
+            if counts_zone(n.has_psys, s.label("zone")) {
+                let slot = if idle { &mut n.idle } else { &mut n.total };
+                slot.cpu_joules += finite(s.value);
+            }
+        }
+    }
+    for (samples, idle) in [(&inputs.gpus, false), (&inputs.gpu_idle, true)] {
+        for s in samples.iter() {
+            let n = nodes.entry(s.label("node_name")).or_default();
+            let slot = if idle { &mut n.idle } else { &mut n.total };
+            slot.gpu_joules += finite(s.value);
+        }
+    }
     let info: HashMap<&str, &PromSample> = inputs
         .pod_info
         .iter()
         .map(|s| (s.label("pod_id"), s))
         .collect();
-    // Per pod: (name, namespace, user) -> joules.
-    let mut pods: BTreeMap<&str, (String, String, String, f64)> = BTreeMap::new();
-    for s in &inputs.pods {
-        let has_psys = psys.get(s.label("node_name")).copied().unwrap_or(false);
-        if !counts_zone(has_psys, s.label("zone")) {
-            continue;
-        }
-        let id = s.label("pod_id");
-        let known = info.get(id);
-        let pick = |label: &str| -> String {
-            let own = s.label(label);
-            if own.is_empty() {
-                known.map(|i| i.label(label)).unwrap_or("").to_string()
+    // Per (node, pod): names and active energy.
+    let mut pods: BTreeMap<(&str, &str), PodEnergy> = BTreeMap::new();
+    for (samples, gpu) in [(&inputs.pods, false), (&inputs.pod_gpus, true)] {
+        for s in samples.iter() {
+            let node = s.label("node_name");
+            let has_psys = nodes.get(node).map(|n| n.has_psys).unwrap_or(false);
+            if !gpu && !counts_zone(has_psys, s.label("zone")) {
+                continue;
+            }
+            let id = s.label("pod_id");
+            let known = info.get(id);
+            let pod = pods.entry((node, id)).or_default();
+            for (slot, label) in [
+                (&mut pod.name, "pod_name"),
+                (&mut pod.namespace, "pod_namespace"),
+                (&mut pod.user, "hub_user"),
+            ] {
+                if slot.is_empty() {
+                    let own = s.label(label);
+                    let value = if own.is_empty() {
+                        known.map(|i| i.label(label)).unwrap_or("")
+                    } else {
+                        own
+                    };
+                    *slot = value.to_string();
+                }
+            }
+            let joules = finite(s.value);
+            if gpu {
+                pod.energy.gpu_joules += joules;
             } else {
-                own.to_string()
-            }
-        };
-        let entry = pods
-            .entry(id)
-            .or_insert_with(|| (String::new(), String::new(), String::new(), 0.0));
-        for (slot, label) in [
-            (&mut entry.0, "pod_name"),
-            (&mut entry.1, "pod_namespace"),
-            (&mut entry.2, "hub_user"),
-        ] {
-            if slot.is_empty() {
-                *slot = pick(label);
+                pod.energy.cpu_joules += joules;
             }
         }
-        entry.3 += finite(s.value);
     }
-    let pod_joules = pods.values().map(|p| p.3).sum();
-    let has_users = pods.values().any(|p| !p.2.is_empty());
+    // Bill each pod its share of its node's idle energy.
+    if include_idle {
+        for ((node, _), pod) in pods.iter_mut() {
+            let Some(n) = nodes.get(node) else { continue };
+            let active = n.active();
+            pod.energy.cpu_joules +=
+                n.idle.cpu_joules * share(pod.energy.cpu_joules, active.cpu_joules);
+            pod.energy.gpu_joules +=
+                n.idle.gpu_joules * share(pod.energy.gpu_joules, active.gpu_joules);
+        }
+    }
+    let mut node = Energy::default();
+    let mut node_idle = Energy::default();
+    for n in nodes.values() {
+        node.add(n.total);
+        node_idle.add(n.idle);
+    }
+    let mut billed = Energy::default();
+    for p in pods.values() {
+        billed.add(p.energy);
+    }
+    let outside = Energy {
+        cpu_joules: (node.cpu_joules - billed.cpu_joules).max(0.0),
+        gpu_joules: (node.gpu_joules - billed.gpu_joules).max(0.0),
+    };
+    let has_users = pods.values().any(|p| !p.user.is_empty());
     let groups = by
         .iter()
         .map(|&grouping| {
             if grouping == Grouping::User && !has_users {
                 return (grouping, Err(NO_USERS));
             }
-            let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-            for (id, (name, namespace, user, joules)) in &pods {
+            let mut sums: BTreeMap<String, Energy> = BTreeMap::new();
+            for ((_, id), pod) in &pods {
                 let key = match grouping {
-                    Grouping::User => or(user, "(not a hub user)"),
-                    Grouping::Namespace => or(namespace, "(no namespace)"),
+                    Grouping::User => or(&pod.user, "(not a hub user)"),
+                    Grouping::Namespace => or(&pod.namespace, "(no namespace)"),
                     Grouping::Pod => {
-                        let name = if name.is_empty() { id } else { name.as_str() };
-                        if namespace.is_empty() {
+                        let name = if pod.name.is_empty() {
+                            id
+                        } else {
+                            pod.name.as_str()
+                        };
+                        if pod.namespace.is_empty() {
                             name.to_string()
                         } else {
-                            format!("{namespace}/{name}")
+                            format!("{}/{name}", pod.namespace)
                         }
                     }
                 };
-                *sums.entry(clean(&key)).or_default() += joules;
+                sums.entry(clean(&key)).or_default().add(pod.energy);
+            }
+            if include_idle && outside.total() > 0.0 {
+                sums.entry(OUTSIDE_PODS.to_string())
+                    .or_default()
+                    .add(outside);
             }
             let mut lines: Vec<Line> = sums
                 .into_iter()
-                .map(|(name, joules)| Line { name, joules })
+                .map(|(name, energy)| Line { name, energy })
                 .collect();
             lines.sort_by(|a, b| {
-                b.joules
-                    .total_cmp(&a.joules)
+                b.energy
+                    .total()
+                    .total_cmp(&a.energy.total())
                     .then_with(|| a.name.cmp(&b.name))
             });
             (grouping, Ok(lines))
         })
         .collect();
+    let mut estimated_nodes: Vec<String> = inputs
+        .estimated
+        .iter()
+        .filter(|s| s.value > 0.0)
+        .map(|s| clean(s.label("node_name")))
+        .collect();
+    estimated_nodes.sort();
+    estimated_nodes.dedup();
     Report {
         from,
         to,
-        nodes: psys.len(),
-        node_joules,
-        pod_joules,
+        nodes: nodes.len(),
+        node,
+        node_idle,
+        pods: billed,
+        include_idle,
+        estimated_nodes,
         groups,
     }
 }
@@ -366,6 +560,40 @@ fn share(joules: f64, total: f64) -> f64 {
     }
 }
 
+/// A line as the JSON output writes it.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    name: &'a str,
+    cpu_kwh: f64,
+    gpu_kwh: f64,
+    kwh: f64,
+    share_of_node_energy: f64,
+    co2_kg: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct JsonGrouping<'a> {
+    grouping: &'static str,
+    lines: Vec<JsonLine<'a>>,
+    note: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    from: String,
+    to: String,
+    source: &'a str,
+    nodes: usize,
+    estimated_nodes: &'a [String],
+    idle_included: bool,
+    carbon_g_per_kwh: Option<f64>,
+    node: JsonLine<'a>,
+    node_idle: JsonLine<'a>,
+    pods: JsonLine<'a>,
+    not_included: Vec<String>,
+    groupings: Vec<JsonGrouping<'a>>,
+}
+
 impl Report {
     fn period(&self) -> String {
         let length = Duration::from_secs((self.to - self.from).round().max(0.0) as u64);
@@ -381,11 +609,41 @@ impl Report {
         carbon.map(|g| kwh(joules) * g / 1000.0)
     }
 
+    fn share_of_nodes(&self, energy: Energy) -> f64 {
+        share(energy.total(), self.node.total())
+    }
+
+    /// What the lines leave out, and which figures are modelled rather than measured.
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.include_idle {
+            notes.push(format!(
+                "idle energy ({:.6} kWh CPU, {:.6} kWh GPU) is billed by each consumer's share of active energy on its node; {OUTSIDE_PODS} holds host daemons, ended pods and GPU work no pod could be tied to",
+                kwh(self.node_idle.cpu_joules),
+                kwh(self.node_idle.gpu_joules)
+            ));
+        } else {
+            notes.push(format!(
+                "not billed to anyone: idle energy ({:.6} kWh CPU, {:.6} kWh GPU; the node's standing cost, which --include-idle splits by share of active energy) and active energy outside pods (host daemons, ended pods, unattributed GPU work)",
+                kwh(self.node_idle.cpu_joules),
+                kwh(self.node_idle.gpu_joules)
+            ));
+        }
+        if !self.estimated_nodes.is_empty() {
+            notes.push(format!(
+                "estimated, not measured (no RAPL: CPU energy modelled from utilisation): {}",
+                self.estimated_nodes.join(", ")
+            ));
+        }
+        notes
+    }
+
     pub fn render(&self, format: Format, source: &str, carbon: Option<f64>) -> String {
         match format {
             Format::Table => self.table(source, carbon),
             Format::Csv => self.csv(carbon),
             Format::Markdown => self.markdown(source, carbon),
+            Format::Json => self.json(source, carbon),
         }
     }
 
@@ -395,12 +653,17 @@ impl Report {
         let _ = writeln!(out, "source: {source}");
         let _ = writeln!(
             out,
-            "nodes: {}, energy {:.6} kWh; pods {:.6} kWh ({:.1}%), the rest is idle and system",
+            "nodes: {}, energy {:.6} kWh (CPU {:.6}, GPU {:.6}); pods {:.6} kWh ({:.1}%)",
             self.nodes,
-            kwh(self.node_joules),
-            kwh(self.pod_joules),
-            share(self.pod_joules, self.node_joules) * 100.0
+            kwh(self.node.total()),
+            kwh(self.node.cpu_joules),
+            kwh(self.node.gpu_joules),
+            kwh(self.pods.total()),
+            self.share_of_nodes(self.pods) * 100.0
         );
+        for note in self.notes() {
+            let _ = writeln!(out, "note: {note}");
+        }
         if let Some(g) = carbon {
             let _ = writeln!(out, "carbon intensity: {g} g CO2/kWh");
         }
@@ -430,8 +693,10 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "  {:<width$}  {:>14}  {:>6}{co2_head}",
+                "  {:<width$}  {:>14}  {:>14}  {:>14}  {:>6}{co2_head}",
                 grouping.csv_name().to_uppercase(),
+                "CPU kWh",
+                "GPU kWh",
                 "kWh",
                 "SHARE"
             );
@@ -439,13 +704,15 @@ impl Report {
                 let pad = width.saturating_sub(line.name.chars().count());
                 let _ = write!(
                     out,
-                    "  {}{}  {:>14.6}  {:>5.1}%",
+                    "  {}{}  {:>14.6}  {:>14.6}  {:>14.6}  {:>5.1}%",
                     line.name,
                     " ".repeat(pad),
-                    kwh(line.joules),
-                    share(line.joules, self.node_joules) * 100.0
+                    kwh(line.energy.cpu_joules),
+                    kwh(line.energy.gpu_joules),
+                    kwh(line.energy.total()),
+                    self.share_of_nodes(line.energy) * 100.0
                 );
-                if let Some(kg) = Self::co2_kg(line.joules, carbon) {
+                if let Some(kg) = Self::co2_kg(line.energy.total(), carbon) {
                     let _ = write!(out, "  {kg:>11.6}");
                 }
                 out.push('\n');
@@ -454,27 +721,34 @@ impl Report {
         out
     }
 
+    /// Columns up to `to` are those of earlier versions (scripts index them); the split follows.
     fn csv(&self, carbon: Option<f64>) -> String {
-        let mut out =
-            String::from("grouping,name,kwh,joules,share_of_node_energy,co2_kg,from,to\n");
+        let mut out = String::from(
+            "grouping,name,kwh,joules,share_of_node_energy,co2_kg,from,to,cpu_kwh,gpu_kwh,idle_included\n",
+        );
         let (from, to) = (time_text(self.from), time_text(self.to));
-        let mut row = |grouping: &str, name: &str, joules: f64| {
+        let mut row = |grouping: &str, name: &str, energy: Energy| {
+            let joules = energy.total();
             let co2 = Self::co2_kg(joules, carbon)
                 .map(|kg| format!("{kg:.9}"))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{grouping},{},{:.9},{joules:.3},{:.6},{co2},{from},{to}",
+                "{grouping},{},{:.9},{joules:.3},{:.6},{co2},{from},{to},{:.9},{:.9},{}",
                 csv_field(name),
                 kwh(joules),
-                share(joules, self.node_joules)
+                self.share_of_nodes(energy),
+                kwh(energy.cpu_joules),
+                kwh(energy.gpu_joules),
+                self.include_idle
             );
         };
-        row("nodes", "(all nodes)", self.node_joules);
-        row("pods", "(all pods)", self.pod_joules);
+        row("nodes", "(all nodes)", self.node);
+        row("nodes", "(idle)", self.node_idle);
+        row("pods", "(all pods)", self.pods);
         for (grouping, lines) in &self.groups {
             for line in lines.as_deref().unwrap_or(&[]) {
-                row(grouping.csv_name(), &line.name, line.joules);
+                row(grouping.csv_name(), &line.name, line.energy);
             }
         }
         out
@@ -485,15 +759,20 @@ impl Report {
         let _ = writeln!(out, "## Energy report, {}\n", self.period());
         let _ = writeln!(
             out,
-            "Source: `{}`. {} node(s) used **{:.3} kWh**; pods {:.3} kWh ({:.1}%).",
+            "Source: `{}`. {} node(s) used **{:.3} kWh** (CPU {:.3}, GPU {:.3}); pods {:.3} kWh ({:.1}%).",
             source.replace('`', "'"),
             self.nodes,
-            kwh(self.node_joules),
-            kwh(self.pod_joules),
-            share(self.pod_joules, self.node_joules) * 100.0
+            kwh(self.node.total()),
+            kwh(self.node.cpu_joules),
+            kwh(self.node.gpu_joules),
+            kwh(self.pods.total()),
+            self.share_of_nodes(self.pods) * 100.0
         );
+        for note in self.notes() {
+            let _ = writeln!(out, "\n_Note: {note}._");
+        }
         if let Some(g) = carbon {
-            let _ = writeln!(out, "Carbon intensity: {g} g CO₂/kWh.");
+            let _ = writeln!(out, "\nCarbon intensity: {g} g CO₂/kWh.");
         }
         for (grouping, lines) in &self.groups {
             let _ = writeln!(out, "\n### By {}\n", grouping.title());
@@ -508,17 +787,23 @@ impl Report {
                         ""
                     };
                     let co2_rule = if carbon.is_some() { "---:|" } else { "" };
-                    let _ = writeln!(out, "| {} | kWh | share |{co2}", grouping.title());
-                    let _ = writeln!(out, "|---|---:|---:|{co2_rule}");
+                    let _ = writeln!(
+                        out,
+                        "| {} | CPU kWh | GPU kWh | kWh | share |{co2}",
+                        grouping.title()
+                    );
+                    let _ = writeln!(out, "|---|---:|---:|---:|---:|{co2_rule}");
                     for line in lines {
                         let _ = write!(
                             out,
-                            "| {} | {:.6} | {:.1}% |",
+                            "| {} | {:.6} | {:.6} | {:.6} | {:.1}% |",
                             line.name.replace('|', "\\|"),
-                            kwh(line.joules),
-                            share(line.joules, self.node_joules) * 100.0
+                            kwh(line.energy.cpu_joules),
+                            kwh(line.energy.gpu_joules),
+                            kwh(line.energy.total()),
+                            self.share_of_nodes(line.energy) * 100.0
                         );
-                        if let Some(kg) = Self::co2_kg(line.joules, carbon) {
+                        if let Some(kg) = Self::co2_kg(line.energy.total(), carbon) {
                             let _ = write!(out, " {kg:.6} |");
                         }
                         out.push('\n');
@@ -527,6 +812,51 @@ impl Report {
             }
         }
         out
+    }
+
+    fn json(&self, source: &str, carbon: Option<f64>) -> String {
+        let line = |name: &'static str, energy: Energy| JsonLine {
+            name,
+            cpu_kwh: kwh(energy.cpu_joules),
+            gpu_kwh: kwh(energy.gpu_joules),
+            kwh: kwh(energy.total()),
+            share_of_node_energy: self.share_of_nodes(energy),
+            co2_kg: Self::co2_kg(energy.total(), carbon),
+        };
+        let report = JsonReport {
+            from: time_text(self.from),
+            to: time_text(self.to),
+            source,
+            nodes: self.nodes,
+            estimated_nodes: &self.estimated_nodes,
+            idle_included: self.include_idle,
+            carbon_g_per_kwh: carbon,
+            node: line("(all nodes)", self.node),
+            node_idle: line("(idle)", self.node_idle),
+            pods: line("(all pods)", self.pods),
+            not_included: self.notes(),
+            groupings: self
+                .groups
+                .iter()
+                .map(|(grouping, lines)| JsonGrouping {
+                    grouping: grouping.csv_name(),
+                    note: lines.as_ref().err().copied(),
+                    lines: lines
+                        .as_deref()
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|l| JsonLine {
+                            name: &l.name,
+                            ..line("", l.energy)
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        // Plain strings and finite numbers only: serialising cannot fail.
+        let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        text.push('\n');
+        text
     }
 }
 
@@ -547,7 +877,13 @@ pub fn run(args: ReportArgs) -> Result<(), ReportError> {
     let config = args.resolve(now, crate::remote::options::password_env()?)?;
     let client = Client::new(&config.client)?;
     let inputs = Inputs::query(&client, &config)?;
-    let report = aggregate(&inputs, config.from, config.to, &config.by);
+    let report = aggregate(
+        &inputs,
+        config.from,
+        config.to,
+        &config.by,
+        config.include_idle,
+    );
     print!(
         "{}",
         report.render(
@@ -646,6 +982,192 @@ mod tests {
                 ],
                 1.0,
             )],
+            ..Inputs::default()
+        }
+    }
+
+    /// `hub_inputs` plus a GPU node `g`: carol trained there (a MIG instance and a whole GPU),
+    /// idle energy on both kinds of node, and a GPU with no pods on it.
+    fn gpu_inputs() -> Inputs {
+        let mut inputs = hub_inputs();
+        let j = |kwh: f64| kwh * JOULES_PER_KWH;
+        inputs.node_idle = vec![
+            sample(&[("node_name", "a"), ("zone", "package")], j(3.0)),
+            sample(&[("node_name", "a"), ("zone", "core")], j(2.5)),
+            sample(&[("node_name", "a"), ("zone", "dram")], j(1.0)),
+            sample(&[("node_name", "b"), ("zone", "psys")], j(4.0)),
+            sample(&[("node_name", "g"), ("zone", "package")], j(0.5)),
+        ];
+        inputs
+            .nodes
+            .push(sample(&[("node_name", "g"), ("zone", "package")], j(1.0)));
+        inputs.gpus = vec![
+            sample(&[("node_name", "g"), ("gpu_uuid", "GPU-1")], j(10.0)),
+            sample(&[("node_name", "g"), ("gpu_uuid", "GPU-2")], j(6.0)),
+            // No pods on this one: all of it stays outside pods.
+            sample(&[("node_name", "g"), ("gpu_uuid", "GPU-3")], j(1.0)),
+        ];
+        inputs.gpu_idle = vec![
+            sample(&[("node_name", "g"), ("gpu_uuid", "GPU-1")], j(2.0)),
+            sample(&[("node_name", "g"), ("gpu_uuid", "GPU-2")], j(2.0)),
+            sample(&[("node_name", "g"), ("gpu_uuid", "GPU-3")], j(1.0)),
+        ];
+        let carol = |kwh: f64| {
+            sample(
+                &[
+                    ("node_name", "g"),
+                    ("pod_id", "u5"),
+                    ("pod_name", "jupyter-carol"),
+                    ("pod_namespace", "jhub"),
+                    ("hub_user", "carol"),
+                ],
+                j(kwh),
+            )
+        };
+        // The query sums a pod over its devices and MIG instances: one sample per pod and node.
+        inputs.pod_gpus = vec![carol(11.0)];
+        inputs.pods.push(sample(
+            &[
+                ("node_name", "g"),
+                ("zone", "package"),
+                ("pod_id", "u5"),
+                ("pod_name", "jupyter-carol"),
+                ("pod_namespace", "jhub"),
+                ("hub_user", "carol"),
+            ],
+            j(0.25),
+        ));
+        inputs.estimated = vec![sample(&[("node_name", "b")], 1.0)];
+        inputs
+    }
+
+    #[test]
+    fn gpu_energy_counts_and_a_gpu_user_ranks_by_total() {
+        let report = aggregate(&gpu_inputs(), 0.0, 86_400.0, &[Grouping::User], false);
+        let users = lines(&report, Grouping::User);
+        assert_eq!(users[0], ("carol".to_string(), 11.25), "{users:?}");
+        let (_, Ok(lines)) = &report.groups[0] else {
+            panic!()
+        };
+        assert!((kwh(lines[0].energy.gpu_joules) - 11.0).abs() < 1e-9);
+        assert!((kwh(lines[0].energy.cpu_joules) - 0.25).abs() < 1e-9);
+        // GPU energy of the node counts each device once (17 kWh), CPU by the zone rule (21).
+        assert!((kwh(report.node.gpu_joules) - 17.0).abs() < 1e-9);
+        assert!((kwh(report.node.cpu_joules) - 21.0).abs() < 1e-9);
+        assert_eq!(report.estimated_nodes, ["b"]);
+        let table = report.render(Format::Table, "http://p:9090", None);
+        assert!(table.contains("estimated, not measured"), "{table}");
+        assert!(
+            table.contains("not billed to anyone: idle energy"),
+            "{table}"
+        );
+        assert!(!table.contains(OUTSIDE_PODS), "{table}");
+    }
+
+    #[test]
+    fn include_idle_bills_every_joule_of_every_node() {
+        let by = [Grouping::User, Grouping::Namespace, Grouping::Pod];
+        let report = aggregate(&gpu_inputs(), 0.0, 86_400.0, &by, true);
+        for (grouping, lines) in &report.groups {
+            let lines = lines.as_ref().unwrap();
+            let mut sum = Energy::default();
+            for l in lines {
+                sum.add(l.energy);
+            }
+            for (got, want) in [
+                (sum.cpu_joules, report.node.cpu_joules),
+                (sum.gpu_joules, report.node.gpu_joules),
+            ] {
+                assert!(
+                    (got - want).abs() <= 1e-9 * want,
+                    "{grouping:?}: {got} != {want}"
+                );
+            }
+        }
+        // Node g: GPU idle 5 kWh over 12 kWh active, carol has 11 of them.
+        let users = lines(&report, Grouping::User);
+        let carol = users.iter().find(|(n, _)| n == "carol").unwrap().1;
+        let want = 11.0 + 5.0 * 11.0 / 12.0 + 0.25 + 0.5 * 0.25 / 0.5;
+        assert!((carol - want).abs() < 1e-6, "{carol} vs {want}");
+        // Node a: CPU idle 4 kWh (package + dram) over 6 active; alice has 1.5 there.
+        let alice = users.iter().find(|(n, _)| n == "alice").unwrap().1;
+        let want_a = 1.5 + 4.0 * 1.5 / 6.0 + 1.0 + 4.0 * 1.0 / 6.0;
+        assert!((alice - want_a).abs() < 1e-6, "{alice} vs {want_a}");
+        assert!(users.iter().any(|(n, _)| n == OUTSIDE_PODS), "{users:?}");
+        let text = report.render(Format::Table, "", None);
+        assert!(
+            text.contains("idle energy (") && text.contains("is billed"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cpu_only_prometheus_and_gpus_without_pods_never_panic() {
+        // An older exporter: no GPU series, no idle series.
+        let report = aggregate(&hub_inputs(), 0.0, 1.0, &[Grouping::User], true);
+        assert_eq!(report.node.gpu_joules, 0.0);
+        // GPUs but no pods at all, NaN and negative values.
+        let mut inputs = Inputs {
+            gpus: vec![sample(&[("node_name", "g")], 5.0)],
+            gpu_idle: vec![sample(&[("node_name", "g")], f64::NAN)],
+            pod_gpus: vec![sample(&[("pod_id", "x")], -3.0)],
+            ..Inputs::default()
+        };
+        let report = aggregate(&inputs, 0.0, 1.0, &[Grouping::User, Grouping::Pod], true);
+        assert_eq!(report.nodes, 1);
+        assert_eq!(report.groups[0].1, Err(NO_USERS));
+        for format in [Format::Table, Format::Csv, Format::Markdown, Format::Json] {
+            assert!(!report.render(format, "", Some(1.0)).is_empty());
+        }
+        inputs.gpus.clear();
+        let report = aggregate(&inputs, 0.0, 1.0, &[Grouping::Pod], false);
+        assert_eq!(report.node.total(), 0.0);
+    }
+
+    #[test]
+    fn csv_json_and_markdown_parse() {
+        let report = aggregate(
+            &gpu_inputs(),
+            0.0,
+            86_400.0,
+            &[Grouping::User, Grouping::Pod],
+            true,
+        );
+        let csv = report.render(Format::Csv, "", Some(400.0));
+        let mut rows = csv.lines();
+        let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+        assert_eq!(&header[..3], ["grouping", "name", "kwh"]);
+        for row in rows {
+            let fields: Vec<&str> = row.split(',').collect();
+            assert_eq!(fields.len(), header.len(), "{row}");
+            let total: f64 = fields[2].parse().unwrap();
+            let cpu: f64 = fields[8].parse().unwrap();
+            let gpu: f64 = fields[9].parse().unwrap();
+            assert!((cpu + gpu - total).abs() < 1e-6, "{row}");
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&report.render(Format::Json, "http://p", Some(400.0))).unwrap();
+        assert_eq!(json["idle_included"], true);
+        assert_eq!(json["estimated_nodes"][0], "b");
+        let users = &json["groupings"][0]["lines"];
+        assert_eq!(users[0]["name"], "carol");
+        assert!(users[0]["gpu_kwh"].as_f64().unwrap() > 11.0);
+        let md = report.render(Format::Markdown, "http://p", None);
+        let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+        assert!(table.len() > 4);
+        for row in table {
+            assert_eq!(row.matches('|').count(), 6, "{row}");
+        }
+    }
+
+    #[test]
+    fn queries_name_catalog_families() {
+        for (_, promql) in queries("3600s") {
+            assert!(
+                catalog::ALL.iter().any(|f| promql.contains(f.name)),
+                "{promql}"
+            );
+            assert!(promql.contains("[3600s]"), "{promql}");
         }
     }
 
@@ -655,18 +1177,18 @@ mod tests {
             .as_ref()
             .unwrap()
             .iter()
-            .map(|l| (l.name.clone(), (kwh(l.joules) * 1e6).round() / 1e6))
+            .map(|l| (l.name.clone(), (kwh(l.energy.total()) * 1e6).round() / 1e6))
             .collect()
     }
 
     #[test]
     fn per_user_energy_follows_the_node_total_rule() {
         let by = [Grouping::User, Grouping::Namespace, Grouping::Pod];
-        let report = aggregate(&hub_inputs(), 0.0, 86_400.0, &by);
+        let report = aggregate(&hub_inputs(), 0.0, 86_400.0, &by, false);
         assert_eq!(report.nodes, 2);
         // a: package + dram = 10; b: psys alone = 10.
-        assert!((kwh(report.node_joules) - 20.0).abs() < 1e-9);
-        assert!((kwh(report.pod_joules) - 4.75).abs() < 1e-9);
+        assert!((kwh(report.node.total()) - 20.0).abs() < 1e-9);
+        assert!((kwh(report.pods.total()) - 4.75).abs() < 1e-9);
         assert_eq!(
             lines(&report, Grouping::User),
             [
@@ -692,19 +1214,31 @@ mod tests {
         for p in &mut inputs.pods {
             p.labels.remove("hub_user");
         }
-        let report = aggregate(&inputs, 0.0, 1.0, &[Grouping::User, Grouping::Namespace]);
+        let report = aggregate(
+            &inputs,
+            0.0,
+            1.0,
+            &[Grouping::User, Grouping::Namespace],
+            false,
+        );
         assert_eq!(report.groups[0].1, Err(NO_USERS));
         let text = report.render(Format::Table, "http://p:9090", None);
         assert!(text.contains("no JupyterHub user data"), "{text}");
         // Unnamed pods fall in "(no namespace)" and are listed by UID.
-        let report = aggregate(&inputs, 0.0, 1.0, &[Grouping::Pod, Grouping::Namespace]);
+        let report = aggregate(
+            &inputs,
+            0.0,
+            1.0,
+            &[Grouping::Pod, Grouping::Namespace],
+            false,
+        );
         assert!(lines(&report, Grouping::Pod).contains(&("u3".to_string(), 2.0)));
         assert!(lines(&report, Grouping::Namespace).contains(&("(no namespace)".to_string(), 2.0)));
     }
 
     #[test]
     fn formats_with_carbon() {
-        let report = aggregate(&hub_inputs(), 0.0, 7.0 * 86_400.0, &[Grouping::User]);
+        let report = aggregate(&hub_inputs(), 0.0, 7.0 * 86_400.0, &[Grouping::User], false);
         let table = report.render(Format::Table, "http://p:9090", Some(400.0));
         assert!(
             table.contains("1970-01-01T00:00:00Z to 1970-01-08T00:00:00Z (7days)"),
@@ -719,7 +1253,10 @@ mod tests {
         assert_eq!(fields[2], "2.500000000");
         assert_eq!(fields[5], "1.000000000");
         let md = report.render(Format::Markdown, "http://p:9090", None);
-        assert!(md.contains("| alice | 2.500000 | 12.5% |"), "{md}");
+        assert!(
+            md.contains("| alice | 2.500000 | 0.000000 | 2.500000 | 12.5% |"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -743,6 +1280,7 @@ mod tests {
             by: vec![Grouping::User],
             carbon_intensity: None,
             format: Format::Table,
+            include_idle: false,
             timeout: Duration::from_secs(1),
             remote: RemoteArgs::default(),
         };

@@ -3,6 +3,7 @@
 //! (`web`). Never measures: it only reads what the monitor published. Unknown paths get 404, methods
 //! other than GET/HEAD 405, request bodies 413, missing or wrong credentials 401 (probes excepted).
 
+use crate::catalog::{self, Family};
 use crate::metrics::{self, BuildInfo};
 use crate::snapshot::Snapshot;
 use crate::web::auth::{parse_basic, AuthOutcome, Authenticator};
@@ -250,22 +251,19 @@ impl ServerState {
     fn server_metrics(&self) -> Bytes {
         let stats = &self.registry.stats;
         let mut out = String::with_capacity(1024);
-        let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let mut family = |f: &Family, samples: &[(&str, u64)]| {
+            let (name, help, kind) = (f.name, f.help, f.kind.as_str());
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in samples {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
         family(
-            "kepler_exporter_http_connections",
-            "gauge",
-            "Open connections to the metrics server.",
+            &catalog::HTTP_CONNECTIONS,
             &[("", self.registry.open() as u64)],
         );
         family(
-            "kepler_exporter_http_connections_accepted_total",
-            "counter",
-            "Connections the metrics server accepted.",
+            &catalog::HTTP_CONNECTIONS_ACCEPTED,
             &[("", stats.accepted.load(Ordering::Relaxed))],
         );
         let closed: Vec<(String, u64)> = CloseReason::ALL
@@ -273,35 +271,22 @@ impl ServerState {
             .map(|r| (format!("{{reason=\"{}\"}}", r.as_str()), stats.closed(*r)))
             .collect();
         let closed: Vec<(&str, u64)> = closed.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        family(&catalog::HTTP_CONNECTIONS_CLOSED, &closed);
         family(
-            "kepler_exporter_http_connections_closed_total",
-            "counter",
-            "Connections the server closed itself: evicted at the connection limit, or past a timeout.",
-            &closed,
-        );
-        family(
-            "kepler_exporter_http_accept_errors_total",
-            "counter",
-            "Failed accepts (e.g. out of file descriptors); the server backs off and keeps measuring.",
+            &catalog::HTTP_ACCEPT_ERRORS,
             &[("", stats.accept_errors.load(Ordering::Relaxed))],
         );
         family(
-            "kepler_exporter_http_tls_handshake_failures_total",
-            "counter",
-            "TLS handshakes that failed (no or untrusted client certificate, not TLS, timeouts).",
+            &catalog::HTTP_TLS_HANDSHAKE_FAILURES,
             &[("", stats.tls_handshake_failures.load(Ordering::Relaxed))],
         );
         family(
-            "kepler_exporter_http_auth_failures_total",
-            "counter",
-            "Requests answered 401: no, malformed or wrong basic-auth credentials.",
+            &catalog::HTTP_AUTH_FAILURES,
             &[("", stats.auth_failures.load(Ordering::Relaxed))],
         );
         if self.web.is_file_based() {
             family(
-                "kepler_exporter_web_config_reloads_total",
-                "counter",
-                "Reloads of --web.config.file after it or a file it names changed.",
+                &catalog::WEB_CONFIG_RELOADS,
                 &[
                     (
                         "{result=\"success\"}",

@@ -216,11 +216,7 @@ impl ZoneKind {
 
     /// Whether this zone counts toward the node total: package + dram, or psys alone where present.
     pub fn counts_toward_node_total(self, has_psys: bool) -> bool {
-        if has_psys {
-            self == ZoneKind::Psys
-        } else {
-            matches!(self, ZoneKind::Package | ZoneKind::Dram)
-        }
+        crate::catalog::counts_toward_node_total(has_psys, self.as_str())
     }
 }
 

@@ -402,6 +402,17 @@ fn fake_nvml_driver_restart_reinitialises_and_rebaselines() {
 }
 
 /// Two kubelet-shaped pods with one container each, each holding a real (sleeping) process.
+/// The serial lock of the pod tests, the fake library and a cgroup tree to make pods in; `None`
+/// (after a SKIP line) where either cannot be had.
+fn with_pods(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, FakeNvml, Cluster)> {
+    let serial = CGROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let fake = FakeNvml::build(test)?;
+    let cluster = Cluster::open(test)?;
+    Some((serial, fake, cluster))
+}
+
 struct Pods {
     uid_a: String,
     uid_b: String,
@@ -452,13 +463,7 @@ fn two_pods(cluster: &mut Cluster, variant: u32) -> Pods {
 #[test]
 fn fake_nvml_gpu_energy_follows_processes_into_their_pods() {
     let test = "fake_nvml_gpu_energy_follows_processes_into_their_pods";
-    let _serial = CGROUPS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(fake) = FakeNvml::build(test) else {
-        return;
-    };
-    let Some(mut cluster) = Cluster::open(test) else {
+    let Some((_serial, fake, mut cluster)) = with_pods(test) else {
         return;
     };
     let Pods {
@@ -561,13 +566,7 @@ fn fake_nvml_gpu_energy_follows_processes_into_their_pods() {
 #[test]
 fn fake_nvml_mig_instances_share_by_size_and_label_pods() {
     let test = "fake_nvml_mig_instances_share_by_size_and_label_pods";
-    let _serial = CGROUPS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(fake) = FakeNvml::build(test) else {
-        return;
-    };
-    let Some(mut cluster) = Cluster::open(test) else {
+    let Some((_serial, fake, mut cluster)) = with_pods(test) else {
         return;
     };
     let p = two_pods(&mut cluster, 2);
@@ -706,4 +705,144 @@ fn fake_nvml_learned_idle_holds_on_a_busy_gpu() {
             "{case}: learned GPU idle {w} W, simulated {GPU_IDLE_W} W"
         );
     }
+}
+
+/// `kepler-rs report` over a real Prometheus that scraped an exporter with a fake GPU: per pod, the
+/// GPU and CPU kWh equal the exporter's own counters over the window within 2 %; with
+/// `--include-idle` the lines add up to the node's energy (CPU + GPU) within 2 %; CSV, JSON and
+/// Markdown parse.
+#[test]
+fn report_bills_gpu_energy_from_prometheus() {
+    let test = "report_bills_gpu_energy_from_prometheus";
+    if !common::prometheus::Prometheus::installed() {
+        skip(
+            test,
+            "prometheus not installed (apt-get install prometheus)",
+        );
+        return;
+    }
+    let Some((_serial, fake, mut cluster)) = with_pods(test) else {
+        return;
+    };
+    let Pods {
+        uid_a,
+        uid_b,
+        pid_a,
+        pid_b,
+        ..
+    } = two_pods(&mut cluster, 3);
+    fake.set(&format!(
+        "device {UUID0}\nname {NAME0}\nwatts 300\ngpu_util 80\nprocess {pid_a} 75\nprocess {pid_b} 25\n"
+    ));
+    let e = fake.start(&["--grace-period", "600s"]);
+    let prom = common::prometheus::Prometheus::start(&[e.port]);
+    std::thread::sleep(Duration::from_secs(5));
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let (from, (_, s1)) = (unix_now(), scrape_after_tick(&e));
+    // Long enough that a scrape interval at either end of the window stays under 2 %.
+    std::thread::sleep(Duration::from_secs(45));
+    let (to, (_, s2)) = (unix_now(), scrape_after_tick(&e));
+    std::thread::sleep(Duration::from_secs(2)); // the scrape at `to` is in
+    let report = |args: &[&str]| common::prometheus::report(&prom, from, to, args);
+    let delta =
+        |name: &str, filter: &[(&str, &str)]| sum(&s2, name, filter) - sum(&s1, name, filter);
+    let csv = report(&["--by", "pod", "--format", "csv"]);
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let row = |csv: &str, grouping: &str, name: &str| -> Vec<f64> {
+        let line = csv
+            .lines()
+            .find(|l| l.starts_with(&format!("{grouping},{name},")))
+            .unwrap_or_else(|| panic!("no {grouping} {name} in:\n{csv}"));
+        let fields: Vec<&str> = line.split(',').collect();
+        ["cpu_kwh", "gpu_kwh", "kwh"]
+            .iter()
+            .map(|c| fields[column(c)].parse::<f64>().unwrap() * 3.6e6)
+            .collect()
+    };
+    for uid in [&uid_a, &uid_b] {
+        let gpu_truth = delta("kepler_pod_gpu_joules_total", &[("pod_id", uid)]);
+        let cpu_truth = delta(
+            "kepler_pod_cpu_joules_total",
+            &[("pod_id", uid), ("zone", "package")],
+        );
+        let got = row(&csv, "pod", uid);
+        assert!(gpu_truth > 100.0, "pod {uid}: only {gpu_truth} GPU J");
+        assert!(
+            rel_close(got[1], gpu_truth, 0.02),
+            "pod {uid}: GPU {} J vs exporter {gpu_truth} J",
+            got[1]
+        );
+        assert!(
+            (got[0] - cpu_truth).abs() <= 0.02 * cpu_truth.max(1.0),
+            "pod {uid}: CPU {} J vs exporter {cpu_truth} J",
+            got[0]
+        );
+        assert!(rel_close(got[2], got[0] + got[1], 1e-6));
+    }
+    // Pod A has three times pod B's SM share, so it ranks first.
+    let pods: Vec<&str> = csv
+        .lines()
+        .filter(|l| l.starts_with("pod,"))
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(pods.first(), Some(&uid_a.as_str()), "{csv}");
+    let node_gpu = delta("kepler_node_gpu_joules_total", &[]);
+    let node_cpu = delta("kepler_node_cpu_joules_total", &[("zone", "package")]);
+    let node = row(&csv, "nodes", "(all nodes)");
+    assert!(
+        rel_close(node[1], node_gpu, 0.02),
+        "{} vs {node_gpu}",
+        node[1]
+    );
+    assert!(
+        rel_close(node[0], node_cpu, 0.02),
+        "{} vs {node_cpu}",
+        node[0]
+    );
+
+    // --include-idle: every joule of the node is billed to someone.
+    let csv = report(&["--by", "pod", "--format", "csv", "--include-idle"]);
+    let mut billed = [0.0; 3];
+    for line in csv.lines().filter(|l| l.starts_with("pod,")) {
+        let name = line.split(',').nth(1).unwrap();
+        for (b, v) in billed.iter_mut().zip(row(&csv, "pod", name)) {
+            *b += v;
+        }
+    }
+    let node = row(&csv, "nodes", "(all nodes)");
+    for (i, what) in ["CPU", "GPU", "total"].iter().enumerate() {
+        assert!(
+            rel_close(billed[i], node[i], 0.02),
+            "{what}: lines {} J vs node {} J\n{csv}",
+            billed[i],
+            node[i]
+        );
+    }
+
+    let json: serde_json::Value =
+        serde_json::from_str(&report(&["--by", "pod", "--format", "json"])).unwrap();
+    assert!(json["node"]["gpu_kwh"].as_f64().unwrap() > 0.0, "{json}");
+    assert_eq!(json["groupings"][0]["lines"][0]["name"], uid_a.as_str());
+    let md = report(&[
+        "--by",
+        "pod",
+        "--format",
+        "markdown",
+        "--carbon-intensity",
+        "400",
+    ]);
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+    assert!(rows.len() >= 4, "{md}");
+    for r in rows {
+        assert_eq!(r.matches('|').count(), 7, "{r}");
+    }
+    let table = report(&["--by", "pod"]);
+    assert!(table.contains("estimated, not measured"), "{table}");
+    assert!(table.contains("GPU kWh"), "{table}");
 }

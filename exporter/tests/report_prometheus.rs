@@ -75,22 +75,7 @@ fn report_matches_the_exporters_joules() {
     let (to, s2) = counters(&e);
     std::thread::sleep(Duration::from_secs(2)); // the scrape at `to` is in
 
-    let report = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
-            .arg("report")
-            .args(["--prometheus", &prom.url()])
-            .args(["--from", &format!("{from:.3}"), "--to", &format!("{to:.3}")])
-            .args(args)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    };
+    let report = |args: &[&str]| common::prometheus::report(&prom, from, to, args);
     let csv = report(&["--by", "pod,namespace", "--format", "csv"]);
     let joules = |s: &[(Key, f64)], name: &str, filter: &[(&str, &str)]| sum(s, name, filter);
     for uid in [&a, &b] {

@@ -1,18 +1,8 @@
-//! What kepler-rs's series mean to anyone who reads them back (`top`, `report`): the node-total
-//! zone rule, and label values made safe to print. Pure functions; no I/O.
+//! Label values read back from kepler-rs's series (`top`, `report`), made safe to print. What the
+//! series mean (names, the node-total zone rule) is `crate::catalog`'s. Pure functions; no I/O.
 
 /// Longest label value shown; longer ones are cut with an ellipsis.
 pub const MAX_LABEL_CHARS: usize = 120;
-
-/// The node-total rule for one zone, given whether the node has `psys`: psys alone when there is
-/// one, else package + dram.
-pub fn counts_zone(has_psys: bool, zone: &str) -> bool {
-    if has_psys {
-        zone == "psys"
-    } else {
-        zone == "package" || zone == "dram"
-    }
-}
 
 /// A label value made safe to print on a terminal: control characters (escape sequences could
 /// garble the screen) become `?`, and very long values are cut with an ellipsis.
@@ -31,13 +21,6 @@ pub fn clean(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn node_total_rule() {
-        assert!(counts_zone(false, "package") && counts_zone(false, "dram"));
-        assert!(!counts_zone(false, "core") && !counts_zone(false, "psys"));
-        assert!(counts_zone(true, "psys") && !counts_zone(true, "package"));
-    }
 
     #[test]
     fn labels_are_cleaned_for_terminals() {

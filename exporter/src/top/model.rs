@@ -2,8 +2,11 @@
 //! (pods, containers, processes) with the node-total rule applied, plus `RateTracker`, which
 //! computes watts between two readings from the energy counters (resets handled). No I/O.
 
+use crate::catalog::{
+    self, counts_toward_node_total as counts_zone, Measure, Part, Resource, Scope,
+};
 use crate::remote::exposition::Sample;
-use crate::remote::series::{clean, counts_zone};
+use crate::remote::series::clean;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -50,7 +53,7 @@ impl Node {
     /// The node-total rule: `psys` alone where present, else `package + dram`. Zones overlap, so
     /// summing all of them would count core and uncore twice.
     pub fn counts_zone(&self, zone: &str) -> bool {
-        counts_zone(self.zones.contains_key("psys"), zone)
+        counts_zone(self.zones.contains_key(catalog::PSYS_ZONE), zone)
     }
 
     fn sum(&self, field: impl Fn(&ZoneFigures) -> f64) -> f64 {
@@ -104,7 +107,7 @@ pub struct Reading {
     pub pods: Vec<Consumer>,
     pub containers: Vec<Consumer>,
     pub processes: Vec<Consumer>,
-    /// True when the source exposed any `kepler_*gpu*` series (none are defined yet).
+    /// True when the source exposed any GPU family of the catalog.
     pub has_gpu_series: bool,
 }
 
@@ -135,25 +138,20 @@ impl Reading {
         let mut kepler = 0usize;
         // Pass 1: nodes, because the zones a node has decide which zones its consumers count.
         for s in samples {
-            let Some(metric) = s.name.strip_prefix("kepler_") else {
+            if !s.name.starts_with("kepler_") {
+                continue;
+            }
+            kepler += 1;
+            let Some(family) = catalog::find(&s.name) else {
                 continue;
             };
-            kepler += 1;
-            if metric.contains("gpu") {
+            if family.resource == Resource::Gpu {
                 reading.has_gpu_series = true;
             }
             let node_name = s.label("node_name");
             let node = || Node {
                 name: clean(node_name),
                 ..Node::default()
-            };
-            let zone_field: Option<fn(&mut ZoneFigures) -> &mut f64> = match metric {
-                "node_cpu_joules_total" => Some(|z| &mut z.joules),
-                "node_cpu_watts" => Some(|z| &mut z.watts),
-                "node_cpu_idle_watts" => Some(|z| &mut z.idle_watts),
-                "node_cpu_active_watts" => Some(|z| &mut z.active_watts),
-                "node_cpu_system_watts" => Some(|z| &mut z.system_watts),
-                _ => None,
             };
             fn entry<'r>(
                 r: &'r mut Reading,
@@ -162,29 +160,31 @@ impl Reading {
             ) -> &'r mut Node {
                 r.nodes.entry(name.to_string()).or_insert_with(node)
             }
-            if let Some(field) = zone_field {
+            if (family.scope, family.resource) == (Scope::NodeZone, Resource::Cpu) {
+                let zone_field: fn(&mut ZoneFigures) -> &mut f64 = match family.measure {
+                    Measure::Joules(Part::Total) => |z| &mut z.joules,
+                    Measure::Watts(Part::Total) => |z| &mut z.watts,
+                    Measure::Watts(Part::Idle) => |z| &mut z.idle_watts,
+                    Measure::Watts(Part::Active) => |z| &mut z.active_watts,
+                    Measure::Watts(Part::System) => |z| &mut z.system_watts,
+                    _ => continue,
+                };
                 let n = entry(&mut reading, node_name, node);
                 let zone = n.zones.entry(s.label("zone").to_string()).or_default();
-                *field(zone) += finite(s.value);
-                if metric == "node_cpu_joules_total" && n.energy_source.is_empty() {
+                *zone_field(zone) += finite(s.value);
+                if family == &catalog::NODE_CPU_JOULES && n.energy_source.is_empty() {
                     n.energy_source = clean(s.label("source"));
                 }
                 continue;
             }
-            match metric {
-                "exporter_energy_source_info" if s.value > 0.0 => {
-                    entry(&mut reading, node_name, node).energy_source = clean(s.label("source"))
-                }
-                "exporter_cpu_source_info" if s.value > 0.0 => {
-                    entry(&mut reading, node_name, node).cpu_source = clean(s.label("source"))
-                }
-                "node_cpu_usage_ratio" => {
-                    entry(&mut reading, node_name, node).usage_ratio = Some(finite(s.value))
-                }
-                "exporter_last_tick_timestamp_seconds" if s.value > 0.0 => {
-                    entry(&mut reading, node_name, node).tick_seconds = Some(finite(s.value))
-                }
-                _ => {}
+            if family == &catalog::ENERGY_SOURCE_INFO && s.value > 0.0 {
+                entry(&mut reading, node_name, node).energy_source = clean(s.label("source"))
+            } else if family == &catalog::CPU_SOURCE_INFO && s.value > 0.0 {
+                entry(&mut reading, node_name, node).cpu_source = clean(s.label("source"))
+            } else if family == &catalog::NODE_CPU_USAGE_RATIO {
+                entry(&mut reading, node_name, node).usage_ratio = Some(finite(s.value))
+            } else if family == &catalog::LAST_TICK_TIMESTAMP_SECONDS && s.value > 0.0 {
+                entry(&mut reading, node_name, node).tick_seconds = Some(finite(s.value))
             }
         }
         if kepler == 0 {
@@ -196,31 +196,39 @@ impl Reading {
         let psys: HashMap<&str, bool> = reading
             .nodes
             .iter()
-            .map(|(name, n)| (name.as_str(), n.zones.contains_key("psys")))
+            .map(|(name, n)| (name.as_str(), n.zones.contains_key(catalog::PSYS_ZONE)))
             .collect();
         let mut index: HashMap<(Family, &str, &str), usize> = HashMap::new();
         let mut info: HashMap<&str, (&str, &str, &str)> = HashMap::new();
         let mut builder = Builders::default();
         let mut last_node: (&str, bool) = ("\u{0}", false);
         for s in samples {
-            let (family, is_joules) = match s.name.as_ref() {
-                "kepler_pod_cpu_joules_total" => (Family::Pod, true),
-                "kepler_pod_cpu_watts" => (Family::Pod, false),
-                "kepler_container_cpu_joules_total" => (Family::Container, true),
-                "kepler_container_cpu_watts" => (Family::Container, false),
-                "kepler_process_cpu_joules_total" => (Family::Process, true),
-                "kepler_process_cpu_watts" => (Family::Process, false),
-                "kepler_pod_info" => {
-                    info.insert(
-                        s.label("pod_id"),
-                        (
-                            s.label("pod_name"),
-                            s.label("pod_namespace"),
-                            s.label("hub_user"),
-                        ),
-                    );
-                    continue;
-                }
+            let Some(f) = catalog::find(&s.name) else {
+                continue;
+            };
+            if f == &catalog::POD_INFO {
+                info.insert(
+                    s.label("pod_id"),
+                    (
+                        s.label("pod_name"),
+                        s.label("pod_namespace"),
+                        s.label("hub_user"),
+                    ),
+                );
+                continue;
+            }
+            if f.resource != Resource::Cpu {
+                continue;
+            }
+            let family = match f.scope {
+                Scope::Pod => Family::Pod,
+                Scope::Container => Family::Container,
+                Scope::Process => Family::Process,
+                _ => continue,
+            };
+            let is_joules = match f.measure {
+                Measure::Joules(_) => true,
+                Measure::Watts(_) => false,
                 _ => continue,
             };
             let node = s.label("node_name");

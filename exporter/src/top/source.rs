@@ -3,11 +3,28 @@
 //! knows which series to ask for and what "not an exporter" looks like.
 
 use super::model::{ModelError, Reading};
+use crate::catalog::{self, Family, Resource};
 use crate::remote::exposition::{self, ExpositionError, Sample};
 use crate::remote::{BaseUrl, Client, ClientError};
 
-/// The series `top` reads from Prometheus.
-const PROMETHEUS_SERIES: &str = "{__name__=~\"kepler_(node|pod|container|process)_cpu_.*|kepler_pod_info|kepler_exporter_(energy|cpu)_source_info|kepler_exporter_last_tick_timestamp_seconds\"}";
+/// The series `top` reads from Prometheus: every CPU and GPU family of the catalog (energy, power,
+/// names), the sources and the snapshot time.
+fn prometheus_series() -> String {
+    let families: Vec<&Family> = catalog::ALL
+        .iter()
+        .filter(|f| {
+            f.resource != Resource::None
+                || [
+                    &catalog::POD_INFO,
+                    &catalog::ENERGY_SOURCE_INFO,
+                    &catalog::CPU_SOURCE_INFO,
+                    &catalog::LAST_TICK_TIMESTAMP_SECONDS,
+                ]
+                .contains(f)
+        })
+        .collect();
+    format!("{{__name__=~\"{}\"}}", catalog::name_regex(&families))
+}
 
 /// Where readings come from.
 #[derive(Debug, Clone)]
@@ -71,7 +88,7 @@ fn exporter_reading(client: &Client, base: &BaseUrl) -> Result<Reading, FetchErr
 /// The same reading as from an exporter, for every node Prometheus scraped: the latest sample of
 /// each kepler series.
 fn prometheus_reading(client: &Client, base: &BaseUrl) -> Result<Reading, FetchError> {
-    let found = client.prometheus_query(base, PROMETHEUS_SERIES, None)?;
+    let found = client.prometheus_query(base, &prometheus_series(), None)?;
     let samples: Vec<Sample<'_>> = found.iter().map(|s| s.as_sample()).collect();
     Reading::from_samples(&samples).map_err(|source| FetchError::NotAnExporter {
         url: base.join("/api/v1/query"),

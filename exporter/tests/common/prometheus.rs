@@ -93,6 +93,25 @@ impl Prometheus {
     }
 }
 
+/// `kepler-rs report` against `prometheus` over the window `from`..`to` (Unix seconds), with `args`;
+/// its standard output, after asserting it succeeded.
+pub fn report(prometheus: &Prometheus, from: f64, to: f64, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
+        .arg("report")
+        .args(["--prometheus", &prometheus.url()])
+        .args(["--from", &format!("{from:.3}"), "--to", &format!("{to:.3}")])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
