@@ -145,8 +145,8 @@ fn bench_tick(c: &mut Criterion) {
     let s = gpu.snapshot(&NoPodMetadata);
     assert_eq!(s.devices.len(), DEVICES as usize);
     assert_eq!(s.pods.len(), 32);
-    let pods: f64 = s.pods.iter().map(|p| p.joules).sum();
-    let active: f64 = s.devices.iter().map(|d| d.active_joules).sum();
+    let pods: f64 = s.pods.iter().map(|p| p.joules.0).sum();
+    let active: f64 = s.devices.iter().map(|d| d.active_joules.0).sum();
     assert!((pods - active).abs() <= 1e-9 * active.max(1.0));
 }
 

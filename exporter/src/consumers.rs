@@ -94,15 +94,6 @@ impl<K: Hash + Eq + Clone, E: Energy> Consumers<K, E> {
     }
 }
 
-/// Joules to watts over an interval of `elapsed_secs` (0 W for an empty interval).
-pub(crate) fn per_second(joules: f64, elapsed_secs: f64) -> f64 {
-    if elapsed_secs > 0.0 {
-        joules / elapsed_secs
-    } else {
-        0.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,11 +139,5 @@ mod tests {
         });
         assert_eq!(handed, [(1, 5.0)]);
         assert_eq!(c.iter().count(), 0);
-    }
-
-    #[test]
-    fn per_second_of_an_empty_interval_is_zero() {
-        assert_eq!(per_second(10.0, 2.0), 5.0);
-        assert_eq!(per_second(10.0, 0.0), 0.0);
     }
 }

@@ -8,24 +8,24 @@
 //! Ended containers of a live pod are kept until the pod goes, so `pod = Σ containers` holds too.
 
 use crate::attribution::IntervalEnergy;
-use crate::consumers::{per_second, Consumers, Energy};
+use crate::consumers::{Consumers, Energy};
 use crate::resource::pods::PodMetadata;
 use crate::snapshot::{ContainerSeries, NodeZone, PodSeries, ProcessSeries};
-use crate::units::{ContainerId, Joules, Pid, PodUid, ZoneKind};
+use crate::units::{ContainerId, Joules, Pid, PodUid, Watts, ZoneKind};
 use std::time::Duration;
 
 /// Joules and watts per zone, indexed like the ledger's zones.
 #[derive(Debug, Clone)]
 struct Counters {
-    joules: Vec<f64>,
-    watts: Vec<f64>,
+    joules: Vec<Joules>,
+    watts: Vec<Watts>,
 }
 
 impl Counters {
     fn new(zones: usize) -> Counters {
         Counters {
-            joules: vec![0.0; zones],
-            watts: vec![0.0; zones],
+            joules: vec![Joules::ZERO; zones],
+            watts: vec![Watts::default(); zones],
         }
     }
 
@@ -33,8 +33,8 @@ impl Counters {
     fn add(&mut self, joules: &[Joules], index: &[Option<usize>], elapsed_secs: f64) {
         for (j, idx) in joules.iter().zip(index) {
             if let Some(i) = *idx {
-                self.joules[i] += j.0;
-                self.watts[i] = per_second(j.0, elapsed_secs);
+                self.joules[i] += *j;
+                self.watts[i] = j.per_seconds(elapsed_secs);
             }
         }
     }
@@ -42,7 +42,7 @@ impl Counters {
 
 impl Energy for Counters {
     fn clear_power(&mut self) {
-        self.watts.iter_mut().for_each(|w| *w = 0.0);
+        self.watts.fill(Watts::default());
     }
 }
 
@@ -90,7 +90,7 @@ impl Ledger {
     /// arrives with the next good reading.
     pub fn apply(&mut self, interval: &IntervalEnergy, elapsed_secs: f64, now: Duration) {
         let n = self.zones.len();
-        let per_sec = |j: Joules| per_second(j.0, elapsed_secs);
+        let per_sec = |j: Joules| j.per_seconds(elapsed_secs);
         // Map the interval's zone order onto ours.
         let index: Vec<Option<usize>> = interval
             .zones
@@ -99,16 +99,16 @@ impl Ledger {
             .collect();
 
         for node in &mut self.node {
-            (node.total_watts, node.idle_watts) = (0.0, 0.0);
-            (node.active_watts, node.system_watts) = (0.0, 0.0);
+            (node.total_watts, node.idle_watts) = (Watts::default(), Watts::default());
+            (node.active_watts, node.system_watts) = (Watts::default(), Watts::default());
         }
         for (split, idx) in interval.zones.iter().zip(&index) {
             let Some(i) = *idx else { continue };
             let node = &mut self.node[i];
-            node.total_joules += split.total.0;
-            node.idle_joules += split.idle.0;
-            node.active_joules += split.active.0;
-            node.system_joules += split.system.0;
+            node.total_joules += split.total;
+            node.idle_joules += split.idle;
+            node.active_joules += split.active;
+            node.system_joules += split.system;
             node.total_watts = per_sec(split.total);
             node.idle_watts = per_sec(split.idle);
             node.active_watts = per_sec(split.active);
@@ -130,7 +130,7 @@ impl Ledger {
         let node = &mut self.node;
         self.pods.end(now, |_, gone| {
             for (zone, j) in node.iter_mut().zip(&gone.energy.joules) {
-                zone.terminated_pods_joules += j;
+                zone.terminated_pods_joules += *j;
             }
         });
 
@@ -276,16 +276,16 @@ mod tests {
     fn check_identities(l: &Ledger) {
         let (pods, _) = l.series(&NoPodMetadata);
         for (zi, node) in l.node().iter().enumerate() {
-            let pods_sum: f64 = pods.iter().map(|p| p.joules[zi]).sum();
-            let rhs = pods_sum + node.terminated_pods_joules + node.system_joules;
-            assert!((node.active_joules - rhs).abs() <= 1e-9 * node.active_joules.max(1e-12));
+            let pods_sum: f64 = pods.iter().map(|p| p.joules[zi].0).sum();
+            let rhs = pods_sum + node.terminated_pods_joules.0 + node.system_joules.0;
+            assert!((node.active_joules.0 - rhs).abs() <= 1e-9 * node.active_joules.0.max(1e-12));
             assert!(
-                (node.total_joules - node.idle_joules - node.active_joules).abs()
-                    <= 1e-9 * node.total_joules.max(1e-12)
+                (node.total_joules.0 - node.idle_joules.0 - node.active_joules.0).abs()
+                    <= 1e-9 * node.total_joules.0.max(1e-12)
             );
             for p in &pods {
-                let cs: f64 = p.containers.iter().map(|c| c.joules[zi]).sum();
-                assert!((cs - p.joules[zi]).abs() <= 1e-9 * p.joules[zi].max(1e-12));
+                let cs: f64 = p.containers.iter().map(|c| c.joules[zi].0).sum();
+                assert!((cs - p.joules[zi].0).abs() <= 1e-9 * p.joules[zi].0.max(1e-12));
             }
         }
     }
@@ -300,7 +300,7 @@ mod tests {
         );
         let (pods, _) = l.series(&NoPodMetadata);
         assert_eq!(pods.len(), 2);
-        assert!((pods[0].joules[0] - 37.5).abs() < 1e-9);
+        assert!((pods[0].joules[0].0 - 37.5).abs() < 1e-9);
         // Pod 2 ends.
         l.apply(
             &interval(100.0, &[(1, 500, &[500])]),
@@ -312,7 +312,7 @@ mod tests {
         assert!(pods[1].ended);
         assert_eq!(pods[1].watts[0], 0.0);
         assert!(
-            (pods[1].joules[0] - 37.5).abs() < 1e-9,
+            (pods[1].joules[0].0 - 37.5).abs() < 1e-9,
             "counter must not move backwards"
         );
         check_identities(&l);
@@ -330,7 +330,7 @@ mod tests {
         );
         let (pods, _) = l.series(&NoPodMetadata);
         assert_eq!(pods.len(), 1);
-        assert!((l.node()[0].terminated_pods_joules - 37.5).abs() < 1e-9);
+        assert!((l.node()[0].terminated_pods_joules.0 - 37.5).abs() < 1e-9);
         check_identities(&l);
     }
 
@@ -350,8 +350,8 @@ mod tests {
         );
         let (pods, _) = l.series(&NoPodMetadata);
         assert!(!pods[0].ended);
-        assert!((pods[0].joules[0] - 60.0).abs() < 1e-9);
-        assert!((pods[0].watts[0] - 30.0).abs() < 1e-9);
+        assert!((pods[0].joules[0].0 - 60.0).abs() < 1e-9);
+        assert!((pods[0].watts[0].0 - 30.0).abs() < 1e-9);
     }
 
     #[test]

@@ -110,17 +110,17 @@ impl Collector for SnapshotCollector {
         // Node zones.
         type NodeField = fn(&crate::snapshot::NodeZone) -> f64;
         let node_families: [(&Family, NodeField); 9] = [
-            (&catalog::NODE_CPU_JOULES, |n| n.total_joules),
-            (&catalog::NODE_CPU_ACTIVE_JOULES, |n| n.active_joules),
-            (&catalog::NODE_CPU_IDLE_JOULES, |n| n.idle_joules),
-            (&catalog::NODE_CPU_SYSTEM_JOULES, |n| n.system_joules),
+            (&catalog::NODE_CPU_JOULES, |n| n.total_joules.0),
+            (&catalog::NODE_CPU_ACTIVE_JOULES, |n| n.active_joules.0),
+            (&catalog::NODE_CPU_IDLE_JOULES, |n| n.idle_joules.0),
+            (&catalog::NODE_CPU_SYSTEM_JOULES, |n| n.system_joules.0),
             (&catalog::NODE_CPU_TERMINATED_PODS_JOULES, |n| {
-                n.terminated_pods_joules
+                n.terminated_pods_joules.0
             }),
-            (&catalog::NODE_CPU_WATTS, |n| n.total_watts),
-            (&catalog::NODE_CPU_ACTIVE_WATTS, |n| n.active_watts),
-            (&catalog::NODE_CPU_IDLE_WATTS, |n| n.idle_watts),
-            (&catalog::NODE_CPU_SYSTEM_WATTS, |n| n.system_watts),
+            (&catalog::NODE_CPU_WATTS, |n| n.total_watts.0),
+            (&catalog::NODE_CPU_ACTIVE_WATTS, |n| n.active_watts.0),
+            (&catalog::NODE_CPU_IDLE_WATTS, |n| n.idle_watts.0),
+            (&catalog::NODE_CPU_SYSTEM_WATTS, |n| n.system_watts.0),
         ];
         // Before the first complete interval there is nothing measured: no energy series at all.
         let zones = if s.is_ready() {
@@ -152,8 +152,8 @@ impl Collector for SnapshotCollector {
         let socket_labels: Vec<String> = sockets.iter().map(|z| z.socket.to_string()).collect();
         type SocketField = fn(&crate::snapshot::SocketZone) -> f64;
         let socket_families: [(&Family, SocketField); 2] = [
-            (&catalog::NODE_CPU_SOCKET_JOULES, |z| z.joules),
-            (&catalog::NODE_CPU_SOCKET_WATTS, |z| z.watts),
+            (&catalog::NODE_CPU_SOCKET_JOULES, |z| z.joules.0),
+            (&catalog::NODE_CPU_SOCKET_WATTS, |z| z.watts.0),
         ];
         for (family, field) in socket_families {
             let series = sockets.iter().zip(&socket_labels).map(|(z, socket)| {
@@ -183,7 +183,7 @@ impl Collector for SnapshotCollector {
                 family,
                 s.pods.iter().flat_map(|p| {
                     s.zones.iter().enumerate().map(move |(i, z)| {
-                        let v = if watts { p.watts[i] } else { p.joules[i] };
+                        let v = if watts { p.watts[i].0 } else { p.joules[i].0 };
                         let labels = [
                             ("node_name", node),
                             ("pod_id", p.uid.as_str()),
@@ -207,7 +207,7 @@ impl Collector for SnapshotCollector {
                 s.pods.iter().flat_map(|p| {
                     p.containers.iter().flat_map(move |c| {
                         s.zones.iter().enumerate().map(move |(i, z)| {
-                            let v = if watts { c.watts[i] } else { c.joules[i] };
+                            let v = if watts { c.watts[i].0 } else { c.joules[i].0 };
                             let labels = [
                                 ("node_name", node),
                                 ("container_id", c.id.as_str()),
@@ -245,7 +245,7 @@ impl Collector for SnapshotCollector {
                 family,
                 s.processes.iter().flat_map(|p| {
                     s.zones.iter().enumerate().map(move |(i, z)| {
-                        let v = if watts { p.watts[i] } else { p.joules[i] };
+                        let v = if watts { p.watts[i].0 } else { p.joules[i].0 };
                         (
                             [
                                 ("node_name", node.to_string()),
@@ -400,18 +400,18 @@ fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), st
     };
     type DeviceField = fn(&GpuDeviceSeries) -> f64;
     let device_families: [(&Family, DeviceField); 8] = [
-        (&catalog::NODE_GPU_JOULES, |d| d.total_joules),
-        (&catalog::NODE_GPU_IDLE_JOULES, |d| d.idle_joules),
-        (&catalog::NODE_GPU_ACTIVE_JOULES, |d| d.active_joules),
+        (&catalog::NODE_GPU_JOULES, |d| d.total_joules.0),
+        (&catalog::NODE_GPU_IDLE_JOULES, |d| d.idle_joules.0),
+        (&catalog::NODE_GPU_ACTIVE_JOULES, |d| d.active_joules.0),
         (&catalog::NODE_GPU_UNATTRIBUTED_JOULES, |d| {
-            d.unattributed_joules
+            d.unattributed_joules.0
         }),
         (&catalog::NODE_GPU_TERMINATED_PODS_JOULES, |d| {
-            d.terminated_pods_joules
+            d.terminated_pods_joules.0
         }),
-        (&catalog::NODE_GPU_WATTS, |d| d.watts),
-        (&catalog::NODE_GPU_IDLE_WATTS, |d| d.idle_watts),
-        (&catalog::NODE_GPU_ACTIVE_WATTS, |d| d.active_watts),
+        (&catalog::NODE_GPU_WATTS, |d| d.watts.0),
+        (&catalog::NODE_GPU_IDLE_WATTS, |d| d.idle_watts.0),
+        (&catalog::NODE_GPU_ACTIVE_WATTS, |d| d.active_watts.0),
     ];
     for (family, field) in device_families {
         f.family(
@@ -451,7 +451,7 @@ fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), st
                 ];
                 hub_labels(&mut labels, p.hub.as_ref());
                 labels.extend([g, u, i]);
-                (labels, if watts { p.watts } else { p.joules })
+                (labels, if watts { p.watts.0 } else { p.joules.0 })
             }),
         )?;
     }
@@ -472,7 +472,7 @@ fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), st
                     ];
                     hub_labels(&mut labels, p.hub.as_ref());
                     labels.extend([g, u, i]);
-                    (labels, if watts { c.watts } else { c.joules })
+                    (labels, if watts { c.watts.0 } else { c.joules.0 })
                 })
             }),
         )?;
@@ -486,7 +486,7 @@ mod tests {
     use crate::resource::pods::{HubServer, MetadataSync};
     use crate::snapshot::{ContainerSeries, NodeZone, PodSeries, ProcessSeries, SocketZone};
     use crate::source::EnergySourceKind;
-    use crate::units::{ContainerId, Pid, PodUid, ZoneKind};
+    use crate::units::{ContainerId, Joules, Pid, PodUid, Watts, ZoneKind};
 
     fn snapshot() -> Snapshot {
         let mut s = Snapshot::empty("node-1".into(), EnergySourceKind::Rapl, "cgroup");
@@ -495,14 +495,14 @@ mod tests {
         s.zones = vec![ZoneKind::Package, ZoneKind::Dram];
         s.node = vec![
             NodeZone {
-                total_joules: 10.0,
-                idle_joules: 4.0,
-                active_joules: 6.0,
-                system_joules: 1.0,
+                total_joules: Joules(10.0),
+                idle_joules: Joules(4.0),
+                active_joules: Joules(6.0),
+                system_joules: Joules(1.0),
                 ..Default::default()
             },
             NodeZone {
-                total_joules: f64::NAN,
+                total_joules: Joules(f64::NAN),
                 ..Default::default()
             },
         ];
@@ -515,13 +515,13 @@ mod tests {
                 server: "gpu".into(),
             }),
             ended: false,
-            joules: vec![5.0, 0.0],
-            watts: vec![1.0, 0.0],
+            joules: vec![Joules(5.0), Joules(0.0)],
+            watts: vec![Watts(1.0), Watts(0.0)],
             containers: vec![ContainerSeries {
                 id: ContainerId::parse(&"ab".repeat(32)).unwrap(),
                 name: None,
-                joules: vec![5.0, -1.0],
-                watts: vec![1.0, 0.0],
+                joules: vec![Joules(5.0), Joules(-1.0)],
+                watts: vec![Watts(1.0), Watts(0.0)],
             }],
         }];
         s.pods.push(PodSeries {
@@ -530,8 +530,8 @@ mod tests {
             namespace: None,
             hub: None,
             ended: false,
-            joules: vec![1.0, 0.0],
-            watts: vec![1.0, 0.0],
+            joules: vec![Joules(1.0), Joules(0.0)],
+            watts: vec![Watts(1.0), Watts(0.0)],
             containers: vec![],
         });
         s.health.pod_metadata = Some(MetadataSync {
@@ -543,22 +543,22 @@ mod tests {
             pid: Pid(42),
             comm: "we\"ird\\comm".into(),
             container: None,
-            joules: vec![1.0, 0.0],
-            watts: vec![0.5, 0.0],
+            joules: vec![Joules(1.0), Joules(0.0)],
+            watts: vec![Watts(0.5), Watts(0.0)],
         }];
         s.gpu = gpu_snapshot();
         s.sockets = vec![
             SocketZone {
                 zone: ZoneKind::Package,
                 socket: 0,
-                joules: 4.0,
-                watts: 2.0,
+                joules: Joules(4.0),
+                watts: Watts(2.0),
             },
             SocketZone {
                 zone: ZoneKind::Package,
                 socket: 1,
-                joules: 6.0,
-                watts: 3.0,
+                joules: Joules(6.0),
+                watts: Watts(3.0),
             },
         ];
         s
@@ -645,11 +645,11 @@ mod tests {
                 uuid: "GPU-8f6d".into(),
                 name: "NVIDIA H100 80GB HBM3".into(),
                 method: "energy_counter",
-                total_joules: 900.0,
-                idle_joules: 300.0,
-                active_joules: 600.0,
-                unattributed_joules: 100.0,
-                watts: 300.0,
+                total_joules: Joules(900.0),
+                idle_joules: Joules(300.0),
+                active_joules: Joules(600.0),
+                unattributed_joules: Joules(100.0),
+                watts: Watts(300.0),
                 ..Default::default()
             }],
             pods: vec![GpuPodSeries {
@@ -663,13 +663,13 @@ mod tests {
                     server: "gpu".into(),
                 }),
                 ended: false,
-                joules: 500.0,
-                watts: 150.0,
+                joules: Joules(500.0),
+                watts: Watts(150.0),
                 containers: vec![GpuContainerSeries {
                     id: ContainerId::parse(&"cd".repeat(32)).unwrap(),
                     name: Some("notebook".into()),
-                    joules: 450.0,
-                    watts: 140.0,
+                    joules: Joules(450.0),
+                    watts: Watts(140.0),
                 }],
             }],
         }

@@ -13,6 +13,7 @@ use crate::ledger::Ledger;
 use crate::resource::pods::PodMetadata;
 use crate::snapshot::{ExporterHealth, Snapshot, SocketZone, SourceHealth};
 use crate::source::{EnergySource, IntervalContext, SocketEnergy};
+use crate::units::{Joules, Watts};
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -241,7 +242,7 @@ impl Monitor {
     /// (its energy arrives with its next good reading).
     fn add_sockets(&mut self, sockets: &[SocketEnergy], secs: f64) {
         for known in &mut self.sockets {
-            known.watts = 0.0;
+            known.watts = Watts::default();
         }
         for reading in sockets {
             let index = match self
@@ -255,20 +256,16 @@ impl Monitor {
                         SocketZone {
                             zone: reading.zone,
                             socket: reading.socket,
-                            joules: 0.0,
-                            watts: 0.0,
+                            joules: Joules::ZERO,
+                            watts: Watts::default(),
                         },
                     );
                     i
                 }
             };
             let socket = &mut self.sockets[index];
-            socket.joules += reading.energy.0;
-            socket.watts = if secs > 0.0 {
-                reading.energy.0 / secs
-            } else {
-                0.0
-            };
+            socket.joules += reading.energy;
+            socket.watts = reading.energy.per_seconds(secs);
         }
     }
 
@@ -425,8 +422,8 @@ mod tests {
         assert_eq!(n.idle_joules, 5.0);
         assert_eq!(n.active_joules, 25.0);
         // The pod used 0.5 s of 1 s busy time: half of active.
-        assert!((s.pods[0].joules[0] - 12.5).abs() < 1e-9);
-        assert!((n.system_joules - 12.5).abs() < 1e-9);
+        assert!((s.pods[0].joules[0].0 - 12.5).abs() < 1e-9);
+        assert!((n.system_joules.0 - 12.5).abs() < 1e-9);
         assert!((s.cpu_usage_ratio - 0.5).abs() < 1e-9);
         std::fs::write(&stat, "cpu  200 0 200 1000 0 0 0 0 0 0\n").unwrap();
         let s = m.tick(t0 + Duration::from_secs(2));
@@ -472,8 +469,8 @@ mod tests {
             .any(|(input, _)| *input == Input::Procfs));
         // Energy is still accounted; with no busy time known the pods' share is by their own time.
         assert_eq!(s.node[0].total_joules, 30.0);
-        let pods: f64 = s.pods.iter().map(|p| p.joules[0]).sum();
-        assert!((s.node[0].active_joules - pods - s.node[0].system_joules).abs() < 1e-9);
+        let pods: f64 = s.pods.iter().map(|p| p.joules[0].0).sum();
+        assert!((s.node[0].active_joules.0 - pods - s.node[0].system_joules.0).abs() < 1e-9);
     }
 
     /// The simulated node of the idle tests: one RAPL package behind a real powercap tree whose power
@@ -531,7 +528,7 @@ mod tests {
             std::fs::write(zone.join("energy_uj"), format!("{uj}\n")).unwrap();
             let s = m.tick(t0 + Duration::from_secs(t as u64 + 1));
             for n in &s.node {
-                assert!((n.total_joules - n.idle_joules - n.active_joules).abs() < 1e-6);
+                assert!((n.total_joules.0 - n.idle_joules.0 - n.active_joules.0).abs() < 1e-6);
             }
             last = Some(s);
         }
@@ -541,7 +538,7 @@ mod tests {
             .iter()
             .position(|z| *z == ZoneKind::Package)
             .unwrap();
-        s.node[package].idle_watts
+        s.node[package].idle_watts.0
     }
 
     #[test]

@@ -5,23 +5,23 @@
 use crate::issue::{Input, IssueKind};
 use crate::resource::pods::{HubServer, MetadataSync};
 use crate::source::EnergySourceKind;
-use crate::units::{ContainerId, Pid, PodUid, ZoneKind};
+use crate::units::{ContainerId, Joules, Pid, PodUid, Watts, ZoneKind};
 use std::collections::BTreeMap;
 
 /// Cumulative energy of one zone on the node, with the identities
 /// `total = idle + active` and `active = Σ pods (live + terminated) + system`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeZone {
-    pub total_joules: f64,
-    pub idle_joules: f64,
-    pub active_joules: f64,
-    pub system_joules: f64,
+    pub total_joules: Joules,
+    pub idle_joules: Joules,
+    pub active_joules: Joules,
+    pub system_joules: Joules,
     /// Energy of pods whose series were removed after the grace period.
-    pub terminated_pods_joules: f64,
-    pub total_watts: f64,
-    pub idle_watts: f64,
-    pub active_watts: f64,
-    pub system_watts: f64,
+    pub terminated_pods_joules: Joules,
+    pub total_watts: Watts,
+    pub idle_watts: Watts,
+    pub active_watts: Watts,
+    pub system_watts: Watts,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,8 +29,8 @@ pub struct ContainerSeries {
     pub id: ContainerId,
     pub name: Option<String>,
     /// Indexed like `Snapshot::zones`.
-    pub joules: Vec<f64>,
-    pub watts: Vec<f64>,
+    pub joules: Vec<Joules>,
+    pub watts: Vec<Watts>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,8 +43,8 @@ pub struct PodSeries {
     /// The pod's cgroup is gone; its series stay for the grace period.
     pub ended: bool,
     /// Indexed like `Snapshot::zones`.
-    pub joules: Vec<f64>,
-    pub watts: Vec<f64>,
+    pub joules: Vec<Joules>,
+    pub watts: Vec<Watts>,
     pub containers: Vec<ContainerSeries>,
 }
 
@@ -53,8 +53,8 @@ pub struct ProcessSeries {
     pub pid: Pid,
     pub comm: String,
     pub container: Option<ContainerId>,
-    pub joules: Vec<f64>,
-    pub watts: Vec<f64>,
+    pub joules: Vec<Joules>,
+    pub watts: Vec<Watts>,
 }
 
 /// Health of one input (energy or CPU-activity source), for `kepler_exporter_source_up`.
@@ -88,8 +88,8 @@ pub struct ExporterHealth {
 pub struct SocketZone {
     pub zone: ZoneKind,
     pub socket: u32,
-    pub joules: f64,
-    pub watts: f64,
+    pub joules: Joules,
+    pub watts: Watts,
 }
 
 /// Cumulative energy of one device (or the whole GPU where MIG is on).
@@ -101,24 +101,24 @@ pub struct GpuDeviceSeries {
     pub name: String,
     /// `energy_counter` or `power_integral`, empty before the first reading.
     pub method: &'static str,
-    pub total_joules: f64,
-    pub idle_joules: f64,
-    pub active_joules: f64,
+    pub total_joules: Joules,
+    pub idle_joules: Joules,
+    pub active_joules: Joules,
     /// Active energy no pod received (host processes, unplaceable processes, no process at all).
-    pub unattributed_joules: f64,
+    pub unattributed_joules: Joules,
     /// Energy of pods whose series were removed after the grace period.
-    pub terminated_pods_joules: f64,
-    pub watts: f64,
-    pub idle_watts: f64,
-    pub active_watts: f64,
+    pub terminated_pods_joules: Joules,
+    pub watts: Watts,
+    pub idle_watts: Watts,
+    pub active_watts: Watts,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuContainerSeries {
     pub id: ContainerId,
     pub name: Option<String>,
-    pub joules: f64,
-    pub watts: f64,
+    pub joules: Joules,
+    pub watts: Watts,
 }
 
 /// A pod's energy on one device (or MIG instance). `joules ≥ Σ containers`: the rest is pod-level
@@ -135,8 +135,8 @@ pub struct GpuPodSeries {
     /// JupyterHub user and server, for user servers only.
     pub hub: Option<HubServer>,
     pub ended: bool,
-    pub joules: f64,
-    pub watts: f64,
+    pub joules: Joules,
+    pub watts: Watts,
     pub containers: Vec<GpuContainerSeries>,
 }
 
@@ -196,7 +196,7 @@ impl Snapshot {
     }
 
     /// Node total joules: package + dram, or psys alone where present (zones overlap).
-    pub fn node_total_joules(&self) -> f64 {
+    pub fn node_total_joules(&self) -> Joules {
         let has_psys = self.zones.contains(&ZoneKind::Psys);
         self.zones
             .iter()
@@ -207,7 +207,7 @@ impl Snapshot {
     }
 
     /// Node total power over the last interval, by the same rule.
-    pub fn node_total_watts(&self) -> f64 {
+    pub fn node_total_watts(&self) -> Watts {
         let has_psys = self.zones.contains(&ZoneKind::Psys);
         self.zones
             .iter()

@@ -56,6 +56,34 @@ impl Watts {
     }
 }
 
+impl AddAssign for Watts {
+    fn add_assign(&mut self, rhs: Watts) {
+        self.0 += rhs.0;
+    }
+}
+impl std::iter::Sum for Watts {
+    fn sum<I: Iterator<Item = Watts>>(iter: I) -> Watts {
+        Watts(iter.map(|w| w.0).sum())
+    }
+}
+
+/// A bare number compares with a typed figure (tests and thresholds read naturally: `joules == 30.0`).
+macro_rules! compares_with_f64 {
+    ($($t:ty),*) => {$(
+        impl PartialEq<f64> for $t {
+            fn eq(&self, other: &f64) -> bool {
+                self.0 == *other
+            }
+        }
+        impl PartialOrd<f64> for $t {
+            fn partial_cmp(&self, other: &f64) -> Option<std::cmp::Ordering> {
+                self.0.partial_cmp(other)
+            }
+        }
+    )*};
+}
+compares_with_f64!(Joules, Watts);
+
 /// Energy in microjoules, as RAPL's `energy_uj` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct MicroJoules(pub u64);

@@ -8,30 +8,30 @@
 //! consumers are sparse (device, MIG instance, pod) keys with one figure each.
 
 use super::attribution::GpuInterval;
-use crate::consumers::{per_second, Consumers, Energy};
+use crate::consumers::{Consumers, Energy};
 use crate::resource::pods::PodMetadata;
 pub use crate::snapshot::{GpuContainerSeries, GpuDeviceSeries, GpuPodSeries, GpuSnapshot};
-use crate::units::{Joules, PodUid};
+use crate::units::{Joules, PodUid, Watts};
 use std::time::Duration;
 
 /// Joules and watts of a pod (or container) on one device or MIG instance.
 #[derive(Debug, Clone, Default)]
 struct Share {
-    joules: f64,
-    watts: f64,
+    joules: Joules,
+    watts: Watts,
 }
 
 impl Share {
     /// Adds a share of this interval (a pod may get several: per container, and pod-level).
-    fn add(&mut self, joules: f64, elapsed_secs: f64) {
+    fn add(&mut self, joules: Joules, elapsed_secs: f64) {
         self.joules += joules;
-        self.watts += per_second(joules, elapsed_secs);
+        self.watts += joules.per_seconds(elapsed_secs);
     }
 }
 
 impl Energy for Share {
     fn clear_power(&mut self) {
-        self.watts = 0.0;
+        self.watts = Watts::default();
     }
 }
 
@@ -78,9 +78,9 @@ impl GpuLedger {
     /// Add one interval. Devices absent from `interval` (failed this tick) keep their counters and
     /// show 0 W until their next good reading brings the energy in.
     pub fn apply(&mut self, interval: &GpuInterval, elapsed_secs: f64, now: Duration) {
-        let per_sec = |j: Joules| per_second(j.0, elapsed_secs);
+        let per_sec = |j: Joules| j.per_seconds(elapsed_secs);
         for d in &mut self.devices {
-            (d.watts, d.idle_watts, d.active_watts) = (0.0, 0.0, 0.0);
+            (d.watts, d.idle_watts, d.active_watts) = Default::default();
         }
         for split in &interval.devices {
             if self.devices.len() <= split.slot {
@@ -88,10 +88,10 @@ impl GpuLedger {
                     .resize_with(split.slot + 1, GpuDeviceSeries::default);
             }
             let d = &mut self.devices[split.slot];
-            d.total_joules += split.total.0;
-            d.idle_joules += split.idle.0;
-            d.active_joules += split.active.0;
-            d.unattributed_joules += split.unattributed.0;
+            d.total_joules += split.total;
+            d.idle_joules += split.idle;
+            d.active_joules += split.active;
+            d.unattributed_joules += split.unattributed;
             d.watts = per_sec(split.total);
             d.idle_watts = per_sec(split.idle);
             d.active_watts = per_sec(split.active);
@@ -101,12 +101,12 @@ impl GpuLedger {
         for share in &interval.shares {
             let key = (share.slot, share.instance, share.pod.clone());
             let acc = self.pods.seen(&key, now, Share::default);
-            acc.energy.add(share.joules.0, elapsed_secs);
+            acc.energy.add(share.joules, elapsed_secs);
             if let Some(c) = &share.container {
                 acc.containers
                     .entry(c.clone())
                     .or_default()
-                    .add(share.joules.0, elapsed_secs);
+                    .add(share.joules, elapsed_secs);
             }
         }
         // An expired pod's joules stay in its device, as terminated pods' energy.
@@ -215,22 +215,23 @@ pub(crate) mod tests {
                 .pods
                 .iter()
                 .filter(|p| p.device == slot)
-                .map(|p| p.joules)
+                .map(|p| p.joules.0)
                 .sum();
-            let tol = 1e-9 * d.total_joules.max(1.0);
+            let tol = 1e-9 * d.total_joules.0.max(1.0);
             assert!(
-                (d.total_joules - d.idle_joules - d.active_joules).abs() <= tol,
+                (d.total_joules.0 - d.idle_joules.0 - d.active_joules.0).abs() <= tol,
                 "{d:?}"
             );
             assert!(
-                (d.active_joules - pods - d.terminated_pods_joules - d.unattributed_joules).abs()
+                (d.active_joules.0 - pods - d.terminated_pods_joules.0 - d.unattributed_joules.0)
+                    .abs()
                     <= tol,
                 "{d:?} pods {pods}"
             );
         }
         for p in &s.pods {
-            let cs: f64 = p.containers.iter().map(|c| c.joules).sum();
-            assert!(cs <= p.joules * (1.0 + 1e-12) + 1e-12, "{p:?}");
+            let cs: f64 = p.containers.iter().map(|c| c.joules.0).sum();
+            assert!(cs <= p.joules.0 * (1.0 + 1e-12) + 1e-12, "{p:?}");
         }
     }
 
@@ -253,9 +254,9 @@ pub(crate) mod tests {
         let ended = s.pods.iter().find(|p| p.uid == uid(4)).unwrap();
         assert!(ended.ended);
         assert_eq!(ended.watts, 0.0);
-        assert!((ended.joules - 40.0).abs() < 1e-9);
-        assert!((s.pods[0].joules - 120.0).abs() < 1e-9);
-        assert!((s.pods[0].watts - 80.0).abs() < 1e-9);
+        assert!((ended.joules.0 - 40.0).abs() < 1e-9);
+        assert!((s.pods[0].joules.0 - 120.0).abs() < 1e-9);
+        assert!((s.pods[0].watts.0 - 80.0).abs() < 1e-9);
         assert_eq!(s.devices[0].uuid, "GPU-a");
         check_identities(&l);
         l.apply(
@@ -265,7 +266,7 @@ pub(crate) mod tests {
         );
         let s = l.series(&NoPodMetadata, |_, _| None);
         assert_eq!(s.pods.len(), 1);
-        assert!((s.devices[0].terminated_pods_joules - 40.0).abs() < 1e-9);
+        assert!((s.devices[0].terminated_pods_joules.0 - 40.0).abs() < 1e-9);
         check_identities(&l);
     }
 

@@ -365,7 +365,7 @@ mod tests {
         s.pods
             .iter()
             .filter(|p| p.uid == uid(pod) && p.device == device)
-            .map(|p| p.joules)
+            .map(|p| p.joules.0)
             .sum()
     }
 
@@ -402,7 +402,7 @@ mod tests {
         let a = s.pods.iter().find(|p| p.uid == uid(POD_A)).unwrap();
         assert_eq!(a.containers.len(), 1);
         assert_eq!(a.containers[0].id.as_str(), format!("{:064x}", 10));
-        assert!((a.containers[0].joules - 187.5).abs() < 1e-9);
+        assert!((a.containers[0].joules.0 - 187.5).abs() < 1e-9);
         // Device 1 had no process: all active energy is unattributed.
         assert_eq!(s.devices[1].total_joules, 100.0);
         assert_eq!(s.devices[1].unattributed_joules, 50.0);
@@ -424,7 +424,7 @@ mod tests {
         let b = s.pods.iter().find(|p| p.uid == uid(POD_B)).unwrap();
         assert!(b.ended);
         assert_eq!(b.watts, 0.0);
-        assert!((b.joules - 62.5).abs() < 1e-9);
+        assert!((b.joules.0 - 62.5).abs() < 1e-9);
         check_identities(&s);
 
         // After the grace period pod B's joules move to terminated_pods.
@@ -436,7 +436,7 @@ mod tests {
         issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(20)));
         let s = m.snapshot(&NoPodMetadata);
         assert!(s.pods.iter().all(|p| p.uid != uid(POD_B)));
-        assert!((s.devices[0].terminated_pods_joules - 62.5).abs() < 1e-9);
+        assert!((s.devices[0].terminated_pods_joules.0 - 62.5).abs() < 1e-9);
         check_identities(&s);
         assert!(issues.is_empty(), "{issues:?}");
     }
@@ -456,7 +456,7 @@ mod tests {
         issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
         let s = m.snapshot(&NoPodMetadata);
         assert!((pod_joules(&s, POD_A, 0) - 30.0).abs() < 1e-9);
-        assert!((s.devices[0].unattributed_joules - 60.0).abs() < 1e-9);
+        assert!((s.devices[0].unattributed_joules.0 - 60.0).abs() < 1e-9);
         check_identities(&s);
     }
 
@@ -544,11 +544,11 @@ mod tests {
         issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(21)));
         assert!(issues.is_empty(), "{issues:?}");
         let s = m.snapshot(&NoPodMetadata);
-        assert!((s.devices[0].total_joules - 6_300.0).abs() < 1e-9);
-        assert!((s.devices[0].idle_joules - 50.0 * 21.0).abs() < 1e-9);
+        assert!((s.devices[0].total_joules.0 - 6_300.0).abs() < 1e-9);
+        assert!((s.devices[0].idle_joules.0 - 50.0 * 21.0).abs() < 1e-9);
         // Constant 100 W over the 21 s since the baseline.
-        assert!((s.devices[1].total_joules - 2_100.0).abs() < 1e-9);
-        assert!((s.devices[1].idle_joules - 50.0 * 21.0).abs() < 1e-9);
+        assert!((s.devices[1].total_joules.0 - 2_100.0).abs() < 1e-9);
+        assert!((s.devices[1].idle_joules.0 - 50.0 * 21.0).abs() < 1e-9);
         check_identities(&s);
     }
 
@@ -610,9 +610,9 @@ mod tests {
         let s = m.snapshot(&NoPodMetadata);
         assert_eq!(s.devices[0].method, "power_integral");
         // Trapezoid: (100 W + 300 W) / 2 × 2 s.
-        assert!((s.devices[0].total_joules - 400.0).abs() < 1e-9);
+        assert!((s.devices[0].total_joules.0 - 400.0).abs() < 1e-9);
         // Before a full learning window, idle is the average so far (200 W): all idle so far.
-        assert!((s.devices[0].idle_joules - 400.0).abs() < 1e-9);
+        assert!((s.devices[0].idle_joules.0 - 400.0).abs() < 1e-9);
     }
 
     #[test]
@@ -743,7 +743,7 @@ mod tests {
         let s = m.snapshot(&NoPodMetadata);
         let a = s.pods.iter().find(|p| p.uid == uid(POD_A)).unwrap();
         assert_eq!(a.instance.as_deref(), Some("MIG-a"));
-        assert!((a.joules - 300.0).abs() < 1e-9);
+        assert!((a.joules.0 - 300.0).abs() < 1e-9);
         assert!((pod_joules(&s, POD_B, 0) - 100.0).abs() < 1e-9);
         check_identities(&s);
     }
