@@ -303,6 +303,67 @@ def jupyterhub() -> dict:
                      time_from="now-24h")
 
 
+# The hub user whose figures "My energy" shows: the hub_user values matching the Grafana login. JupyterHub
+# lower-cases GitHub logins, Grafana keeps GitHub's case, so the match ignores case. Where hub usernames
+# are not the Grafana logins (another authenticator), change this matcher and regenerate, e.g.
+# '(?i)${__user.login}@uni\\.edu' when the hub names users by e-mail and Grafana by GitHub login
+# (dashboards/README.md, "My energy").
+MY_LOGIN_MATCH = "(?i)${__user.login}"
+
+
+def my_energy() -> dict:
+    me = 'hub_user!="", hub_user="$hub_user"'
+    cpu_j = f"kepler_pod_cpu_joules_total{{{CPU_ZONES}, {me}}}"
+    gpu_j = f"kepler_pod_gpu_joules_total{{{me}}}"
+    cpu_kwh = f"sum(increase({cpu_j}[$__range])) / 3.6e6"
+    gpu_kwh = f"sum(increase({gpu_j}[$__range])) / 3.6e6"
+    active = (" Active energy of your servers' pods only: the node's idle power is not billed to anyone, and"
+              " what runs outside your pods (system daemons, other users) is not yours.")
+
+    def kwh(title: str, since: str, time_from: str) -> dict:
+        return panel(title, "stat", "kwatth", f"Energy of your servers since {since}, CPU and GPU apart." + active,
+                     [target(cpu_kwh, "CPU", "A", instant=True), target(gpu_kwh, "GPU", "B", instant=True)],
+                     w=6, h=5, time_from=time_from, decimals=3)
+
+    panels = [
+        panel("My power now", "stat", "watt",
+              "Power of all your running servers now, CPU (package + dram) and GPU apart." + active,
+              [target(f"sum(kepler_pod_cpu_watts{{{CPU_ZONES}, {me}}})", "CPU", "A", instant=True),
+               target(f"sum(rate({gpu_j}[$__rate_interval]))", "GPU", "B", instant=True)], w=6, h=5),
+        kwh("My energy today", "midnight", "now/d"),
+        kwh("My energy this week", "the start of the week", "now/w"),
+        kwh("My energy this month", "the start of the month", "now/M"),
+        panel("My CO2 this month", "stat", "massg",
+              "Emissions of your servers' energy since the start of the month: (CPU + GPU) kWh × the carbon-intensity "
+              "variable (g CO2 per kWh of your grid; set it at the top)." + active,
+              [target(f"({cpu_kwh}) * $carbon_intensity", "CPU", "A", instant=True),
+               target(f"({gpu_kwh}) * $carbon_intensity", "GPU", "B", instant=True)], w=6, h=5, time_from="now/M", decimals=1),
+        panel("My servers now", "stat", "short",
+              "Your running servers (the default one is named \"\"), from kepler_pod_info.",
+              [target(f"count by (hub_server) (kepler_pod_info{{{me}}})", "{{hub_server}}", instant=True)], w=6, h=5),
+        panel("Power per server", "timeseries", "watt",
+              "CPU (package + dram) and GPU power of each of your servers (hub_server; the default server's name is empty)." + active,
+              [target(f"sum by (hub_server) (kepler_pod_cpu_watts{{{CPU_ZONES}, {me}}})", "{{hub_server}} CPU", "A"),
+               target(f"sum by (hub_server) (rate({gpu_j}[$__rate_interval]))", "{{hub_server}} GPU", "B")], stack=True),
+        panel("Energy per server in range", "bargauge", "kwatth",
+              "CPU and GPU energy of each of your servers over the dashboard's time range." + active,
+              [target(f"sum by (hub_server) (increase({cpu_j}[$__range])) / 3.6e6", "{{hub_server}} CPU", "A", instant=True),
+               target(f"sum by (hub_server) (increase({gpu_j}[$__range])) / 3.6e6", "{{hub_server}} GPU", "B", instant=True)],
+              decimals=4),
+    ]
+    user = var_query("hub_user", "Hub user", f'label_values(kepler_pod_cpu_joules_total{{hub_user=~"{MY_LOGIN_MATCH}"}}, hub_user)',
+                     include_all=False, multi=False)
+    # Hidden, and no value but the one the login matches.
+    user["hide"] = 2
+    user["allowCustomValue"] = False
+    return dashboard("kepler-rs-my-energy", "kepler-rs / My energy",
+                     "Your own JupyterHub servers: power now, energy today, this week and this month, CPU and GPU apart, "
+                     "per server, and CO2. Shows the hub user your Grafana login matches.",
+                     panels, [user, var_textbox("carbon_intensity", "Carbon intensity (gCO2/kWh)", "400",
+                                                "Grams of CO2 per kWh of the electricity used; 400 is a rough world average.")],
+                     time_from="now/M")
+
+
 def gpu() -> dict:
     g = f'{NODE}, gpu_uuid=~"$gpu"'
     needs = " Needs the GPU source (--gpu auto|nvml)."
@@ -330,7 +391,7 @@ def gpu() -> dict:
 
 
 DASHBOARDS = {"cluster-overview": cluster, "node-detail": node, "namespaces-pods": pods,
-              "jupyterhub-users": jupyterhub, "gpu": gpu}
+              "jupyterhub-users": jupyterhub, "gpu": gpu, "my-energy": my_energy}
 
 
 def render() -> dict[str, str]:

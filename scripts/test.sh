@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 
 # Both halves run even when the first fails, so one run reports everything; the exit code is nonzero
 # if either failed.
+# Every test that skips (tests/common::skip, conftest.skip_or_fail) appends "SKIP <test>: <why>" here;
+# the list ends the output, so a run on a host without root, cgroup v1 or a tool says what it missed.
+skip_log="$(mktemp -t kepler-rs-skips.XXXXXX)"
+trap 'rm -f "$skip_log"' EXIT
+export KEPLER_RS_SKIP_LOG="$skip_log"
 cargo_status=0
 cargo test --workspace --no-fail-fast || cargo_status=$?
 
@@ -20,6 +25,13 @@ fi
 export KEPLER_RS_BIN="${KEPLER_RS_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/kepler-rs}"
 pytest_status=0
 "$venv/bin/python" -m pytest -c deploy/tests/pytest.ini deploy/tests "$@" || pytest_status=$?
+skips="$(sort -u "$skip_log")"
+if [ -n "$skips" ]; then
+  echo "scripts/test.sh: $(printf '%s\n' "$skips" | wc -l) tests skipped (README.md, \"What the full suite needs\"):" >&2
+  printf '%s\n' "$skips" >&2
+else
+  echo "scripts/test.sh: no test skipped" >&2
+fi
 if [ "$cargo_status" != 0 ] || [ "$pytest_status" != 0 ]; then
   echo "scripts/test.sh: cargo test exit $cargo_status, pytest exit $pytest_status" >&2
   exit 1

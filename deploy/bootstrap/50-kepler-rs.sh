@@ -7,7 +7,9 @@ repo="$(cd "$bootstrap_dir/../.." && pwd)"
 
 # Nothing publishes the image: build it from this checkout (deploy/Containerfile) and import it into
 # every node's containerd. The chart then runs it with pullPolicy Never.
-import_image "$KEPLER_RS_IMAGE" "$repo" "$repo/deploy/Containerfile"
+# The commit becomes kepler_build_info{revision} (the build context has no .git).
+revision="$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+import_image "$KEPLER_RS_IMAGE" "$repo" "$repo/deploy/Containerfile" "KEPLER_RS_GIT_REVISION=$revision"
 
 $helm upgrade --install kepler-rs "$repo/deploy/helm/kepler-rs" --namespace kepler-rs \
   -f "$bootstrap_dir/values/kepler-rs.yaml" \

@@ -31,12 +31,16 @@ secret_from_files() (
   $kubectl -n "$ns" create secret generic "$name" "${args[@]}" --dry-run=client -o yaml | apply -f -
 )
 
-# import_image IMAGE CONTEXT [CONTAINERFILE]: build with podman and import into the containerd of
-# every MicroK8s node (`microk8s images import` reaches all nodes of the cluster).
+# import_image IMAGE CONTEXT [CONTAINERFILE [BUILD-ARG...]]: build with podman (each BUILD-ARG is
+# KEY=VALUE) and import into the containerd of every MicroK8s node (`microk8s images import`
+# reaches all nodes of the cluster).
 import_image() {
   local image="$1" context="$2" containerfile="${3:-$2/Containerfile}"
+  shift $(($# < 3 ? $# : 3))
+  local build_args=()
+  for pair in "$@"; do build_args+=(--build-arg "$pair"); done
   command -v podman >/dev/null || { echo "install podman on this node first (apt-get install podman)" >&2; exit 1; }
-  podman build -f "$containerfile" -t "$image" "$context"
+  podman build "${build_args[@]}" -f "$containerfile" -t "$image" "$context"
   # docker-archive keeps the full name (localhost/...:tag) that containerd then serves to kubelet.
   podman save --format docker-archive "$image" | microk8s images import
 }

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Renders deploy/manifests/*.yaml from the Helm chart, for clusters without Helm.
 
-Run with the test virtualenv (it needs helm-python-sdk): .venv-deploy/bin/python deploy/manifests/render.py
+Run `python3 deploy/manifests/render.py`: it needs helm-python-sdk and PyYAML, and where this Python lacks
+them it re-runs itself in .venv-deploy (which scripts/test.sh creates), or says how to create that.
 deploy/tests/test_chart.py fails when the committed files differ from what this writes.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-
-import yaml
 
 HERE = Path(__file__).resolve().parent
 CHART = HERE.parent / "helm" / "kepler-rs"
@@ -46,6 +46,7 @@ FILES = {
 
 def render() -> dict[str, str]:
     import helm_python as helm
+    import yaml
 
     chart = helm.Chart.load(str(CHART))
     out = {}
@@ -67,7 +68,23 @@ def render() -> dict[str, str]:
     return out
 
 
+VENV_PYTHON = HERE.parents[1] / ".venv-deploy" / "bin" / "python"
+
+
+def ensure_tools() -> None:
+    """Re-runs this script with .venv-deploy's Python when this one lacks the chart renderer."""
+    try:
+        import helm_python  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError:
+        if VENV_PYTHON.exists() and Path(sys.executable) != VENV_PYTHON:
+            os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
+        sys.exit("deploy/manifests/render.py: needs helm-python-sdk and PyYAML: run scripts/test.sh once (it creates "
+                 ".venv-deploy), or python3 -m venv .venv-deploy && .venv-deploy/bin/pip install -r deploy/tests/requirements.txt")
+
+
 def main() -> int:
+    ensure_tools()
     for name, text in render().items():
         (HERE / name).write_text(text)
         print(f"wrote deploy/manifests/{name}")

@@ -24,10 +24,27 @@ FORBIDDEN_CAPABILITIES = {"DAC_READ_SEARCH", "DAC_OVERRIDE", "SYS_ADMIN", "ALL"}
 
 
 def skip_or_fail(why: str) -> None:
-    """Skip with a reason, or fail when KEPLER_RS_REQUIRE_PRIVILEGED=1 (CI) forbids skipping."""
+    """Skip with a reason, or fail when KEPLER_RS_REQUIRE_PRIVILEGED=1 (CI) forbids skipping. A skip is
+    also appended to the file KEPLER_RS_SKIP_LOG names (scripts/test.sh lists them at the end)."""
     if os.environ.get("KEPLER_RS_REQUIRE_PRIVILEGED") == "1":
         pytest.fail(f"cannot skip under KEPLER_RS_REQUIRE_PRIVILEGED=1: {why}")
+    log = os.environ.get("KEPLER_RS_SKIP_LOG")
+    if log:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "deploy/tests").split(" ")[0]
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"SKIP {test}: {why}\n")
     pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """One live cluster (live_cluster.py: kepler-rs on fake pods, GPUs and API server, scraped by a real
+    Prometheus) for every test that needs one, with 20 s of data."""
+    from live_cluster import LiveCluster
+
+    with LiveCluster() as c:
+        c.wait_for_data(seconds=20)
+        yield c
 
 
 def require_tool(name: str) -> str:

@@ -36,7 +36,7 @@ def test_every_alert_has_a_unit_test_and_annotations():
     assert recorded - checked <= {"pod_namespace:kepler_pod_cpu_joules:rate5m"}, recorded - checked
 
 
-def test_the_issue_s_alerts_exist():
+def test_the_documented_alerts_exist():
     names = {r.get("alert") for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
     for required in ["KeplerRsExporterDown", "KeplerRsRaplUnavailable", "KeplerRsRaplPermissionDenied",
                      "KeplerRsEbpfFallback", "KeplerRsPodMetadataOutOfSync", "KeplerRsEnergyCounterAnomaly"]:

@@ -113,6 +113,34 @@ def test_grafana_cannot_read_secrets_outside_its_namespace():
     assert not re.search(r"searchNamespace:\s*ALL", all_bootstrap_text())
 
 
+def test_grafana_logs_researchers_in_with_github_as_viewers_through_the_ingress():
+    grafana = load_yaml(VALUES / "kube-prometheus-stack.yaml")["grafana"]
+    ini = grafana["grafana.ini"]
+    github = ini["auth.github"]
+    assert github["enabled"] is True and "read:org" in github["scopes"]
+    # Every GitHub user is a Viewer; Viewers get no Explore and no query editor.
+    assert github["role_attribute_path"] == "'Viewer'" and github["allow_assign_grafana_admin"] is False
+    assert ini["users"] == {"allow_sign_up": False, "auto_assign_org_role": "Viewer", "viewers_can_edit": False}
+    assert ini["auth.anonymous"]["enabled"] is False
+    # Credentials only from a Secret made from files; the same organisation as the hub.
+    for var, key in (("GF_AUTH_GITHUB_CLIENT_ID", "client_id"), ("GF_AUTH_GITHUB_CLIENT_SECRET", "client_secret")):
+        assert grafana["envValueFrom"][var] == {"secretKeyRef": {"name": "grafana-github-oauth", "key": key}}
+    script = (BOOTSTRAP / "10-monitoring.sh").read_text()
+    assert "secret_from_files monitoring grafana-github-oauth" in script
+    assert '--set "grafana.env.GF_AUTH_GITHUB_ALLOWED_ORGANIZATIONS=$GITHUB_ORG"' in script
+    assert 'allowed_organizations[0]=$GITHUB_ORG' in (BOOTSTRAP / "20-jupyterhub.sh").read_text()
+    # The ingress with TLS from Secret grafana-tls, for GRAFANA_HOST.
+    assert grafana["ingress"]["enabled"] is True and grafana["ingress"]["ingressClassName"] == "public"
+    for setting in ('grafana.ingress.hosts[0]=$GRAFANA_HOST', 'grafana.ingress.tls[0].secretName=grafana-tls',
+                    'grafana.ingress.tls[0].hosts[0]=$GRAFANA_HOST', 'grafana.env.GF_SERVER_ROOT_URL=https://$GRAFANA_HOST/'):
+        assert f'--set "{setting}"' in script, setting
+    assert "create secret tls grafana-tls" in script
+    env = (BOOTSTRAP / "env.example").read_text()
+    for var in ("GRAFANA_HOST", "GRAFANA_TLS_CERT", "GRAFANA_TLS_KEY", "GRAFANA_GITHUB_CLIENT_ID_FILE",
+                "GRAFANA_GITHUB_CLIENT_SECRET_FILE"):
+        assert f"export {var}=" in env, var
+
+
 def test_jupyterhub_values():
     z2jh = load_yaml(VALUES / "jupyterhub.yaml")
     assert z2jh["hub"]["config"]["JupyterHub"]["authenticator_class"] == "github"

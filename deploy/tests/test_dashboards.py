@@ -8,7 +8,8 @@ import sys
 
 from conftest import DASHBOARDS
 
-EXPECTED_UIDS = {"kepler-rs-cluster", "kepler-rs-node", "kepler-rs-pods", "kepler-rs-jupyterhub", "kepler-rs-gpu"}
+EXPECTED_UIDS = {"kepler-rs-cluster", "kepler-rs-node", "kepler-rs-pods", "kepler-rs-jupyterhub", "kepler-rs-gpu",
+                 "kepler-rs-my-energy"}
 
 
 def load() -> dict[str, dict]:

@@ -31,8 +31,10 @@ NEEDS_LATER: dict[tuple[str, str, str], str] = {}
 # Recording rules that may be empty today.
 RULES_NEED_LATER: dict[str, str] = {}
 
-# Grafana's built-in variables, as a dashboard over the last minutes would expand them.
-BUILTINS = {"__rate_interval": "1m", "__range": "5m", "__interval": "5s"}
+# Grafana's built-in variables, as a dashboard over the last minutes would expand them, for a viewer
+# logged in as the hub user alice.smith@uni.edu.
+ALICE = "alice.smith@uni.edu"
+BUILTINS = {"__rate_interval": "1m", "__range": "5m", "__interval": "5s", "__user.login": ALICE}
 
 # Queries of Kepler's current dashboard (sustainable-computing-io/kepler,
 # compose/default/grafana/dashboards/latest/dashboard.json) and of its 0.7-era dashboard
@@ -84,7 +86,7 @@ def substitute(expr: str, values: dict[str, str]) -> str:
             raise KeyError(f"unknown variable ${name} in {expr}")
         return values[name]
 
-    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", repl, expr)
+    return re.sub(r"\$\{([\w.]+)(?::\w+)?\}|\$(\w+)", repl, expr)
 
 
 def resolve_variables(cluster: LiveCluster, dash: dict) -> dict[str, str]:
@@ -109,13 +111,6 @@ def resolve_variables(cluster: LiveCluster, dash: dict) -> dict[str, str]:
 
 def dashboards() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LiveCluster() as c:
-        c.wait_for_data(seconds=20)
-        yield c
 
 
 def series(result: dict) -> list:
@@ -489,3 +484,75 @@ def test_hub_user_gpu_recording_rule_has_the_users(cluster):
     at = time.time() - 2
     check_user_split(by_user(cluster.query(rule["expr"], at=at)), shares, rule["expr"])
     check_user_split(by_user(cluster.query(rule["record"], at=at)), shares, rule["record"])
+
+
+# -- "My energy": the researcher's own dashboard, run as the viewer Grafana logged in ------------------
+
+def resolve_with(cluster: LiveCluster, dash: dict, login: str) -> dict[str, str]:
+    global BUILTINS
+    saved = BUILTINS
+    BUILTINS = dict(saved, **{"__user.login": login})
+    try:
+        return resolve_variables(cluster, dash)
+    finally:
+        BUILTINS = saved
+
+
+def one_value(result: dict) -> float:
+    (s,) = series(result)
+    return float(s["value"][1])
+
+
+def test_my_energy_shows_only_the_viewers_servers_and_the_per_user_panels_numbers(cluster):
+    mine = dashboard("kepler-rs-my-energy")
+    users_dash = dashboard("kepler-rs-jupyterhub")
+    at = time.time() - 2
+    for login in sorted(cluster.hub_users()):
+        values = resolve_with(cluster, mine, login)
+        assert values["hub_user"] == login, values
+        # Only this user's servers, by name.
+        want_servers = {p.hub_server for p in cluster.pods if p.hub_user == login}
+        for title, ref in [("Power per server", "A"), ("Energy per server in range", "A"), ("My servers now", "A")]:
+            expr = substitute(target(mine, title, ref), values)
+            r = cluster.query(expr, at=at)
+            got = {s["metric"].get("hub_server", "") for s in series(r)}
+            assert got == want_servers, (login, title, got)
+        # The same numbers as the admins' per-user panels, for this user (the test gives every panel the
+        # same $__range; Grafana gives each its own period).
+        per_user = dict(resolve_variables(cluster, users_dash), hub_user=login)
+        for my_title, ref, their_title, their_ref in [
+            ("My power now", "A", "Power per user (CPU)", "A"),
+            ("My power now", "B", "Power per user (GPU)", "A"),
+            ("My energy today", "A", "Energy today per user", "A"),
+            ("My energy today", "B", "Energy today per user", "B"),
+            ("My energy this week", "A", "Energy this week per user", "A"),
+            ("My energy this week", "B", "Energy this week per user", "B"),
+            ("My energy this month", "A", "Top users in range", "A"),
+            ("My CO2 this month", "A", "CO2 today per user", "A"),
+            ("My CO2 this month", "B", "CO2 today per user", "B"),
+        ]:
+            got = one_value(cluster.query(substitute(target(mine, my_title, ref), values), at=at))
+            theirs = by_user(cluster.query(substitute(target(users_dash, their_title, their_ref), per_user), at=at))
+            assert set(theirs) == {login}, (their_title, theirs)
+            assert got > 0 and close(got, theirs[login]), (login, my_title, ref, got, theirs)
+        # Per server adds up to the user's total.
+        total = one_value(cluster.query(substitute(target(mine, "My energy today"), values), at=at))
+        per_server = series(cluster.query(substitute(target(mine, "Energy per server in range"), values), at=at))
+        assert close(sum(float(s["value"][1]) for s in per_server), total), (per_server, total)
+
+
+def test_my_energy_matches_the_login_whatever_its_case_and_shows_nothing_to_strangers(cluster):
+    mine = dashboard("kepler-rs-my-energy")
+    # GitHub keeps a login's case, JupyterHub lower-cases it: the hidden variable still finds the user.
+    assert resolve_with(cluster, mine, ALICE.upper())["hub_user"] == ALICE
+    # A login that is no hub user: the variable is empty and every panel is empty (not the pods
+    # without hub_user, which an empty hub_user="" would select).
+    values = resolve_with(cluster, mine, "mallory")
+    assert values["hub_user"] == "", values
+    for p in mine["panels"]:
+        for t in p.get("targets", []):
+            expr = substitute(t["expr"], values)
+            assert not series(cluster.query(expr)), (p["title"], expr)
+    # The variable is hidden and takes no value from a URL that its query did not offer.
+    (var,) = [v for v in mine["templating"]["list"] if v["name"] == "hub_user"]
+    assert var["hide"] == 2 and var["allowCustomValue"] is False and "${__user.login}" in var["definition"]

@@ -163,7 +163,15 @@ fn energy_source(
         );
         1
     });
-    let estimate = || -> Box<dyn EnergySource> { Box::new(Estimate::new(config.estimate, cpus)) };
+    let estimate = || -> Box<dyn EnergySource> {
+        if !config.idle_watts.is_empty() {
+            // The estimate's idle is its own model's, exactly: a configured idle would contradict it.
+            tracing::warn!(
+                "--idle-watts does not apply to the estimate (its idle is --estimate-idle-watts-per-cpu × CPUs); ignored"
+            );
+        }
+        Box::new(Estimate::new(config.estimate, cpus))
+    };
     if config.energy_source == EnergySourceChoice::Estimate {
         tracing::info!(
             source = "estimate",
@@ -191,7 +199,7 @@ fn energy_source(
                 cpus,
                 idle_watts_per_cpu = config.estimate.idle_watts_per_cpu,
                 max_watts_per_cpu = config.estimate.max_watts_per_cpu,
-                "energy source: estimate from CPU utilisation; every node series carries source=\"estimate\""
+                "energy source: estimate from CPU utilisation, labelled on every node series"
             );
             Ok(estimate())
         }

@@ -193,7 +193,8 @@ pub struct RunArgs {
     /// How long series of ended pods, containers and processes stay [default: 120s]
     #[arg(long, env = "KEPLER_RS_GRACE_PERIOD")]
     pub grace_period: Option<String>,
-    /// Fixed idle power per zone instead of learning it, e.g. package=20,dram=3
+    /// Fixed idle power per RAPL zone instead of learning it, e.g. package=20,dram=3 (ignored, with
+    /// a warning, by the estimate: see --estimate-idle-watts-per-cpu)
     #[arg(long, env = "KEPLER_RS_IDLE_WATTS")]
     #[serde(deserialize_with = "idle_watts_table")]
     pub idle_watts: Option<IdleWattsSpec>,

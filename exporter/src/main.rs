@@ -1,6 +1,7 @@
 //! The `kepler-rs` binary: subcommands, logging setup, then `build` (the library's source selection)
 //! -> monitor thread -> server, signals and exit codes. It chooses no input itself.
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use kepler_rs::build::{build, Built, Probes};
 use kepler_rs::config::{Config, LogFormat, PodMetadataSource, RunArgs};
@@ -38,6 +39,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            eprintln!(
+                "kepler-rs: error: a subcommand is missing: run, top or report (see kepler-rs --help)"
+            );
+            return ExitCode::from(2);
+        }
         Err(e) if e.use_stderr() => {
             // One line naming what is wrong, not clap's usage block.
             let rendered = e.to_string();
@@ -61,6 +73,13 @@ fn main() -> ExitCode {
             .map_err(|e| (e.exit_code(), e.to_string()))
             .map_or_else(|(code, e)| fail("report", code, &e), |()| ExitCode::SUCCESS),
     }
+}
+
+/// `run` could not start: one line on stderr (not also a log line), then the exit code (2: bad
+/// flag or an input chosen by flag that cannot be used, 1: could not do it).
+fn fail_to_start(code: u8, message: &str) -> ExitCode {
+    eprintln!("kepler-rs: error: {message}");
+    ExitCode::from(code)
 }
 
 /// One line on stderr, then the exit code (2: bad flag, 1: could not do it).
@@ -100,10 +119,7 @@ fn init_logging(config: &Config) {
 fn run(args: RunArgs) -> ExitCode {
     let config = match args.resolve(std::env::var("NODE_NAME").ok(), hostname) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("kepler-rs: error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail_to_start(2, &e.to_string()),
     };
     init_logging(&config);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %config.node_name, listen = %config.listen, interval = ?config.interval, "starting kepler-rs");
@@ -112,11 +128,7 @@ fn run(args: RunArgs) -> ExitCode {
     let web = match &config.web_config_file {
         Some(path) => match WebState::load(path) {
             Ok(web) => web,
-            Err(e) => {
-                tracing::error!(kind = e.kind(), "{e}");
-                eprintln!("kepler-rs: error: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return fail_to_start(2, &e.to_string()),
         },
         None => WebState::plain(),
     };
@@ -126,40 +138,30 @@ fn run(args: RunArgs) -> ExitCode {
     let fd_limit = kepler_rs::activity::cgroup::raise_open_file_limit();
     tracing::debug!(fd_limit, "open file limit");
 
-    let Built {
-        monitor, pod_cache, ..
-    } = match build(&config, &Probes::host()) {
-        Ok(built) => built,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("kepler-rs: error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kepler-rs: error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail_to_start(1, &format!("cannot start the runtime: {e}")),
     };
+    // Bind before loading any input: a busy port fails at once, before eBPF or NVML are loaded.
+    let listener = match runtime.block_on(tokio::net::TcpListener::bind(config.listen)) {
+        Ok(l) => l,
+        Err(e) => return fail_to_start(2, &format!("--listen {}: {e}", config.listen)),
+    };
+    let Built {
+        monitor, pod_cache, ..
+    } = match build(&config, &Probes::host()) {
+        Ok(built) => built,
+        Err(e) => return fail_to_start(2, &e.to_string()),
+    };
+
     if let Some(cache) = &pod_cache {
         if let Err(code) = start_pod_watch(&runtime, &config, cache) {
             return code;
         }
     }
-    let listener = match runtime.block_on(tokio::net::TcpListener::bind(config.listen)) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(listen = %config.listen, error = %e, "cannot listen");
-            eprintln!("kepler-rs: error: --listen {}: {e}", config.listen);
-            return ExitCode::from(2);
-        }
-    };
     let empty = Snapshot::empty(
         config.node_name.clone(),
         monitor.energy_kind(),
@@ -173,10 +175,7 @@ fn run(args: RunArgs) -> ExitCode {
         .spawn(move || monitor::run(monitor, interval, publish, stop_rx))
     {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("kepler-rs: error: cannot start the monitor thread: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail_to_start(1, &format!("cannot start the monitor thread: {e}")),
     };
     let state = Arc::new(
         ServerState::new(snapshots, BuildInfo::current(), config.interval)

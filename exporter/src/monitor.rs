@@ -144,32 +144,23 @@ impl Monitor {
             .issues
             .iter()
             .any(|i| i.kind != IssueKind::Vanished);
-        self.health.sources = vec![
-            SourceHealth {
-                source: self.inputs.energy.kind().as_str(),
-                up: energy_up,
-            },
-            SourceHealth {
-                source: self.inputs.activity.name(),
-                up: activity_up,
-            },
-            SourceHealth {
-                source: Input::Procfs.as_str(),
-                up: node_cpu.is_some() || elapsed.is_none(),
-            },
-        ];
+        // One series per input name: the procfs CPU source and /proc/stat are both `procfs`, and
+        // an input is up only when every part of it is.
+        let mut sources = Vec::new();
+        add_health(&mut sources, self.inputs.energy.kind().as_str(), energy_up);
+        add_health(&mut sources, self.inputs.activity.name(), activity_up);
+        add_health(
+            &mut sources,
+            Input::Procfs.as_str(),
+            node_cpu.is_some() || elapsed.is_none(),
+        );
         if let Some(gpu) = &self.gpu {
-            self.health.sources.push(SourceHealth {
-                source: Input::Gpu.as_str(),
-                up: gpu.up(),
-            });
+            add_health(&mut sources, Input::Gpu.as_str(), gpu.up());
         }
         for input in &self.unavailable {
-            self.health.sources.push(SourceHealth {
-                source: input.as_str(),
-                up: false,
-            });
+            add_health(&mut sources, input.as_str(), false);
         }
+        self.health.sources = sources;
 
         if let Some(elapsed) = elapsed {
             let secs = elapsed.as_secs_f64();
@@ -320,6 +311,14 @@ pub fn run(
     tracing::debug!("monitor stopped");
 }
 
+/// Adds `source` to the health list, or, when it is there already, marks it down unless both are up.
+fn add_health(sources: &mut Vec<SourceHealth>, source: &'static str, up: bool) {
+    match sources.iter_mut().find(|h| h.source == source) {
+        Some(existing) => existing.up &= up,
+        None => sources.push(SourceHealth { source, up }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,24 +441,28 @@ mod tests {
         assert_eq!(s.node[0].total_joules, 60.0);
     }
 
-    #[test]
-    fn unreadable_proc_stat_is_counted_not_fatal() {
-        let procfs = tempfile::tempdir().unwrap();
+    /// A monitor over `ScriptedEnergy`, `activity` and the /proc/stat of `procfs`, idle learned.
+    fn scripted_monitor(
+        procfs: &std::path::Path,
+        activity: Box<dyn ActivitySource>,
+    ) -> (Monitor, Instant) {
         let inputs = Inputs {
             energy: Box::new(ScriptedEnergy(0)),
-            activity: Box::new(ScriptedPods),
-            node_cpu: NodeCpuReader::new(procfs.path()),
+            activity,
+            node_cpu: NodeCpuReader::new(procfs),
             processes: None,
             pod_metadata: Arc::new(NoPodMetadata),
         };
         let t0 = Instant::now();
-        let mut m = Monitor::new(
-            inputs,
-            "n".into(),
-            IdleEstimator::new(BTreeMap::new(), None),
-            Duration::from_secs(60),
-            t0,
-        );
+        let idle = IdleEstimator::new(BTreeMap::new(), None);
+        let monitor = Monitor::new(inputs, "n".into(), idle, Duration::from_secs(60), t0);
+        (monitor, t0)
+    }
+
+    #[test]
+    fn unreadable_proc_stat_is_counted_not_fatal() {
+        let procfs = tempfile::tempdir().unwrap();
+        let (mut m, t0) = scripted_monitor(procfs.path(), Box::new(ScriptedPods));
         m.tick(t0);
         let s = m.tick(t0 + Duration::from_secs(1));
         assert!(s
@@ -471,6 +474,42 @@ mod tests {
         assert_eq!(s.node[0].total_joules, 30.0);
         let pods: f64 = s.pods.iter().map(|p| p.joules[0].0).sum();
         assert!((s.node[0].active_joules.0 - pods - s.node[0].system_joules.0).abs() < 1e-9);
+    }
+
+    /// `--cpu-source procfs` used to serve `kepler_exporter_source_up{source="procfs"}` twice (the
+    /// CPU source and /proc/stat), a duplicate series Prometheus rejects once the values differ.
+    #[test]
+    fn procfs_cpu_source_serves_one_source_up_series() {
+        let procfs = tempfile::tempdir().unwrap();
+        let stat = procfs.path().join("stat");
+        std::fs::write(&stat, "cpu  100 0 100 800 0 0 0 0 0 0\n").unwrap();
+        let activity = crate::activity::procfs_pods::ProcfsPods::new(procfs.path());
+        let (mut m, t0) = scripted_monitor(procfs.path(), Box::new(activity));
+        let procfs_health = |s: &Snapshot| -> Vec<bool> {
+            s.health
+                .sources
+                .iter()
+                .filter(|h| h.source == Input::Procfs.as_str())
+                .map(|h| h.up)
+                .collect()
+        };
+        m.tick(t0);
+        std::fs::write(&stat, "cpu  150 0 150 900 0 0 0 0 0 0\n").unwrap();
+        let s = m.tick(t0 + Duration::from_secs(1));
+        assert_eq!(procfs_health(&s), vec![true]);
+        let mut names: Vec<&str> = s.health.sources.iter().map(|h| h.source).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            s.health.sources.len(),
+            "{:?}",
+            s.health.sources
+        );
+        // /proc/stat unreadable: the one procfs series says down.
+        std::fs::write(&stat, "garbage\n").unwrap();
+        let s = m.tick(t0 + Duration::from_secs(2));
+        assert_eq!(procfs_health(&s), vec![false]);
     }
 
     /// The simulated node of the idle tests: one RAPL package behind a real powercap tree whose power

@@ -25,6 +25,9 @@ fn without_rapl_serves_clearly_labelled_estimates() {
         "200ms",
         "--node-name",
         "est",
+        // Ignored by the estimate, which says so at start (idle below stays the model's).
+        "--idle-watts",
+        "package=20",
     ]);
     e.wait_ready(Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(700));
@@ -70,9 +73,29 @@ fn without_rapl_serves_clearly_labelled_estimates() {
         .expect("no exit after SIGTERM");
     assert!(status.success());
     let log = e.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("energy source: estimate"))
+        .unwrap_or_else(|| panic!("log does not say which source: {log}"));
+    assert_eq!(line.matches("source=\"estimate\"").count(), 1, "{line}");
     assert!(
-        log.contains("energy source: estimate"),
-        "log does not say which source: {log}"
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("--idle-watts") && l.contains("ignored")),
+        "no warning that --idle-watts is ignored: {log}"
+    );
+}
+
+#[test]
+fn bare_command_says_a_subcommand_is_missing() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("subcommand is missing") && stderr.contains("run, top or report"),
+        "{stderr}"
     );
 }
 
@@ -106,6 +129,23 @@ fn http_surface() {
     // Two scrapes without a tick in between see the same snapshot.
     let (_, a) = http(p, "GET", "/metrics?x=1", "");
     assert!(a.contains("kepler_node_cpu_joules_total"));
+    // The build's revision is the checkout's commit (or the one given at build time), "unknown"
+    // only where neither is known.
+    let head = std::env::var("KEPLER_RS_GIT_REVISION").ok().or_else(|| {
+        Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
+    let revisions = label_values(&parse(&a), "kepler_build_info", "revision");
+    assert_eq!(
+        revisions,
+        vec![head.unwrap_or_else(|| "unknown".into())],
+        "{a}"
+    );
 }
 
 #[test]
@@ -183,16 +223,26 @@ fn bad_flags_are_one_line_and_exit_2() {
 fn port_in_use_is_a_clear_error() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
+    let sys = sysfs_without_rapl();
     let out = Command::new(env!("CARGO_BIN_EXE_kepler-rs"))
-        .args(["run", "--listen", &addr, "--log-level", "off"])
+        .args(["run", "--listen", &addr, "--no-kube"])
+        .args(["--sysfs", sys.path().to_str().unwrap()])
+        .env("NO_COLOR", "1")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // Said once, and before any input is loaded (no energy or CPU source chosen yet).
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.to_lowercase().contains("in use"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
     assert!(
-        stderr.contains("--listen") && stderr.contains(&addr),
+        errors[0].starts_with("kepler-rs: error: --listen") && errors[0].contains(&addr),
         "{stderr}"
     );
+    assert!(!stderr.contains("energy source"), "{stderr}");
 }
 
 #[test]

@@ -22,8 +22,9 @@ fn nvml_present() -> bool {
 #[test]
 fn gpu_nvml_without_a_driver_is_one_line_and_exit_2() {
     if nvml_present() {
-        eprintln!(
-            "SKIP gpu_nvml_without_a_driver_is_one_line_and_exit_2: this machine has libnvidia-ml"
+        report_skip(
+            "gpu_nvml_without_a_driver_is_one_line_and_exit_2",
+            "this machine has libnvidia-ml",
         );
         return;
     }
@@ -51,7 +52,10 @@ fn gpu_nvml_without_a_driver_is_one_line_and_exit_2() {
 #[test]
 fn gpu_auto_without_a_driver_says_so_once_and_exports_no_gpu_series() {
     if nvml_present() {
-        eprintln!("SKIP gpu_auto_without_a_driver_says_so_once_and_exports_no_gpu_series: this machine has libnvidia-ml");
+        report_skip(
+            "gpu_auto_without_a_driver_says_so_once_and_exports_no_gpu_series",
+            "this machine has libnvidia-ml",
+        );
         return;
     }
     let mut e = Exporter::start(&["--interval", "200ms", "--energy-source", "estimate"]);

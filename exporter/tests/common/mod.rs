@@ -26,12 +26,34 @@ pub fn privileged(test: &str, needs: &str) -> bool {
 }
 
 /// Print a skip, or panic when skips are forbidden. The line goes to the process's stderr itself,
-/// not through the test harness's capture, so the summary of a passing run shows it.
+/// not through the test harness's capture, so the summary of a passing run shows it; it is also
+/// appended to the file `KEPLER_RS_SKIP_LOG` names, which `scripts/test.sh` lists at the end.
 pub fn skip(test: &str, why: &str) {
     if std::env::var("KEPLER_RS_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
         panic!("{test}: cannot skip under KEPLER_RS_REQUIRE_PRIVILEGED=1: {why}");
     }
-    let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {why}");
+    report_skip(test, why);
+}
+
+/// A skip that no host setting can avoid (e.g. a test of the no-GPU path on a GPU machine): printed
+/// and logged like `skip`, but allowed under `KEPLER_RS_REQUIRE_PRIVILEGED=1`.
+pub fn report_skip(test: &str, why: &str) {
+    let line = format!("SKIP {test}: {why}");
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    if let Some(path) = std::env::var_os("KEPLER_RS_SKIP_LOG") {
+        // One write of one line in append mode: lines of tests running in parallel do not interleave.
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        if let Err(e) = appended {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "cannot append to KEPLER_RS_SKIP_LOG: {e}"
+            );
+        }
+    }
 }
 
 pub fn free_port() -> u16 {
