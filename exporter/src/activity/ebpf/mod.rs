@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::PathBuf;
 
-use super::cgroup::{parse_mountinfo, rebase_mount_point, CgroupActivity, CgroupVersion};
+use super::cgroup::{mounts::CgroupMounts, CgroupActivity};
 use super::{ActivitySample, ActivitySource, ContainerActivity, PodActivity, SourceStats};
 use crate::config::{CpuCountersChoice, HostRoots};
 use crate::issue::{Input, IssueKind, SourceIssue};
@@ -412,16 +412,13 @@ fn task_cgroup(task: &TaskSlice, drained: &Drained) -> TaskCgroup {
     }
 }
 
-/// The cgroup v2 mount, rebased under the sysfs root, from `<procfs>/1/mountinfo` (else `self`).
+/// The cgroup v2 mount, rebased under the sysfs root, by the cgroup source's mountinfo rule.
 fn v2_root(roots: &HostRoots) -> Option<PathBuf> {
-    let content = ["1", "self"]
-        .iter()
-        .find_map(|pid| std::fs::read_to_string(roots.procfs.join(pid).join("mountinfo")).ok())?;
-    parse_mountinfo(&content)
-        .into_iter()
-        .find(|m| m.version == CgroupVersion::V2)
-        .map(|m| rebase_mount_point(&m.mount_point, &roots.sysfs))
-        .filter(|root| root.is_dir())
+    let root = CgroupMounts::read(&roots.procfs)
+        .ok()?
+        .v2()?
+        .rebased(&roots.sysfs);
+    root.is_dir().then_some(root)
 }
 
 impl ActivitySource for EbpfActivity {
