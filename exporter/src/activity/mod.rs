@@ -1,14 +1,16 @@
 //! CPU activity per consumer per interval: who used the CPU, as deltas since the previous tick.
 //! Implementations: `ebpf` (per-process on-CPU time from the kernel, default where it loads), `cgroup`
-//! (cgroup v1/v2 counters), `procfs` (node totals, per-process time), `procfs_pods` (pods from a /proc
+//! (cgroup v1/v2 counters), `procfs` (node totals, per-process time, and `procfs::pods`: pods from a /proc
 //! walk, the last resort). They read counters only; they never see energy.
 
 pub mod cgroup;
 pub mod ebpf;
 pub mod procfs;
-pub mod procfs_pods;
+
+use std::collections::BTreeMap;
 
 use crate::issue::SourceIssue;
+use crate::resource::cgroup_path::CgroupOwner;
 use crate::units::{ContainerId, CpuNanos, Pid, PodUid};
 
 /// CPU time of one container over one interval.
@@ -25,6 +27,40 @@ pub struct PodActivity {
     pub uid: PodUid,
     pub cpu_time: CpuNanos,
     pub containers: Vec<ContainerActivity>,
+}
+
+/// CPU time summed per pod and container from per-process (or per-cgroup) times and their owners:
+/// how the sources that see processes (eBPF, the /proc walk) build their `PodActivity`.
+#[derive(Debug, Default)]
+pub struct PodTimes(BTreeMap<PodUid, (CpuNanos, BTreeMap<ContainerId, CpuNanos>)>);
+
+impl PodTimes {
+    /// Adds `time` to its owner's pod and container; anything outside a pod counts toward none.
+    pub fn add(&mut self, owner: CgroupOwner, time: CpuNanos) {
+        match owner {
+            CgroupOwner::Container { pod, container } => {
+                let entry = self.0.entry(pod).or_default();
+                entry.0 += time;
+                *entry.1.entry(container).or_default() += time;
+            }
+            CgroupOwner::PodLevel { pod } => self.0.entry(pod).or_default().0 += time,
+            CgroupOwner::OtherContainer { .. } | CgroupOwner::System => {}
+        }
+    }
+
+    /// The pods in UID order, containers in ID order.
+    pub fn into_pods(self) -> impl Iterator<Item = PodActivity> {
+        self.0
+            .into_iter()
+            .map(|(uid, (cpu_time, containers))| PodActivity {
+                uid,
+                cpu_time,
+                containers: containers
+                    .into_iter()
+                    .map(|(id, cpu_time)| ContainerActivity { id, cpu_time })
+                    .collect(),
+            })
+    }
 }
 
 /// Per-pod activity for one interval. A consumer seen for the first time after the first scan gets its
