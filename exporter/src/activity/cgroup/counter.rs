@@ -23,15 +23,10 @@ impl CounterFile {
     /// Parses the counter file's content into CPU time.
     pub fn parse(self, content: &str) -> Result<CpuNanos, &'static str> {
         match self {
-            CounterFile::CpuacctUsage => {
-                let text = content.trim();
-                if text.is_empty() {
-                    return Err("empty file");
-                }
-                text.parse::<u64>()
-                    .map(CpuNanos)
-                    .map_err(|_| "not a number")
-            }
+            CounterFile::CpuacctUsage => match content.trim() {
+                "" => Err("empty file"),
+                text => text.parse().map(CpuNanos).map_err(|_| "not a number"),
+            },
             CounterFile::CpuStat => {
                 let value = content
                     .lines()

@@ -54,10 +54,9 @@ impl Error {
             Error::NoCgroupMount { .. } => IssueKind::NoCgroupMount,
             Error::MountUnreachable { .. } => IssueKind::MountUnreachable,
             Error::ReadCounter { source, .. } | Error::ReadDir { source, .. } => {
-                if source.kind() == io::ErrorKind::NotFound {
-                    IssueKind::Vanished
-                } else {
-                    IssueKind::of_io(source)
+                match source.kind() {
+                    io::ErrorKind::NotFound => IssueKind::Vanished,
+                    _ => IssueKind::of_io(source),
                 }
             }
             Error::ParseCounter { .. } => IssueKind::Parse,
@@ -84,11 +83,6 @@ pub struct CgroupActivity {
     max_open: usize,
     /// Reusable read buffer.
     buf: Vec<u8>,
-}
-
-/// Discovers the cgroup hierarchy that holds kubelet's pods. See [`CgroupActivity::discover`].
-pub fn discover(sysfs_root: &Path, procfs_root: &Path) -> Result<CgroupActivity> {
-    CgroupActivity::discover(sysfs_root, procfs_root)
 }
 
 impl CgroupActivity {
@@ -136,10 +130,6 @@ impl CgroupActivity {
     /// The hierarchy root being walked.
     pub fn root(&self) -> &Path {
         &self.active.root
-    }
-
-    pub fn counter_file(&self) -> CounterFile {
-        self.active.counter
     }
 
     /// Walks the active hierarchy, after looking again for kubelet's pods while undecided. Without
@@ -644,7 +634,7 @@ mod tests {
             dir
         }
         fn discover(&self) -> CgroupActivity {
-            discover(&self.sysfs(), &self.procfs()).unwrap()
+            CgroupActivity::discover(&self.sysfs(), &self.procfs()).unwrap()
         }
     }
 
@@ -654,8 +644,8 @@ mod tests {
         let root = host.cgroup("");
         host.cgroup("kubepods.slice");
         let source = host.discover();
-        assert_eq!(source.root(), root);
-        assert_eq!(source.counter_file(), CounterFile::CpuStat);
+        assert_eq!(source.active.root, root);
+        assert_eq!(source.active.counter, CounterFile::CpuStat);
         assert!(source.undecided.is_none());
     }
 
@@ -668,8 +658,8 @@ mod tests {
         write_counter(&pod, CounterFile::CpuacctUsage, 1_000);
         write_counter(&pod.join(C1), CounterFile::CpuacctUsage, 900);
         let mut source = host.discover();
-        assert_eq!(source.root(), cpuacct);
-        assert_eq!(source.counter_file(), CounterFile::CpuacctUsage);
+        assert_eq!(source.active.root, cpuacct);
+        assert_eq!(source.active.counter, CounterFile::CpuacctUsage);
         source.sample();
         write_counter(&pod, CounterFile::CpuacctUsage, 3_000);
         write_counter(&pod.join(C1), CounterFile::CpuacctUsage, 2_800);
@@ -685,8 +675,8 @@ mod tests {
         let v1 = host.cgroup("cpu,cpuacct/kubepods");
         host.cgroup("unified/kubepods.slice");
         let source = host.discover();
-        assert_eq!(source.root(), v1.parent().unwrap());
-        assert_eq!(source.counter_file(), CounterFile::CpuacctUsage);
+        assert_eq!(source.active.root, v1.parent().unwrap());
+        assert_eq!(source.active.counter, CounterFile::CpuacctUsage);
     }
 
     #[test]
@@ -697,8 +687,8 @@ mod tests {
         let v2 = host.cgroup("unified");
         host.cgroup("unified/kubelet.slice/kubelet-kubepods.slice");
         let source = host.discover();
-        assert_eq!(source.root(), v2);
-        assert_eq!(source.counter_file(), CounterFile::CpuStat);
+        assert_eq!(source.active.root, v2);
+        assert_eq!(source.active.counter, CounterFile::CpuStat);
         assert!(source.undecided.is_none());
     }
 
@@ -708,7 +698,7 @@ mod tests {
         let v1 = host.cgroup("cpu,cpuacct");
         let v2 = host.cgroup("unified");
         let mut source = host.discover();
-        assert_eq!(source.root(), v1, "hybrid without kubelet: v1 cpuacct");
+        assert_eq!(source.active.root, v1, "hybrid without kubelet: v1 cpuacct");
         assert!(source.undecided.is_some());
         assert!(source.sample().pods.is_empty());
 
@@ -716,8 +706,8 @@ mod tests {
         let pod = pod_dir(&v2, Layout::Systemd, UID_A);
         write_counter(&pod, CounterFile::CpuStat, 5_000_000);
         let sample = source.sample();
-        assert_eq!(source.root(), v2);
-        assert_eq!(source.counter_file(), CounterFile::CpuStat);
+        assert_eq!(source.active.root, v2);
+        assert_eq!(source.active.counter, CounterFile::CpuStat);
         assert!(source.undecided.is_none());
         // Created after the baseline: its whole counter counts.
         assert_eq!(find(&sample, UID_A).cpu_time, CpuNanos(5_000_000));
@@ -731,34 +721,36 @@ mod tests {
         fs::write(self_dir.join("mountinfo"), MOUNTINFO_V2).unwrap();
         let sysfs = tmp.path().join("sys");
         fs::create_dir_all(sysfs.join("fs").join("cgroup")).unwrap();
-        let source = discover(&sysfs, &tmp.path().join("proc")).unwrap();
-        assert_eq!(source.root(), sysfs.join("fs").join("cgroup"));
-        assert_eq!(source.counter_file(), CounterFile::CpuStat);
+        let source = CgroupActivity::discover(&sysfs, &tmp.path().join("proc")).unwrap();
+        assert_eq!(source.active.root, sysfs.join("fs").join("cgroup"));
+        assert_eq!(source.active.counter, CounterFile::CpuStat);
         assert!(source.undecided.is_some());
     }
 
     #[test]
     fn discover_errors() {
         let tmp = TempDir::new().unwrap();
-        let err = discover(tmp.path(), tmp.path()).unwrap_err();
+        let err = CgroupActivity::discover(tmp.path(), tmp.path()).unwrap_err();
         assert_eq!(err.kind(), IssueKind::Mountinfo);
         assert!(err.to_string().contains("mountinfo"));
 
         let host = FakeHost::new("31 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw\n");
-        let err = discover(&host.sysfs(), &host.procfs()).unwrap_err();
+        let err = CgroupActivity::discover(&host.sysfs(), &host.procfs()).unwrap_err();
         assert_eq!(err.kind(), IssueKind::NoCgroupMount);
 
         // v1 without cpuacct is no use either
         let host =
             FakeHost::new("31 26 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
         assert_eq!(
-            discover(&host.sysfs(), &host.procfs()).unwrap_err().kind(),
+            CgroupActivity::discover(&host.sysfs(), &host.procfs())
+                .unwrap_err()
+                .kind(),
             IssueKind::NoCgroupMount
         );
 
         // listed but the host /sys is not where we were told
         let host = FakeHost::new(MOUNTINFO_V2);
-        let err = discover(&host.sysfs(), &host.procfs()).unwrap_err();
+        let err = CgroupActivity::discover(&host.sysfs(), &host.procfs()).unwrap_err();
         assert_eq!(err.kind(), IssueKind::MountUnreachable);
         assert!(err.to_string().contains("host"));
     }

@@ -81,24 +81,21 @@ impl Mode {
     }
 }
 
+/// Whether a directory whose name holds `kubepods` is at most `depth_left` levels below `dir`.
 fn has_kubepods_dir(dir: &Path, depth_left: usize) -> bool {
-    if depth_left == 0 {
-        return false;
-    }
-    let Ok(entries) = fs::read_dir(dir) else {
+    let Some(Ok(entries)) = (depth_left > 0).then(|| fs::read_dir(dir)) else {
         return false;
     };
-    let mut subdirs = Vec::new();
-    for entry in entries.flatten() {
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        if entry.file_name().to_string_lossy().contains("kubepods") {
-            return true;
-        }
-        subdirs.push(entry.path());
-    }
-    subdirs
-        .iter()
-        .any(|sub| has_kubepods_dir(sub, depth_left - 1))
+    let subdirs: Vec<PathBuf> = (entries.flatten())
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|entry| entry.path())
+        .collect();
+    let named = |d: &PathBuf| {
+        d.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("kubepods"))
+    };
+    subdirs.iter().any(named)
+        || subdirs
+            .iter()
+            .any(|sub| has_kubepods_dir(sub, depth_left - 1))
 }

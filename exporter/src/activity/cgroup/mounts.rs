@@ -13,15 +13,8 @@ use super::{Error, Result};
 /// configured sysfs root (e.g. `/host/sys`) before any mount point is used.
 const HOST_SYSFS_MOUNT: &str = "/sys";
 
-/// Super-options of a v1 cgroup mount that are not controllers.
-const NON_CONTROLLER_OPTIONS: [&str; 6] = [
-    "rw",
-    "ro",
-    "noprefix",
-    "clone_children",
-    "xattr",
-    "cpuset_v2_mode",
-];
+/// Super-options of a v1 cgroup mount that are flags, not controllers.
+const FLAGS: &str = "rw ro noprefix clone_children xattr cpuset_v2_mode";
 
 /// A cgroup hierarchy's version, with a v1 hierarchy's controllers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,16 +31,13 @@ pub struct CgroupMount {
 }
 
 impl CgroupMount {
-    fn has_controller(&self, name: &str) -> bool {
-        match &self.version {
-            CgroupVersion::V1 { controllers } => controllers.iter().any(|c| c == name),
-            CgroupVersion::V2 => false,
-        }
-    }
-
-    /// The mount point in this process's view (see [`rebase_mount_point`]).
+    /// The mount point in this process's view: `/sys/<rest>` becomes `<sysfs_root>/<rest>`. Mount
+    /// points elsewhere are used as they are.
     pub fn rebased(&self, sysfs_root: &Path) -> PathBuf {
-        rebase_mount_point(&self.mount_point, sysfs_root)
+        match self.mount_point.strip_prefix(HOST_SYSFS_MOUNT) {
+            Ok(rest) => sysfs_root.join(rest),
+            Err(_) => self.mount_point.clone(),
+        }
     }
 }
 
@@ -67,32 +57,28 @@ pub struct CgroupMounts {
 impl CgroupMounts {
     /// Reads the mountinfo of pid 1 (the host's, with `hostPID`), else this process's own.
     pub fn read(procfs_root: &Path) -> Result<CgroupMounts> {
-        let init_path = procfs_root.join("1").join("mountinfo");
-        let (path, content) = match fs::read_to_string(&init_path) {
-            Ok(content) => (init_path, content),
-            Err(init_err) => {
-                let self_path = procfs_root.join("self").join("mountinfo");
-                debug!(path = %init_path.display(), error = %init_err, "falling back to own mountinfo");
-                match fs::read_to_string(&self_path) {
-                    Ok(content) => (self_path, content),
-                    Err(source) => {
-                        return Err(Error::ReadMountinfo {
-                            path: self_path,
-                            source,
-                        })
-                    }
+        let init = procfs_root.join("1").join("mountinfo");
+        let (path, content) = match fs::read_to_string(&init) {
+            Ok(content) => (init, content),
+            Err(error) => {
+                debug!(path = %init.display(), %error, "falling back to own mountinfo");
+                let path = procfs_root.join("self").join("mountinfo");
+                match fs::read_to_string(&path) {
+                    Ok(content) => (path, content),
+                    Err(source) => return Err(Error::ReadMountinfo { path, source }),
                 }
             }
         };
-        Ok(CgroupMounts {
-            mounts: parse_mountinfo(&content),
-            path,
-        })
+        let mounts = parse_mountinfo(&content);
+        Ok(CgroupMounts { path, mounts })
     }
 
     /// The v1 hierarchy that has `controller` (e.g. `cpuacct`).
     pub fn v1_with(&self, controller: &str) -> Option<&CgroupMount> {
-        self.pick(|m| m.has_controller(controller))
+        self.pick(|m| match &m.version {
+            CgroupVersion::V1 { controllers } => controllers.iter().any(|c| c == controller),
+            CgroupVersion::V2 => false,
+        })
     }
 
     /// The v2 (unified) hierarchy.
@@ -119,16 +105,14 @@ fn parse_mountinfo_line(line: &str) -> Option<CgroupMount> {
     let mount_point = before.split(' ').nth(4)?;
     let mut after_fields = after.split(' ');
     let fstype = after_fields.next()?;
-    let _source = after_fields.next();
-    let super_options = after_fields.next().unwrap_or("");
+    let super_options = after_fields.nth(1).unwrap_or(""); // after the source
     let version = match fstype {
         "cgroup2" => CgroupVersion::V2,
         "cgroup" => CgroupVersion::V1 {
             controllers: super_options
                 .split(',')
-                .filter(|o| {
-                    !o.is_empty() && !o.contains('=') && !NON_CONTROLLER_OPTIONS.contains(o)
-                })
+                // Super-options that are not controllers: flags, and `name=`/`release_agent=` settings.
+                .filter(|o| !o.is_empty() && !o.contains('=') && !FLAGS.split(' ').any(|f| f == *o))
                 .map(str::to_owned)
                 .collect(),
         },
@@ -164,18 +148,19 @@ fn decode_octal_escapes(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Maps a host mount point into this process's view: `/sys/<rest>` becomes `<sysfs_root>/<rest>`.
-/// Mount points elsewhere are used as they are.
-pub fn rebase_mount_point(mount_point: &Path, sysfs_root: &Path) -> PathBuf {
-    match mount_point.strip_prefix(HOST_SYSFS_MOUNT) {
-        Ok(rest) => sysfs_root.join(rest),
-        Err(_) => mount_point.to_path_buf(),
-    }
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    fn rebase_mount_point(mount_point: &Path, sysfs_root: &Path) -> PathBuf {
+        let version = CgroupVersion::V2;
+        let mount_point = mount_point.to_path_buf();
+        CgroupMount {
+            mount_point,
+            version,
+        }
+        .rebased(sysfs_root)
+    }
 
     pub(in crate::activity::cgroup) const MOUNTINFO_V2: &str = "\
 24 31 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw

@@ -6,6 +6,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use crate::activity::pread_from_start;
 use crate::units::CpuNanos;
 
 /// Fds left for everything else (sockets, NVML, eBPF maps, the kube client) when keeping counter
@@ -77,53 +78,23 @@ impl OpenFiles {
         path: &Path,
         buf: &mut Vec<u8>,
     ) -> (io::Result<()>, Option<fs::File>, bool) {
-        let Some(file) = kept else {
-            return self.open_and_read(path, buf, false);
-        };
-        if read_whole_at_zero(&file, buf).is_ok() {
-            return (Ok(()), Some(file), false);
+        let had_kept = kept.is_some();
+        if let Some(file) = kept {
+            if pread_from_start(&file, buf, false).is_ok() {
+                return (Ok(()), Some(file), false);
+            }
+            // The cgroup was removed (ENODEV), perhaps recreated at the same path: try the path.
+            self.open = self.open.saturating_sub(1);
         }
-        // The cgroup was removed (ENODEV), perhaps recreated at the same path: try the path.
-        drop(file);
-        self.open = self.open.saturating_sub(1);
-        self.open_and_read(path, buf, true)
-    }
-
-    fn open_and_read(
-        &mut self,
-        path: &Path,
-        buf: &mut Vec<u8>,
-        had_kept: bool,
-    ) -> (io::Result<()>, Option<fs::File>, bool) {
-        let file = match fs::File::open(path) {
-            Ok(file) => file,
-            Err(e) => return (Err(e), None, false),
-        };
-        let read = read_whole_at_zero(&file, buf);
-        let recreated = had_kept && read.is_ok();
-        let keep = read.is_ok() && self.open < self.max_open;
-        self.open += usize::from(keep);
-        (read, keep.then_some(file), recreated)
-    }
-}
-
-/// `pread`s a small file from offset 0 to its end into `buf` (kernfs files regenerate on a read at
-/// offset 0).
-fn read_whole_at_zero(file: &fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    buf.clear();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = file.read_at(&mut chunk, buf.len() as u64)?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > 1 << 20 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "counter file over 1 MiB",
-            ));
+        match fs::File::open(path)
+            .and_then(|file| pread_from_start(&file, buf, false).map(|()| file))
+        {
+            Ok(file) => {
+                let keep = self.open < self.max_open;
+                self.open += usize::from(keep);
+                (Ok(()), keep.then_some(file), had_kept)
+            }
+            Err(e) => (Err(e), None, false),
         }
     }
 }

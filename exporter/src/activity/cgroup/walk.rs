@@ -98,9 +98,7 @@ impl Walk<'_> {
             Ok(entries) => entries,
             Err(source) => {
                 if source.kind() != io::ErrorKind::NotFound {
-                    // Still there but unreadable now (EMFILE, EACCES): keep the baselines below it,
-                    // or the next good walk would count every counter under it again from zero.
-                    self.keep_previous_under(dir);
+                    self.keep_previous_under(dir); // EMFILE, EACCES
                 }
                 self.issue(Error::ReadDir {
                     path: dir.to_path_buf(),
@@ -111,21 +109,15 @@ impl Walk<'_> {
         };
         let mut dirs = Vec::new();
         for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(source) => {
-                    self.issue(Error::ReadDir {
-                        path: dir.to_path_buf(),
-                        source,
-                    });
-                    continue;
+            match entry {
+                Ok(entry) if entry.file_type().is_ok_and(|t| t.is_dir()) => {
+                    dirs.push((entry.file_name().to_string_lossy().into(), entry.path()));
                 }
-            };
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push((
-                    entry.file_name().to_string_lossy().into_owned(),
-                    entry.path(),
-                ));
+                Ok(_) => {}
+                Err(source) => self.issue(Error::ReadDir {
+                    path: dir.to_path_buf(),
+                    source,
+                }),
             }
         }
         Some(dirs)
@@ -181,23 +173,14 @@ impl Walk<'_> {
         self.next.insert(dir.to_path_buf(), Tracked { value, file });
     }
 
-    /// A transient read failure keeps the old baseline, so the next good read is not counted twice.
-    fn keep_previous(&mut self, dir: &Path) {
-        if let Some(tracked) = self.previous.remove(dir) {
-            self.keep(dir, Some(tracked.value), tracked.file);
-        }
-    }
-
+    /// A directory still there but unreadable now keeps the baselines below it, so the next good
+    /// walk does not count their whole counters again.
     fn keep_previous_under(&mut self, dir: &Path) {
-        let under: Vec<PathBuf> = self
-            .previous
-            .keys()
-            .filter(|p| p.starts_with(dir))
-            .cloned()
-            .collect();
-        for path in under {
-            self.keep_previous(&path);
-        }
+        let (under, elsewhere) = std::mem::take(self.previous)
+            .into_iter()
+            .partition(|(path, _)| path.starts_with(dir));
+        *self.previous = elsewhere;
+        self.next.extend::<HashMap<_, _>>(under);
     }
 
     fn issue(&mut self, error: Error) {

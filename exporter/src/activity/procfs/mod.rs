@@ -8,7 +8,7 @@ pub mod pods;
 mod processes;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use crate::issue::{Input, IssueKind};
@@ -29,9 +29,6 @@ pub enum Error {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot parse {path}: {reason}")]
     Parse { path: PathBuf, reason: &'static str },
-    /// From the pure parsers, which do not know the path; readers wrap it into `Parse`.
-    #[error("malformed content: {reason}")]
-    Format { reason: &'static str },
     #[error(transparent)]
     Owner(#[from] OwnerError),
 }
@@ -42,18 +39,8 @@ impl Error {
         match self {
             Error::Read { source, .. } if process_gone(source) => IssueKind::Vanished,
             Error::Read { source, .. } => IssueKind::of_io(source),
-            Error::Parse { .. } | Error::Format { .. } => IssueKind::Parse,
+            Error::Parse { .. } => IssueKind::Parse,
             Error::Owner(error) => error.kind(),
-        }
-    }
-
-    fn at(self, path: &Path) -> Error {
-        match self {
-            Error::Format { reason } => Error::Parse {
-                path: path.to_path_buf(),
-                reason,
-            },
-            other => other,
         }
     }
 }

@@ -5,20 +5,20 @@
 
 use std::path::Path;
 
-use super::processes::ProcessTable;
-use super::{ticks_to_nanos, INPUT};
+use super::processes::ProcessScanner;
+use super::INPUT;
 use crate::activity::{ActivitySample, ActivitySource, PodTimes};
 
 /// Pod activity from a /proc walk.
 #[derive(Debug)]
 pub struct ProcfsPods {
-    processes: ProcessTable,
+    processes: ProcessScanner,
 }
 
 impl ProcfsPods {
     pub fn new(procfs_root: &Path) -> ProcfsPods {
         ProcfsPods {
-            processes: ProcessTable::new(procfs_root),
+            processes: ProcessScanner::new(procfs_root),
         }
     }
 }
@@ -31,8 +31,8 @@ impl ActivitySource for ProcfsPods {
     fn sample(&mut self) -> ActivitySample {
         let (processes, issues) = self.processes.walk();
         let mut pods = PodTimes::default();
-        for process in processes {
-            pods.add(process.owner, ticks_to_nanos(process.ticks));
+        for (process, owner) in processes {
+            pods.add(owner, process.cpu_time);
         }
         ActivitySample {
             pods: pods.into_pods().filter(|p| p.cpu_time.0 > 0).collect(),
@@ -44,6 +44,7 @@ impl ActivitySource for ProcfsPods {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activity::procfs::ticks_to_nanos;
     use crate::issue::{Input, IssueKind};
     use crate::units::CpuNanos;
     use std::fs;

@@ -1,6 +1,6 @@
-//! Per-process CPU time from a walk of `<procfs>/<pid>/`: `ProcessTable` keeps each process's ticks,
-//! start time and cgroup owner (resolved once per process) between walks; `ProcessScanner` turns a
-//! walk into process metrics. It never decides pod attribution (see `pods`).
+//! Per-process CPU time from a walk of `<procfs>/<pid>/`: `ProcessScanner` keeps each process's ticks,
+//! start time and cgroup owner (resolved once per process) between walks, for process metrics and
+//! for `pods`. It never decides pod attribution itself.
 
 use std::collections::HashMap;
 use std::fs;
@@ -13,7 +13,7 @@ use crate::activity::ProcessActivity;
 use crate::issue::{IssueKind, SourceIssue};
 use crate::resource::cgroup_path::CgroupOwner;
 use crate::resource::process_owner::owner_of;
-use crate::units::Pid;
+use crate::units::{CpuNanos, Pid};
 
 /// The fields of `/proc/<pid>/stat` this module uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,32 +27,22 @@ pub struct PidStat {
 
 /// Parses `/proc/<pid>/stat`. `comm` may hold spaces and parentheses, so fields are counted after
 /// the LAST `)`.
-pub fn parse_pid_stat(content: &str) -> Result<PidStat> {
-    let open = content.find('(').ok_or(Error::Format {
-        reason: "no '(' before comm",
-    })?;
-    let close = content.rfind(')').ok_or(Error::Format {
-        reason: "no ')' after comm",
-    })?;
+pub fn parse_pid_stat(content: &str) -> Result<PidStat, &'static str> {
+    let open = content.find('(').ok_or("no '(' before comm")?;
+    let close = content.rfind(')').ok_or("no ')' after comm")?;
     let comm = content
         .get(open + 1..close)
-        .ok_or(Error::Format {
-            reason: "')' before '('",
-        })?
+        .ok_or("')' before '('")?
         .to_owned();
     let rest = content.get(close + 1..).unwrap_or("");
     // rest starts at field 3 (state): field N is rest[N - 3].
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let field = |n: usize| -> Result<u64> {
+    let field = |n: usize| -> Result<u64, &'static str> {
         fields
             .get(n - 3)
-            .ok_or(Error::Format {
-                reason: "stat line too short",
-            })?
+            .ok_or("stat line too short")?
             .parse::<u64>()
-            .map_err(|_| Error::Format {
-                reason: "non-numeric stat field",
-            })
+            .map_err(|_| "non-numeric stat field")
     };
     let utime = field(14)?;
     let stime = field(15)?;
@@ -71,35 +61,26 @@ struct KnownProcess {
     owner: CgroupOwner,
 }
 
-/// One process's CPU time since the previous walk.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct ProcessDelta {
-    pub(super) pid: Pid,
-    pub(super) comm: String,
-    pub(super) owner: CgroupOwner,
-    pub(super) ticks: u64,
-}
-
-/// The processes of `<procfs_root>` as of the last walk.
+/// Per-process CPU time between walks of `<procfs_root>`, with the processes as of the last walk.
 #[derive(Debug)]
-pub(super) struct ProcessTable {
+pub struct ProcessScanner {
     root: PathBuf,
     known: HashMap<u32, KnownProcess>,
     baseline_taken: bool,
 }
 
-impl ProcessTable {
-    pub(super) fn new(procfs_root: &Path) -> ProcessTable {
-        ProcessTable {
+impl ProcessScanner {
+    pub fn new(procfs_root: &Path) -> ProcessScanner {
+        ProcessScanner {
             root: procfs_root.to_path_buf(),
             known: HashMap::new(),
             baseline_taken: false,
         }
     }
 
-    /// Every process with its CPU ticks since the previous walk (nothing on the first walk, which
-    /// sets the baseline). A process not seen before, or a reused pid, gets its whole CPU time.
-    pub(super) fn walk(&mut self) -> (Vec<ProcessDelta>, Vec<SourceIssue>) {
+    /// Every process with its CPU time since the previous walk and its owner (nothing on the first
+    /// walk, which sets the baseline). A process not seen before, or a reused pid, gets its whole time.
+    pub(super) fn walk(&mut self) -> (Vec<(ProcessActivity, CgroupOwner)>, Vec<SourceIssue>) {
         let mut issues = Vec::new();
         let entries = match fs::read_dir(&self.root) {
             Ok(entries) => entries,
@@ -125,14 +106,9 @@ impl ProcessTable {
                 continue;
             };
             match self.read_process(pid, &entry.path()) {
-                Ok((comm, process, ticks)) => {
+                Ok((activity, process)) => {
                     if report {
-                        deltas.push(ProcessDelta {
-                            pid: Pid(pid),
-                            comm,
-                            owner: process.owner.clone(),
-                            ticks,
-                        });
+                        deltas.push((activity, process.owner.clone()));
                     }
                     next.insert(pid, process);
                 }
@@ -151,18 +127,21 @@ impl ProcessTable {
         // Exited processes are not in `next`: their state is forgotten.
         self.known = next;
         self.baseline_taken = true;
-        deltas.sort_by_key(|p| p.pid);
+        deltas.sort_by_key(|(p, _)| p.pid);
         (deltas, issues)
     }
 
-    /// Reads one process; returns its comm, its new state and its CPU ticks since the previous walk.
-    fn read_process(&self, pid: u32, dir: &Path) -> Result<(String, KnownProcess, u64)> {
+    /// Reads one process: its CPU time since the previous walk, and its new state.
+    fn read_process(&self, pid: u32, dir: &Path) -> Result<(ProcessActivity, KnownProcess)> {
         let stat_path = dir.join("stat");
         let content = fs::read_to_string(&stat_path).map_err(|source| Error::Read {
             path: stat_path.clone(),
             source,
         })?;
-        let stat = parse_pid_stat(&content).map_err(|e| e.at(&stat_path))?;
+        let stat = parse_pid_stat(&content).map_err(|reason| Error::Parse {
+            path: stat_path.clone(),
+            reason,
+        })?;
         let (owner, ticks) = match self.known.get(&pid) {
             Some(known) if known.start_time == stat.start_time => (
                 known.owner.clone(),
@@ -176,7 +155,15 @@ impl ProcessTable {
             cpu_ticks: stat.cpu_ticks,
             owner,
         };
-        Ok((stat.comm, process, ticks))
+        let container = process.owner.container().cloned();
+        let (pid, comm, cpu_time) = (Pid(pid), stat.comm, ticks_to_nanos(ticks));
+        let activity = ProcessActivity {
+            pid,
+            comm,
+            container,
+            cpu_time,
+        };
+        Ok((activity, process))
     }
 
     /// A process gone in the meantime is an error (it is skipped); a cgroup file that cannot be read
@@ -191,35 +178,15 @@ impl ProcessTable {
             }
         }
     }
-}
-
-/// Per-process CPU time between samples (process metrics).
-#[derive(Debug)]
-pub struct ProcessScanner {
-    table: ProcessTable,
-}
-
-impl ProcessScanner {
-    pub fn new(procfs_root: &Path) -> ProcessScanner {
-        ProcessScanner {
-            table: ProcessTable::new(procfs_root),
-        }
-    }
 
     /// Processes that used CPU since the previous sample (nothing on the first call, which sets the
     /// baseline). A process not seen before gets its whole CPU time; zero deltas are left out.
     pub fn sample(&mut self) -> (Vec<ProcessActivity>, Vec<SourceIssue>) {
-        let (deltas, issues) = self.table.walk();
-        let activity = deltas
+        let (deltas, issues) = self.walk();
+        let busy = deltas
             .into_iter()
-            .filter(|p| p.ticks > 0)
-            .map(|p| ProcessActivity {
-                pid: p.pid,
-                container: p.owner.container().cloned(),
-                comm: p.comm,
-                cpu_time: ticks_to_nanos(p.ticks),
-            })
-            .collect();
+            .filter(|(p, _)| p.cpu_time > CpuNanos::ZERO);
+        let activity = busy.map(|(p, _)| p).collect();
         (activity, issues)
     }
 }
@@ -258,11 +225,7 @@ mod tests {
             "1 (x) S 1 2 3",
             "1 (x) S 1 1 1 0 -1 0 0 0 0 0 a 3 0 0 20 0 1 0 5",
         ] {
-            assert_eq!(
-                parse_pid_stat(bad).unwrap_err().kind(),
-                IssueKind::Parse,
-                "{bad:?}"
-            );
+            assert!(parse_pid_stat(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -332,10 +295,7 @@ mod tests {
             "a new pid gets its whole time"
         );
         assert_eq!(second[1].container, Some(ContainerId::parse(CID).unwrap()));
-        assert!(
-            !scanner.table.known.contains_key(&1),
-            "exited pids are forgotten"
-        );
+        assert!(!scanner.known.contains_key(&1), "exited pids are forgotten");
 
         // pid 43 is reused by a new process (different start time): whole time, cgroup re-read.
         write_proc(root, 43, "reused", (4, 0), 5000, &in_pod());
