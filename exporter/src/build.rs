@@ -5,8 +5,8 @@
 
 use crate::activity::cgroup::CgroupActivity;
 use crate::activity::ebpf::{self, EbpfActivity};
+use crate::activity::procfs::pods::ProcfsPods;
 use crate::activity::procfs::{logical_cpus, NodeCpuReader, ProcessScanner};
-use crate::activity::procfs_pods::ProcfsPods;
 use crate::activity::{ActivitySample, ActivitySource};
 use crate::config::{
     Config, CpuCountersChoice, CpuSourceChoice, EnergySourceChoice, GpuChoice, HostRoots,

@@ -483,7 +483,7 @@ mod tests {
         let procfs = tempfile::tempdir().unwrap();
         let stat = procfs.path().join("stat");
         std::fs::write(&stat, "cpu  100 0 100 800 0 0 0 0 0 0\n").unwrap();
-        let activity = crate::activity::procfs_pods::ProcfsPods::new(procfs.path());
+        let activity = crate::activity::procfs::pods::ProcfsPods::new(procfs.path());
         let (mut m, t0) = scripted_monitor(procfs.path(), Box::new(activity));
         let procfs_health = |s: &Snapshot| -> Vec<bool> {
             s.health

@@ -1,14 +1,19 @@
 //! CPU activity per consumer per interval: who used the CPU, as deltas since the previous tick.
 //! Implementations: `ebpf` (per-process on-CPU time from the kernel, default where it loads), `cgroup`
-//! (cgroup v1/v2 counters), `procfs` (node totals, per-process time), `procfs_pods` (pods from a /proc
+//! (cgroup v1/v2 counters), `procfs` (node totals, per-process time, and `procfs::pods`: pods from a /proc
 //! walk, the last resort). They read counters only; they never see energy.
 
 pub mod cgroup;
 pub mod ebpf;
 pub mod procfs;
-pub mod procfs_pods;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
 
 use crate::issue::SourceIssue;
+use crate::resource::cgroup_path::CgroupOwner;
 use crate::units::{ContainerId, CpuNanos, Pid, PodUid};
 
 /// CPU time of one container over one interval.
@@ -25,6 +30,40 @@ pub struct PodActivity {
     pub uid: PodUid,
     pub cpu_time: CpuNanos,
     pub containers: Vec<ContainerActivity>,
+}
+
+/// CPU time summed per pod and container from per-process (or per-cgroup) times and their owners:
+/// how the sources that see processes (eBPF, the /proc walk) build their `PodActivity`.
+#[derive(Debug, Default)]
+pub struct PodTimes(BTreeMap<PodUid, (CpuNanos, BTreeMap<ContainerId, CpuNanos>)>);
+
+impl PodTimes {
+    /// Adds `time` to its owner's pod and container; anything outside a pod counts toward none.
+    pub fn add(&mut self, owner: CgroupOwner, time: CpuNanos) {
+        match owner {
+            CgroupOwner::Container { pod, container } => {
+                let entry = self.0.entry(pod).or_default();
+                entry.0 += time;
+                *entry.1.entry(container).or_default() += time;
+            }
+            CgroupOwner::PodLevel { pod } => self.0.entry(pod).or_default().0 += time,
+            CgroupOwner::OtherContainer { .. } | CgroupOwner::System => {}
+        }
+    }
+
+    /// The pods in UID order, containers in ID order.
+    pub fn into_pods(self) -> impl Iterator<Item = PodActivity> {
+        self.0
+            .into_iter()
+            .map(|(uid, (cpu_time, containers))| PodActivity {
+                uid,
+                cpu_time,
+                containers: containers
+                    .into_iter()
+                    .map(|(id, cpu_time)| ContainerActivity { id, cpu_time })
+                    .collect(),
+            })
+    }
 }
 
 /// Per-pod activity for one interval. A consumer seen for the first time after the first scan gets its
@@ -84,4 +123,59 @@ pub struct ProcessActivity {
     pub comm: String,
     pub container: Option<ContainerId>,
     pub cpu_time: CpuNanos,
+}
+
+/// `pread`s a small kernel file from offset 0 into `buf` (kernfs and procfs regenerate a file's
+/// content on a read at offset 0, so a file kept open is re-read without a path lookup): to its end,
+/// or to the end of its first line with `first_line`. A file over 1 MiB is an error.
+pub(crate) fn pread_from_start(file: &File, buf: &mut Vec<u8>, first_line: bool) -> io::Result<()> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match file.read_at(&mut chunk, buf.len() as u64) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            read => read?,
+        };
+        let new_bytes = chunk.get(..n).unwrap_or_default();
+        buf.extend_from_slice(new_bytes);
+        if n == 0 || (first_line && new_bytes.contains(&b'\n')) {
+            return Ok(());
+        }
+        if buf.len() > 1 << 20 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "file over 1 MiB",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pread_from_start_reads_whole_files_first_lines_and_refuses_huge_ones() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let path = tmp.path().join("counter");
+        let long_line = "7".repeat(10_000);
+        std::fs::write(&path, format!("{long_line}\nsecond\n")).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut buf = b"stale".to_vec();
+        pread_from_start(&file, &mut buf, false).unwrap();
+        assert_eq!(buf, format!("{long_line}\nsecond\n").as_bytes());
+        pread_from_start(&file, &mut buf, true).unwrap();
+        assert!(buf.starts_with(format!("{long_line}\n").as_bytes()));
+        assert!(
+            buf.len() < 10_000 + 4096,
+            "stops in the chunk holding the newline"
+        );
+        // Rewritten in place (kernfs regenerates): the same open file sees the new content.
+        std::fs::write(&path, "42\n").unwrap();
+        pread_from_start(&file, &mut buf, false).unwrap();
+        assert_eq!(buf, b"42\n");
+        std::fs::write(&path, vec![b'x'; (1 << 20) + 5000]).unwrap();
+        let err = pread_from_start(&file, &mut buf, true).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
 }

@@ -16,8 +16,9 @@ pub mod scripted;
 use crate::config::GpuChoice;
 use crate::idle::{IdleEstimator, Scope};
 use crate::issue::{Input, IssueKind, SourceIssue};
-use crate::resource::cgroup_path::{parse_proc_cgroup, CgroupOwner};
+use crate::resource::cgroup_path::CgroupOwner;
 use crate::resource::pods::PodMetadata;
+use crate::resource::process_owner::owner_of;
 use crate::units::{Joules, Pid, PodUid};
 use attribution::{attribute_gpu, consumers, Assignment, DeviceInput};
 use device::DeviceSampler;
@@ -236,17 +237,12 @@ impl GpuMonitor {
             if owners.contains_key(&pid) {
                 continue;
             }
-            let path = self.procfs.join(pid.0.to_string()).join("cgroup");
-            match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    owners.insert(pid, parse_proc_cgroup(&text));
+            match owner_of(&self.procfs, pid) {
+                Ok(owner) => {
+                    owners.insert(pid, owner);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => issues.push(SourceIssue::new(
-                    Input::Gpu,
-                    IssueKind::of_io(&e),
-                    format!("{}: {e}", path.display()),
-                )),
+                Err(e) if e.kind() == IssueKind::Vanished => {}
+                Err(e) => issues.push(SourceIssue::new(Input::Gpu, e.kind(), e.to_string())),
             }
         }
         (owners, issues)

@@ -7,16 +7,15 @@ pub mod counters;
 pub mod program;
 pub mod resolve;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 
-use super::cgroup::{parse_mountinfo, rebase_mount_point, CgroupActivity, CgroupVersion};
-use super::{ActivitySample, ActivitySource, ContainerActivity, PodActivity, SourceStats};
+use super::cgroup::{mounts::CgroupMounts, CgroupActivity};
+use super::{ActivitySample, ActivitySource, PodActivity, PodTimes, SourceStats};
 use crate::config::{CpuCountersChoice, HostRoots};
 use crate::issue::{Input, IssueKind, SourceIssue};
-use crate::resource::cgroup_path::CgroupOwner;
-use crate::units::{ContainerId, CpuNanos, PodUid};
+use crate::units::{CpuNanos, PodUid};
 use counters::{CounterKind, Counters};
 use program::{Drained, LoadedProgram, TaskSlice};
 use resolve::{Resolver, TaskCgroup};
@@ -327,40 +326,22 @@ pub fn aggregate(resolver: &mut Resolver, drained: &Drained, by_cycles: bool) ->
     };
     let ids: Vec<u64> = by_cgroup.keys().copied().collect();
     resolver.begin_drain(&ids);
-    let mut pods: BTreeMap<PodUid, (CpuNanos, BTreeMap<ContainerId, CpuNanos>)> = BTreeMap::new();
-    let mut add = |owner: CgroupOwner, time: CpuNanos| match owner {
-        CgroupOwner::Container { pod, container } => {
-            let entry = pods.entry(pod).or_default();
-            entry.0 += time;
-            *entry.1.entry(container).or_default() += time;
-        }
-        CgroupOwner::PodLevel { pod } => pods.entry(pod).or_default().0 += time,
-        CgroupOwner::OtherContainer { .. } | CgroupOwner::System => {}
-    };
+    let mut pods = PodTimes::default();
     if resolver.resolves_by_cgroup_id() {
         for sum in by_cgroup.values() {
             let task = task_cgroup(&drained.tasks[sum.first], drained);
             let owner = resolver.resolve_entries(&task, sum.entries);
-            add(owner, weigh(sum.on_cpu_ns, sum.cycles));
+            pods.add(owner, weigh(sum.on_cpu_ns, sum.cycles));
         }
     } else {
         // cgroup v1 or hybrid: the owner may come from each process's /proc/<pid>/cgroup.
         for task in &drained.tasks {
             let owner = resolver.resolve(&task_cgroup(task, drained));
-            add(owner, weigh(task.on_cpu_ns, task.cycles));
+            pods.add(owner, weigh(task.on_cpu_ns, task.cycles));
         }
     }
     resolver.end_drain(&drained.exited);
-    pods.into_iter()
-        .map(|(uid, (cpu_time, containers))| PodActivity {
-            uid,
-            cpu_time,
-            containers: containers
-                .into_iter()
-                .map(|(id, cpu_time)| ContainerActivity { id, cpu_time })
-                .collect(),
-        })
-        .collect()
+    pods.into_pods().collect()
 }
 
 /// One cgroup's entries in a drain.
@@ -412,16 +393,13 @@ fn task_cgroup(task: &TaskSlice, drained: &Drained) -> TaskCgroup {
     }
 }
 
-/// The cgroup v2 mount, rebased under the sysfs root, from `<procfs>/1/mountinfo` (else `self`).
+/// The cgroup v2 mount, rebased under the sysfs root, by the cgroup source's mountinfo rule.
 fn v2_root(roots: &HostRoots) -> Option<PathBuf> {
-    let content = ["1", "self"]
-        .iter()
-        .find_map(|pid| std::fs::read_to_string(roots.procfs.join(pid).join("mountinfo")).ok())?;
-    parse_mountinfo(&content)
-        .into_iter()
-        .find(|m| m.version == CgroupVersion::V2)
-        .map(|m| rebase_mount_point(&m.mount_point, &roots.sysfs))
-        .filter(|root| root.is_dir())
+    let root = CgroupMounts::read(&roots.procfs)
+        .ok()?
+        .v2()?
+        .rebased(&roots.sysfs);
+    root.is_dir().then_some(root)
 }
 
 impl ActivitySource for EbpfActivity {
@@ -477,6 +455,8 @@ impl ActivitySource for EbpfActivity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activity::ContainerActivity;
+    use crate::units::ContainerId;
     use std::collections::HashSet;
     use std::fs;
     use std::os::unix::fs::MetadataExt;

@@ -9,7 +9,9 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::resource::cgroup_path::{classify, parse_proc_cgroup, CgroupOwner};
+use crate::resource::cgroup_path::{classify, CgroupOwner};
+use crate::resource::process_owner::owner_of;
+use crate::units::Pid;
 
 /// Most cgroup directories the v2 walk records; a walk stops there.
 pub const MAX_CGROUPS: usize = 65_536;
@@ -140,11 +142,9 @@ impl Resolver {
             self.stats.unresolved += u64::from(v2 == CgroupOwner::System);
             return v2;
         }
-        let path = self.procfs.join(task.tgid.to_string()).join("cgroup");
         self.stats.proc_reads += 1;
-        match fs::read_to_string(&path) {
-            Ok(content) => {
-                let owner = parse_proc_cgroup(&content);
+        match owner_of(&self.procfs, Pid(task.tgid)) {
+            Ok(owner) => {
                 if self.procs.len() < MAX_PROC_CACHE {
                     self.procs
                         .insert((task.tgid, task.cgroup_id), (owner.clone(), self.drain));
