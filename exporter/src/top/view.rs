@@ -34,10 +34,15 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Some(r) => node_summary(r),
         None => vec!["waiting for the first reading...".to_string()],
     };
+    // An error gets two lines (wrapped), so its message is whole on a narrow terminal.
+    let status_height = match app.status {
+        Status::Failed { .. } => 2,
+        _ => 1,
+    };
     let [title, header, status, sparks, body, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(summary.len().clamp(1, 3) as u16),
-        Constraint::Length(1),
+        Constraint::Length(status_height),
         Constraint::Length(4),
         Constraint::Min(3),
         Constraint::Length(1),
@@ -48,7 +53,10 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Paragraph::new(summary.into_iter().map(Line::from).collect::<Vec<_>>()),
         header,
     );
-    frame.render_widget(status_line(app), status);
+    frame.render_widget(
+        Paragraph::new(status_line(app)).wrap(Wrap { trim: true }),
+        status,
+    );
     draw_sparklines(frame, app, sparks);
     draw_table(frame, app, body);
     frame.render_widget(footer_line(app), footer);
@@ -178,7 +186,7 @@ fn status_line(app: &App) -> Line<'static> {
             };
             Line::from(Span::styled(
                 format!(
-                    "error ({attempts} failed, retrying every {}s{kept}): {message}",
+                    "error: {message} ({attempts} failed, retrying every {}s{kept})",
                     app.refresh_seconds
                 ),
                 Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
@@ -436,9 +444,15 @@ mod tests {
             Err("cannot connect to 127.0.0.1:1: connection refused".into()),
             1.0,
         );
-        let text = screen(&app, 100, 16);
-        assert!(text.contains("cannot connect to 127.0.0.1:1"), "{text}");
-        assert!(text.contains("showing the last good reading"));
+        // At 80 columns the message is whole and the rest wraps onto a second line.
+        let text = screen(&app, 80, 24);
+        assert!(
+            text.contains("error: cannot connect to 127.0.0.1:1: connection refused"),
+            "{text}"
+        );
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("showing the last good reading"), "{text}");
+        assert!(text.contains("jupyter-alice"), "the last rows stay: {text}");
         let tiny = screen(&app, 20, 5);
         assert!(tiny.contains("terminal too"), "{tiny}");
         for (w, h) in [(1, 1), (0, 0), (59, 14), (60, 13), (60, 14), (300, 100)] {
