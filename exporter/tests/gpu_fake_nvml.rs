@@ -8,10 +8,10 @@
 mod common;
 
 use common::cgroups::*;
+use common::fake_nvml::FakeNvml;
 use common::*;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const UUID0: &str = "GPU-11111111-2222-4333-8444-555555555555";
@@ -25,62 +25,7 @@ const IDLE_W: f64 = 50.0;
 /// The pod tests share the kubepods cgroups they create and remove: one at a time.
 static CGROUPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The fake library, built for one test, and its script.
-struct FakeNvml {
-    dir: tempfile::TempDir,
-    lib: PathBuf,
-}
-
 impl FakeNvml {
-    /// Build the library with scripts/fake-nvml.sh, or skip (failing under
-    /// `KEPLER_RS_REQUIRE_PRIVILEGED=1`) where there is no C compiler.
-    fn build(test: &str) -> Option<FakeNvml> {
-        let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fake-nvml.sh");
-        let lib = dir.path().join("lib");
-        let out = match Command::new(&script).arg(&lib).output() {
-            Ok(out) => out,
-            Err(e) => panic!("{}: {e}", script.display()),
-        };
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr).to_string();
-            if Command::new(std::env::var("CC").unwrap_or_else(|_| "gcc".into()))
-                .arg("--version")
-                .stdout(Stdio::null())
-                .status()
-                .is_err()
-            {
-                skip(
-                    test,
-                    "no C compiler (gcc) to build the fake libnvidia-ml.so.1",
-                );
-                return None;
-            }
-            panic!("scripts/fake-nvml.sh failed:\n{err}");
-        }
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            lib.to_str().unwrap()
-        );
-        assert!(lib.join("libnvidia-ml.so.1").exists());
-        Some(FakeNvml { dir, lib })
-    }
-
-    fn script(&self) -> PathBuf {
-        self.dir.path().join("script")
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("calls.log")
-    }
-
-    /// Replace the script atomically (the library re-reads it on every call).
-    fn set(&self, text: &str) {
-        let tmp = self.dir.path().join("script.tmp");
-        fs::write(&tmp, text).unwrap();
-        fs::rename(&tmp, self.script()).unwrap();
-    }
-
     /// `kepler-rs run --gpu nvml` against this library, ticking every 500 ms, with a configured GPU
     /// idle of `IDLE_W`.
     fn start(&self, args: &[&str]) -> Exporter {
@@ -93,17 +38,8 @@ impl FakeNvml {
     /// `kepler-rs run --gpu nvml` against this library, ticking every 500 ms; GPU idle is learned
     /// unless `args` configures it.
     fn start_learning(&self, args: &[&str]) -> Exporter {
-        let library_path = match std::env::var("LD_LIBRARY_PATH") {
-            Ok(old) if !old.is_empty() => format!("{}:{old}", self.lib.display()),
-            _ => self.lib.display().to_string(),
-        };
-        let script = self.script();
-        let log = self.log();
-        let env = [
-            ("LD_LIBRARY_PATH", library_path.as_str()),
-            ("FAKE_NVML_SCRIPT", script.to_str().unwrap()),
-            ("FAKE_NVML_LOG", log.to_str().unwrap()),
-        ];
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut all = vec![
             "--gpu",
             "nvml",

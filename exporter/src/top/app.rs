@@ -215,7 +215,7 @@ impl App {
                 self.sort.descending = !self.sort.descending;
                 self.rebuild();
             }
-            KeyCode::Char(d @ '1'..='6') => {
+            KeyCode::Char(d @ '1'..='8') => {
                 let i = (d as usize) - ('1' as usize);
                 self.set_sort(Column::ALL[i]);
             }

@@ -4,6 +4,8 @@
 
 pub mod app;
 pub mod batch;
+pub mod gpu;
+pub mod gpu_rows;
 pub mod model;
 pub mod source;
 pub mod table;

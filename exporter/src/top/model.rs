@@ -1,7 +1,9 @@
-//! Turns parsed samples into a `Reading`: nodes (zones, sources, idle/active) and consumers
-//! (pods, containers, processes) with the node-total rule applied, plus `RateTracker`, which
-//! computes watts between two readings from the energy counters (resets handled). No I/O.
+//! Turns parsed samples into a `Reading`: nodes (zones, sources, idle/active), GPUs (`top::gpu`) and
+//! consumers (pods, containers, processes; CPU and GPU apart) with the node-total rule applied, plus
+//! `RateTracker`, which computes watts between two readings from the energy counters (resets
+//! handled). No I/O.
 
+use super::gpu::{GpuBuilder, GpuDevice, GpuPart, GpuUse};
 use crate::catalog::{
     self, counts_toward_node_total as counts_zone, Measure, Part, Resource, Scope,
 };
@@ -45,8 +47,10 @@ pub struct Node {
     /// Unix time of the exporter's snapshot; the clock of the rates.
     pub tick_seconds: Option<f64>,
     pub zones: BTreeMap<String, ZoneFigures>,
-    /// Watts of the node total: the rate between two readings where known, else the gauge.
-    pub total_watts: f64,
+    /// Watts of the node's CPU total: the rate between two readings where known, else the gauge.
+    pub cpu_watts: f64,
+    /// Watts of the node's GPUs together (0 without GPU series), rates where known.
+    pub gpu_watts: f64,
 }
 
 impl Node {
@@ -64,6 +68,12 @@ impl Node {
             .sum()
     }
 
+    /// CPU and GPU power together.
+    pub fn total_watts(&self) -> f64 {
+        self.cpu_watts + self.gpu_watts
+    }
+
+    /// CPU energy since the exporter started (the node-total rule).
     pub fn total_joules(&self) -> f64 {
         self.sum(|z| z.joules)
     }
@@ -81,7 +91,8 @@ impl Node {
     }
 }
 
-/// A pod, container or process on one node, summed over the node's counted zones.
+/// A pod, container or process on one node: CPU summed over the node's counted zones, GPU over
+/// its devices (and MIG instances).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Consumer {
     pub node: String,
@@ -94,10 +105,25 @@ pub struct Consumer {
     /// The pod's name (or UID) for containers and processes.
     pub pod: String,
     pub hub_user: String,
-    pub joules: f64,
-    pub gauge_watts: f64,
+    pub cpu_joules: f64,
+    pub cpu_gauge_watts: f64,
     /// The rate between two readings where known, else the gauge.
-    pub watts: f64,
+    pub cpu_watts: f64,
+    pub gpu_joules: f64,
+    pub gpu_gauge_watts: f64,
+    /// The rate between two readings where known, else the gauge.
+    pub gpu_watts: f64,
+}
+
+impl Consumer {
+    /// CPU and GPU power together.
+    pub fn watts(&self) -> f64 {
+        self.cpu_watts + self.gpu_watts
+    }
+
+    pub fn joules(&self) -> f64 {
+        self.cpu_joules + self.gpu_joules
+    }
 }
 
 /// Everything one fetch saw.
@@ -107,6 +133,10 @@ pub struct Reading {
     pub pods: Vec<Consumer>,
     pub containers: Vec<Consumer>,
     pub processes: Vec<Consumer>,
+    /// Every GPU of every node, by node and index.
+    pub gpus: Vec<GpuDevice>,
+    /// Each pod's use of each GPU or MIG instance.
+    pub gpu_uses: Vec<GpuUse>,
     /// True when the source exposed any GPU family of the catalog.
     pub has_gpu_series: bool,
 }
@@ -120,12 +150,31 @@ impl Reading {
         }
     }
 
+    /// All nodes' CPU and GPU power.
     pub fn total_watts(&self) -> f64 {
-        self.nodes.values().map(|n| n.total_watts).sum()
+        self.nodes.values().map(Node::total_watts).sum()
     }
 
+    /// One node's CPU and GPU power.
     pub fn node_total_watts(&self, node: &str) -> f64 {
-        self.nodes.get(node).map(|n| n.total_watts).unwrap_or(0.0)
+        self.nodes.get(node).map(Node::total_watts).unwrap_or(0.0)
+    }
+
+    /// The GPUs of one node.
+    pub fn node_gpus<'r>(&'r self, node: &'r str) -> impl Iterator<Item = &'r GpuDevice> + 'r {
+        self.gpus.iter().filter(move |g| g.node == node)
+    }
+
+    /// Each node's GPU power: the sum of its devices'.
+    fn sum_gpu_watts(&mut self) {
+        for n in self.nodes.values_mut() {
+            n.gpu_watts = 0.0;
+        }
+        for g in &self.gpus {
+            if let Some(n) = self.nodes.get_mut(&g.node) {
+                n.gpu_watts += g.watts.total;
+            }
+        }
     }
 
     pub fn has_hub_users(&self) -> bool {
@@ -201,6 +250,7 @@ impl Reading {
         let mut index: HashMap<(Family, &str, &str), usize> = HashMap::new();
         let mut info: HashMap<&str, (&str, &str, &str)> = HashMap::new();
         let mut builder = Builders::default();
+        let mut gpus = GpuBuilder::default();
         let mut last_node: (&str, bool) = ("\u{0}", false);
         for s in samples {
             let Some(f) = catalog::find(&s.name) else {
@@ -217,7 +267,9 @@ impl Reading {
                 );
                 continue;
             }
-            if f.resource != Resource::Cpu {
+            if f.resource == Resource::Gpu {
+                gpus.add(f, s);
+            } else if f.resource != Resource::Cpu {
                 continue;
             }
             let family = match f.scope {
@@ -231,12 +283,14 @@ impl Reading {
                 Measure::Watts(_) => false,
                 _ => continue,
             };
+            let is_gpu = f.resource == Resource::Gpu;
             let node = s.label("node_name");
             // Series come grouped by node: look its zones up only when the node changes.
             if last_node.0 != node {
                 last_node = (node, psys.get(node).copied().unwrap_or(false));
             }
-            if !counts_zone(last_node.1, s.label("zone")) {
+            // GPU series have no zone: every device counts (MIG instances are inside their device).
+            if !is_gpu && !counts_zone(last_node.1, s.label("zone")) {
                 continue;
             }
             let id = match family {
@@ -250,10 +304,12 @@ impl Reading {
                 list.len() - 1
             });
             let consumer = &mut list[slot];
-            if is_joules {
-                consumer.joules += finite(s.value);
-            } else {
-                consumer.gauge_watts += finite(s.value);
+            let value = finite(s.value);
+            match (is_gpu, is_joules) {
+                (false, true) => consumer.cpu_joules += value,
+                (false, false) => consumer.cpu_gauge_watts += value,
+                (true, true) => consumer.gpu_joules += value,
+                (true, false) => consumer.gpu_gauge_watts += value,
             }
         }
         for c in builder.pods.iter_mut() {
@@ -281,15 +337,31 @@ impl Reading {
             &mut builder.processes,
         ] {
             for c in list.iter_mut() {
-                c.watts = c.gauge_watts;
+                c.cpu_watts = c.cpu_gauge_watts;
+                c.gpu_watts = c.gpu_gauge_watts;
             }
         }
         for n in reading.nodes.values_mut() {
-            n.total_watts = n.gauge_watts();
+            n.cpu_watts = n.gauge_watts();
         }
         reading.pods = builder.pods;
         reading.containers = builder.containers;
         reading.processes = builder.processes;
+        (reading.gpus, reading.gpu_uses) = gpus.finish();
+        // A node known only from its GPU series still gets a header entry.
+        for g in &reading.gpus {
+            if !reading.nodes.contains_key(&g.node) {
+                let name = g.node.clone();
+                reading.nodes.insert(
+                    name.clone(),
+                    Node {
+                        name,
+                        ..Node::default()
+                    },
+                );
+            }
+        }
+        reading.sum_gpu_watts();
         Ok(reading)
     }
 }
@@ -385,8 +457,34 @@ fn finite(v: f64) -> f64 {
 /// read as 0 W. A counter that went down (exporter restart) falls back to the watts gauge.
 #[derive(Debug, Default)]
 pub struct RateTracker {
-    consumers: HashMap<(Family, String, String), Previous>,
-    nodes: HashMap<String, Previous>,
+    previous: HashMap<Counter, Previous>,
+}
+
+/// One counter `top` turns into watts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Counter {
+    /// A node's CPU total.
+    NodeCpu { node: String },
+    /// A consumer's CPU or GPU energy.
+    Consumer {
+        family: Family,
+        gpu: bool,
+        node: String,
+        id: String,
+    },
+    /// One part of one GPU's energy.
+    Gpu {
+        part: GpuPart,
+        node: String,
+        device: String,
+    },
+    /// A pod's energy on one GPU or MIG instance.
+    GpuUse {
+        node: String,
+        device: String,
+        instance: String,
+        pod_id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -414,45 +512,83 @@ fn rate(previous: Option<Previous>, joules: f64, seconds: f64, gauge: f64) -> Pr
     }
 }
 
+/// The counters of one update: the old rates are read, the new ones kept for the next update.
+struct Step<'t> {
+    old: &'t HashMap<Counter, Previous>,
+    new: HashMap<Counter, Previous>,
+}
+
+impl Step<'_> {
+    fn watts(&mut self, counter: Counter, joules: f64, seconds: f64, gauge: f64) -> f64 {
+        let p = rate(self.old.get(&counter).copied(), joules, seconds, gauge);
+        self.new.insert(counter, p);
+        p.watts
+    }
+}
+
 impl RateTracker {
-    /// Set `watts` on every node and consumer of `reading`. `fetched_seconds` is used where the
-    /// exporter did not say when its snapshot was taken.
+    /// Set `watts` on every node, GPU and consumer of `reading`. `fetched_seconds` is used where
+    /// the exporter did not say when its snapshot was taken.
     pub fn update(&mut self, reading: &mut Reading, fetched_seconds: f64) {
-        let mut nodes = HashMap::with_capacity(reading.nodes.len());
+        let mut step = Step {
+            old: &self.previous,
+            new: HashMap::with_capacity(self.previous.len()),
+        };
         let mut clocks = HashMap::with_capacity(reading.nodes.len());
         for (name, node) in reading.nodes.iter_mut() {
             let seconds = node.tick_seconds.unwrap_or(fetched_seconds);
-            clocks.insert(name.clone(), seconds);
-            let p = rate(
-                self.nodes.get(name).copied(),
-                node.total_joules(),
-                seconds,
-                node.gauge_watts(),
-            );
-            node.total_watts = p.watts;
-            nodes.insert(name.clone(), p);
+            clocks.insert(node.name.clone(), seconds);
+            let counter = Counter::NodeCpu { node: name.clone() };
+            node.cpu_watts = step.watts(counter, node.total_joules(), seconds, node.gauge_watts());
         }
-        self.nodes = nodes;
-        let mut consumers = HashMap::with_capacity(self.consumers.len());
+        let clock = |node: &str| clocks.get(node).copied().unwrap_or(fetched_seconds);
         for (family, list) in [
             (Family::Pod, &mut reading.pods),
             (Family::Container, &mut reading.containers),
             (Family::Process, &mut reading.processes),
         ] {
             for c in list.iter_mut() {
-                let seconds = clocks.get(&c.node).copied().unwrap_or(fetched_seconds);
-                let key = (family, c.node.clone(), c.id.clone());
-                let p = rate(
-                    self.consumers.get(&key).copied(),
-                    c.joules,
-                    seconds,
-                    c.gauge_watts,
-                );
-                c.watts = p.watts;
-                consumers.insert(key, p);
+                let seconds = clock(&c.node);
+                let counter = |gpu| Counter::Consumer {
+                    family,
+                    gpu,
+                    node: c.node.clone(),
+                    id: c.id.clone(),
+                };
+                c.cpu_watts = step.watts(counter(false), c.cpu_joules, seconds, c.cpu_gauge_watts);
+                if c.gpu_joules > 0.0 || c.gpu_gauge_watts > 0.0 {
+                    c.gpu_watts =
+                        step.watts(counter(true), c.gpu_joules, seconds, c.gpu_gauge_watts);
+                }
             }
         }
-        self.consumers = consumers;
+        for g in reading.gpus.iter_mut() {
+            let seconds = clock(&g.node);
+            for part in GpuPart::ALL {
+                let counter = Counter::Gpu {
+                    part,
+                    node: g.node.clone(),
+                    device: g.id.clone(),
+                };
+                *g.watts.get_mut(part) = step.watts(
+                    counter,
+                    g.joules.get(part),
+                    seconds,
+                    g.gauge_watts.get(part),
+                );
+            }
+        }
+        for u in reading.gpu_uses.iter_mut() {
+            let counter = Counter::GpuUse {
+                node: u.node.clone(),
+                device: u.device.clone(),
+                instance: u.instance.clone(),
+                pod_id: u.pod_id.clone(),
+            };
+            u.watts = step.watts(counter, u.joules, clock(&u.node), u.gauge_watts);
+        }
+        self.previous = step.new;
+        reading.sum_gpu_watts();
     }
 }
 
@@ -463,6 +599,7 @@ pub(crate) mod tests {
 
     pub(crate) const TWO_PODS: &str = include_str!("fixtures/exporter_two_pods.prom");
     pub(crate) const HUB_USERS: &str = include_str!("fixtures/hub_users.prom");
+    pub(crate) const GPU_NODE: &str = include_str!("fixtures/gpu_node.prom");
 
     pub(crate) fn reading(text: &str) -> Reading {
         Reading::from_samples(&parse(text).unwrap()).unwrap()
@@ -482,9 +619,9 @@ pub(crate) mod tests {
         );
         let n = &r.nodes["n"];
         assert_eq!(n.total_joules(), 110.0);
-        assert_eq!(n.total_watts, 55.0);
+        assert_eq!(n.total_watts(), 55.0);
         assert_eq!(n.energy_source, "rapl");
-        assert_eq!(r.pods[0].watts, 7.0);
+        assert_eq!(r.pods[0].cpu_watts, 7.0);
         assert_eq!(r.pods[0].name, "u1", "a pod without a name shows its UID");
     }
 
@@ -497,8 +634,8 @@ pub(crate) mod tests {
              kepler_pod_cpu_watts{node_name=\"n\",zone=\"package\",pod_id=\"u1\"} 7\n\
              kepler_pod_cpu_watts{node_name=\"n\",zone=\"psys\",pod_id=\"u1\"} 8\n",
         );
-        assert_eq!(r.nodes["n"].total_watts, 70.0);
-        assert_eq!(r.pods[0].watts, 8.0);
+        assert_eq!(r.nodes["n"].cpu_watts, 70.0);
+        assert_eq!(r.pods[0].cpu_watts, 8.0);
     }
 
     #[test]
@@ -506,13 +643,13 @@ pub(crate) mod tests {
         let r = reading(TWO_PODS);
         assert_eq!(r.nodes.len(), 1);
         let node = r.nodes.values().next().unwrap();
-        assert!(node.total_watts > 0.0);
+        assert!(node.cpu_watts > 0.0);
         assert!(node.tick_seconds.is_some());
         assert_eq!(node.cpu_source, "cgroup");
         assert_eq!(r.pods.len(), 2);
         assert!(r.containers.len() >= 2);
         // Σ pods + system = active (the exporter's identity, per interval).
-        let pods: f64 = r.pods.iter().map(|p| p.watts).sum();
+        let pods: f64 = r.pods.iter().map(|p| p.cpu_watts).sum();
         let active = node.active_watts();
         assert!(
             (pods + node.system_watts() - active).abs() <= 1e-6 * active.max(1.0),
@@ -567,26 +704,151 @@ pub(crate) mod tests {
         let mut rates = RateTracker::default();
         let mut first = pod_reading(100.0, 4.0, 1000.0);
         rates.update(&mut first, 5000.0);
-        assert_eq!(first.pods[0].watts, 4.0, "first sight: the gauge");
-        assert_eq!(first.nodes["n"].total_watts, 99.0);
+        assert_eq!(first.pods[0].cpu_watts, 4.0, "first sight: the gauge");
+        assert_eq!(first.nodes["n"].cpu_watts, 99.0);
 
         let mut second = pod_reading(130.0, 4.0, 1003.0);
         rates.update(&mut second, 5001.0);
-        assert_eq!(second.pods[0].watts, 10.0, "30 J over 3 s of exporter time");
-        assert_eq!(second.nodes["n"].total_watts, 100.0);
+        assert_eq!(
+            second.pods[0].cpu_watts, 10.0,
+            "30 J over 3 s of exporter time"
+        );
+        assert_eq!(second.nodes["n"].cpu_watts, 100.0);
 
         // A refresh that found the same snapshot keeps the last rate (not 0 W).
         let mut same = pod_reading(130.0, 4.0, 1003.0);
         rates.update(&mut same, 5002.0);
-        assert_eq!(same.pods[0].watts, 10.0);
+        assert_eq!(same.pods[0].cpu_watts, 10.0);
 
         // The exporter restarted: counters went down; use its gauge, then rate again.
         let mut reset = pod_reading(2.0, 6.0, 1010.0);
         rates.update(&mut reset, 5010.0);
-        assert_eq!(reset.pods[0].watts, 6.0);
+        assert_eq!(reset.pods[0].cpu_watts, 6.0);
         let mut after = pod_reading(14.0, 6.0, 1012.0);
         rates.update(&mut after, 5012.0);
-        assert_eq!(after.pods[0].watts, 6.0);
-        assert_eq!(after.nodes["n"].total_watts, 60.0);
+        assert_eq!(after.pods[0].cpu_watts, 6.0);
+        assert_eq!(after.nodes["n"].cpu_watts, 60.0);
+    }
+
+    fn gpu<'r>(r: &'r Reading, id: &str) -> &'r GpuDevice {
+        r.gpus.iter().find(|g| g.id == id).unwrap()
+    }
+
+    #[test]
+    fn gpus_their_pods_and_the_node_total() {
+        let r = reading(GPU_NODE);
+        assert!(r.has_gpu_series);
+        let ids: Vec<&str> = r.gpus.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(ids, ["GPU-aaaa", "GPU-bbbb", "GPU-cccc"]);
+        let g0 = gpu(&r, "GPU-aaaa");
+        assert_eq!((g0.index.as_str(), g0.name.as_str()), ("0", "NVIDIA H200"));
+        assert_eq!(g0.method, "energy_counter");
+        assert!(g0.has_device_series);
+        assert_eq!(
+            (g0.watts.total, g0.watts.idle, g0.watts.active),
+            (300.0, 50.0, 250.0)
+        );
+        assert_eq!(g0.joules.idle, 5000.0);
+        // No gauge for unattributed power: active minus the pods' gauges until there is a rate.
+        assert_eq!(g0.watts.unattributed, 0.0);
+        assert_eq!(gpu(&r, "GPU-cccc").watts.unattributed, 0.0);
+        let n = &r.nodes["g1"];
+        assert_eq!(n.cpu_watts, 50.0);
+        assert_eq!(n.gpu_watts, 580.0);
+        assert_eq!(n.total_watts(), 630.0);
+        assert_eq!(r.total_watts(), 630.0);
+        // CPU and GPU apart per pod; a pod seen only on a GPU is listed too.
+        let pod = |id: &str| r.pods.iter().find(|p| p.pod_id == id).unwrap();
+        assert_eq!(
+            (pod("uid-alice").cpu_watts, pod("uid-alice").gpu_watts),
+            (5.0, 187.5)
+        );
+        assert_eq!(pod("uid-alice").watts(), 192.5);
+        assert_eq!(pod("uid-alice").joules(), 19750.0);
+        assert_eq!(
+            (pod("uid-bob").cpu_watts, pod("uid-bob").gpu_watts),
+            (0.0, 62.5)
+        );
+        assert_eq!(pod("uid-bob").name, "batch-bob");
+        assert_eq!(pod("uid-carol").gpu_watts, 120.0);
+        assert_eq!(r.pods.len(), 4);
+        assert_eq!(r.containers[0].gpu_watts, 120.0);
+        // Uses: per device and MIG instance, never the device and its instances twice.
+        let on = |device: &str| -> f64 {
+            r.gpu_uses
+                .iter()
+                .filter(|u| u.device == device)
+                .map(|u| u.watts)
+                .sum()
+        };
+        assert_eq!(on("GPU-aaaa"), 250.0);
+        assert_eq!(on("GPU-bbbb"), 160.0);
+        assert_eq!(on("GPU-cccc"), 0.0);
+        let instances: Vec<&str> = r.gpu_uses.iter().map(|u| u.instance.as_str()).collect();
+        assert_eq!(instances, ["", "", "MIG-big", "MIG-small"]);
+    }
+
+    #[test]
+    fn a_cpu_only_exporter_has_no_gpus() {
+        let r = reading(TWO_PODS);
+        assert!(!r.has_gpu_series && r.gpus.is_empty() && r.gpu_uses.is_empty());
+        let n = r.nodes.values().next().unwrap();
+        assert_eq!(n.gpu_watts, 0.0);
+        assert_eq!(n.total_watts(), n.cpu_watts);
+        assert!(r
+            .pods
+            .iter()
+            .all(|p| p.gpu_watts == 0.0 && p.gpu_joules == 0.0));
+    }
+
+    #[test]
+    fn gpu_series_with_missing_or_unmatched_labels_are_kept_and_marked() {
+        let r = reading(
+            "kepler_node_gpu_watts{node_name=\"n\",gpu=\"0\",gpu_name=\"Old\"} 100\n\
+             kepler_node_gpu_watts{node_name=\"n\",gpu_name=\"Nameless\"} 30\n\
+             kepler_node_gpu_joules_total{node_name=\"n\",gpu=\"0\",gpu_uuid=\"\",gpu_name=\"Old\"} NaN\n\
+             kepler_pod_gpu_watts{node_name=\"n\",pod_id=\"p1\",gpu=\"7\",gpu_uuid=\"GPU-ghost\",gpu_instance=\"MIG-ghost\"} 5\n\
+             kepler_pod_gpu_watts{node_name=\"n\",pod_id=\"p2\",gpu_uuid=\"GPU-ghost\",gpu_instance=\"\"} 2\n\
+             kepler_pod_gpu_joules_total{node_name=\"n\",pod_id=\"\",gpu=\"0\",gpu_instance=\"MIG-x\"} 9\n",
+        );
+        let ids: Vec<&str> = r.gpus.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(ids, ["gpu 0", "GPU-ghost", "(no gpu_uuid)"]);
+        let old = gpu(&r, "gpu 0");
+        assert!(old.has_device_series && old.uuid.is_empty());
+        assert_eq!(old.watts.total, 100.0);
+        assert_eq!(old.joules.total, 0.0, "NaN reads as 0");
+        assert_eq!(old.display_name(), "0: Old");
+        let ghost = gpu(&r, "GPU-ghost");
+        assert!(!ghost.has_device_series);
+        assert_eq!(ghost.index, "7");
+        assert_eq!(ghost.display_name(), "7: GPU-ghost");
+        assert_eq!(gpu(&r, "(no gpu_uuid)").display_name(), "?: Nameless");
+        // Device power comes only from device series: a GPU only pods name adds nothing.
+        assert_eq!(r.nodes["n"].gpu_watts, 130.0);
+        assert_eq!(r.gpu_uses.len(), 3);
+    }
+
+    #[test]
+    fn gpu_rates_come_from_the_counters() {
+        let mut rates = RateTracker::default();
+        let at = |tick: f64, device_j: f64, idle_j: f64, pod_j: f64| {
+            reading(&format!(
+                "kepler_exporter_last_tick_timestamp_seconds{{node_name=\"n\"}} {tick}\n\
+                 kepler_node_gpu_joules_total{{node_name=\"n\",gpu=\"0\",gpu_uuid=\"G\"}} {device_j}\n\
+                 kepler_node_gpu_idle_joules_total{{node_name=\"n\",gpu=\"0\",gpu_uuid=\"G\"}} {idle_j}\n\
+                 kepler_node_gpu_watts{{node_name=\"n\",gpu=\"0\",gpu_uuid=\"G\"}} 1\n\
+                 kepler_pod_gpu_joules_total{{node_name=\"n\",pod_id=\"p\",gpu=\"0\",gpu_uuid=\"G\",gpu_instance=\"\"}} {pod_j}\n"
+            ))
+        };
+        let mut first = at(10.0, 1000.0, 100.0, 500.0);
+        rates.update(&mut first, 0.0);
+        assert_eq!(first.gpus[0].watts.total, 1.0, "first sight: the gauge");
+        let mut second = at(12.0, 1600.0, 200.0, 900.0);
+        rates.update(&mut second, 0.0);
+        assert_eq!(second.gpus[0].watts.total, 300.0);
+        assert_eq!(second.gpus[0].watts.idle, 50.0);
+        assert_eq!(second.gpu_uses[0].watts, 200.0);
+        assert_eq!(second.pods[0].gpu_watts, 200.0);
+        assert_eq!(second.nodes["n"].gpu_watts, 300.0);
     }
 }

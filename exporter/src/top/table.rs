@@ -1,10 +1,11 @@
 //! The table a view shows: rows built from a `Reading` (per pod, namespace, JupyterHub user,
-//! container or process), sorted by any column and filtered by a substring. Pure; shared by the
-//! live screen, `--once` text and JSON.
+//! container or process, with CPU and GPU power apart; the GPU view's rows come from `gpu_rows`),
+//! sorted by any column and filtered by a substring, rows listed under a parent kept under it.
+//! Pure; shared by the live screen, `--once` text and JSON.
 
 use super::model::{Consumer, Family, Reading};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What the table lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
@@ -47,7 +48,7 @@ impl View {
             View::Users => ("HUB USER", "PODS"),
             View::Containers => ("CONTAINER", "POD"),
             View::Processes => ("COMM", "PID"),
-            View::Gpus => ("GPU", "NODE"),
+            View::Gpus => ("GPU / POD", "DETAIL"),
         }
     }
 
@@ -64,22 +65,28 @@ impl View {
 
 /// A sortable column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Column {
     Name,
     Detail,
     Node,
+    /// CPU and GPU power together.
     Watts,
+    CpuWatts,
+    GpuWatts,
     Joules,
     Share,
 }
 
 impl Column {
-    pub const ALL: [Column; 6] = [
+    /// In screen order; keys 1 to 8 sort by them.
+    pub const ALL: [Column; 8] = [
         Column::Name,
         Column::Detail,
         Column::Node,
         Column::Watts,
+        Column::CpuWatts,
+        Column::GpuWatts,
         Column::Joules,
         Column::Share,
     ];
@@ -91,8 +98,32 @@ impl Column {
 
     /// Numbers sort largest first by default, text A to Z.
     pub fn descending_by_default(self) -> bool {
-        matches!(self, Column::Watts | Column::Joules | Column::Share)
+        !matches!(self, Column::Name | Column::Detail | Column::Node)
     }
+
+    /// The column's heading in `view`.
+    pub fn header(self, view: View) -> &'static str {
+        match self {
+            Column::Name => view.headers().0,
+            Column::Detail => view.headers().1,
+            Column::Node => "NODE",
+            Column::Watts => "WATTS",
+            Column::CpuWatts => "CPU W",
+            Column::GpuWatts => "GPU W",
+            Column::Joules => "ENERGY",
+            Column::Share => "SHARE",
+        }
+    }
+}
+
+/// The columns a view shows: CPU and GPU watts apart where the source has GPU series (the GPU view's
+/// rows are all GPU, so it has no split).
+pub fn columns(reading: Option<&Reading>, view: View) -> Vec<Column> {
+    let split = view != View::Gpus && reading.is_some_and(|r| r.has_gpu_series);
+    Column::ALL
+        .into_iter()
+        .filter(|c| split || !matches!(c, Column::CpuWatts | Column::GpuWatts))
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,19 +141,100 @@ impl Default for Sort {
     }
 }
 
+/// What a row of the GPU view is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuRowKind {
+    Device,
+    /// A MIG instance: the pods on it, summed (NVML measures power per device only).
+    MigInstance,
+    Pod,
+    /// The device's idle power.
+    Idle,
+    /// Active power no pod received.
+    Unattributed,
+}
+
+/// Where a row of the GPU view sits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuPlace {
+    pub kind: GpuRowKind,
+    pub gpu_uuid: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub gpu_instance: String,
+}
+
 /// One line of the table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     /// Stable identity across refreshes (selection, sparkline history).
     #[serde(skip)]
     pub key: String,
+    /// The key of the row this one is listed under (GPU view: a device's pods); sorting and
+    /// filtering keep it under its parent.
+    #[serde(skip)]
+    pub parent: Option<String>,
+    /// How deep under its parents (0 for a top-level row).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub depth: u8,
     pub name: String,
     pub detail: String,
     pub node: String,
+    /// CPU and GPU power together.
     pub watts: f64,
+    pub cpu_watts: f64,
+    pub gpu_watts: f64,
+    /// CPU and GPU energy together.
     pub joules: f64,
-    /// Of the node's total power (of the cluster's, for rows that span nodes), 0..1.
+    pub cpu_joules: f64,
+    pub gpu_joules: f64,
+    /// Of the node's total power (of the cluster's, for rows that span nodes), 0..1; in the GPU
+    /// view, a device's of its node's power and anything under a device of the device's power.
     pub share: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuPlace>,
+}
+
+fn is_zero(depth: &u8) -> bool {
+    *depth == 0
+}
+
+impl Row {
+    /// The text of one cell (names indented by depth), unpadded.
+    pub fn cell(&self, column: Column) -> String {
+        match column {
+            Column::Name => format!("{}{}", "  ".repeat(usize::from(self.depth)), self.name),
+            Column::Detail => self.detail.clone(),
+            Column::Node => self.node.clone(),
+            Column::Watts => format!("{:.2}", self.watts),
+            Column::CpuWatts => format!("{:.1}", self.cpu_watts),
+            Column::GpuWatts => format!("{:.1}", self.gpu_watts),
+            Column::Joules => joules_text(self.joules),
+            Column::Share => format!("{:.1}%", self.share * 100.0),
+        }
+    }
+
+    fn value(&self, column: Column) -> f64 {
+        match column {
+            Column::Watts => self.watts,
+            Column::CpuWatts => self.cpu_watts,
+            Column::GpuWatts => self.gpu_watts,
+            Column::Joules => self.joules,
+            Column::Share => self.share,
+            Column::Name | Column::Detail | Column::Node => 0.0,
+        }
+    }
+}
+
+/// Joules in the largest unit that keeps the number short.
+pub fn joules_text(joules: f64) -> String {
+    let units = [(1e9, "GJ"), (1e6, "MJ"), (1e3, "kJ")];
+    for (scale, unit) in units {
+        if joules.abs() >= scale {
+            return format!("{:.2} {unit}", joules / scale);
+        }
+    }
+    format!("{joules:.1} J")
 }
 
 /// Why a view has no rows, said on screen instead of an empty table.
@@ -135,11 +247,10 @@ pub fn empty_reason(reading: &Reading, view: View) -> Option<&'static str> {
         View::Processes if reading.processes.is_empty() => {
             Some("no process series: process metrics are off (kepler-rs run --process-metrics)")
         }
-        View::Gpus => Some(if reading.has_gpu_series {
-            "GPU series present, but this version of top cannot show them yet"
-        } else {
-            "no GPU metrics from this source"
-        }),
+        View::Gpus if reading.gpus.is_empty() => Some(
+            "no GPU series from this source: no NVIDIA GPU or driver on the node(s), \
+             or the exporter runs with --gpu off or predates GPU support",
+        ),
         View::Pods if reading.pods.is_empty() => Some("no pod series (no pods on this node?)"),
         View::Containers if reading.containers.is_empty() => Some("no container series"),
         _ => None,
@@ -160,15 +271,75 @@ pub fn rows(reading: &Reading, view: View) -> Vec<Row> {
                 Vec::new()
             }
         }
-        View::Gpus => Vec::new(),
+        View::Gpus => super::gpu_rows::rows(reading),
     }
 }
 
-fn share(watts: f64, total: f64) -> f64 {
+pub(super) fn share(watts: f64, total: f64) -> f64 {
     if total > 0.0 {
         watts / total
     } else {
         0.0
+    }
+}
+
+/// The power and energy columns of a row: CPU and GPU apart and together.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Figures {
+    pub cpu_watts: f64,
+    pub gpu_watts: f64,
+    pub cpu_joules: f64,
+    pub gpu_joules: f64,
+}
+
+impl Figures {
+    fn of(c: &Consumer) -> Figures {
+        Figures {
+            cpu_watts: c.cpu_watts,
+            gpu_watts: c.gpu_watts,
+            cpu_joules: c.cpu_joules,
+            gpu_joules: c.gpu_joules,
+        }
+    }
+
+    /// GPU power and energy only (GPU view).
+    pub fn gpu(watts: f64, joules: f64) -> Figures {
+        Figures {
+            gpu_watts: watts,
+            gpu_joules: joules,
+            ..Figures::default()
+        }
+    }
+
+    fn add(&mut self, other: Figures) {
+        self.cpu_watts += other.cpu_watts;
+        self.gpu_watts += other.gpu_watts;
+        self.cpu_joules += other.cpu_joules;
+        self.gpu_joules += other.gpu_joules;
+    }
+
+    pub fn watts(&self) -> f64 {
+        self.cpu_watts + self.gpu_watts
+    }
+
+    /// A top-level row with these figures; `share` is of `total_watts`.
+    pub fn row(self, key: String, name: String, detail: String, node: String, total: f64) -> Row {
+        Row {
+            key,
+            parent: None,
+            depth: 0,
+            name,
+            detail,
+            node,
+            watts: self.watts(),
+            cpu_watts: self.cpu_watts,
+            gpu_watts: self.gpu_watts,
+            joules: self.cpu_joules + self.gpu_joules,
+            cpu_joules: self.cpu_joules,
+            gpu_joules: self.gpu_joules,
+            share: share(self.watts(), total),
+            gpu: None,
+        }
     }
 }
 
@@ -180,71 +351,103 @@ fn consumer_rows(
     reading
         .consumers(family)
         .iter()
-        .map(|c| Row {
-            key: format!("{}/{}", c.node, c.id),
-            name: c.name.clone(),
-            detail: detail(c),
-            node: c.node.clone(),
-            watts: c.watts,
-            joules: c.joules,
-            share: share(c.watts, reading.node_total_watts(&c.node)),
+        .map(|c| {
+            Figures::of(c).row(
+                format!("{}/{}", c.node, c.id),
+                c.name.clone(),
+                detail(c),
+                c.node.clone(),
+                reading.node_total_watts(&c.node),
+            )
         })
         .collect()
 }
 
 /// Pods grouped by `group` (namespace, hub user), over all nodes.
 fn grouped(reading: &Reading, group: impl Fn(&Consumer) -> &str, unnamed: &str) -> Vec<Row> {
-    let mut groups: BTreeMap<&str, (f64, f64, usize, Vec<&str>)> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, (Figures, usize, Vec<&str>)> = BTreeMap::new();
     for pod in &reading.pods {
         let g = groups.entry(group(pod)).or_default();
-        g.0 += pod.watts;
-        g.1 += pod.joules;
-        g.2 += 1;
-        if !g.3.contains(&pod.node.as_str()) {
-            g.3.push(&pod.node);
+        g.0.add(Figures::of(pod));
+        g.1 += 1;
+        if !g.2.contains(&pod.node.as_str()) {
+            g.2.push(&pod.node);
         }
     }
     let total = reading.total_watts();
     groups
         .into_iter()
-        .map(|(name, (watts, joules, pods, nodes))| Row {
-            key: name.to_string(),
-            name: if name.is_empty() { unnamed } else { name }.to_string(),
-            detail: pods.to_string(),
-            node: match nodes.as_slice() {
-                [one] => one.to_string(),
-                many => format!("{} nodes", many.len()),
-            },
-            watts,
-            joules,
-            share: share(watts, total),
+        .map(|(name, (figures, pods, nodes))| {
+            figures.row(
+                name.to_string(),
+                if name.is_empty() { unnamed } else { name }.to_string(),
+                pods.to_string(),
+                match nodes.as_slice() {
+                    [one] => one.to_string(),
+                    many => format!("{} nodes", many.len()),
+                },
+                total,
+            )
         })
         .collect()
 }
 
-/// Keep the rows whose name, detail or node contains `filter` (case-insensitive).
+fn matches(row: &Row, needle: &str) -> bool {
+    [&row.name, &row.detail, &row.node]
+        .iter()
+        .any(|field| field.to_lowercase().contains(needle))
+}
+
+/// Keep the rows whose name, detail or node contains `filter` (case-insensitive). A row listed
+/// under another stays when its parent matches, and a parent stays when one of its rows matches.
 pub fn filter(rows: &mut Vec<Row>, filter: &str) {
     if filter.is_empty() {
         return;
     }
     let needle = filter.to_lowercase();
-    rows.retain(|r| {
-        [&r.name, &r.detail, &r.node]
-            .iter()
-            .any(|field| field.to_lowercase().contains(&needle))
-    });
+    let by_key: HashMap<&str, &Row> = rows.iter().map(|r| (r.key.as_str(), r)).collect();
+    // The chain of parents of a row (bounded: keys are unique, but a bad chain must not loop).
+    let parents = |row: &Row| {
+        let mut chain = Vec::new();
+        let mut parent = row.parent.as_deref();
+        while let Some(key) = parent {
+            match by_key.get(key) {
+                Some(p) if chain.len() < by_key.len() => {
+                    chain.push(key.to_string());
+                    parent = p.parent.as_deref();
+                }
+                _ => break,
+            }
+        }
+        chain
+    };
+    let mut keep: HashSet<String> = HashSet::new();
+    for row in rows.iter() {
+        let chain = parents(row);
+        let own = matches(row, &needle);
+        if own
+            || chain
+                .iter()
+                .any(|k| by_key.get(k.as_str()).is_some_and(|p| matches(p, &needle)))
+        {
+            keep.insert(row.key.clone());
+        }
+        if own {
+            keep.extend(chain);
+        }
+    }
+    rows.retain(|r| keep.contains(&r.key));
 }
 
-/// Sort in place; ties are broken by name so the order is stable between refreshes.
-pub fn sort(rows: &mut [Row], sort: Sort) {
-    rows.sort_by(|a, b| {
+/// Sort in place; ties are broken by name so the order is stable between refreshes. Rows listed
+/// under another stay right after it, sorted among themselves.
+pub fn sort(rows: &mut Vec<Row>, sort: Sort) {
+    let compare = |a: &Row, b: &Row| {
         let primary = match sort.column {
             Column::Name => a.name.cmp(&b.name),
             Column::Detail => natural(&a.detail, &b.detail),
             Column::Node => a.node.cmp(&b.node),
-            Column::Watts => a.watts.total_cmp(&b.watts),
-            Column::Joules => a.joules.total_cmp(&b.joules),
-            Column::Share => a.share.total_cmp(&b.share),
+            numeric => a.value(numeric).total_cmp(&b.value(numeric)),
         };
         let primary = if sort.descending {
             primary.reverse()
@@ -252,7 +455,38 @@ pub fn sort(rows: &mut [Row], sort: Sort) {
             primary
         };
         primary.then_with(|| a.name.cmp(&b.name))
-    });
+    };
+    if rows.iter().all(|r| r.parent.is_none()) {
+        rows.sort_by(compare);
+        return;
+    }
+    // A tree: sort each row's children, then list every row followed by its children.
+    let keys: HashSet<String> = rows.iter().map(|r| r.key.clone()).collect();
+    let mut children: HashMap<Option<String>, Vec<Row>> = HashMap::new();
+    for row in rows.drain(..) {
+        // A row whose parent is not in the table (filtered out, or never there) is top-level.
+        let parent = row.parent.clone().filter(|p| keys.contains(p));
+        children.entry(parent).or_default().push(row);
+    }
+    for list in children.values_mut() {
+        list.sort_by(compare);
+    }
+    fn list_under(
+        parent: Option<String>,
+        children: &mut HashMap<Option<String>, Vec<Row>>,
+        out: &mut Vec<Row>,
+    ) {
+        for row in children.remove(&parent).unwrap_or_default() {
+            let key = row.key.clone();
+            out.push(row);
+            list_under(Some(key), children, out);
+        }
+    }
+    list_under(None, &mut children, rows);
+    // Rows only reachable through a loop of parents (never built so, but never lost either).
+    let mut rest: Vec<Row> = children.into_values().flatten().collect();
+    rest.sort_by(compare);
+    rows.extend(rest);
 }
 
 /// Numbers (pod counts, PIDs) compare as numbers, text as text.
@@ -274,7 +508,7 @@ pub fn table(reading: &Reading, view: View, sort_by: Sort, filter_by: &str) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::model::tests::{reading, HUB_USERS, TWO_PODS};
+    use crate::top::model::tests::{reading, GPU_NODE, HUB_USERS, TWO_PODS};
 
     fn names(rows: &[Row]) -> Vec<&str> {
         rows.iter().map(|r| r.name.as_str()).collect()
@@ -374,7 +608,11 @@ mod tests {
         assert!(empty_reason(&r, View::Processes)
             .unwrap()
             .contains("--process-metrics"));
-        assert!(empty_reason(&r, View::Gpus).is_some());
+        assert!(empty_reason(&r, View::Gpus)
+            .unwrap()
+            .contains("no GPU series from this source"));
+        assert!(rows(&r, View::Gpus).is_empty());
+        assert!(!columns(Some(&r), View::Pods).contains(&Column::GpuWatts));
         assert_eq!(empty_reason(&r, View::Pods), None);
         // Pods without Kubernetes metadata are shown by their UID, in "(no namespace)".
         let ns = table(&r, View::Namespaces, Sort::default(), "");
@@ -390,5 +628,173 @@ mod tests {
             assert_eq!(v.next().previous(), v);
         }
         assert_eq!(View::Gpus.next(), View::Pods);
+    }
+
+    fn by(column: Column) -> Sort {
+        Sort {
+            column,
+            descending: column.descending_by_default(),
+        }
+    }
+
+    /// (indented name, watts, share in %) of each row.
+    fn lines(rows: &[Row]) -> Vec<(String, f64, f64)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    format!("{}{}", "  ".repeat(usize::from(r.depth)), r.name),
+                    r.watts,
+                    (r.share * 1000.0).round() / 10.0,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pods_users_and_namespaces_have_cpu_and_gpu_columns() {
+        let r = reading(GPU_NODE);
+        assert_eq!(
+            columns(Some(&r), View::Pods),
+            Column::ALL.to_vec(),
+            "CPU W and GPU W next to each other"
+        );
+        assert!(!columns(Some(&r), View::Gpus).contains(&Column::CpuWatts));
+        let pods = table(&r, View::Pods, Sort::default(), "");
+        assert_eq!(
+            names(&pods),
+            ["jupyter-alice", "train-carol", "batch-bob", "infer-dave"]
+        );
+        assert_eq!(
+            (pods[0].cpu_watts, pods[0].gpu_watts, pods[0].watts),
+            (5.0, 187.5, 192.5)
+        );
+        assert!((pods[0].share - 192.5 / 630.0).abs() < 1e-12);
+        assert_eq!(
+            names(&table(&r, View::Pods, by(Column::CpuWatts), "")),
+            ["train-carol", "jupyter-alice", "batch-bob", "infer-dave"]
+        );
+        assert_eq!(
+            names(&table(&r, View::Pods, by(Column::GpuWatts), "")),
+            ["jupyter-alice", "train-carol", "batch-bob", "infer-dave"]
+        );
+        let users = table(&r, View::Users, Sort::default(), "");
+        assert_eq!(names(&users), ["(not a hub user)", "alice"]);
+        assert_eq!((users[1].cpu_watts, users[1].gpu_watts), (5.0, 187.5));
+        assert_eq!(users[0].gpu_watts, 222.5);
+        let ns = table(&r, View::Namespaces, by(Column::GpuWatts), "");
+        assert_eq!(names(&ns), ["ml", "jhub"]);
+        assert_eq!(ns[0].gpu_joules, 22250.0);
+        let containers = table(&r, View::Containers, Sort::default(), "");
+        assert_eq!(containers[0].gpu_watts, 120.0);
+    }
+
+    #[test]
+    fn gpu_view_lists_devices_with_their_pods_idle_and_mig_instances() {
+        let r = reading(GPU_NODE);
+        assert_eq!(empty_reason(&r, View::Gpus), None);
+        let rows = table(&r, View::Gpus, Sort::default(), "");
+        let expected: Vec<(String, f64, f64)> = [
+            ("0: NVIDIA H200", 300.0, 47.6),
+            ("  jupyter-alice", 187.5, 62.5),
+            ("  batch-bob", 62.5, 20.8),
+            ("  (idle)", 50.0, 16.7),
+            ("  (unattributed)", 0.0, 0.0),
+            ("1: NVIDIA H200", 200.0, 31.7),
+            ("  MIG-big", 120.0, 60.0),
+            ("    train-carol", 120.0, 60.0),
+            ("  (idle)", 40.0, 20.0),
+            ("  MIG-small", 40.0, 20.0),
+            ("    infer-dave", 40.0, 20.0),
+            ("  (unattributed)", 0.0, 0.0),
+            ("2: NVIDIA H200", 80.0, 12.7),
+            ("  (idle)", 80.0, 100.0),
+            ("  (unattributed)", 0.0, 0.0),
+        ]
+        .iter()
+        .map(|(n, w, s)| (n.to_string(), *w, *s))
+        .collect();
+        assert_eq!(lines(&rows), expected);
+        assert_eq!(rows[0].detail, "2 pods");
+        assert_eq!(rows[1].detail, "alice", "a hub user's pod shows its user");
+        assert_eq!(rows[2].detail, "ml");
+        assert_eq!(rows[5].detail, "2 MIG, 2 pods");
+        assert_eq!(rows[12].detail, "no pods");
+        assert_eq!(rows[6].gpu.as_ref().unwrap().kind, GpuRowKind::MigInstance);
+        assert_eq!(rows[7].gpu.as_ref().unwrap().gpu_instance, "MIG-big");
+        assert!(rows
+            .iter()
+            .all(|r| r.cpu_watts == 0.0 && r.gpu_watts == r.watts));
+        // The children of a device add up to it.
+        let under: f64 = rows[1..5].iter().map(|r| r.watts).sum();
+        assert_eq!(under, rows[0].watts);
+
+        // Sorted by name, A to Z, at every level; children stay under their device.
+        let by_name = table(&r, View::Gpus, by(Column::Name), "");
+        assert_eq!(
+            names(&by_name)[..5],
+            [
+                "0: NVIDIA H200",
+                "(idle)",
+                "(unattributed)",
+                "batch-bob",
+                "jupyter-alice"
+            ]
+        );
+        // A filter keeps a matching row's device (and MIG instance), and a matching device's rows.
+        let carol = table(&r, View::Gpus, Sort::default(), "carol");
+        assert_eq!(names(&carol), ["1: NVIDIA H200", "MIG-big", "train-carol"]);
+        let alice = table(&r, View::Gpus, Sort::default(), "ALICE");
+        assert_eq!(names(&alice), ["0: NVIDIA H200", "jupyter-alice"]);
+        let idle_gpu = table(&r, View::Gpus, Sort::default(), "no pods");
+        assert_eq!(
+            names(&idle_gpu),
+            ["2: NVIDIA H200", "(idle)", "(unattributed)"]
+        );
+        assert!(table(&r, View::Gpus, Sort::default(), "nothing-like-it").is_empty());
+        for column in Column::ALL {
+            for descending in [false, true] {
+                let rows = table(&r, View::Gpus, Sort { column, descending }, "");
+                assert_eq!(rows.len(), 15, "{column:?}");
+                assert_eq!(rows[0].depth, 0, "{column:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn gpu_view_marks_bad_gpu_series() {
+        let r = reading(
+            "kepler_node_gpu_watts{node_name=\"n\",gpu=\"0\",gpu_name=\"Old\"} 100\n\
+             kepler_pod_gpu_watts{node_name=\"n\",pod_id=\"p1\",gpu=\"7\",gpu_uuid=\"GPU-ghost\",gpu_instance=\"MIG-ghost\"} 5\n\
+             kepler_pod_gpu_watts{node_name=\"n\",pod_id=\"\",gpu_uuid=\"GPU-ghost\",gpu_instance=\"\"} 2\n",
+        );
+        let rows = table(&r, View::Gpus, Sort::default(), "");
+        let got: Vec<(String, &str)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    format!("{}{}", "  ".repeat(usize::from(r.depth)), r.name),
+                    r.detail.as_str(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, &str)> = [
+            ("0: Old", "no gpu_uuid, no pods"),
+            ("  (idle)", ""),
+            ("  (unattributed)", "not in a pod"),
+            ("7: GPU-ghost", "no device series, 1 MIG, 2 pods"),
+            ("  MIG-ghost", "MIG, 1 pod"),
+            ("    p1", ""),
+            ("  (no pod_id)", ""),
+        ]
+        .iter()
+        .map(|(n, d)| (n.to_string(), *d))
+        .collect();
+        assert_eq!(got, want);
+        // A device without its own series shows what its pods drew.
+        assert_eq!(rows[3].watts, 7.0);
+        assert!(
+            (rows[3].share - 0.07).abs() < 1e-12,
+            "of the node's known GPU power"
+        );
     }
 }

@@ -4,6 +4,8 @@
 
 use super::app::{App, Status};
 use super::model::Reading;
+#[cfg(test)]
+use super::table::joules_text;
 use super::table::{self, Column, View};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -12,7 +14,7 @@ use ratatui::widgets::{
     Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, TableState, Wrap,
 };
 use ratatui::Frame;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 /// Below this the full screen does not fit; a message says so instead.
 pub const MIN_WIDTH: u16 = 60;
@@ -28,18 +30,33 @@ pub fn draw(frame: &mut Frame, app: &App) {
         frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
         return;
     }
+    let summary = match &app.reading {
+        Some(r) => node_summary(r),
+        None => vec!["waiting for the first reading...".to_string()],
+    };
+    // An error gets two lines (wrapped), so its message is whole on a narrow terminal.
+    let status_height = match app.status {
+        Status::Failed { .. } => 2,
+        _ => 1,
+    };
     let [title, header, status, sparks, body, footer] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(1),
+        Constraint::Length(summary.len().clamp(1, 3) as u16),
+        Constraint::Length(status_height),
         Constraint::Length(4),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
     .areas(area);
     frame.render_widget(title_line(app), title);
-    frame.render_widget(node_line(app.reading.as_ref()), header);
-    frame.render_widget(status_line(app), status);
+    frame.render_widget(
+        Paragraph::new(summary.into_iter().map(Line::from).collect::<Vec<_>>()),
+        header,
+    );
+    frame.render_widget(
+        Paragraph::new(status_line(app)).wrap(Wrap { trim: true }),
+        status,
+    );
     draw_sparklines(frame, app, sparks);
     draw_table(frame, app, body);
     frame.render_widget(footer_line(app), footer);
@@ -49,10 +66,10 @@ pub fn draw(frame: &mut Frame, app: &App) {
 }
 
 fn title_line(app: &App) -> Line<'static> {
-    let mut spans = vec![
-        Span::styled("kepler-rs top ", Style::new().add_modifier(Modifier::BOLD)),
-        Span::raw(format!("{} every {}s  ", app.source, app.refresh_seconds)),
-    ];
+    let mut spans = vec![Span::styled(
+        "kepler-rs top ",
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
     for view in View::ALL {
         let style = if view == app.view {
             Style::new().add_modifier(Modifier::REVERSED)
@@ -64,13 +81,35 @@ fn title_line(app: &App) -> Line<'static> {
     Line::from(spans)
 }
 
-/// Node total, per zone, idle vs active, sources. Several nodes (Prometheus) are summed.
-pub fn node_summary(reading: &Reading) -> String {
+/// The header: CPU and GPU power and their total, then idle vs active of each, then the zones and
+/// sources; one line each, so an 80-column terminal shows them whole. Several nodes (Prometheus)
+/// are summed.
+pub fn node_summary(reading: &Reading) -> Vec<String> {
     let nodes: Vec<_> = reading.nodes.values().collect();
-    let total = reading.total_watts();
+    let cpu: f64 = nodes.iter().map(|n| n.cpu_watts).sum();
+    let gpu: f64 = nodes.iter().map(|n| n.gpu_watts).sum();
+    let total = cpu + gpu;
     let idle: f64 = nodes.iter().map(|n| n.idle_watts()).sum();
     let active: f64 = nodes.iter().map(|n| n.active_watts()).sum();
     let system: f64 = nodes.iter().map(|n| n.system_watts()).sum();
+    let gpus = &reading.gpus;
+    let gpu_power = if gpus.is_empty() {
+        "GPU none".to_string()
+    } else {
+        format!("GPU {gpu:.1} W")
+    };
+    let cpu_split = format!("CPU idle {idle:.1} active {active:.1} system {system:.1}");
+    let gpu_split = if gpus.is_empty() {
+        String::new()
+    } else {
+        let idle: f64 = gpus.iter().map(|g| g.watts.idle).sum();
+        let active: f64 = gpus.iter().map(|g| g.watts.active).sum();
+        let count = match gpus.len() {
+            1 => "1 GPU".to_string(),
+            n => format!("{n} GPUs"),
+        };
+        format!("  {count} idle {idle:.1} active {active:.1}")
+    };
     match nodes.as_slice() {
         [node] => {
             let zones: Vec<String> = node
@@ -85,23 +124,37 @@ pub fn node_summary(reading: &Reading) -> String {
                 .usage_ratio
                 .map(|u| format!("  cpu {:.0}%", u * 100.0))
                 .unwrap_or_default();
-            format!(
-                "{}  {total:.1} W  [{}]  idle {idle:.1}  active {active:.1}  system {system:.1}{usage}  energy:{}  cpu:{}",
-                node.name,
-                zones.join(", "),
-                or_unknown(&node.energy_source),
-                or_unknown(&node.cpu_source),
-            )
+            vec![
+                format!(
+                    "{}  CPU {cpu:.1} W  {gpu_power}  total {total:.1} W{usage}",
+                    node.name
+                ),
+                format!("{cpu_split}{gpu_split}"),
+                format!(
+                    "[{}]  energy:{}  cpu:{}",
+                    zones.join(", "),
+                    or_unknown(&node.energy_source),
+                    or_unknown(&node.cpu_source),
+                ),
+            ]
         }
         many => {
             let estimated = many
                 .iter()
                 .filter(|n| n.energy_source == "estimate")
                 .count();
-            format!(
-                "{} nodes  {total:.1} W  idle {idle:.1}  active {active:.1}  system {system:.1}  estimated: {estimated} nodes",
-                many.len()
-            )
+            let with_gpus: BTreeSet<&str> = gpus.iter().map(|g| g.node.as_str()).collect();
+            vec![
+                format!(
+                    "{} nodes  CPU {cpu:.1} W  {gpu_power}  total {total:.1} W",
+                    many.len()
+                ),
+                format!("{cpu_split}{gpu_split}"),
+                format!(
+                    "estimated: {estimated} nodes  with GPUs: {} nodes",
+                    with_gpus.len()
+                ),
+            ]
         }
     }
 }
@@ -114,20 +167,17 @@ fn or_unknown(s: &str) -> &str {
     }
 }
 
-fn node_line(reading: Option<&Reading>) -> Line<'static> {
-    match reading {
-        Some(r) => Line::from(node_summary(r)),
-        None => Line::from("waiting for the first reading..."),
-    }
-}
-
 fn status_line(app: &App) -> Line<'static> {
+    let source = Span::raw(format!("  {} every {}s", app.source, app.refresh_seconds));
     match &app.status {
-        Status::Waiting => Line::from(Span::styled(
-            "connecting...",
-            Style::new().fg(Color::Yellow),
-        )),
-        Status::Ok => Line::from(Span::styled("ok", Style::new().fg(Color::Green))),
+        Status::Waiting => Line::from(vec![
+            Span::styled("connecting...", Style::new().fg(Color::Yellow)),
+            source,
+        ]),
+        Status::Ok => Line::from(vec![
+            Span::styled("ok", Style::new().fg(Color::Green)),
+            source,
+        ]),
         Status::Failed { message, attempts } => {
             let kept = if app.reading.is_some() {
                 ", showing the last good reading"
@@ -136,7 +186,7 @@ fn status_line(app: &App) -> Line<'static> {
             };
             Line::from(Span::styled(
                 format!(
-                    "error ({attempts} failed, retrying every {}s{kept}): {message}",
+                    "error: {message} ({attempts} failed, retrying every {}s{kept})",
                     app.refresh_seconds
                 ),
                 Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
@@ -159,11 +209,15 @@ fn draw_sparklines(frame: &mut Frame, app: &App, area: Rect) {
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
     let inner = left.width.saturating_sub(2);
     let now = app.node_history.back().copied().unwrap_or(0.0);
+    let what = match &app.reading {
+        Some(r) if !r.gpus.is_empty() => "node CPU+GPU",
+        _ => "node",
+    };
     let node = Sparkline::default()
         .block(
             Block::new()
                 .borders(Borders::ALL)
-                .title(format!("node {now:.1} W")),
+                .title(format!("{what} {now:.1} W")),
         )
         .data(bars(&app.node_history, inner))
         .style(Style::new().fg(Color::Cyan));
@@ -182,23 +236,49 @@ fn draw_sparklines(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(selected, right);
 }
 
-/// Joules in the largest unit that keeps the number short.
-pub fn joules_text(joules: f64) -> String {
-    let units = [(1e9, "GJ"), (1e6, "MJ"), (1e3, "kJ")];
-    for (scale, unit) in units {
-        if joules.abs() >= scale {
-            return format!("{:.2} {unit}", joules / scale);
-        }
-    }
-    format!("{joules:.1} J")
-}
-
-fn header_cell(app: &App, column: Column, text: &'static str) -> Cell<'static> {
+fn header_cell(app: &App, column: Column) -> Cell<'static> {
+    let text = column.header(app.view);
     if app.sort.column == column {
         let arrow = if app.sort.descending { "▼" } else { "▲" };
         Cell::from(format!("{text}{arrow}")).style(Style::new().add_modifier(Modifier::UNDERLINED))
     } else {
         Cell::from(text)
+    }
+}
+
+/// Below this width a single node's NODE column is left out (every row would repeat it).
+const NODE_COLUMN_MIN_WIDTH: u16 = 100;
+
+/// The columns on screen: the view's, less NODE where one node fills a narrow terminal.
+fn screen_columns(app: &App, width: u16) -> Vec<Column> {
+    let one_node = app.reading.as_ref().is_some_and(|r| r.nodes.len() <= 1);
+    table::columns(app.reading.as_ref(), app.view)
+        .into_iter()
+        .filter(|c| *c != Column::Node || !one_node || width >= NODE_COLUMN_MIN_WIDTH)
+        .collect()
+}
+
+/// A cell as the screen shows it: numbers right-aligned in their column.
+fn cell_text(row: &table::Row, column: Column) -> String {
+    let text = row.cell(column);
+    match column {
+        Column::Name | Column::Detail | Column::Node => text,
+        Column::Watts => format!("{text:>8}"),
+        Column::CpuWatts | Column::GpuWatts => format!("{text:>7}"),
+        Column::Joules => format!("{text:>10}"),
+        Column::Share => format!("{text:>6}"),
+    }
+}
+
+fn width(column: Column) -> Constraint {
+    match column {
+        Column::Name => Constraint::Fill(3),
+        Column::Detail => Constraint::Fill(2),
+        Column::Node => Constraint::Fill(1),
+        Column::Watts => Constraint::Length(9),
+        Column::CpuWatts | Column::GpuWatts => Constraint::Length(8),
+        Column::Joules => Constraint::Length(11),
+        Column::Share => Constraint::Length(7),
     }
 }
 
@@ -214,38 +294,20 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
             return;
         }
     }
-    let (name, detail) = app.view.headers();
-    let header = Row::new(vec![
-        header_cell(app, Column::Name, name),
-        header_cell(app, Column::Detail, detail),
-        header_cell(app, Column::Node, "NODE"),
-        header_cell(app, Column::Watts, "WATTS"),
-        header_cell(app, Column::Joules, "ENERGY"),
-        header_cell(app, Column::Share, "SHARE"),
-    ])
-    .style(Style::new().add_modifier(Modifier::BOLD));
+    let columns = screen_columns(app, area.width);
+    let header = Row::new(columns.iter().map(|c| header_cell(app, *c)))
+        .style(Style::new().add_modifier(Modifier::BOLD));
     // Only the rows that fit are built (1,000 pods would otherwise cost milliseconds per frame):
     // a window over the rows that keeps the selection in view.
     let visible = usize::from(area.height.saturating_sub(2)).max(1);
     let offset = (app.selected + 1).saturating_sub(visible);
-    let rows = app.rows.iter().skip(offset).take(visible).map(|r| {
-        Row::new(vec![
-            Cell::from(r.name.as_str()),
-            Cell::from(r.detail.as_str()),
-            Cell::from(r.node.as_str()),
-            Cell::from(format!("{:>8.2}", r.watts)),
-            Cell::from(format!("{:>10}", joules_text(r.joules))),
-            Cell::from(format!("{:>5.1}%", r.share * 100.0)),
-        ])
-    });
-    let widths = [
-        Constraint::Fill(3),
-        Constraint::Fill(2),
-        Constraint::Fill(1),
-        Constraint::Length(9),
-        Constraint::Length(11),
-        Constraint::Length(7),
-    ];
+    let rows = app
+        .rows
+        .iter()
+        .skip(offset)
+        .take(visible)
+        .map(|r| Row::new(columns.iter().map(|c| Cell::from(cell_text(r, *c)))));
+    let widths: Vec<Constraint> = columns.iter().map(|c| width(*c)).collect();
     let title = format!("{} ({} rows)", app.view.title(), app.rows.len());
     let table = Table::new(rows, widths)
         .header(header)
@@ -270,7 +332,7 @@ fn footer_line(app: &App) -> Line<'static> {
         format!("filter \"{}\" (Esc clears)  ", app.filter)
     };
     Line::from(format!(
-        "{filter}q quit  ? help  / filter  Tab view  s/1-6 sort  r reverse"
+        "{filter}q quit  ? help  / filter  Tab view  s/1-8 sort  r reverse"
     ))
 }
 
@@ -282,18 +344,25 @@ kepler-rs top: power of this node's (or cluster's) consumers
   Tab, ←/→     next / previous view
   p n u c o g  pods, namespaces, hub users, containers, processes, GPUs
   s            sort by the next column
-  1..6         sort by name, detail, node, watts, energy, share (again: reverse)
+  1..8         sort by name, detail, node, watts, CPU W, GPU W, energy, share
+               (again: reverse)
   r            reverse the sort
   /            filter rows (Enter keeps, Esc clears)
   ↑/↓ j/k      select a row (its power is the right sparkline)
 
-WATTS: power now (from the energy counters between refreshes).
-ENERGY: since the exporter started. SHARE: of the node's total power.
-Node total = package + dram, or psys alone; zones marked * are not added.";
+WATTS: power now, CPU + GPU (from the energy counters between refreshes);
+CPU W and GPU W apart when the source has GPUs. ENERGY: since the exporter
+started. SHARE: of the node's total power; in GPUs, a device's of its node's
+and the rows under a device (idle, pods, MIG instances, unattributed) of the
+device's. CPU total = package + dram, or psys alone; zones marked * are not
+added.";
 
 fn draw_help(frame: &mut Frame, area: Rect) {
     let width = area.width.saturating_sub(4).min(80);
-    let height = area.height.saturating_sub(2).min(18);
+    let height = area
+        .height
+        .saturating_sub(2)
+        .min(HELP.lines().count() as u16 + 2);
     let popup = Rect {
         x: area.x + (area.width - width) / 2,
         y: area.y + (area.height - height) / 2,
@@ -313,7 +382,8 @@ fn draw_help(frame: &mut Frame, area: Rect) {
 mod tests {
     use super::*;
     use crate::top::app::tests::{app_with_users, key};
-    use crate::top::model::tests::{reading, TWO_PODS};
+    use crate::top::model::tests::{reading, GPU_NODE, TWO_PODS};
+    use crate::top::table::Sort;
     use ratatui::backend::TestBackend;
     use ratatui::crossterm::event::KeyCode;
     use ratatui::Terminal;
@@ -332,18 +402,13 @@ mod tests {
         out
     }
 
-    #[test]
-    fn snapshot_of_the_pods_view() {
-        let app = app_with_users();
-        let text = screen(&app, 100, 16);
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/top/fixtures/screen_pods_100x16.txt"
-        );
+    /// Compare a screen with its committed copy in src/top/fixtures.
+    fn assert_snapshot(text: &str, file: &str) {
+        let path = format!("{}/src/top/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
         if std::env::var_os("KEPLER_RS_UPDATE_SNAPSHOTS").is_some() {
-            std::fs::write(path, &text).unwrap();
+            std::fs::write(&path, text).unwrap();
         }
-        let expected = std::fs::read_to_string(path).unwrap();
+        let expected = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text, expected,
             "screen changed (KEPLER_RS_UPDATE_SNAPSHOTS=1 rewrites it):\n{text}"
@@ -379,9 +444,15 @@ mod tests {
             Err("cannot connect to 127.0.0.1:1: connection refused".into()),
             1.0,
         );
-        let text = screen(&app, 100, 16);
-        assert!(text.contains("cannot connect to 127.0.0.1:1"), "{text}");
-        assert!(text.contains("showing the last good reading"));
+        // At 80 columns the message is whole and the rest wraps onto a second line.
+        let text = screen(&app, 80, 24);
+        assert!(
+            text.contains("error: cannot connect to 127.0.0.1:1: connection refused"),
+            "{text}"
+        );
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("showing the last good reading"), "{text}");
+        assert!(text.contains("jupyter-alice"), "the last rows stay: {text}");
         let tiny = screen(&app, 20, 5);
         assert!(tiny.contains("terminal too"), "{tiny}");
         for (w, h) in [(1, 1), (0, 0), (59, 14), (60, 13), (60, 14), (300, 100)] {
@@ -423,5 +494,90 @@ mod tests {
         assert_eq!(joules_text(12.34), "12.3 J");
         assert_eq!(joules_text(12_345.0), "12.35 kJ");
         assert_eq!(joules_text(3.6e6), "3.60 MJ");
+    }
+
+    fn gpu_app(view: View) -> App {
+        let mut app = App::new(
+            "http://g1:28282/metrics".into(),
+            2.0,
+            view,
+            Sort::default(),
+            String::new(),
+        );
+        app.on_reading(Ok(reading(GPU_NODE)), 1000.0);
+        app
+    }
+
+    #[test]
+    fn snapshot_of_the_pods_view() {
+        assert_snapshot(
+            &screen(&app_with_users(), 100, 16),
+            "screen_pods_100x16.txt",
+        );
+    }
+
+    #[test]
+    fn snapshot_of_the_gpu_view_at_80x24() {
+        let app = gpu_app(View::Gpus);
+        assert_snapshot(&screen(&app, 80, 24), "screen_gpus_80x24.txt");
+        let pods = gpu_app(View::Pods);
+        assert_snapshot(&screen(&pods, 80, 24), "screen_gpu_pods_80x24.txt");
+    }
+
+    #[test]
+    fn every_view_is_readable_at_80x24() {
+        let mut app = gpu_app(View::Pods);
+        for view in View::ALL {
+            let text = screen(&app, 80, 24);
+            let lines: Vec<&str> = text.lines().collect();
+            // Every tab is on the title line, whole.
+            for v in View::ALL {
+                assert!(lines[0].contains(&format!(" {} ", v.title())), "{text}");
+            }
+            // The header: CPU and GPU power, labelled, and their split, each line whole.
+            assert!(
+                lines[1].starts_with("g1  CPU 50.0 W  GPU 580.0 W  total 630.0 W"),
+                "{text}"
+            );
+            assert!(
+                lines[2].starts_with(
+                    "CPU idle 25.0 active 25.0 system 0.0  3 GPUs idle 170.0 active 410.0"
+                ),
+                "{text}"
+            );
+            assert!(lines[3].contains("energy:rapl"), "{text}");
+            assert!(
+                lines.iter().any(|l| l.starts_with(view.title())),
+                "{view:?}:\n{text}"
+            );
+            let has_table = table::empty_reason(app.reading.as_ref().unwrap(), view).is_none();
+            if view != View::Gpus && has_table {
+                assert!(text.contains("CPU W") && text.contains("GPU W"), "{text}");
+            }
+            app.on_key(key(KeyCode::Tab));
+        }
+        assert_eq!(app.view, View::Pods, "Tab goes round every view");
+    }
+
+    #[test]
+    fn the_cluster_header_sums_cpu_and_gpu_of_every_node() {
+        let two = format!("{GPU_NODE}\n{}", GPU_NODE.replace("\"g1\"", "\"g2\""));
+        let r = reading(&two);
+        let lines = node_summary(&r);
+        assert_eq!(
+            lines[0],
+            "2 nodes  CPU 100.0 W  GPU 1160.0 W  total 1260.0 W"
+        );
+        assert_eq!(lines[2], "estimated: 0 nodes  with GPUs: 2 nodes");
+        let rows = table::table(&r, View::Gpus, Sort::default(), "");
+        assert_eq!(
+            rows.iter().filter(|r| r.depth == 0).count(),
+            6,
+            "GPUs of both nodes"
+        );
+        assert_eq!(
+            node_summary(&reading(TWO_PODS))[0].split("  ").nth(2),
+            Some("GPU none")
+        );
     }
 }

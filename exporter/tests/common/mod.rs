@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cgroups;
+pub mod fake_nvml;
 pub mod prometheus;
 
 use std::collections::BTreeMap;

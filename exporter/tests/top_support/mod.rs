@@ -45,8 +45,10 @@ impl FakePods {
         }
     }
 
-    /// A besteffort pod with one busy container per duty (fraction of one CPU).
-    pub fn pod(&mut self, uid: &str, duties: &[f64]) {
+    /// A besteffort pod with one busy container per duty (fraction of one CPU); the PIDs of its
+    /// containers' processes, in order.
+    pub fn pod(&mut self, uid: &str, duties: &[f64]) -> Vec<u32> {
+        let mut pids = Vec::new();
         for d in ["kubepods", "kubepods/besteffort"] {
             self.mkdir(d);
         }
@@ -58,8 +60,10 @@ impl FakePods {
             self.mkdir(&container);
             let join = [self.cpu.join(&container), self.cpuacct.join(&container)];
             let child = crate::common::duty_cycled_loop(&join[0], 100_000, *duty, &join);
+            pids.push(child.id());
             self.procs.push(child);
         }
+        pids
     }
 }
 

@@ -1,0 +1,269 @@
+//! The GPU part of a `Reading`: each device's energy and power (total, idle, active, unattributed)
+//! and each pod's use of a device or MIG instance, from the catalog's GPU families. A series with a
+//! missing `gpu_uuid`, or a pod series naming a device no device series describes, is kept and
+//! marked as such, never dropped or matched by guess. No I/O.
+
+use crate::catalog::{self, Family, Measure, Part, Scope};
+use crate::remote::exposition::Sample;
+use crate::remote::series::clean;
+use std::collections::BTreeMap;
+
+/// The parts of one GPU's energy (joules) or power (watts): `total = idle + active`,
+/// `active = Σ pods + unattributed` (+ pods ended after their grace period).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GpuParts {
+    pub total: f64,
+    pub idle: f64,
+    pub active: f64,
+    /// Active energy no pod received (host processes, unplaceable PIDs, no process).
+    pub unattributed: f64,
+}
+
+/// Which part of a GPU's energy a counter or gauge holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GpuPart {
+    Total,
+    Idle,
+    Active,
+    Unattributed,
+}
+
+impl GpuPart {
+    pub const ALL: [GpuPart; 4] = [
+        GpuPart::Total,
+        GpuPart::Idle,
+        GpuPart::Active,
+        GpuPart::Unattributed,
+    ];
+
+    fn of(part: Part) -> Option<GpuPart> {
+        match part {
+            Part::Total => Some(GpuPart::Total),
+            Part::Idle => Some(GpuPart::Idle),
+            Part::Active => Some(GpuPart::Active),
+            Part::Unattributed => Some(GpuPart::Unattributed),
+            _ => None,
+        }
+    }
+}
+
+impl GpuParts {
+    pub fn get(&self, part: GpuPart) -> f64 {
+        match part {
+            GpuPart::Total => self.total,
+            GpuPart::Idle => self.idle,
+            GpuPart::Active => self.active,
+            GpuPart::Unattributed => self.unattributed,
+        }
+    }
+
+    pub fn get_mut(&mut self, part: GpuPart) -> &mut f64 {
+        match part {
+            GpuPart::Total => &mut self.total,
+            GpuPart::Idle => &mut self.idle,
+            GpuPart::Active => &mut self.active,
+            GpuPart::Unattributed => &mut self.unattributed,
+        }
+    }
+}
+
+/// One GPU of one node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuDevice {
+    pub node: String,
+    /// What identifies the device on its node: its UUID, else `gpu <index>`, else `(no gpu_uuid)`.
+    pub id: String,
+    /// The NVML index (`gpu` label); empty when the series had none.
+    pub index: String,
+    /// `gpu_uuid`; empty when the series had none.
+    pub uuid: String,
+    /// The product name (`gpu_name`).
+    pub name: String,
+    /// `energy_counter` or `power_integral` (from `kepler_node_gpu_info`).
+    pub method: String,
+    /// False when only pod or container series named this device: its power is unknown.
+    pub has_device_series: bool,
+    pub joules: GpuParts,
+    pub gauge_watts: GpuParts,
+    /// The rates between two readings where known, else the gauges.
+    pub watts: GpuParts,
+}
+
+/// A pod's use of one GPU (or one MIG instance of it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuUse {
+    pub node: String,
+    /// The device's `GpuDevice::id`.
+    pub device: String,
+    /// The MIG instance (`gpu_instance`); empty without MIG.
+    pub instance: String,
+    pub pod_id: String,
+    pub joules: f64,
+    pub gauge_watts: f64,
+    /// The rate between two readings where known, else the gauge.
+    pub watts: f64,
+}
+
+/// The device id of a series: its UUID, else its index, else a marker that says neither was given.
+pub fn device_id(s: &Sample<'_>) -> String {
+    let (uuid, index) = (s.label("gpu_uuid"), s.label("gpu"));
+    if !uuid.is_empty() {
+        clean(uuid)
+    } else if !index.is_empty() {
+        format!("gpu {}", clean(index))
+    } else {
+        "(no gpu_uuid)".to_string()
+    }
+}
+
+/// Collects GPU series while the reading is built.
+#[derive(Debug, Default)]
+pub struct GpuBuilder {
+    devices: BTreeMap<(String, String), GpuDevice>,
+    uses: BTreeMap<(String, String, String, String), GpuUse>,
+}
+
+fn finite(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else {
+        0.0
+    }
+}
+
+impl GpuBuilder {
+    fn device(&mut self, s: &Sample<'_>) -> &mut GpuDevice {
+        let node = clean(s.label("node_name"));
+        let id = device_id(s);
+        self.devices
+            .entry((node.clone(), id.clone()))
+            .or_insert_with(|| GpuDevice {
+                node,
+                id,
+                ..GpuDevice::default()
+            })
+    }
+
+    /// Take one sample of a GPU family (`family.resource == Resource::Gpu`).
+    pub fn add(&mut self, family: &Family, s: &Sample<'_>) {
+        match family.scope {
+            Scope::GpuDevice => {
+                let value = finite(s.value);
+                let device = self.device(s);
+                device.has_device_series = true;
+                if device.uuid.is_empty() {
+                    device.uuid = clean(s.label("gpu_uuid"));
+                }
+                if device.index.is_empty() {
+                    device.index = clean(s.label("gpu"));
+                }
+                if device.name.is_empty() {
+                    device.name = clean(s.label("gpu_name"));
+                }
+                match family.measure {
+                    Measure::Joules(part) => {
+                        if let Some(p) = GpuPart::of(part) {
+                            *device.joules.get_mut(p) += value;
+                        }
+                    }
+                    Measure::Watts(part) => {
+                        if let Some(p) = GpuPart::of(part) {
+                            *device.gauge_watts.get_mut(p) += value;
+                        }
+                    }
+                    Measure::Info if family == &catalog::NODE_GPU_INFO && value > 0.0 => {
+                        device.method = clean(s.label("method"));
+                    }
+                    _ => {}
+                }
+            }
+            Scope::Pod => {
+                let is_joules = match family.measure {
+                    Measure::Joules(_) => true,
+                    Measure::Watts(_) => false,
+                    _ => return,
+                };
+                // A pod series names its device: make sure it is listed, even without device series.
+                let device = self.device(s);
+                if device.index.is_empty() {
+                    device.index = clean(s.label("gpu"));
+                }
+                if device.uuid.is_empty() {
+                    device.uuid = clean(s.label("gpu_uuid"));
+                }
+                let key = (
+                    device.node.clone(),
+                    device.id.clone(),
+                    clean(s.label("gpu_instance")),
+                    clean(s.label("pod_id")),
+                );
+                let entry = self.uses.entry(key.clone()).or_insert_with(|| GpuUse {
+                    node: key.0,
+                    device: key.1,
+                    instance: key.2,
+                    pod_id: key.3,
+                    ..GpuUse::default()
+                });
+                if is_joules {
+                    entry.joules += finite(s.value);
+                } else {
+                    entry.gauge_watts += finite(s.value);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Devices sorted by node and index, and the uses; every watts figure starts as its gauge. The
+    /// unattributed power has no gauge: until there is a rate it is active minus the pods' gauges.
+    pub fn finish(self) -> (Vec<GpuDevice>, Vec<GpuUse>) {
+        let mut uses: Vec<GpuUse> = self.uses.into_values().collect();
+        for u in uses.iter_mut() {
+            u.watts = u.gauge_watts;
+        }
+        let mut devices: Vec<GpuDevice> = self.devices.into_values().collect();
+        for d in devices.iter_mut() {
+            if d.has_device_series {
+                let pods: f64 = uses
+                    .iter()
+                    .filter(|u| u.node == d.node && u.device == d.id)
+                    .map(|u| u.gauge_watts)
+                    .sum();
+                d.gauge_watts.unattributed = (d.gauge_watts.active - pods).max(0.0);
+            }
+            d.watts = d.gauge_watts;
+        }
+        devices.sort_by(|a, b| {
+            (a.node.as_str(), natural_key(&a.index), a.id.as_str()).cmp(&(
+                b.node.as_str(),
+                natural_key(&b.index),
+                b.id.as_str(),
+            ))
+        });
+        (devices, uses)
+    }
+}
+
+/// NVML indices sort as numbers (`2` before `10`); anything else after them.
+fn natural_key(index: &str) -> (u64, &str) {
+    (index.parse().unwrap_or(u64::MAX), index)
+}
+
+impl GpuDevice {
+    /// What to show: `index: product name`, with markers for what the series did not say.
+    pub fn display_name(&self) -> String {
+        let index = if self.index.is_empty() {
+            "?"
+        } else {
+            &self.index
+        };
+        let name = if !self.name.is_empty() {
+            self.name.as_str()
+        } else if !self.uuid.is_empty() {
+            self.uuid.as_str()
+        } else {
+            "GPU"
+        };
+        format!("{index}: {name}")
+    }
+}
