@@ -50,6 +50,8 @@ pub enum IssueKind {
     Cpus,
     /// The kubelet's pod-resources socket could not be reached.
     Connect,
+    /// The slice running on a CPU could not be charged at a drain.
+    Charge,
     /// A counter delta above the plausible power bound; the input re-baselined.
     CounterAnomaly,
     /// CPU performance-counter reads failed during an eBPF drain.
@@ -114,6 +116,7 @@ impl IssueKind {
             IssueKind::Attach => "attach",
             IssueKind::BadInput => "bad_input",
             IssueKind::Connect => "connect",
+            IssueKind::Charge => "charge",
             IssueKind::CounterAnomaly => "counter_anomaly",
             IssueKind::CounterError => "counter_error",
             IssueKind::CounterReset => "counter_reset",
