@@ -421,6 +421,21 @@ impl Collector for SnapshotCollector {
             [(node_only, s.health.tick_seconds_total)],
         )?;
         f.family(
+            "kepler_exporter_cpu_excess_seconds",
+            "Pods' CPU time above the node's busy time in an interval, in seconds: carried into the next interval (outcome=carried), or dropped beyond the bound of one interval's busy time or owed to a pod that is gone (outcome=clipped).",
+            Counter,
+            [
+                (
+                    [("node_name", node), ("outcome", "carried")],
+                    s.health.cpu_time_carried_seconds,
+                ),
+                (
+                    [("node_name", node), ("outcome", "clipped")],
+                    s.health.cpu_time_clipped_seconds,
+                ),
+            ],
+        )?;
+        f.family(
             "kepler_exporter_tick_duration_seconds",
             "Wall time of the last tick, in seconds.",
             Gauge,
