@@ -422,7 +422,7 @@ impl Collector for SnapshotCollector {
         )?;
         f.family(
             "kepler_exporter_cpu_excess_seconds",
-            "Pods' CPU time above the node's busy time in an interval, in seconds: carried into the next interval (outcome=carried), or dropped beyond the bound of one interval's busy time or owed to a pod that is gone (outcome=clipped).",
+            "Pods' CPU time above the node's busy time in an interval, in seconds: carried into the next interval (outcome=carried), or dropped beyond the bound (one interval's busy time, at least 1 % of its CPU capacity) or owed to a pod that is gone (outcome=clipped).",
             Counter,
             [
                 (

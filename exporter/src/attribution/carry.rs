@@ -1,12 +1,17 @@
 //! The cap on pods' CPU time without loss: when pods report more time in an interval than the node
 //! was busy (clock skew between sources, time stolen by a hypervisor that eBPF counts and /proc/stat
 //! does not, a slice straddling a tick), the excess is carried into the next interval instead of
-//! clipped, up to one interval of the node's busy time. Pure: the caller keeps the `Carry`.
+//! clipped, up to one interval of the node's busy time (at least 1 % of the interval's CPU
+//! capacity: /proc/stat samples busy time in scheduler ticks, so a nearly idle node can read 0).
+//! Pure: the caller keeps the `Carry`.
 
 use std::collections::BTreeMap;
 
 use crate::activity::{NodeCpu, PodActivity};
 use crate::units::{ContainerId, CpuNanos, PodUid};
+
+/// The least that may be owed, as a fraction of the interval's CPU capacity (elapsed time × CPUs).
+pub const MIN_BOUND: f64 = 0.01;
 
 /// CPU time owed to pods from earlier intervals, per pod and container.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,8 +44,8 @@ impl Carry {
 
     /// Adds what is owed to this interval's `pods`. When their time then exceeds the node's busy
     /// time, every pod and container is scaled by the same factor to fit, and the rest is owed to
-    /// it in the next interval; what is owed in all is bounded by this interval's busy time, the
-    /// excess beyond it is clipped. Pods without containers are left as they are (the model gives
+    /// it in the next interval; what is owed in all is bounded by this interval's busy time (at
+    /// least `MIN_BOUND` of its capacity), the excess beyond it is clipped. Pods without containers are left as they are (the model gives
     /// their share to system). An unknown node (a failed /proc/stat read: no capacity) caps nothing.
     pub fn fit(&mut self, pods: &[PodActivity], node: NodeCpu) -> Fitted {
         let mut owed = std::mem::take(&mut self.pods);
@@ -76,8 +81,9 @@ impl Carry {
         }
         let fit = busy / total;
         let excess = total - busy;
+        let bound = busy.max(node.total.as_f64() * MIN_BOUND);
         let keep = if excess > 0.0 {
-            (busy / excess).min(1.0)
+            (bound / excess).min(1.0)
         } else {
             1.0
         };
@@ -165,6 +171,24 @@ mod tests {
     }
 
     #[test]
+    fn a_node_read_as_idle_still_owes_up_to_a_hundredth_of_its_capacity() {
+        // /proc/stat counted no busy tick in the interval, yet the pod ran 3 ms.
+        let mut carry = Carry::default();
+        let idle = NodeCpu {
+            busy: CpuNanos::ZERO,
+            total: CpuNanos(2_000_000_000),
+        };
+        let f = carry.fit(&[pod(1, &[3_000_000])], idle);
+        assert_eq!(times(&f), vec![0]);
+        assert_eq!(
+            (f.carried, f.clipped),
+            (CpuNanos(3_000_000), CpuNanos::ZERO)
+        );
+        let f = carry.fit(&[pod(1, &[1_000_000])], node(8_000_000));
+        assert_eq!(times(&f), vec![4_000_000]);
+    }
+
+    #[test]
     fn pods_and_containers_scale_alike_and_owe_in_proportion() {
         let mut carry = Carry::default();
         let f = carry.fit(&[pod(1, &[300, 100]), pod(2, &[400])], node(400));
@@ -227,7 +251,8 @@ mod tests {
                 let f = carry.fit(&pods, node(*busy));
                 let g: f64 = f.pods.iter().map(|p| p.cpu_time.as_f64()).sum();
                 prop_assert!(g <= *busy as f64 + 1.0);
-                prop_assert!(carry.owed().0 <= *busy + 1);
+                let bound = (*busy as f64).max(node(*busy).total.as_f64() * MIN_BOUND);
+                prop_assert!(carry.owed().as_f64() <= bound + 1.0);
                 for p in &f.pods {
                     let c: u64 = p.containers.iter().map(|c| c.cpu_time.0).sum();
                     prop_assert_eq!(c, p.cpu_time.0);
