@@ -208,17 +208,25 @@ impl Node {
         }
     }
 
-    /// A reading right after a tick, to start a window.
+    /// A reading right after a tick (within `ALIGNED_S`), to start a window: the window's
+    /// reference then covers the exporter's intervals.
     fn start(&self) -> Reading {
-        let first = self.read_after_tick(0.0);
-        self.read_after_tick(first.ticks)
+        let mut r = self.read_after_tick(0.0);
+        for _ in 0..10 {
+            r = self.read_after_tick(r.ticks);
+            if r.delay_s < ALIGNED_S {
+                break;
+            }
+        }
+        r
     }
 
     /// Adds `n` one-tick intervals after `previous` (a scrape that saw two ticks gives no interval
     /// of its own; the window's sums still cover it) and returns the last reading.
     fn extend(&self, mut previous: Reading, n: usize, intervals: &mut Vec<Interval>) -> Reading {
         let (wanted, mut readings) = (intervals.len() + n, 0);
-        while intervals.len() < wanted {
+        // The window ends on a reading within `ALIGNED_S` of its tick, like it starts.
+        while intervals.len() < wanted || (previous.delay_s >= ALIGNED_S && readings < 3 * n) {
             let r = self.read_after_tick(previous.ticks);
             readings += 1;
             assert!(readings < 3 * n, "too many missed ticks");
