@@ -6,6 +6,8 @@
 //! consumer's share of node busy CPU time; `system` is the residual, so the identities hold exactly
 //! up to floating-point rounding.
 
+pub mod carry;
+
 use crate::activity::{NodeCpu, PodActivity, ProcessActivity};
 use crate::units::{ContainerId, CpuNanos, Joules, Pid, PodUid, ZoneKind};
 
@@ -73,7 +75,9 @@ pub struct ActivityInput<'a> {
 /// Split each zone's active energy over pods and system by CPU-time share.
 ///
 /// The denominator is `max(node busy time, Σ pod time)`: node busy time comes from /proc/stat and
-/// pods from cgroup counters, which can disagree slightly; pods never get more than all active energy.
+/// pods from cgroup counters or eBPF, which can disagree; pods never get more than all active
+/// energy. The caller fits pods within the busy time first (`carry::Carry::fit`), so that an excess
+/// is carried into the next interval rather than lost here.
 pub fn attribute(zones: &[ZoneInput], activity: ActivityInput<'_>) -> IntervalEnergy {
     // A pod with no container cgroup (all exited) cannot split its time; it is left to `system`
     // so that `pod = Σ containers` always holds.
@@ -226,13 +230,13 @@ mod tests {
     use crate::activity::ContainerActivity;
     use proptest::prelude::*;
 
-    fn uid(n: u32) -> PodUid {
+    pub(super) fn uid(n: u32) -> PodUid {
         PodUid::parse(&format!("{n:08x}-0000-0000-0000-000000000000")).unwrap()
     }
-    fn cid(n: u32) -> ContainerId {
+    pub(super) fn cid(n: u32) -> ContainerId {
         ContainerId::parse(&format!("{n:064x}")).unwrap()
     }
-    fn pod(n: u32, pod_ns: u64, containers: &[u64]) -> PodActivity {
+    pub(super) fn pod(n: u32, pod_ns: u64, containers: &[u64]) -> PodActivity {
         PodActivity {
             uid: uid(n),
             cpu_time: CpuNanos(pod_ns),
@@ -246,7 +250,7 @@ mod tests {
                 .collect(),
         }
     }
-    fn node(busy: u64) -> NodeCpu {
+    pub(super) fn node(busy: u64) -> NodeCpu {
         NodeCpu {
             busy: CpuNanos(busy),
             total: CpuNanos(busy * 4),

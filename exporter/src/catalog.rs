@@ -314,6 +314,8 @@ catalog! {
         "Measurement ticks completed.";
     TICK_SECONDS = "kepler_exporter_tick_seconds_total", Counter, NODE_ONLY, NONE, Exporter, None, Other,
         "Wall time spent measuring and attributing, summed over ticks, in seconds.";
+    CPU_EXCESS_SECONDS = "kepler_exporter_cpu_excess_seconds_total", Counter, &["node_name", "outcome"], NONE, Exporter, None, Other,
+        "Pods' CPU time above the node's busy time in an interval, in seconds: carried into the next interval (outcome=carried), or dropped beyond the bound (one interval's busy time, at least 1 % of its CPU capacity) or owed to a pod that is gone (outcome=clipped).";
     TICK_DURATION_SECONDS = "kepler_exporter_tick_duration_seconds", Gauge, NODE_ONLY, NONE, Exporter, None, Other,
         "Wall time of the last tick, in seconds.";
     LAST_TICK_TIMESTAMP_SECONDS = "kepler_exporter_last_tick_timestamp_seconds", Gauge, NODE_ONLY, NONE, Exporter, None, Other,

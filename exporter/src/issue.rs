@@ -71,6 +71,8 @@ labelled! {
         Cpus => "cpus",
         /// The kubelet's pod-resources socket could not be reached.
         Connect => "connect",
+        /// The slice running on a CPU could not be charged at a drain.
+        Charge => "charge",
         /// A counter delta above the plausible power bound; the input re-baselined.
         CounterAnomaly => "counter_anomaly",
         /// CPU performance-counter reads failed during an eBPF drain.

@@ -347,6 +347,19 @@ impl Collector for SnapshotCollector {
             [(node_only, s.health.tick_seconds_total)],
         )?;
         f.family(
+            &catalog::CPU_EXCESS_SECONDS,
+            [
+                (
+                    [("node_name", node), ("outcome", "carried")],
+                    s.health.cpu_time_carried_seconds,
+                ),
+                (
+                    [("node_name", node), ("outcome", "clipped")],
+                    s.health.cpu_time_clipped_seconds,
+                ),
+            ],
+        )?;
+        f.family(
             &catalog::TICK_DURATION_SECONDS,
             [(node_only, s.health.last_tick_seconds)],
         )?;

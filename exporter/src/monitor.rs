@@ -5,6 +5,7 @@
 
 use crate::activity::procfs::{NodeCpuReader, ProcessScanner};
 use crate::activity::{ActivitySource, NodeCpu, ProcessActivity};
+use crate::attribution::carry::Carry;
 use crate::attribution::{attribute, ActivityInput, ZoneInput};
 use crate::gpu::GpuMonitor;
 use crate::idle::{IdleEstimator, Scope};
@@ -46,6 +47,8 @@ pub struct Monitor {
     gpu: Option<GpuMonitor>,
     /// Cumulative energy per (zone, socket), sorted.
     sockets: Vec<SocketZone>,
+    /// Pods' CPU time above the node's busy time, owed to them in the next interval.
+    carry: Carry,
 }
 
 impl Monitor {
@@ -69,6 +72,7 @@ impl Monitor {
             unavailable: Vec::new(),
             gpu: None,
             sockets: Vec::new(),
+            carry: Carry::default(),
         }
     }
 
@@ -180,11 +184,14 @@ impl Monitor {
                     ),
                 })
                 .collect();
+            let fitted = self.carry.fit(&activity.pods, node);
+            self.health.cpu_time_carried_seconds += fitted.carried.as_f64() / 1e9;
+            self.health.cpu_time_clipped_seconds += fitted.clipped.as_f64() / 1e9;
             let interval = attribute(
                 &zones,
                 ActivityInput {
                     node,
-                    pods: &activity.pods,
+                    pods: &fitted.pods,
                     processes: &processes,
                 },
             );

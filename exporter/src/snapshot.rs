@@ -72,6 +72,10 @@ pub struct ExporterHealth {
     pub intervals: u64,
     pub last_tick_seconds: f64,
     pub tick_seconds_total: f64,
+    /// Pods' CPU time above the node's busy time in an interval, carried into the next one, and
+    /// dropped (beyond the bound of one interval's busy time, or owed to a pod gone), in seconds.
+    pub cpu_time_carried_seconds: f64,
+    pub cpu_time_clipped_seconds: f64,
     /// Skipped reads and degraded measurements by (source, kind), cumulative.
     pub issues: BTreeMap<(Input, IssueKind), u64>,
     pub sources: Vec<SourceHealth>,

@@ -10,10 +10,7 @@ mod common;
 
 use common::cgroups::*;
 use common::*;
-use std::fs;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The variants share the CPU and their duty cycles: run one at a time.
@@ -114,37 +111,27 @@ fn end_to_end(test: &'static str, mode: Mode, cpu_source: &str, variant: u32) {
     cluster.busy(&b1, 0.10);
     cluster.busy(&b2, 0.10);
 
-    let tmp = tempfile::tempdir().unwrap();
-    let sys = tmp.path().join("sys");
-    fs::create_dir_all(&sys).unwrap();
-    // The cgroup mounts in mountinfo are under /sys/fs: the exporter rebases them onto --sysfs.
-    std::os::unix::fs::symlink("/sys/fs", sys.join("fs")).unwrap();
-    // The kernel's BTF (/sys/kernel/btf/vmlinux), which the eBPF source loads against.
-    std::os::unix::fs::symlink("/sys/kernel", sys.join("kernel")).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let updater = start_powercap(&sys, stop.clone());
-    let procfs = cluster
-        .procfs_view(&tmp.path().join("proc"))
-        .unwrap_or_else(|| "/proc".into());
-
-    let mut e = Exporter::start(&[
-        "--sysfs",
-        sys.to_str().unwrap(),
-        "--procfs",
-        procfs.to_str().unwrap(),
-        "--interval",
-        "1s",
-        "--node-name",
-        "e2e-node",
-        "--grace-period",
-        "2s",
-        // The simulated power does not follow the load, so learning idle as the lowest power seen
-        // would call almost all of it idle: configure idle as an operator would.
-        "--idle-watts",
-        "package=20,dram=2",
-        "--cpu-source",
-        cpu_source,
-    ]);
+    let host = SimulatedHost::new(&cluster);
+    let mut e = Exporter::start(
+        &[
+            &host.args()[..],
+            &[
+                "--interval",
+                "1s",
+                "--node-name",
+                "e2e-node",
+                "--grace-period",
+                "2s",
+                // The simulated power does not follow the load, so learning idle as the lowest power
+                // seen would call almost all of it idle: configure idle as an operator would.
+                "--idle-watts",
+                "package=20,dram=2",
+                "--cpu-source",
+                cpu_source,
+            ],
+        ]
+        .concat(),
+    );
     e.wait_ready(Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(1500)); // let the quotas settle
 
@@ -322,6 +309,5 @@ fn end_to_end(test: &'static str, mode: Mode, cpu_source: &str, variant: u32) {
         "{mode:?}: expected {} to be read: {chosen}",
         mode.counter_file()
     );
-    stop.store(true, Ordering::Relaxed);
-    updater.join().unwrap();
+    drop(host);
 }

@@ -14,6 +14,9 @@ pub mod names {
     pub const EXITED: &str = "EXITED";
     /// `tp_btf/sched_switch` program.
     pub const SCHED_SWITCH: &str = "kepler_sched_switch";
+    /// `raw_tp` program never attached: userspace runs it on a busy CPU (`BPF_PROG_TEST_RUN` with
+    /// `BPF_F_TEST_RUN_ON_CPU`) to charge the slice running there up to that moment.
+    pub const CHARGE_RUNNING: &str = "kepler_charge_running";
     /// `tp_btf/sched_switch` program that does nothing (benchmarks: the per-switch floor).
     pub const SCHED_SWITCH_FLOOR: &str = "kepler_sched_switch_floor";
     /// `tp_btf/sched_process_exit` program.
@@ -96,7 +99,8 @@ pub struct Pending {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuState {
-    /// `bpf_ktime_get_ns()` of the last switch on this CPU (0 before the first one).
+    /// `bpf_ktime_get_ns()` of the last switch on this CPU (0 before the first one), or of the last
+    /// charge of the running slice: the time up to which this CPU's time has been charged.
     pub last_switch_ns: u64,
     /// Context switches seen (every one: the program does not sample).
     pub switches: u64,
@@ -108,6 +112,14 @@ pub struct CpuState {
     pub exits_dropped: u64,
     /// Slices added to the run cache without a `TASK_TIME` lookup (hits that did not flush).
     pub cached: u64,
+    /// This CPU's idle task, as `bpf_get_current_task()` returned it at a switch away from it (0
+    /// until then). Only compared with the next task at each switch; userspace never reads it.
+    pub idle_task: u64,
+    /// 1 while this CPU runs its idle task (the last switch's next task was the idle task): there is
+    /// no running slice to charge, and userspace does not interrupt (wake) the CPU.
+    pub on_idle: u64,
+    /// Times `CHARGE_RUNNING` ran on this CPU and charged its running slice up to then.
+    pub charges: u64,
     /// Cycles and instructions counters of this CPU at the last switch (counters live only), and
     /// the time each counter had been running then (a counter that stopped running, e.g. not
     /// scheduled on the PMU, reads as an error).
@@ -150,7 +162,7 @@ mod tests {
         assert_eq!(size_of::<Pending>(), 56 + 8 * ANCESTOR_LEVELS);
         assert_eq!(
             size_of::<CpuState>(),
-            96 + 8 * ANCESTOR_LEVELS + PENDING_SLOTS * size_of::<Pending>()
+            120 + 8 * ANCESTOR_LEVELS + PENDING_SLOTS * size_of::<Pending>()
         );
         assert!(PENDING_SLOTS.is_power_of_two());
         assert_eq!(align_of::<TaskTime>(), 8);

@@ -4,6 +4,8 @@
 //! cache in front of the hash (`CpuState::pending`, one slot per `tgid % PENDING_SLOTS`) absorbs
 //! consecutive slices of the same processes, so most switches cost no hash lookup; a slot is moved
 //! into the hash when another process needs it or once its first slice is `PENDING_FLUSH_NS` old.
+//! Before each drain userspace runs `kepler_charge_running` on every busy CPU, which charges the
+//! slice still running there, so a task that is rarely switched out is counted in every drain.
 //! No sampling, no struct access, no locks; a full map is counted, never silent. Built by
 //! `ebpf/build.sh`.
 #![no_std]
@@ -13,12 +15,12 @@ use aya_ebpf::bindings::{bpf_perf_event_value, BPF_F_CURRENT_CPU, BPF_NOEXIST};
 use aya_ebpf::cty::c_void;
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_ktime_get_ns,
-    bpf_perf_event_read_value,
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
+    bpf_ktime_get_ns, bpf_perf_event_read_value,
 };
-use aya_ebpf::macros::{btf_tracepoint, map};
+use aya_ebpf::macros::{btf_tracepoint, map, raw_tracepoint};
 use aya_ebpf::maps::{HashMap, PerCpuArray, PerCpuHashMap, PerfEventArray};
-use aya_ebpf::programs::BtfTracePointContext;
+use aya_ebpf::programs::{BtfTracePointContext, RawTracePointContext};
 use kepler_ebpf_common::{
     CpuState, Pending, TaskKey, TaskTime, ANCESTOR_LEVELS, EXITED_ENTRIES, PENDING_FLUSH_NS,
     PENDING_SLOTS, TASK_TIME_ENTRIES,
@@ -51,19 +53,92 @@ static INSTRUCTIONS: PerfEventArray<u32> = PerfEventArray::new(0);
 static COUNTERS_LIVE: u32 = 0;
 
 #[btf_tracepoint(function = "sched_switch")]
-pub fn kepler_sched_switch(_ctx: BtfTracePointContext) -> i32 {
+pub fn kepler_sched_switch(ctx: BtfTracePointContext) -> i32 {
     let Some(state) = CPU_STATE.get_ptr_mut(0) else {
         return 0;
     };
-    // SAFETY: a per-CPU slot, and tracing programs do not nest on one CPU for this tracepoint.
+    // SAFETY: a per-CPU slot; this tracepoint runs with interrupts off, so neither it nor the
+    // charge program (run in an interrupt on this CPU) can interleave with it.
     let state = unsafe { &mut *state };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let last = state.last_switch_ns;
     state.last_switch_ns = now;
     state.switches += 1;
+    // Argument 2 of sched_switch is `next`. Compared as an address, never dereferenced.
+    let next: u64 = ctx.arg(2);
+    state.on_idle = u64::from(next == state.idle_task);
+    let (cycles, instructions) = counter_deltas(state);
+    // Sweep one slot per switch, round robin over all of them (idle and first switches included),
+    // so time of a process that stopped running on this CPU waits at most PENDING_SLOTS switches
+    // after it is due.
+    let sweep = state.switches as usize & (PENDING_SLOTS - 1);
+    if let Some(other) = state.pending.get_mut(sweep) {
+        if other.on_cpu_ns != 0 && now - other.since_ns >= PENDING_FLUSH_NS {
+            flush(other, &mut state.dropped, &mut state.dropped_ns);
+        }
+    }
+    if last == 0 || now <= last {
+        return 0; // first switch seen on this CPU: the slice's start is unknown
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == 0 {
+        // The idle task is leaving the CPU: remember which task it is (once per CPU).
+        if state.idle_task == 0 {
+            // SAFETY: helper without preconditions.
+            state.idle_task = unsafe { bpf_get_current_task() };
+        }
+        return 0;
+    }
+    record(state, tgid, last, now, cycles, instructions, 1);
+    0
+}
+
+/// Never attached. Userspace runs it on each CPU that runs a task (not idle) whose slice started
+/// at least a millisecond ago, just before each drain (`BPF_PROG_TEST_RUN` on that CPU: an
+/// interrupt there, or this CPU with preemption off), so that `current` is the running task. It
+/// charges the slice so far, as if the task had been switched out, then moves every slot of the
+/// run cache into `TASK_TIME`. The charged-until mark is `last_switch_ns` itself: this program and
+/// the switch program both run on the CPU they account with interrupts off, one after the other,
+/// so each nanosecond between two marks is charged exactly once.
+#[raw_tracepoint(tracepoint = "kepler_charge_running")]
+pub fn kepler_charge_running(_ctx: RawTracePointContext) -> i32 {
+    let Some(state) = CPU_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: a per-CPU slot; see above for why nothing else runs on it meanwhile.
+    let state = unsafe { &mut *state };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let last = state.last_switch_ns;
+    if last == 0 || now <= last {
+        return 0; // no switch seen on this CPU yet: the running slice's start is unknown
+    }
+    state.last_switch_ns = now;
+    state.charges += 1;
+    let (cycles, instructions) = counter_deltas(state);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid != 0 {
+        record(state, tgid, last, now, cycles, instructions, 0);
+    }
+    let mut index = 0;
+    while index < PENDING_SLOTS {
+        if let Some(slot) = state.pending.get_mut(index) {
+            if slot.on_cpu_ns != 0 {
+                flush(slot, &mut state.dropped, &mut state.dropped_ns);
+            }
+        }
+        index += 1;
+    }
+    0
+}
+
+/// Cycles and instructions of this CPU since the last switch or charge ((0, 0) unless the
+/// counters are live).
+#[inline(always)]
+fn counter_deltas(state: &mut CpuState) -> (u64, u64) {
     // SAFETY: reading a .rodata constant.
-    let (cycles, instructions) = if unsafe { core::ptr::read_volatile(&COUNTERS_LIVE) } == 1 {
+    if unsafe { core::ptr::read_volatile(&COUNTERS_LIVE) } == 1 {
         (
             counter_delta(
                 &CYCLES,
@@ -80,27 +155,25 @@ pub fn kepler_sched_switch(_ctx: BtfTracePointContext) -> i32 {
         )
     } else {
         (0, 0)
-    };
-    // Sweep one slot per switch, round robin over all of them (idle and first switches included),
-    // so time of a process that stopped running on this CPU waits at most PENDING_SLOTS switches
-    // after it is due.
-    let sweep = state.switches as usize & (PENDING_SLOTS - 1);
-    if let Some(other) = state.pending.get_mut(sweep) {
-        if other.on_cpu_ns != 0 && now - other.since_ns >= PENDING_FLUSH_NS {
-            flush(other, &mut state.dropped, &mut state.dropped_ns);
-        }
     }
-    if last == 0 || now <= last {
-        return 0; // first switch seen on this CPU: the slice's start is unknown
-    }
-    let slice_ns = now - last;
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == 0 {
-        return 0; // the idle task
-    }
+}
+
+/// Gives the slice `[start, now)` of process `tgid` (`current`) to its run-cache slot, counted as
+/// `switched` switches (1 at a switch, 0 for a charge of a slice still running).
+#[inline(always)]
+fn record(
+    state: &mut CpuState,
+    tgid: u32,
+    start: u64,
+    now: u64,
+    cycles: u64,
+    instructions: u64,
+    switched: u64,
+) {
+    let slice_ns = now - start;
     let index = tgid as usize & (PENDING_SLOTS - 1);
     let Some(slot) = state.pending.get_mut(index) else {
-        return 0;
+        return;
     };
     if slot.on_cpu_ns != 0 && slot.tgid == tgid {
         // A hit while the slot's window is fresh. A short slice is taken to be in the slot's cgroup
@@ -112,11 +185,11 @@ pub fn kepler_sched_switch(_ctx: BtfTracePointContext) -> i32 {
                 || unsafe { bpf_get_current_cgroup_id() } == slot.cgroup_id)
         {
             slot.on_cpu_ns += slice_ns;
-            slot.switches += 1;
+            slot.switches += switched;
             slot.cycles += cycles;
             slot.instructions += instructions;
-            state.cached += 1;
-            return 0;
+            state.cached += switched;
+            return;
         }
         // The window is over (or the process is in another cgroup now, or this is a reused pid):
         // the slot's time goes to the map and this slice starts a new window.
@@ -131,17 +204,17 @@ pub fn kepler_sched_switch(_ctx: BtfTracePointContext) -> i32 {
         tgid,
         cgroup_id,
         slice_ns,
-        last,
+        start,
         &mut state.memo_cgroup_id,
         &mut state.memo_ancestors,
     );
+    slot.switches = switched;
     slot.cycles = cycles;
     slot.instructions = instructions;
     if slice_ns >= PENDING_FLUSH_NS {
         // A long slice goes to the map at once: the cache only holds the last millisecond or so.
         flush(slot, &mut state.dropped, &mut state.dropped_ns);
     }
-    0
 }
 
 /// How far this CPU's counter in `array` moved since the last switch: 0 on the first read, when it

@@ -185,10 +185,7 @@ impl Cluster {
         self.dirs.push(PathBuf::from(rel));
     }
 
-    /// A busy loop in `rel`, limited to `duty` of one CPU by a CFS quota. The 10 ms period keeps each
-    /// run short: switch-based accounting (eBPF) attributes a slice when it ends, so a slice running
-    /// across a tick lands in the next interval, and with a 100 ms period such a slice could be
-    /// 60 ms, several % of an interval's share.
+    /// A busy loop in `rel`, limited to `duty` of one CPU by a CFS quota (10 ms period).
     pub fn busy(&mut self, rel: &str, duty: f64) {
         let join: Vec<PathBuf> = self.roots.iter().map(|root| root.join(rel)).collect();
         let child = match &self.quota {
@@ -201,6 +198,20 @@ impl Cluster {
             }
         };
         self.procs.push(child);
+    }
+
+    /// An unlimited busy loop in `rel` (no CFS quota), pinned to `cpu`: a notebook kernel's long
+    /// computation. Returns its pid.
+    pub fn busy_pinned(&mut self, rel: &str, cpu: usize) -> u32 {
+        if let Quota::V1(root) = &self.quota {
+            fs::write(root.join(rel).join("cpu.cfs_quota_us"), "-1").unwrap();
+        }
+        let join: Vec<PathBuf> = self.roots.iter().map(|root| root.join(rel)).collect();
+        let child = busy_loop_in(&join);
+        let pid = child.id();
+        pin_to_cpu(pid, cpu);
+        self.procs.push(child);
+        pid
     }
 
     pub fn attach(&self, rel: &str, pid: u32) {
@@ -291,6 +302,60 @@ fn remove_cgroup(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(2);
     while fs::remove_dir(path).is_err() && path.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The host as the exporter sees it in the end-to-end tests: a `--sysfs` root with the host's cgroup
+/// mounts and BTF and a simulated powercap tree (advanced by a thread until drop), and a `--procfs`
+/// root showing the cluster's mode.
+pub struct SimulatedHost {
+    pub sys: PathBuf,
+    pub procfs: PathBuf,
+    stop: Arc<AtomicBool>,
+    updater: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl SimulatedHost {
+    pub fn new(cluster: &Cluster) -> SimulatedHost {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        fs::create_dir_all(&sys).unwrap();
+        // The cgroup mounts in mountinfo are under /sys/fs: the exporter rebases them onto --sysfs.
+        std::os::unix::fs::symlink("/sys/fs", sys.join("fs")).unwrap();
+        // The kernel's BTF (/sys/kernel/btf/vmlinux), which the eBPF source loads against.
+        std::os::unix::fs::symlink("/sys/kernel", sys.join("kernel")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let updater = start_powercap(&sys, stop.clone());
+        let procfs = cluster
+            .procfs_view(&dir.path().join("proc"))
+            .unwrap_or_else(|| "/proc".into());
+        SimulatedHost {
+            sys,
+            procfs,
+            stop,
+            updater: Some(updater),
+            _dir: dir,
+        }
+    }
+
+    /// `--sysfs` and `--procfs` for the exporter.
+    pub fn args(&self) -> [&str; 4] {
+        [
+            "--sysfs",
+            self.sys.to_str().unwrap(),
+            "--procfs",
+            self.procfs.to_str().unwrap(),
+        ]
+    }
+}
+
+impl Drop for SimulatedHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(updater) = self.updater.take() {
+            let _ = updater.join();
+        }
     }
 }
 

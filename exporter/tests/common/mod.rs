@@ -386,6 +386,33 @@ pub fn duty_cycled_loop(cpu_dir: &Path, period_us: u64, duty: f64, join: &[PathB
     busy_loop_in(join)
 }
 
+/// Pins process `pid` to CPU `cpu` (`sched_setaffinity`).
+pub fn pin_to_cpu(pid: u32, cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, `cpu` below CPU_SETSIZE on any machine these tests run on.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: a valid pid, a cpu_set_t of the size given.
+    let rc = unsafe {
+        libc::sched_setaffinity(
+            pid as libc::pid_t,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &set,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "pin {pid} to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The number of online CPUs.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// A busy loop moved into every cgroup directory of `join`.
 pub fn busy_loop_in(join: &[PathBuf]) -> Child {
     let child = Command::new("sh")

@@ -3,6 +3,7 @@
 //! back by itself: `EbpfActivity::start` fails with a typed error and the caller picks another source.
 
 mod batch;
+pub mod charge;
 pub mod counters;
 pub mod program;
 pub mod resolve;
@@ -63,6 +64,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("cannot charge the running slice on CPU {cpu}: {source}")]
+    Charge {
+        cpu: u32,
+        #[source]
+        source: io::Error,
+    },
     #[error("CPU counters: {0}")]
     Counters(#[source] counters::CounterError),
     #[error("cannot count possible CPUs from {path}: {source}")]
@@ -87,6 +94,7 @@ impl Error {
             Error::Attach { .. } => IssueKind::Attach,
             Error::Map { .. } => IssueKind::Map,
             Error::Drain { .. } => IssueKind::Drain,
+            Error::Charge { .. } => IssueKind::Charge,
             Error::Cpus { .. } => IssueKind::Cpus,
             Error::Counters(_) => IssueKind::Counters,
         }
@@ -131,6 +139,8 @@ pub struct EbpfCounters {
     pub cached_slices: u64,
     /// Cycles/instructions reads that failed in the program.
     pub counter_errors: u64,
+    /// Slices still running at a drain, charged up to it (one per busy CPU and drain).
+    pub running_charges: u64,
     pub drained_entries: u64,
     pub drain_syscalls: u64,
 }
@@ -149,7 +159,13 @@ pub struct EbpfActivity {
     /// (they wait in the program's run cache), and must still count as exited (no /proc lookup of
     /// a pid that may belong to someone else by then).
     recent_exits: ExitMemory,
+    /// Whether running slices are charged before each drain; off after the kernel refused to run
+    /// the charge program on a CPU (before 5.10): slices are then charged at switch-out only.
+    charging: bool,
 }
+
+/// The kernel's internal "operation not supported" errno (`ENOTSUPP`), which `bpf(2)` can return.
+const ENOTSUPP: i32 = 524;
 
 /// Drains an exit is remembered for (beyond its own).
 const EXIT_MEMORY_DRAINS: usize = 2;
@@ -218,6 +234,7 @@ impl EbpfActivity {
             counters: EbpfCounters::default(),
             presence,
             recent_exits: ExitMemory::default(),
+            charging: true,
         })
     }
 
@@ -228,6 +245,28 @@ impl EbpfActivity {
     /// One drain: moves the maps out of the kernel, resolves every entry, adds up pods.
     fn drain(&mut self) -> Result<(Vec<PodActivity>, Vec<SourceIssue>)> {
         let mut issues = Vec::new();
+        if self.charging {
+            if let Err(error) = self.program.charge_running() {
+                if let Error::Charge { source, .. } = &error {
+                    if matches!(
+                        source.raw_os_error(),
+                        Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+                    ) {
+                        self.charging = false;
+                    }
+                }
+                let then = if self.charging {
+                    "for this drain"
+                } else {
+                    "from now on (the kernel cannot run a program on another CPU)"
+                };
+                issues.push(SourceIssue::new(
+                    INPUT,
+                    error.kind(),
+                    format!("{error}; running slices are charged when they end, {then}"),
+                ));
+            }
+        }
         self.program.drain(&mut self.drained)?;
         let state = self.program.cpu_state()?;
         let before = self.counters;
@@ -237,6 +276,7 @@ impl EbpfActivity {
         self.counters.dropped_exits = state.exits_dropped;
         self.counters.cached_slices = state.cached;
         self.counters.counter_errors = state.counter_errors;
+        self.counters.running_charges = state.charges;
         self.counters.drained_entries += self.drained.tasks.len() as u64;
         self.counters.drain_syscalls += u64::from(self.drained.syscalls);
         if state.dropped > before.dropped_slices {
@@ -439,6 +479,7 @@ impl ActivitySource for EbpfActivity {
             events: vec![
                 ("sched_switch", c.switches),
                 ("cached_slice", c.cached_slices),
+                ("running_charge", c.running_charges),
                 ("counter_error", c.counter_errors),
                 ("dropped_slice", c.dropped_slices),
                 ("dropped_exit", c.dropped_exits),

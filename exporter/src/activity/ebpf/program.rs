@@ -7,13 +7,14 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
-use aya::programs::BtfTracePoint;
+use aya::programs::{BtfTracePoint, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use kepler_ebpf_common::{
     names, CpuState, TaskKey, TaskTime, ANCESTOR_LEVELS, EXITED_ENTRIES, TASK_TIME_ENTRIES,
 };
 
 use super::batch::BatchBuffers;
+use super::charge::{self, Charged};
 use super::counters::{CounterKind, Counters};
 use super::{Error, Result};
 
@@ -111,23 +112,19 @@ impl LoadedProgram {
             (names::SCHED_SWITCH, "sched_switch"),
             (names::SCHED_PROCESS_EXIT, "sched_process_exit"),
         ] {
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(program)
-                .ok_or(Error::MissingInObject { name: program })?
-                .try_into()
-                .map_err(|e| Error::Program {
-                    program,
-                    source: Box::new(e),
-                })?;
-            prog.load(tracepoint, &btf).map_err(|e| Error::Program {
-                program,
-                source: Box::new(e),
-            })?;
+            let prog: &mut BtfTracePoint = program_mut(&mut ebpf, program)?;
+            prog.load(tracepoint, &btf)
+                .map_err(|e| program_error(program, e))?;
             prog.attach().map_err(|e| Error::Attach {
                 program,
                 source: Box::new(e),
             })?;
         }
+        // Loaded, never attached: `charge_running` runs it on busy CPUs.
+        let charge: &mut RawTracePoint = program_mut(&mut ebpf, names::CHARGE_RUNNING)?;
+        charge
+            .load()
+            .map_err(|e| program_error(names::CHARGE_RUNNING, e))?;
         let task_time = take_map(&mut ebpf, names::TASK_TIME)?;
         let exited = take_map(&mut ebpf, names::EXITED)?;
         let cpu_state = take_map(&mut ebpf, names::CPU_STATE)?;
@@ -159,6 +156,26 @@ impl LoadedProgram {
     /// The counters the program reads at every switch, if any.
     pub fn counters(&self) -> Option<CounterKind> {
         self.counters.as_ref().map(Counters::kind)
+    }
+
+    /// Charges the slice running on each busy CPU up to now (see `charge`), so that the next drain
+    /// holds the time of tasks that have not been switched out since. Idle CPUs are not woken.
+    pub fn charge_running(&mut self) -> Result<Charged> {
+        let states = self
+            .cpu_state
+            .get(&0, 0)
+            .map_err(|e| map_error(names::CPU_STATE, e))?;
+        let states: Vec<CpuState> = states.iter().copied().collect();
+        let cpus = charge::cpus_to_charge(&states, charge::monotonic_ns());
+        let program = names::CHARGE_RUNNING;
+        let fd = self
+            ._ebpf
+            .program(program)
+            .ok_or(Error::MissingInObject { name: program })?
+            .fd()
+            .map_err(|e| program_error(program, e))?
+            .as_fd();
+        charge::charge(fd, &cpus).map_err(|(cpu, source)| Error::Charge { cpu, source })
     }
 
     /// Moves everything out of the process and exit maps.
@@ -193,7 +210,8 @@ impl LoadedProgram {
         Ok(())
     }
 
-    /// The per-CPU counters, summed (`last_switch_ns` is the latest of them; `pending` is left empty:
+    /// The per-CPU counters, summed (`last_switch_ns` is the latest of them; `idle_task`, `on_idle`
+    /// and `pending` are left empty:
     /// the run caches are the program's, read only as a whole by `pending_ns`).
     pub fn cpu_state(&self) -> Result<CpuState> {
         let values = self
@@ -209,6 +227,7 @@ impl LoadedProgram {
                 dropped_ns: sum.dropped_ns + cpu.dropped_ns,
                 exits_dropped: sum.exits_dropped + cpu.exits_dropped,
                 cached: sum.cached + cpu.cached,
+                charges: sum.charges + cpu.charges,
                 counter_errors: sum.counter_errors + cpu.counter_errors,
                 ..sum
             }))
@@ -224,10 +243,7 @@ impl LoadedProgram {
             .program(program)
             .ok_or(Error::MissingInObject { name: program })?
             .info()
-            .map_err(|e| Error::Program {
-                program,
-                source: Box::new(e),
-            })?;
+            .map_err(|e| program_error(program, e))?;
         Ok((info.run_time(), info.run_count()))
     }
 
@@ -247,6 +263,24 @@ impl LoadedProgram {
 
     pub fn possible_cpus(&self) -> usize {
         self.cpus
+    }
+}
+
+/// The program `name` of the object, as its type `P`.
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingInObject { name })?
+        .try_into()
+        .map_err(|e| program_error(name, e))
+}
+
+fn program_error(program: &'static str, source: aya::programs::ProgramError) -> Error {
+    Error::Program {
+        program,
+        source: Box::new(source),
     }
 }
 
