@@ -85,9 +85,9 @@ fn bench_tick(c: &mut Criterion) {
     group.finish();
 }
 
-/// The idle estimator of one scope with a full window (120 intervals of varying utilisation): one
-/// call per tick, a refit (repeated median over 120 intervals) every fifth; 13 scopes is a node with
-/// 5 RAPL zones and 8 GPUs.
+/// The idle estimator of one scope with a full window of intervals of varying utilisation: one call
+/// per tick, a refit (repeated median over the window) every tenth; 13 scopes is a node with 5 RAPL
+/// zones and 8 GPUs.
 fn bench_idle(c: &mut Criterion) {
     use kepler_rs::idle::{IdleEstimator, Scope};
     use kepler_rs::units::{Joules, ZoneKind};

@@ -27,10 +27,10 @@ pub enum Scope {
 
 /// Intervals older than this leave the fit's window.
 pub const WINDOW_SECS: f64 = 300.0;
-/// At most this many intervals in the window (120 at the default 1 s tick: 14,280 slopes per fit).
-pub const MAX_SAMPLES: usize = 120;
+/// At most this many intervals in the window (3 minutes at the default 3 s tick; 3,540 slopes per fit).
+pub const MAX_SAMPLES: usize = 60;
 /// The line is refitted every this many intervals (between fits the last one stands).
-const REFIT_EVERY: u32 = 5;
+const REFIT_EVERY: u32 = 10;
 /// Two intervals whose utilisations differ by less than this give no slope (too noisy).
 const MIN_PAIR_SPREAD: f64 = 0.05;
 /// A fit needs at least this many slopes.
@@ -483,7 +483,7 @@ pub(crate) mod tests {
     }
 
     proptest! {
-        // Each case refits a window of up to 120 intervals many times: a few dozen cases suffice.
+        // Each case refits a window of up to 60 intervals many times: a few dozen cases suffice.
         #![proptest_config(ProptestConfig::with_cases(32))]
 
         /// Idle is never negative nor more than the interval's energy, whatever the input.
