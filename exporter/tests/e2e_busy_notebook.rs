@@ -281,7 +281,24 @@ fn check_pod(
 ) {
     // Over the window: share of active energy vs share of busy CPU time.
     let energy_share = (end.pod_j[pod] - start.pod_j[pod]) / (end.active_j - start.active_j);
-    let cpu_share = (end.pod_cpu_ns[pod] - start.pod_cpu_ns[pod]) / (end.busy_ns - start.busy_ns);
+    // Its share of busy CPU per interval, weighted by each interval's active energy: the simulated
+    // node draws constant power, so once a pod stops, each busy nanosecond of the other carries more
+    // energy (the plain window share only matches while the load is steady).
+    let weighted: f64 = intervals
+        .iter()
+        .filter(|i| i.busy_ns > 0.0)
+        .map(|i| i.active_j * i.pod_cpu_ns[pod] / i.busy_ns)
+        .sum();
+    let weight: f64 = intervals
+        .iter()
+        .filter(|i| i.busy_ns > 0.0)
+        .map(|i| i.active_j)
+        .sum();
+    let cpu_share = if weight > 0.0 {
+        weighted / weight
+    } else {
+        (end.pod_cpu_ns[pod] - start.pod_cpu_ns[pod]) / (end.busy_ns - start.busy_ns)
+    };
     // Per interval: its energy per unit of CPU share (1 when the interval's split is right).
     let ratios: Vec<f64> = intervals[..steady]
         .iter()
