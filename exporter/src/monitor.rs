@@ -137,10 +137,11 @@ impl Monitor {
         };
         let energy = self.inputs.energy.sample(&ctx);
         issues.extend(energy.issues.iter().cloned());
-        let gpu_read = self.gpu.as_mut().map(|gpu| gpu.read(elapsed));
-        if let Some(read) = &gpu_read {
-            issues.extend(read.issues.iter().cloned());
-        }
+        let gpu_devices = self.gpu.as_mut().map(|gpu| {
+            let read = gpu.read(elapsed);
+            issues.extend(read.issues);
+            read.devices
+        });
 
         let energy_input = Input::from(self.inputs.energy.kind());
         let energy_up = !energy.issues.iter().any(|i| i.input == energy_input);
@@ -197,8 +198,8 @@ impl Monitor {
             );
             let since_start = now.saturating_duration_since(self.started);
             self.ledger.apply(&interval, secs, since_start);
-            if let (Some(gpu), Some(read)) = (&mut self.gpu, gpu_read) {
-                gpu.apply(read.devices, &mut self.idle, secs, since_start);
+            if let (Some(gpu), Some(devices)) = (&mut self.gpu, gpu_devices) {
+                gpu.apply(devices, &mut self.idle, secs, since_start);
             }
             self.health.intervals += 1;
         }
