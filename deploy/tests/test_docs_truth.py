@@ -38,8 +38,8 @@ CONDITIONAL = {
     "kepler_exporter_pod_metadata_errors_total": "only after a pod-watch error",
     "kepler_exporter_web_config_reloads_total": "only with --web.config.file",
 }
-# Not metric names: the library crate.
-NOT_METRICS = {"kepler_rs"}
+# Not metric names: the library crate, and the eBPF program that charges running slices.
+NOT_METRICS = {"kepler_rs", "kepler_charge_running"}
 # Chart values the docs name on purpose although values.yaml has no such key.
 ABSENT_VALUES = {"securityContext.capabilities": "deploy/README.md: the chart refuses it"}
 # Paths in other repositories that the docs cite.
