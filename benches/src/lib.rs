@@ -6,6 +6,7 @@ use kepler_rs::activity::{ContainerActivity, NodeCpu, PodActivity};
 use kepler_rs::attribution::{attribute, ActivityInput, ZoneInput};
 use kepler_rs::idle::{IdleEstimator, Scope};
 use kepler_rs::ledger::Ledger;
+use kepler_rs::resource::cgroup_path::ContainerRuntime;
 use kepler_rs::resource::pods::NoPodMetadata;
 use kepler_rs::snapshot::{ExporterHealth, Snapshot, SourceHealth};
 use kepler_rs::source::EnergySourceKind;
@@ -117,6 +118,7 @@ fn pod(rng: &mut XorShift, n: u64, containers: usize) -> PodActivity {
         .map(|i| ContainerActivity {
             id: container_id(n, i),
             cpu_time: container_cpu_time(rng),
+            runtime: Some(ContainerRuntime::Containerd),
         })
         .collect();
     let containers_time: CpuNanos = containers.iter().map(|c| c.cpu_time).sum();

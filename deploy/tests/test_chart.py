@@ -25,7 +25,7 @@ EVERYTHING = {
     "imagePullSecrets": [{"name": "pull"}],
     "nameOverride": "power", "fullnameOverride": "power-exporter",
     "exporter": {"port": 9102, "interval": "5s", "gracePeriod": "60s", "energySource": "rapl", "cpuSource": "ebpf",
-                 "cpuCounters": "off", "processMetrics": True, "idleWatts": "package=20,dram=3", "logFormat": "text",
+                 "cpuCounters": "off", "processMetrics": True, "metricsCompat": "kepler-0.7", "idleWatts": "package=20,dram=3", "logFormat": "text",
                  "logLevel": "debug", "maxConnections": 32, "extraArgs": ["--log-level=info"],
                  "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}]},
     "kubernetes": {"metadata": True, "jupyterhubNamespaces": ["sai", "hub-test"], "hubUserLabel": "hash",
@@ -266,6 +266,8 @@ def test_daemonset_shape(rendered):
         args = c["args"]
         assert args[0] == "run" and "--sysfs=/host/sys" in args and "--procfs=/host/proc" in args
         assert "--listen=0.0.0.0:28282" in args and "--web.max-connections=64" in args
+        # Kepler 0.7 families only when asked (exporter.metricsCompat), never by default.
+        assert not [a for a in args if a.startswith("--metrics-compat")], args
         env = {e["name"]: e for e in c["env"]}
         assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -425,7 +427,8 @@ def test_everything_renders_what_was_asked():
     args = c["args"]
     for arg in ("--jupyterhub-namespace=sai", "--jupyterhub-namespace=hub-test", "--hub-user-label=hash",
                 "--hub-user-hash-key-file=/etc/kepler-rs/hub-user-hash/key", "--web.config.file=/etc/kepler-rs/web/web.yml",
-                "--web.max-connections=32", "--process-metrics", "--idle-watts=package=20,dram=3"):
+                "--web.max-connections=32", "--process-metrics", "--metrics-compat=kepler-0.7",
+                "--idle-watts=package=20,dram=3"):
         assert arg in args, arg
     assert gpu["nodeSelector"] == {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "example.org/gpu": "yes"}
     assert {m["name"]: m["recursiveReadOnly"] for m in c["volumeMounts"] if "recursiveReadOnly" in m} == \

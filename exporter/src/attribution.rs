@@ -9,6 +9,7 @@
 pub mod carry;
 
 use crate::activity::{NodeCpu, PodActivity, ProcessActivity};
+use crate::resource::cgroup_path::ContainerRuntime;
 use crate::units::{ContainerId, CpuNanos, Joules, Pid, PodUid, ZoneKind};
 
 /// One zone's energy over the interval, with its idle part already decided by the idle estimator.
@@ -34,6 +35,9 @@ pub struct ZoneSplit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerEnergy {
     pub id: ContainerId,
+    /// The CPU time the split used, and the runtime the activity source saw.
+    pub cpu_time: CpuNanos,
+    pub runtime: Option<ContainerRuntime>,
     /// Indexed like `IntervalEnergy::zones`.
     pub joules: Vec<Joules>,
 }
@@ -51,6 +55,8 @@ pub struct ProcessEnergy {
     pub pid: Pid,
     pub comm: String,
     pub container: Option<ContainerId>,
+    /// The process's CPU time over the interval.
+    pub cpu_time: CpuNanos,
     pub joules: Vec<Joules>,
 }
 
@@ -142,6 +148,7 @@ pub fn attribute(zones: &[ZoneInput], activity: ActivityInput<'_>) -> IntervalEn
                 pid: p.pid,
                 comm: p.comm.clone(),
                 container: p.container.clone(),
+                cpu_time: p.cpu_time,
                 joules: zones
                     .iter()
                     .map(|z| Joules(z.active.0 * fraction))
@@ -218,6 +225,8 @@ fn split_over_containers(pod: &PodActivity, pod_joules: &[Joules]) -> Vec<Contai
             };
             ContainerEnergy {
                 id: c.id.clone(),
+                cpu_time: c.cpu_time,
+                runtime: c.runtime,
                 joules,
             }
         })
@@ -246,6 +255,7 @@ mod tests {
                 .map(|(i, t)| ContainerActivity {
                     id: cid(n * 100 + i as u32),
                     cpu_time: CpuNanos(*t),
+                    runtime: None,
                 })
                 .collect(),
         }

@@ -37,6 +37,17 @@ pub enum Scope {
     Exporter,
     /// The HTTP server's own counters (appended by the server, outside `kepler_exporter_series`).
     Server,
+    /// Kepler 0.7's node families (`--metrics-compat kepler-0.7`): one zone, split by `mode`.
+    Kepler07Node,
+    /// Kepler 0.7's container families (`--metrics-compat kepler-0.7`), split by `mode`.
+    Kepler07Container,
+}
+
+impl Scope {
+    /// A family served only with `--metrics-compat kepler-0.7`, which kepler-rs's own clients skip.
+    pub fn is_kepler07(self) -> bool {
+        matches!(self, Scope::Kepler07Node | Scope::Kepler07Container)
+    }
 }
 
 /// Which hardware the energy comes from.
@@ -93,6 +104,8 @@ pub enum Identity {
     GpuPod,
     /// Per zone, Σ sockets = the node zone.
     Socket,
+    /// Per Kepler 0.7 family and `mode`: Σ containers = the node family.
+    Kepler07,
 }
 
 /// One family: everything a reader needs to know about it.
@@ -130,6 +143,7 @@ impl Family {
             (Scope::Pod | Scope::Container, Resource::Cpu, _) => Some(Identity::CpuPod),
             (Scope::Socket, _, _) => Some(Identity::Socket),
             (Scope::GpuDevice, Resource::Gpu, _) => Some(Identity::Gpu),
+            (Scope::Kepler07Node | Scope::Kepler07Container, _, _) => Some(Identity::Kepler07),
             (Scope::Pod | Scope::Container, Resource::Gpu, _) => Some(Identity::GpuPod),
             // Processes are informational: a /proc walk misses short-lived processes.
             _ => None,
@@ -155,16 +169,66 @@ pub const PSYS_ZONE: &str = "psys";
 
 const NODE_ZONE_LABELS: &[&str] = &["node_name", "zone", "source"];
 const SOCKET_LABELS: &[&str] = &["node_name", "zone", "socket", "source"];
-const POD_CPU_LABELS: &[&str] = &["node_name", "pod_id", "pod_name", "pod_namespace", "zone"];
+const POD_CPU_LABELS: &[&str] = &[
+    "node_name",
+    "pod_id",
+    "pod_name",
+    "pod_namespace",
+    "state",
+    "zone",
+];
 const CONTAINER_CPU_LABELS: &[&str] = &[
     "node_name",
     "container_id",
     "container_name",
+    "runtime",
+    "state",
     "pod_id",
     "zone",
 ];
+const CONTAINER_SECONDS_LABELS: &[&str] = &[
+    "node_name",
+    "container_id",
+    "container_name",
+    "runtime",
+    "pod_id",
+];
+const PROCESS_SECONDS_LABELS: &[&str] =
+    &["node_name", "pid", "comm", "exe", "type", "container_id"];
+const CPU_INFO_LABELS: &[&str] = &[
+    "node_name",
+    "processor",
+    "vendor_id",
+    "model_name",
+    "physical_id",
+    "core_id",
+];
+const KEPLER07_NODE_LABELS: &[&str] = &["node_name", "package", "mode", "source"];
+const KEPLER07_NODE_INFO_LABELS: &[&str] = &[
+    "node_name",
+    "cpu_architecture",
+    "components_power_source",
+    "platform_power_source",
+];
+const KEPLER07_CONTAINER_LABELS: &[&str] = &[
+    "node_name",
+    "container_id",
+    "container_name",
+    "container_namespace",
+    "pod_name",
+    "mode",
+];
 const POD_INFO_LABELS: &[&str] = &["node_name", "pod_id", "pod_name", "pod_namespace"];
-const PROCESS_LABELS: &[&str] = &["node_name", "pid", "comm", "container_id", "zone"];
+const PROCESS_LABELS: &[&str] = &[
+    "node_name",
+    "pid",
+    "comm",
+    "exe",
+    "type",
+    "state",
+    "container_id",
+    "zone",
+];
 const GPU_LABELS: &[&str] = &["node_name", "gpu", "gpu_uuid", "gpu_name"];
 const GPU_INFO_LABELS: &[&str] = &["node_name", "gpu", "gpu_uuid", "gpu_name", "method"];
 const POD_GPU_LABELS: &[&str] = &[
@@ -187,6 +251,14 @@ const CONTAINER_GPU_LABELS: &[&str] = &[
 ];
 const NODE_ONLY: &[&str] = &["node_name"];
 const BUILD_LABELS: &[&str] = &["node_name", "version", "revision"];
+const KEPLER_BUILD_LABELS: &[&str] = &[
+    "node_name",
+    "version",
+    "revision",
+    "branch",
+    "arch",
+    "goversion",
+];
 const SOURCE_LABELS: &[&str] = &["node_name", "source"];
 
 /// Declares each family as a `pub const` and lists them all in `ALL`, in exposition order.
@@ -217,6 +289,15 @@ macro_rules! catalog {
 
 /// Labels only on JupyterHub user servers' series.
 const HUB: &[&str] = &["hub_user", "hub_server"];
+/// Hub labels, and the Kepler 0.7 container labels the container GPU series carry with
+/// `--metrics-compat kepler-0.7` (the 0.7 family of the same name is this one).
+const HUB_AND_KEPLER07: &[&str] = &[
+    "hub_user",
+    "hub_server",
+    "container_namespace",
+    "pod_name",
+    "mode",
+];
 const NONE: &[&str] = &[];
 
 catalog! {
@@ -245,6 +326,8 @@ catalog! {
         "Power of the zone on one CPU socket over the last interval, in watts.";
     NODE_CPU_USAGE_RATIO = "kepler_node_cpu_usage_ratio", Gauge, NODE_ONLY, NONE, Node, Cpu, Ratio,
         "Node CPU utilisation over the last interval, 0 to 1.";
+    NODE_CPU_INFO = "kepler_node_cpu_info", Gauge, CPU_INFO_LABELS, NONE, Node, None, Info,
+        "One logical CPU of the node as /proc/cpuinfo describes it; value 1.";
     // Pods, containers, processes (CPU).
     POD_CPU_JOULES = "kepler_pod_cpu_joules_total", Counter, POD_CPU_LABELS, HUB, Pod, Cpu, Joules(Attributed),
         "Active CPU energy attributed to the pod, in joules.";
@@ -254,12 +337,16 @@ catalog! {
         "Active CPU energy attributed to the container, in joules.";
     CONTAINER_CPU_WATTS = "kepler_container_cpu_watts", Gauge, CONTAINER_CPU_LABELS, HUB, Container, Cpu, Watts(Attributed),
         "Active CPU power attributed to the container over the last interval, in watts.";
+    CONTAINER_CPU_SECONDS = "kepler_container_cpu_seconds_total", Counter, CONTAINER_SECONDS_LABELS, HUB, Container, None, Other,
+        "CPU time of the container that its energy was split by, in seconds.";
     POD_INFO = "kepler_pod_info", Gauge, POD_INFO_LABELS, HUB, Pod, None, Info,
         "Names of a pod with energy series (value 1), for joins on pod_id; hub_user and hub_server only for JupyterHub user servers.";
     PROCESS_CPU_JOULES = "kepler_process_cpu_joules_total", Counter, PROCESS_LABELS, NONE, Process, Cpu, Joules(Attributed),
         "Active CPU energy of the process by its own CPU time, in joules.";
     PROCESS_CPU_WATTS = "kepler_process_cpu_watts", Gauge, PROCESS_LABELS, NONE, Process, Cpu, Watts(Attributed),
         "Active CPU power of the process over the last interval, in watts.";
+    PROCESS_CPU_SECONDS = "kepler_process_cpu_seconds_total", Counter, PROCESS_SECONDS_LABELS, NONE, Process, None, Other,
+        "User and system CPU time of the process while it was watched, in seconds.";
     // GPUs.
     NODE_GPU_JOULES = "kepler_node_gpu_joules_total", Counter, GPU_LABELS, NONE, GpuDevice, Gpu, Joules(Total),
         "Energy of the GPU, in joules.";
@@ -283,15 +370,15 @@ catalog! {
         "Active GPU energy attributed to the pod on this GPU (or MIG instance), in joules.";
     POD_GPU_WATTS = "kepler_pod_gpu_watts", Gauge, POD_GPU_LABELS, HUB, Pod, Gpu, Watts(Attributed),
         "Active GPU power attributed to the pod over the last interval, in watts.";
-    CONTAINER_GPU_JOULES = "kepler_container_gpu_joules_total", Counter, CONTAINER_GPU_LABELS, HUB, Container, Gpu, Joules(Attributed),
+    CONTAINER_GPU_JOULES = "kepler_container_gpu_joules_total", Counter, CONTAINER_GPU_LABELS, HUB_AND_KEPLER07, Container, Gpu, Joules(Attributed),
         "Active GPU energy attributed to the container on this GPU (or MIG instance), in joules.";
     CONTAINER_GPU_WATTS = "kepler_container_gpu_watts", Gauge, CONTAINER_GPU_LABELS, HUB, Container, Gpu, Watts(Attributed),
         "Active GPU power attributed to the container over the last interval, in watts.";
     // Exporter self-metrics.
     EXPORTER_BUILD_INFO = "kepler_exporter_build_info", Gauge, BUILD_LABELS, NONE, Exporter, None, Info,
         "Build of the running exporter; value 1.";
-    BUILD_INFO = "kepler_build_info", Gauge, BUILD_LABELS, NONE, Exporter, None, Info,
-        "Build of the running exporter (Kepler-compatible name); value 1.";
+    BUILD_INFO = "kepler_build_info", Gauge, KEPLER_BUILD_LABELS, NONE, Exporter, None, Info,
+        "Build of the running exporter with Kepler's labels (goversion holds the Rust version); value 1.";
     ENERGY_SOURCE_INFO = "kepler_exporter_energy_source_info", Gauge, SOURCE_LABELS, NONE, Exporter, None, Info,
         "Node energy source in use: rapl (measured) or estimate (modelled from CPU utilisation); value 1.";
     CPU_SOURCE_INFO = "kepler_exporter_cpu_source_info", Gauge, SOURCE_LABELS, NONE, Exporter, None, Info,
@@ -322,6 +409,35 @@ catalog! {
         "Unix time at which the served snapshot was taken.";
     SERIES = "kepler_exporter_series", Gauge, NODE_ONLY, NONE, Exporter, None, Other,
         "Series in this exposition, this one included.";
+    // Kepler 0.7 families, only with --metrics-compat kepler-0.7 (docs/metrics.md).
+    KEPLER07_NODE_PACKAGE_JOULES = "kepler_node_package_joules_total", Counter, KEPLER07_NODE_LABELS, NONE, Kepler07Node, Cpu, Joules(Total),
+        "Kepler 0.7: energy of the package zone by mode (dynamic or idle), in joules.";
+    KEPLER07_NODE_CORE_JOULES = "kepler_node_core_joules_total", Counter, KEPLER07_NODE_LABELS, NONE, Kepler07Node, Cpu, Joules(Total),
+        "Kepler 0.7: energy of the core zone by mode, in joules.";
+    KEPLER07_NODE_UNCORE_JOULES = "kepler_node_uncore_joules_total", Counter, KEPLER07_NODE_LABELS, NONE, Kepler07Node, Cpu, Joules(Total),
+        "Kepler 0.7: energy of the uncore zone by mode, in joules.";
+    KEPLER07_NODE_DRAM_JOULES = "kepler_node_dram_joules_total", Counter, KEPLER07_NODE_LABELS, NONE, Kepler07Node, Cpu, Joules(Total),
+        "Kepler 0.7: energy of the dram zone by mode, in joules.";
+    KEPLER07_NODE_OTHER_JOULES = "kepler_node_other_joules_total", Counter, KEPLER07_NODE_LABELS, NONE, Kepler07Node, Cpu, Joules(Total),
+        "Kepler 0.7: platform energy outside package and dram (psys - package - dram, at least 0; 0 without psys), by mode, in joules.";
+    KEPLER07_NODE_PLATFORM_JOULES = "kepler_node_platform_joules_total", Counter, KEPLER07_NODE_LABELS, NONE, Kepler07Node, Cpu, Joules(Total),
+        "Kepler 0.7: energy of the psys zone by mode (only where psys exists), in joules.";
+    KEPLER07_NODE_INFO = "kepler_node_info", Gauge, KEPLER07_NODE_INFO_LABELS, NONE, Kepler07Node, None, Info,
+        "Kepler 0.7: the node's CPU model and energy sources; value 1.";
+    KEPLER07_CONTAINER_PACKAGE_JOULES = "kepler_container_package_joules_total", Counter, KEPLER07_CONTAINER_LABELS, NONE, Kepler07Container, Cpu, Joules(Attributed),
+        "Kepler 0.7: package energy of the container by mode, in joules.";
+    KEPLER07_CONTAINER_CORE_JOULES = "kepler_container_core_joules_total", Counter, KEPLER07_CONTAINER_LABELS, NONE, Kepler07Container, Cpu, Joules(Attributed),
+        "Kepler 0.7: core energy of the container by mode, in joules.";
+    KEPLER07_CONTAINER_UNCORE_JOULES = "kepler_container_uncore_joules_total", Counter, KEPLER07_CONTAINER_LABELS, NONE, Kepler07Container, Cpu, Joules(Attributed),
+        "Kepler 0.7: uncore energy of the container by mode, in joules.";
+    KEPLER07_CONTAINER_DRAM_JOULES = "kepler_container_dram_joules_total", Counter, KEPLER07_CONTAINER_LABELS, NONE, Kepler07Container, Cpu, Joules(Attributed),
+        "Kepler 0.7: dram energy of the container by mode, in joules.";
+    KEPLER07_CONTAINER_OTHER_JOULES = "kepler_container_other_joules_total", Counter, KEPLER07_CONTAINER_LABELS, NONE, Kepler07Container, Cpu, Joules(Attributed),
+        "Kepler 0.7: platform energy of the container outside package and dram (0 without psys), by mode, in joules.";
+    KEPLER07_CONTAINER_PLATFORM_JOULES = "kepler_container_platform_joules_total", Counter, KEPLER07_CONTAINER_LABELS, NONE, Kepler07Container, Cpu, Joules(Attributed),
+        "Kepler 0.7: psys energy of the container by mode (only where psys exists), in joules.";
+    KEPLER07_CONTAINER_JOULES = "kepler_container_joules_total", Counter, KEPLER07_CONTAINER_LABELS, NONE, Kepler07Container, Cpu, Joules(Total),
+        "Kepler 0.7: package + dram + other + GPU energy of the container by mode, in joules.";
     // The HTTP server's own families.
     HTTP_CONNECTIONS = "kepler_exporter_http_connections", Gauge, &[], NONE, Server, None, Other,
         "Open connections to the metrics server.";

@@ -109,6 +109,19 @@ pub enum GpuChoice {
     Nvml,
 }
 
+/// `--metrics-compat`: extra families for dashboards written for an older Kepler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+pub enum MetricsCompat {
+    /// kepler-rs's own families only (Kepler's current names).
+    #[default]
+    #[serde(rename = "off")]
+    Off,
+    /// Also Kepler 0.7's `kepler_{node,container}_<component>_joules_total{mode}` families.
+    #[value(name = "kepler-0.7")]
+    #[serde(rename = "kepler-0.7")]
+    Kepler07,
+}
+
 /// `--hub-user-label`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -190,6 +203,9 @@ pub struct RunArgs {
     /// Export per-process series (kepler_process_*); off by default (cardinality)
     #[arg(long, env = "KEPLER_RS_PROCESS_METRICS", num_args = 0..=1, default_missing_value = "true")]
     pub process_metrics: Option<bool>,
+    /// Also serve an older Kepler's metric families: off, kepler-0.7 [default: off]
+    #[arg(long, env = "KEPLER_RS_METRICS_COMPAT", value_enum)]
+    pub metrics_compat: Option<MetricsCompat>,
     /// How long series of ended pods, containers and processes stay [default: 120s]
     #[arg(long, env = "KEPLER_RS_GRACE_PERIOD")]
     pub grace_period: Option<String>,
@@ -262,6 +278,7 @@ pub struct Config {
     pub cpu_source: CpuSourceChoice,
     pub cpu_counters: CpuCountersChoice,
     pub process_metrics: bool,
+    pub metrics_compat: MetricsCompat,
     pub grace_period: Duration,
     pub idle_watts: BTreeMap<ZoneKind, Watts>,
     pub estimate: EstimateModel,
@@ -314,7 +331,7 @@ impl RunArgs {
         }
         over! {
             listen, interval, sysfs, procfs, node_name, config, log_format, log_level,
-            energy_source, cpu_source, cpu_counters, process_metrics, grace_period, idle_watts,
+            energy_source, cpu_source, cpu_counters, process_metrics, metrics_compat, grace_period, idle_watts,
             estimate_idle_watts_per_cpu, estimate_max_watts_per_cpu, kubeconfig, no_kube, gpu,
             gpu_idle_watts, pod_resources_socket, web_config_file, web_max_connections,
             web_header_read_timeout, web_idle_timeout, web_max_header_bytes, hub_user_label,
@@ -453,6 +470,7 @@ impl RunArgs {
             cpu_source: args.cpu_source.unwrap_or_default(),
             cpu_counters: args.cpu_counters.unwrap_or_default(),
             process_metrics: args.process_metrics.unwrap_or(false),
+            metrics_compat: args.metrics_compat.unwrap_or_default(),
             grace_period,
             idle_watts,
             estimate,
@@ -716,6 +734,31 @@ mod tests {
                 .node_name,
             "flag"
         );
+    }
+
+    #[test]
+    fn metrics_compat_is_off_by_default_and_read_from_flag_and_file() {
+        assert_eq!(
+            resolve(RunArgs::default()).unwrap().metrics_compat,
+            MetricsCompat::Off
+        );
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "metrics_compat: kepler-0.7").unwrap();
+        let args = RunArgs {
+            config: Some(f.path().to_path_buf()),
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            resolve(args).unwrap().metrics_compat,
+            MetricsCompat::Kepler07
+        );
+        let flag = <RunArgs as clap::FromArgMatches>::from_arg_matches(
+            &<RunArgs as clap::Args>::augment_args(clap::Command::new("run"))
+                .try_get_matches_from(["run", "--metrics-compat", "kepler-0.7"])
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(flag.metrics_compat, Some(MetricsCompat::Kepler07));
     }
 
     #[test]

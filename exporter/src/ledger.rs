@@ -9,16 +9,20 @@
 
 use crate::attribution::IntervalEnergy;
 use crate::consumers::{Consumers, Energy};
+use crate::resource::cgroup_path::ContainerRuntime;
 use crate::resource::pods::PodMetadata;
 use crate::snapshot::{ContainerSeries, NodeZone, PodSeries, ProcessSeries};
-use crate::units::{ContainerId, Joules, Pid, PodUid, Watts, ZoneKind};
+use crate::units::{ContainerId, CpuNanos, Joules, Pid, PodUid, Watts, ZoneKind};
 use std::time::Duration;
 
-/// Joules and watts per zone, indexed like the ledger's zones.
+/// Joules and watts per zone, indexed like the ledger's zones, with the CPU time the splits used
+/// (containers and processes) and a container's runtime.
 #[derive(Debug, Clone)]
 struct Counters {
     joules: Vec<Joules>,
     watts: Vec<Watts>,
+    cpu_seconds: f64,
+    runtime: Option<ContainerRuntime>,
 }
 
 impl Counters {
@@ -26,7 +30,13 @@ impl Counters {
         Counters {
             joules: vec![Joules::ZERO; zones],
             watts: vec![Watts::default(); zones],
+            cpu_seconds: 0.0,
+            runtime: None,
         }
+    }
+
+    fn add_cpu_time(&mut self, time: CpuNanos) {
+        self.cpu_seconds += time.0 as f64 / 1e9;
     }
 
     /// Adds an interval's joules (in the interval's zone order, mapped by `index`).
@@ -120,10 +130,13 @@ impl Ledger {
             let acc = self.pods.seen(&pod.uid, now, || Counters::new(n));
             acc.energy.add(&pod.joules, &index, elapsed_secs);
             for c in &pod.containers {
-                acc.containers
+                let container = acc
+                    .containers
                     .entry(c.id.clone())
-                    .or_insert_with(|| Counters::new(n))
-                    .add(&c.joules, &index, elapsed_secs);
+                    .or_insert_with(|| Counters::new(n));
+                container.add(&c.joules, &index, elapsed_secs);
+                container.add_cpu_time(c.cpu_time);
+                container.runtime = container.runtime.or(c.runtime);
             }
         }
         // An expired pod's joules stay in the node, as terminated pods' energy.
@@ -142,6 +155,7 @@ impl Ledger {
                 energy: Counters::new(n),
             });
             acc.energy.energy.add(&p.joules, &index, elapsed_secs);
+            acc.energy.energy.add_cpu_time(p.cpu_time);
         }
         self.processes.end(now, |_, _| {});
     }
@@ -163,6 +177,8 @@ impl Ledger {
                     .map(|(id, c)| ContainerSeries {
                         id: id.clone(),
                         name: meta.container_name(uid, id),
+                        runtime: c.runtime,
+                        cpu_seconds: c.cpu_seconds,
                         joules: c.joules.clone(),
                         watts: c.watts.clone(),
                     })
@@ -188,6 +204,8 @@ impl Ledger {
                 pid: *pid,
                 comm: acc.energy.comm.clone(),
                 container: acc.energy.container.clone(),
+                ended: acc.ended,
+                cpu_seconds: acc.energy.energy.cpu_seconds,
                 joules: acc.energy.energy.joules.clone(),
                 watts: acc.energy.energy.watts.clone(),
             })
@@ -225,6 +243,7 @@ mod tests {
                     .map(|(i, t)| ContainerActivity {
                         id: cid(n * 100 + i as u32),
                         cpu_time: CpuNanos(*t),
+                        runtime: None,
                     })
                     .collect(),
             })

@@ -8,6 +8,7 @@ pub mod build;
 pub mod catalog;
 pub mod config;
 pub(crate) mod consumers;
+pub mod cpuinfo;
 pub mod files;
 pub mod gpu;
 pub mod idle;

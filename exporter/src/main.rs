@@ -5,7 +5,7 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use kepler_rs::build::{build, Built, Probes};
 use kepler_rs::config::{Config, LogFormat, PodMetadataSource, RunArgs};
-use kepler_rs::metrics::BuildInfo;
+use kepler_rs::metrics::{BuildInfo, Exposition};
 use kepler_rs::monitor;
 use kepler_rs::resource::kube::{self as pod_watch, PodCache, WatchTuning};
 use kepler_rs::server::{self, ServerState};
@@ -162,6 +162,11 @@ fn run(args: RunArgs) -> ExitCode {
             return code;
         }
     }
+    let exposition = Exposition {
+        build: BuildInfo::current(),
+        cpus: kepler_rs::cpuinfo::discover(&config.roots.procfs).into(),
+        compat: config.metrics_compat,
+    };
     let empty = Snapshot::empty(
         config.node_name.clone(),
         monitor.energy_kind(),
@@ -178,7 +183,7 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail_to_start(1, &format!("cannot start the monitor thread: {e}")),
     };
     let state = Arc::new(
-        ServerState::new(snapshots, BuildInfo::current(), config.interval)
+        ServerState::new(snapshots, exposition, config.interval)
             .with_web(Arc::new(web), config.web_limits),
     );
     tracing::info!(listen = %config.listen, "serving /metrics");

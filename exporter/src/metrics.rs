@@ -1,10 +1,15 @@
 //! Snapshot -> Prometheus text exposition (format 0.0.4, which promtool accepts). Encodes only what
 //! the snapshot holds: no measuring, no I/O, no global registry (one is built per encode).
 //! Metric names and labels follow Kepler's so its dashboards keep working; see docs/metrics.md.
+//! `kepler07` adds Kepler 0.7's families, computed from the same snapshot, where asked.
+
+mod kepler07;
 
 use crate::catalog::{self, Family, Kind};
+use crate::config::MetricsCompat;
+use crate::cpuinfo::CpuInfo;
 use crate::resource::pods::HubServer;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ProcessSeries, Snapshot};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
@@ -23,6 +28,11 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 pub struct BuildInfo {
     pub version: &'static str,
     pub revision: &'static str,
+    pub branch: &'static str,
+    /// The target architecture (`x86_64`, `aarch64`).
+    pub arch: &'static str,
+    /// The compiler that built it (`rust1.83.0`), in Kepler's `goversion` label.
+    pub rust_version: &'static str,
 }
 
 impl BuildInfo {
@@ -30,12 +40,36 @@ impl BuildInfo {
         BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
             revision: option_env!("KEPLER_RS_GIT_REVISION").unwrap_or("unknown"),
+            branch: option_env!("KEPLER_RS_GIT_BRANCH").unwrap_or("unknown"),
+            arch: std::env::consts::ARCH,
+            rust_version: option_env!("KEPLER_RS_RUST_VERSION").unwrap_or("unknown"),
+        }
+    }
+}
+
+/// What every exposition holds besides the snapshot: facts fixed at start, and which families to
+/// serve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exposition {
+    pub build: BuildInfo,
+    /// The node's logical CPUs (`kepler_node_cpu_info`); empty where /proc/cpuinfo was unusable.
+    pub cpus: Arc<[CpuInfo]>,
+    pub compat: MetricsCompat,
+}
+
+impl From<BuildInfo> for Exposition {
+    /// No CPU facts, no compatibility families.
+    fn from(build: BuildInfo) -> Exposition {
+        Exposition {
+            build,
+            cpus: Arc::new([]),
+            compat: MetricsCompat::Off,
         }
     }
 }
 
 /// Encode one snapshot. One call always sees one snapshot, so the identities hold within a scrape.
-pub fn encode(snapshot: Arc<Snapshot>, build: &BuildInfo) -> Result<String, std::fmt::Error> {
+pub fn encode(snapshot: Arc<Snapshot>, exposition: &Exposition) -> Result<String, std::fmt::Error> {
     // About 220 bytes a series: size the buffer once instead of regrowing it (2.5 MB at 1,000 pods).
     let zones = snapshot.zones.len().max(1);
     let consumers: usize = snapshot
@@ -44,11 +78,16 @@ pub fn encode(snapshot: Arc<Snapshot>, build: &BuildInfo) -> Result<String, std:
         .map(|p| 1 + p.containers.len())
         .sum::<usize>()
         + snapshot.processes.len();
-    let capacity = 220 * (2 * zones * consumers + 64);
+    // Kepler 0.7: one series per container and zone family, plus the other, GPU and total families.
+    let compat = match exposition.compat {
+        MetricsCompat::Off => 0,
+        MetricsCompat::Kepler07 => (zones + 3) * consumers,
+    };
+    let capacity = 220 * (2 * zones * consumers + compat + exposition.cpus.len() + 64);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector {
         snapshot,
-        build: build.clone(),
+        exposition: exposition.clone(),
     }));
     let mut out = String::with_capacity(capacity);
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
@@ -58,7 +97,7 @@ pub fn encode(snapshot: Arc<Snapshot>, build: &BuildInfo) -> Result<String, std:
 #[derive(Debug)]
 struct SnapshotCollector {
     snapshot: Arc<Snapshot>,
-    build: BuildInfo,
+    exposition: Exposition,
 }
 
 /// Writes families and counts the series written.
@@ -173,6 +212,20 @@ impl Collector for SnapshotCollector {
                 [([("node_name", node)], s.cpu_usage_ratio)],
             )?;
         }
+        f.family(
+            &catalog::NODE_CPU_INFO,
+            self.exposition.cpus.iter().map(|c| {
+                let labels = [
+                    ("node_name", node),
+                    ("processor", c.processor.as_str()),
+                    ("vendor_id", c.vendor_id.as_str()),
+                    ("model_name", c.model_name.as_str()),
+                    ("physical_id", c.physical_id.as_str()),
+                    ("core_id", c.core_id.as_str()),
+                ];
+                (labels, 1.0)
+            }),
+        )?;
 
         // Pods. Labels borrow from the snapshot: no allocation per series (1,000 pods make 12,000).
         for (family, watts) in [
@@ -189,6 +242,7 @@ impl Collector for SnapshotCollector {
                             ("pod_id", p.uid.as_str()),
                             ("pod_name", p.name.as_deref().unwrap_or("")),
                             ("pod_namespace", p.namespace.as_deref().unwrap_or("")),
+                            ("state", state(p.ended)),
                             ("zone", z.as_str()),
                         ];
                         (HubLabels(labels, p.hub.as_ref()), v)
@@ -212,6 +266,8 @@ impl Collector for SnapshotCollector {
                                 ("node_name", node),
                                 ("container_id", c.id.as_str()),
                                 ("container_name", c.name.as_deref().unwrap_or("")),
+                                ("runtime", c.runtime.map_or("", |r| r.as_str())),
+                                ("state", state(p.ended)),
                                 ("pod_id", p.uid.as_str()),
                                 ("zone", z.as_str()),
                             ];
@@ -221,6 +277,22 @@ impl Collector for SnapshotCollector {
                 }),
             )?;
         }
+
+        f.family(
+            &catalog::CONTAINER_CPU_SECONDS,
+            s.pods.iter().flat_map(|p| {
+                p.containers.iter().map(move |c| {
+                    let labels = [
+                        ("node_name", node),
+                        ("container_id", c.id.as_str()),
+                        ("container_name", c.name.as_deref().unwrap_or("")),
+                        ("runtime", c.runtime.map_or("", |r| r.as_str())),
+                        ("pod_id", p.uid.as_str()),
+                    ];
+                    (HubLabels(labels, p.hub.as_ref()), c.cpu_seconds)
+                })
+            }),
+        )?;
 
         // Pod names for joins: one series per pod whose metadata is known.
         f.family(
@@ -236,50 +308,59 @@ impl Collector for SnapshotCollector {
             }),
         )?;
 
-        // Processes (only when enabled: the list is empty otherwise).
+        // Processes (only when enabled: the list is empty otherwise). `exe` is not read (empty);
+        // `type` is `container` for a process in a container, else `regular`.
+        let pids: Vec<String> = s.processes.iter().map(|p| p.pid.to_string()).collect();
         for (family, watts) in [
             (&catalog::PROCESS_CPU_JOULES, false),
             (&catalog::PROCESS_CPU_WATTS, true),
         ] {
             f.family(
                 family,
-                s.processes.iter().flat_map(|p| {
+                s.processes.iter().zip(&pids).flat_map(|(p, pid)| {
+                    let [n, id, comm, exe, kind, st, container] = process_labels(node, p, pid);
                     s.zones.iter().enumerate().map(move |(i, z)| {
                         let v = if watts { p.watts[i].0 } else { p.joules[i].0 };
-                        (
-                            [
-                                ("node_name", node.to_string()),
-                                ("pid", p.pid.to_string()),
-                                ("comm", p.comm.clone()),
-                                (
-                                    "container_id",
-                                    p.container
-                                        .as_ref()
-                                        .map(|c| c.to_string())
-                                        .unwrap_or_default(),
-                                ),
-                                ("zone", z.as_str().to_string()),
-                            ],
-                            v,
-                        )
+                        let labels = [n, id, comm, exe, kind, st, container, ("zone", z.as_str())];
+                        (labels, v)
                     })
                 }),
             )?;
         }
+        f.family(
+            &catalog::PROCESS_CPU_SECONDS,
+            s.processes.iter().zip(&pids).map(|(p, pid)| {
+                let [n, id, comm, exe, kind, _, container] = process_labels(node, p, pid);
+                ([n, id, comm, exe, kind, container], p.cpu_seconds)
+            }),
+        )?;
 
         // GPUs (only when GPU support is on and the first interval is complete).
+        let compat = self.exposition.compat;
         if s.is_ready() {
-            gpu_families(&mut f, s, node)?;
+            gpu_families(&mut f, s, node, compat)?;
+        }
+        if s.is_ready() && compat == MetricsCompat::Kepler07 {
+            kepler07::families(&mut f, s, &self.exposition.cpus)?;
         }
 
         // Self-metrics.
+        let b = &self.exposition.build;
         let build = [
             ("node_name", node),
-            ("version", self.build.version),
-            ("revision", self.build.revision),
+            ("version", b.version),
+            ("revision", b.revision),
         ];
         f.family(&catalog::EXPORTER_BUILD_INFO, [(build, 1.0)])?;
-        f.family(&catalog::BUILD_INFO, [(build, 1.0)])?;
+        let kepler_build = [
+            build[0],
+            build[1],
+            build[2],
+            ("branch", b.branch),
+            ("arch", b.arch),
+            ("goversion", b.rust_version),
+        ];
+        f.family(&catalog::BUILD_INFO, [(kepler_build, 1.0)])?;
         f.family(
             &catalog::ENERGY_SOURCE_INFO,
             [([("node_name", node), ("source", source)], 1.0)],
@@ -373,6 +454,36 @@ impl Collector for SnapshotCollector {
     }
 }
 
+/// A process series' labels before `zone`.
+fn process_labels<'a>(
+    node: &'a str,
+    p: &'a ProcessSeries,
+    pid: &'a str,
+) -> [(&'static str, &'a str); 7] {
+    let (container, kind) = match &p.container {
+        Some(c) => (c.as_str(), "container"),
+        None => ("", "regular"),
+    };
+    [
+        ("node_name", node),
+        ("pid", pid),
+        ("comm", p.comm.as_str()),
+        ("exe", ""),
+        ("type", kind),
+        ("state", state(p.ended)),
+        ("container_id", container),
+    ]
+}
+
+/// Kepler's `state` label: `terminated` while an ended consumer's series stay for the grace period.
+fn state(ended: bool) -> &'static str {
+    if ended {
+        "terminated"
+    } else {
+        "running"
+    }
+}
+
 /// Labels of a pod or container series, plus `hub_user` and `hub_server` for JupyterHub user
 /// servers (nothing for other pods). Borrows everything: encoding allocates no label strings.
 struct HubLabels<'a, const N: usize>([(&'static str, &'a str); N], Option<&'a HubServer>);
@@ -400,7 +511,12 @@ fn hub_labels(labels: &mut Vec<(&'static str, String)>, hub: Option<&HubServer>)
 }
 
 /// `kepler_node_gpu_*`, `kepler_pod_gpu_*`, `kepler_container_gpu_*` (see docs/metrics.md).
-fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), std::fmt::Error> {
+fn gpu_families(
+    f: &mut Families<'_>,
+    s: &Snapshot,
+    node: &str,
+    compat: MetricsCompat,
+) -> Result<(), std::fmt::Error> {
     use crate::gpu::ledger::{GpuDeviceSeries, GpuPodSeries};
     let gpu = &s.gpu;
     let device_labels = |d: &GpuDeviceSeries| {
@@ -485,6 +601,17 @@ fn gpu_families(f: &mut Families<'_>, s: &Snapshot, node: &str) -> Result<(), st
                     ];
                     hub_labels(&mut labels, p.hub.as_ref());
                     labels.extend([g, u, i]);
+                    // Kepler 0.7's container GPU family has this name: its labels join the series.
+                    if compat == MetricsCompat::Kepler07 && !watts {
+                        labels.extend([
+                            (
+                                "container_namespace",
+                                p.namespace.clone().unwrap_or_default(),
+                            ),
+                            ("pod_name", p.name.clone().unwrap_or_default()),
+                            ("mode", "dynamic".to_string()),
+                        ]);
+                    }
                     (labels, if watts { c.watts.0 } else { c.joules.0 })
                 })
             }),
@@ -533,6 +660,8 @@ mod tests {
             containers: vec![ContainerSeries {
                 id: ContainerId::parse(&"ab".repeat(32)).unwrap(),
                 name: None,
+                runtime: Some(crate::resource::cgroup_path::ContainerRuntime::Containerd),
+                cpu_seconds: 2.5,
                 joules: vec![Joules(5.0), Joules(-1.0)],
                 watts: vec![Watts(1.0), Watts(0.0)],
             }],
@@ -556,6 +685,8 @@ mod tests {
             pid: Pid(42),
             comm: "we\"ird\\comm".into(),
             container: None,
+            ended: false,
+            cpu_seconds: 1.5,
             joules: vec![Joules(1.0), Joules(0.0)],
             watts: vec![Watts(0.5), Watts(0.0)],
         }];
@@ -577,6 +708,18 @@ mod tests {
         s
     }
 
+    /// CPU facts and the Kepler 0.7 families on.
+    fn full_exposition() -> Exposition {
+        Exposition {
+            build: BuildInfo::current(),
+            cpus: crate::cpuinfo::parse(
+                "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon \"8480+\"\nphysical id\t: 0\ncore id\t: 0\n",
+            )
+            .into(),
+            compat: MetricsCompat::Kepler07,
+        }
+    }
+
     /// Every family the encoder serves is in the catalog, with its type and labels: a family added
     /// to the encoder without a catalog entry (and so without a docs row) fails here.
     #[test]
@@ -592,7 +735,11 @@ mod tests {
             (crate::issue::Input::Rapl, crate::issue::IssueKind::Parse),
             1,
         );
-        let text = encode(Arc::new(s), &BuildInfo::current()).unwrap();
+        let exposition = full_exposition();
+        let text = encode(Arc::new(s), &exposition).unwrap();
+        // Every zone's 0.7 family: a snapshot over all five zones.
+        let all_zones = encode(Arc::new(kepler07::tests::ledger_snapshot()), &exposition).unwrap();
+        let text = format!("{text}{all_zones}");
         let samples = crate::remote::exposition::parse(&text).unwrap();
         let mut served = std::collections::BTreeSet::new();
         for sample in &samples {
@@ -630,7 +777,7 @@ mod tests {
 
     #[test]
     fn socket_series_only_where_rapl_has_sockets() {
-        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current().into()).unwrap();
         for expected in [
             r#"kepler_node_cpu_socket_joules_total{node_name="node-1",zone="package",socket="0",source="rapl"} 4.0"#,
             r#"kepler_node_cpu_socket_joules_total{node_name="node-1",zone="package",socket="1",source="rapl"} 6.0"#,
@@ -643,7 +790,7 @@ mod tests {
         }
         let mut s = snapshot();
         s.sockets.clear();
-        let text = encode(Arc::new(s), &BuildInfo::current()).unwrap();
+        let text = encode(Arc::new(s), &BuildInfo::current().into()).unwrap();
         assert!(
             !text.contains("socket"),
             "no socket families without sockets"
@@ -690,7 +837,7 @@ mod tests {
 
     #[test]
     fn gpu_series_carry_device_pod_and_user_labels() {
-        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current().into()).unwrap();
         assert!(text.contains(
             r#"kepler_node_gpu_joules_total{node_name="node-1",gpu="0",gpu_uuid="GPU-8f6d",gpu_name="NVIDIA H100 80GB HBM3"} 900"#
         ), "{text}");
@@ -705,13 +852,13 @@ mod tests {
         // Before the first interval: no GPU series.
         let mut s = snapshot();
         s.health.intervals = 0;
-        let text = encode(Arc::new(s), &BuildInfo::current()).unwrap();
+        let text = encode(Arc::new(s), &BuildInfo::current().into()).unwrap();
         assert!(!text.contains("_gpu_"), "{text}");
     }
 
     #[test]
     fn hostile_label_values_are_escaped() {
-        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current().into()).unwrap();
         assert!(
             text.contains(r#"pod_name="evil\"pod\\name\nwith-newline-ü""#),
             "{text}"
@@ -727,7 +874,7 @@ mod tests {
 
     #[test]
     fn hub_labels_only_on_user_servers_and_pod_info_only_for_named_pods() {
-        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current().into()).unwrap();
         let user = r#"hub_user="Zoë \"o'neil\"\nx",hub_server="gpu""#;
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let named = line.contains("6f1c9a4e-");
@@ -758,13 +905,13 @@ mod tests {
         // Without Kubernetes there are no pod-metadata self-metrics.
         let mut s = snapshot();
         s.health.pod_metadata = None;
-        let text = encode(Arc::new(s), &BuildInfo::current()).unwrap();
+        let text = encode(Arc::new(s), &BuildInfo::current().into()).unwrap();
         assert!(!text.contains("pod_metadata"));
     }
 
     #[test]
     fn counters_are_never_negative_or_nan() {
-        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current().into()).unwrap();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value: f64 = line.rsplit_once(' ').unwrap().1.parse().unwrap();
             assert!(value.is_finite(), "{line}");
@@ -779,7 +926,7 @@ mod tests {
 
     #[test]
     fn every_series_carries_node_name_and_the_series_count_is_right() {
-        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current().into()).unwrap();
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert!(samples.iter().all(|l| l.contains("node_name=\"node-1\"")));
         let count_line = samples
@@ -792,7 +939,7 @@ mod tests {
 
     #[test]
     fn kepler_compatible_names_are_present() {
-        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current().into()).unwrap();
         for name in [
             "kepler_node_cpu_joules_total{",
             "kepler_node_cpu_active_joules_total{",
@@ -805,6 +952,8 @@ mod tests {
             "kepler_container_cpu_watts{",
             "kepler_process_cpu_joules_total{",
             "kepler_node_cpu_system_joules_total{",
+            "kepler_container_cpu_seconds_total{",
+            "kepler_process_cpu_seconds_total{",
             "kepler_build_info{",
         ] {
             assert!(text.contains(name), "missing {name}");
@@ -812,8 +961,79 @@ mod tests {
     }
 
     #[test]
+    fn current_kepler_labels_state_runtime_cpu_info_and_build() {
+        let mut s = snapshot();
+        s.pods[1].ended = true;
+        let text = encode(Arc::new(s), &full_exposition()).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let has = |prefix: &str, parts: &[&str]| {
+            lines
+                .iter()
+                .any(|l| l.starts_with(prefix) && parts.iter().all(|p| l.contains(p)))
+        };
+        assert!(has(
+            "kepler_pod_cpu_joules_total{",
+            &["6f1c9a4e-", r#"state="running""#]
+        ));
+        assert!(has(
+            "kepler_pod_cpu_watts{",
+            &["7f1c9a4e-", r#"state="terminated""#]
+        ));
+        assert!(has(
+            "kepler_container_cpu_joules_total{",
+            &[r#"runtime="containerd",state="running""#]
+        ));
+        assert!(has(
+            "kepler_container_cpu_seconds_total{",
+            &[r#"runtime="containerd""#, "} 2.5"]
+        ));
+        assert!(has(
+            "kepler_process_cpu_joules_total{",
+            &[
+                r#"pid="42""#,
+                r#"exe="",type="regular",state="running",container_id="""#
+            ]
+        ));
+        assert!(has(
+            "kepler_process_cpu_seconds_total{",
+            &[r#"type="regular""#, "} 1.5"]
+        ));
+        assert!(has(
+            "kepler_node_cpu_info{",
+            &[r#"processor="0",vendor_id="GenuineIntel",model_name="Xeon \"8480+\"""#]
+        ));
+        let build = BuildInfo::current();
+        assert!(build.rust_version.starts_with("rust1."), "{build:?}");
+        assert!(has(
+            "kepler_build_info{",
+            &[&format!(
+                r#"arch="{}",goversion="{}""#,
+                build.arch, build.rust_version
+            )]
+        ));
+        // No CPU facts: no family, and the scrape still works.
+        let text = encode(Arc::new(snapshot()), &BuildInfo::current().into()).unwrap();
+        assert!(!text.contains("kepler_node_cpu_info"));
+    }
+
+    #[test]
     fn promtool_accepts_the_output() {
-        let text = encode(Arc::new(snapshot()), &BuildInfo::current()).unwrap();
+        promtool_accepts(&encode(Arc::new(snapshot()), &BuildInfo::current().into()).unwrap());
+        let mut compat = encode(Arc::new(snapshot()), &full_exposition()).unwrap();
+        assert!(compat.contains("kepler_container_package_joules_total{"));
+        assert!(compat.contains("kepler_node_cpu_info{"));
+        // The GPU container series carry the 0.7 labels too (one family, one name).
+        assert!(compat.contains(r#"gpu_instance="MIG-1c2d",container_namespace="jhub",pod_name="jupyter-alice",mode="dynamic"} 450"#), "{compat}");
+        promtool_accepts(&compat);
+        compat = encode(
+            Arc::new(kepler07::tests::ledger_snapshot()),
+            &full_exposition(),
+        )
+        .unwrap();
+        promtool_accepts(&compat);
+    }
+
+    fn promtool_accepts(text: &str) {
         let child = std::process::Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())

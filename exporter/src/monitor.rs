@@ -379,6 +379,7 @@ mod tests {
                     containers: vec![ContainerActivity {
                         id: ContainerId::parse(&"1".repeat(64)).unwrap(),
                         cpu_time: CpuNanos(500_000_000),
+                        runtime: None,
                     }],
                 }],
                 issues: vec![],

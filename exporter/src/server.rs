@@ -4,7 +4,7 @@
 //! other than GET/HEAD 405, request bodies 413, missing or wrong credentials 401 (probes excepted).
 
 use crate::catalog::{self, Family};
-use crate::metrics::{self, BuildInfo};
+use crate::metrics::{self, Exposition};
 use crate::snapshot::Snapshot;
 use crate::web::auth::{parse_basic, AuthOutcome, Authenticator};
 use crate::web::conns::{CloseReason, Conn, Limits, Phase, Registry, Slot, Tracked};
@@ -40,7 +40,7 @@ const RELOAD_EVERY: Duration = Duration::from_secs(2);
 /// the web configuration in force and the connection registry.
 pub struct ServerState {
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    build: BuildInfo,
+    exposition: Exposition,
     /// Ticks older than this make /healthz fail (the monitor is stuck or dead).
     stale_after: Duration,
     cache: Mutex<Option<(Arc<Snapshot>, Bytes)>>,
@@ -53,12 +53,12 @@ impl ServerState {
     /// Plain HTTP without authentication, default limits.
     pub fn new(
         snapshots: watch::Receiver<Arc<Snapshot>>,
-        build: BuildInfo,
+        exposition: impl Into<Exposition>,
         interval: Duration,
     ) -> ServerState {
         ServerState {
             snapshots,
-            build,
+            exposition: exposition.into(),
             stale_after: (interval * 10).max(Duration::from_secs(30)),
             cache: Mutex::new(None),
             web: Arc::new(WebState::plain()),
@@ -86,7 +86,7 @@ impl ServerState {
                 return Ok(text.clone());
             }
         }
-        let text = Bytes::from(metrics::encode(snapshot.clone(), &self.build)?);
+        let text = Bytes::from(metrics::encode(snapshot.clone(), &self.exposition)?);
         *cache = Some((snapshot, text.clone()));
         Ok(text)
     }

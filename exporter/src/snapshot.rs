@@ -3,6 +3,7 @@
 //! since the exporter started; watts are the last interval's average.
 
 use crate::issue::{Input, IssueKind};
+use crate::resource::cgroup_path::ContainerRuntime;
 use crate::resource::pods::{HubServer, MetadataSync};
 use crate::source::EnergySourceKind;
 use crate::units::{ContainerId, Joules, Pid, PodUid, Watts, ZoneKind};
@@ -28,6 +29,10 @@ pub struct NodeZone {
 pub struct ContainerSeries {
     pub id: ContainerId,
     pub name: Option<String>,
+    /// From the container's cgroup name, where it shows the runtime.
+    pub runtime: Option<ContainerRuntime>,
+    /// Cumulative CPU time its energy was split by, in seconds.
+    pub cpu_seconds: f64,
     /// Indexed like `Snapshot::zones`.
     pub joules: Vec<Joules>,
     pub watts: Vec<Watts>,
@@ -53,6 +58,10 @@ pub struct ProcessSeries {
     pub pid: Pid,
     pub comm: String,
     pub container: Option<ContainerId>,
+    /// Not seen in the last walk; its series stay for the grace period.
+    pub ended: bool,
+    /// Cumulative CPU time while watched, in seconds.
+    pub cpu_seconds: f64,
     pub joules: Vec<Joules>,
     pub watts: Vec<Watts>,
 }

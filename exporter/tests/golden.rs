@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Labels whose values change with every build: kept as names, values replaced.
-const VOLATILE_LABELS: [&str; 2] = ["version", "revision"];
+const VOLATILE_LABELS: [&str; 5] = ["version", "revision", "branch", "arch", "goversion"];
 
 /// Energy added to each powercap zone per advance (package, dram).
 const PACKAGE_UJ_PER_STEP: u64 = 20_000_000;
@@ -35,6 +35,17 @@ fn golden_cgroup_v2_cgroupfs() {
     golden("cgroup_v2_cgroupfs");
 }
 
+/// The same tree with Kepler 0.7's families on (`expected-kepler-0.7.prom`); the 0.7 identities hold
+/// on every scrape, and the exposition without the flag has none of those families.
+#[test]
+fn golden_cgroup_v2_systemd_kepler07() {
+    golden_with(
+        "cgroup_v2_systemd",
+        &["--metrics-compat", "kepler-0.7"],
+        "expected-kepler-0.7.prom",
+    );
+}
+
 fn fixture_dir(scenario: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -44,6 +55,11 @@ fn fixture_dir(scenario: &str) -> PathBuf {
 /// Runs the binary over a copy of the scenario's tree, advances its counters between ticks, checks the
 /// identities on every scrape and diffs the last exposition's names and labels with `expected.prom`.
 fn golden(scenario: &str) {
+    golden_with(scenario, &[], "expected.prom");
+}
+
+fn golden_with(scenario: &str, extra_args: &[&str], expected_file: &str) {
+    let kepler07 = !extra_args.is_empty();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join(scenario);
     copy_tree(&fixture_dir(scenario), &root);
@@ -51,7 +67,7 @@ fn golden(scenario: &str) {
 
     let sys = root.join("sys");
     let proc = root.join("proc");
-    let mut e = Exporter::start(&[
+    let mut args = vec![
         "--sysfs",
         sys.to_str().unwrap(),
         "--procfs",
@@ -69,7 +85,9 @@ fn golden(scenario: &str) {
         "off",
         "--idle-watts",
         "package=5,dram=0.5",
-    ]);
+    ];
+    args.extend_from_slice(extra_args);
+    let mut e = Exporter::start(&args);
     e.wait_ready(Duration::from_secs(20));
 
     let mut last = String::new();
@@ -78,13 +96,18 @@ fn golden(scenario: &str) {
         host.advance();
         let (text, samples) = scrape_after_tick(&e);
         assert_conservation(&samples);
+        if kepler07 {
+            common::cgroups::assert_kepler07_conservation(&samples);
+        } else {
+            assert!(!text.contains("mode=\""), "0.7 families without the flag");
+        }
         host.assert_split(&samples);
         last = text;
     }
     assert_promtool_clean(&format!("golden_{scenario}"), &last);
 
     let actual = normalise(&last);
-    let expected_path = fixture_dir(scenario).join("expected.prom");
+    let expected_path = fixture_dir(scenario).join(expected_file);
     if std::env::var("KEPLER_RS_UPDATE_GOLDEN").as_deref() == Ok("1") {
         fs::write(&expected_path, &actual).unwrap();
         eprintln!("updated {}", expected_path.display());

@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use crate::issue::SourceIssue;
-use crate::resource::cgroup_path::CgroupOwner;
+use crate::resource::cgroup_path::{CgroupOwner, ContainerRuntime};
 use crate::units::{ContainerId, CpuNanos, Pid, PodUid};
 
 /// CPU time of one container over one interval.
@@ -21,6 +21,8 @@ use crate::units::{ContainerId, CpuNanos, Pid, PodUid};
 pub struct ContainerActivity {
     pub id: ContainerId,
     pub cpu_time: CpuNanos,
+    /// Where the container's cgroup name shows it.
+    pub runtime: Option<ContainerRuntime>,
 }
 
 /// CPU time of one pod over one interval. `cpu_time` is the pod cgroup's own counter, which also holds
@@ -35,16 +37,27 @@ pub struct PodActivity {
 /// CPU time summed per pod and container from per-process (or per-cgroup) times and their owners:
 /// how the sources that see processes (eBPF, the /proc walk) build their `PodActivity`.
 #[derive(Debug, Default)]
-pub struct PodTimes(BTreeMap<PodUid, (CpuNanos, BTreeMap<ContainerId, CpuNanos>)>);
+pub struct PodTimes(BTreeMap<PodUid, (CpuNanos, ContainerTimes)>);
+
+type ContainerTimes = BTreeMap<ContainerId, (CpuNanos, Option<ContainerRuntime>)>;
 
 impl PodTimes {
     /// Adds `time` to its owner's pod and container; anything outside a pod counts toward none.
     pub fn add(&mut self, owner: CgroupOwner, time: CpuNanos) {
         match owner {
-            CgroupOwner::Container { pod, container } => {
+            CgroupOwner::Container {
+                pod,
+                container,
+                runtime,
+            } => {
                 let entry = self.0.entry(pod).or_default();
                 entry.0 += time;
-                *entry.1.entry(container).or_default() += time;
+                let container = entry
+                    .1
+                    .entry(container)
+                    .or_insert((CpuNanos::ZERO, runtime));
+                container.0 += time;
+                container.1 = container.1.or(runtime);
             }
             CgroupOwner::PodLevel { pod } => self.0.entry(pod).or_default().0 += time,
             CgroupOwner::OtherContainer { .. } | CgroupOwner::System => {}
@@ -60,7 +73,11 @@ impl PodTimes {
                 cpu_time,
                 containers: containers
                     .into_iter()
-                    .map(|(id, cpu_time)| ContainerActivity { id, cpu_time })
+                    .map(|(id, (cpu_time, runtime))| ContainerActivity {
+                        id,
+                        cpu_time,
+                        runtime,
+                    })
                     .collect(),
             })
     }

@@ -127,7 +127,7 @@ pub fn consumers(
                 continue;
             }
             let owner = match owners.get(&p.pid) {
-                Some(CgroupOwner::Container { pod, container }) => GpuOwner::Container {
+                Some(CgroupOwner::Container { pod, container, .. }) => GpuOwner::Container {
                     pod: pod.clone(),
                     container: container.clone(),
                 },
@@ -266,6 +266,7 @@ mod tests {
             CgroupOwner::Container {
                 pod: uid(pod),
                 container: cid(pod * 100),
+                runtime: None,
             },
         )
     }
@@ -454,7 +455,7 @@ mod tests {
                 let mut uses = Vec::new();
                 for (pid, util, _, instance) in procs {
                     let owner = match pid % 4 {
-                        0 | 1 => CgroupOwner::Container { pod: uid(pid % 5), container: cid(*pid) },
+                        0 | 1 => CgroupOwner::Container { pod: uid(pid % 5), container: cid(*pid), runtime: None },
                         2 => CgroupOwner::PodLevel { pod: uid(pid % 5) },
                         _ => CgroupOwner::System,
                     };

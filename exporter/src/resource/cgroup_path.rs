@@ -4,11 +4,49 @@
 
 use crate::units::{ContainerId, PodUid};
 
+/// The container runtime a container cgroup's name shows (Kepler's `runtime` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ContainerRuntime {
+    Containerd,
+    CriO,
+    Docker,
+    Podman,
+}
+
+impl ContainerRuntime {
+    /// The `runtime` label value, as Kepler spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerRuntime::Containerd => "containerd",
+            ContainerRuntime::CriO => "cri-o",
+            ContainerRuntime::Docker => "docker",
+            ContainerRuntime::Podman => "podman",
+        }
+    }
+
+    /// The runtime of a cgroup-name prefix (`cri-containerd-`) or colon-form runtime field
+    /// (`cri-containerd`, `crio`, `docker`, `libpod`).
+    fn of_prefix(prefix: &str) -> Option<ContainerRuntime> {
+        match prefix.trim_end_matches('-') {
+            "cri-containerd" | "containerd" => Some(ContainerRuntime::Containerd),
+            "crio" | "cri-o" => Some(ContainerRuntime::CriO),
+            "docker" => Some(ContainerRuntime::Docker),
+            "libpod" | "libpod-payload" => Some(ContainerRuntime::Podman),
+            _ => None,
+        }
+    }
+}
+
 /// Who a cgroup (and so the processes in it) belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CgroupOwner {
-    /// A container of a Kubernetes pod (pause/sandbox containers included).
-    Container { pod: PodUid, container: ContainerId },
+    /// A container of a Kubernetes pod (pause/sandbox containers included); `runtime` where the
+    /// cgroup name shows it (not under kubelet's cgroupfs driver, which names a container by its ID).
+    Container {
+        pod: PodUid,
+        container: ContainerId,
+        runtime: Option<ContainerRuntime>,
+    },
     /// The pod cgroup itself, or something of the pod that is not a container (CRI-O's conmon).
     PodLevel { pod: PodUid },
     /// A container outside Kubernetes: plain Docker, Podman.
@@ -47,7 +85,7 @@ impl CgroupOwner {
 /// What a single path component says about containers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ContainerMark {
-    Container(ContainerId),
+    Container(ContainerId, Option<ContainerRuntime>),
     /// A runtime's monitor process (`crio-conmon-<id>`, `libpod-conmon-<id>`): not the container.
     Monitor,
 }
@@ -73,7 +111,10 @@ fn container_mark(name: &str) -> Option<ContainerMark> {
         if MONITOR_RUNTIMES.contains(&runtime) {
             return Some(ContainerMark::Monitor);
         }
-        return Some(ContainerMark::Container(id));
+        return Some(ContainerMark::Container(
+            id,
+            ContainerRuntime::of_prefix(runtime),
+        ));
     }
     let base = name.strip_suffix(".scope").unwrap_or(name);
     for prefix in MONITOR_PREFIXES {
@@ -83,10 +124,11 @@ fn container_mark(name: &str) -> Option<ContainerMark> {
     }
     for prefix in CONTAINER_PREFIXES {
         if let Some(raw_id) = base.strip_prefix(prefix) {
-            return ContainerId::parse(raw_id).map(ContainerMark::Container);
+            return ContainerId::parse(raw_id)
+                .map(|id| ContainerMark::Container(id, ContainerRuntime::of_prefix(prefix)));
         }
     }
-    ContainerId::parse(base).map(ContainerMark::Container)
+    ContainerId::parse(base).map(|id| ContainerMark::Container(id, None))
 }
 
 /// The pod UID of a pod cgroup directory name: `pod<uid>` (cgroupfs driver) or
@@ -111,8 +153,13 @@ pub fn pod_dir_uid(name: &str) -> Option<PodUid> {
 /// `crio-<id>.scope`, `docker-<id>.scope`, `libpod-<id>.scope`, colon form). None for runtime monitors
 /// (`crio-conmon-<id>`), whose time stays with the pod, and for anything else.
 pub fn container_dir_id(name: &str) -> Option<ContainerId> {
+    container_dir(name).map(|(id, _)| id)
+}
+
+/// The container ID of a container cgroup directory name, with the runtime its name shows.
+pub fn container_dir(name: &str) -> Option<(ContainerId, Option<ContainerRuntime>)> {
     match container_mark(name)? {
-        ContainerMark::Container(id) => Some(id),
+        ContainerMark::Container(id, runtime) => Some((id, runtime)),
         ContainerMark::Monitor => None,
     }
 }
@@ -142,13 +189,16 @@ pub fn classify(path: &str) -> CgroupOwner {
         }
     }
     match (pod, container) {
-        (Some((pod_at, pod)), Some((container_at, ContainerMark::Container(container))))
-            if container_at > pod_at =>
-        {
-            CgroupOwner::Container { pod, container }
-        }
+        (
+            Some((pod_at, pod)),
+            Some((container_at, ContainerMark::Container(container, runtime))),
+        ) if container_at > pod_at => CgroupOwner::Container {
+            pod,
+            container,
+            runtime,
+        },
         (Some((_, pod)), _) => CgroupOwner::PodLevel { pod },
-        (None, Some((_, ContainerMark::Container(container)))) => {
+        (None, Some((_, ContainerMark::Container(container, _)))) => {
             CgroupOwner::OtherContainer { container }
         }
         (None, _) => CgroupOwner::System,
@@ -200,6 +250,18 @@ mod tests {
         CgroupOwner::Container {
             pod: pod(),
             container: cid(raw),
+            runtime: None,
+        }
+    }
+    /// The owner with its runtime forgotten, for tables that test the pod and container only.
+    fn no_runtime(owner: CgroupOwner) -> CgroupOwner {
+        match owner {
+            CgroupOwner::Container { pod, container, .. } => CgroupOwner::Container {
+                pod,
+                container,
+                runtime: None,
+            },
+            other => other,
         }
     }
     fn pod_level() -> CgroupOwner {
@@ -298,7 +360,7 @@ mod tests {
             ("/user.slice/user-1000.slice/session-3.scope".to_string(), CgroupOwner::System),
         ];
         for (path, want) in cases {
-            assert_eq!(classify(&path), want, "path {path}");
+            assert_eq!(no_runtime(classify(&path)), want, "path {path}");
         }
     }
 
@@ -331,7 +393,10 @@ mod tests {
             assert_eq!(classify(path), CgroupOwner::System, "path {path:.80}");
         }
         assert_eq!(classify(&format!("{long}/pod{UID}/{ID}x")), pod_level());
-        assert_eq!(classify(&format!("{long}/pod{UID}/{ID}")), container(ID));
+        assert_eq!(
+            no_runtime(classify(&format!("{long}/pod{UID}/{ID}"))),
+            container(ID)
+        );
         // A 63-hex id under a pod leaves only the pod.
         assert_eq!(classify(&format!("/kubepods/pod{UID}/{id63}")), pod_level());
         assert_eq!(
@@ -405,9 +470,40 @@ mod tests {
     }
 
     #[test]
+    fn runtime_comes_from_the_container_cgroup_name() {
+        let runtime = |path: String| match classify(&path) {
+            CgroupOwner::Container { runtime, .. } => runtime,
+            other => panic!("{path}: {other:?}"),
+        };
+        let systemd = format!("/kubepods.slice/kubepods-pod{UID_US}.slice");
+        assert_eq!(
+            runtime(format!("{systemd}/cri-containerd-{ID}.scope")),
+            Some(ContainerRuntime::Containerd)
+        );
+        assert_eq!(
+            runtime(format!("{systemd}/crio-{ID}.scope")),
+            Some(ContainerRuntime::CriO)
+        );
+        assert_eq!(
+            runtime(format!("{systemd}/docker-{ID}.scope")),
+            Some(ContainerRuntime::Docker)
+        );
+        assert_eq!(
+            runtime(format!("{systemd}:cri-containerd:{ID}")),
+            Some(ContainerRuntime::Containerd)
+        );
+        assert_eq!(runtime(format!("/kubepods/pod{UID}/{ID}")), None);
+        assert_eq!(
+            container_dir(&format!("libpod-{ID}.scope")).map(|(_, r)| r),
+            Some(Some(ContainerRuntime::Podman))
+        );
+        assert_eq!(ContainerRuntime::CriO.as_str(), "cri-o");
+    }
+
+    #[test]
     fn proc_cgroup_v2_and_hybrid() {
         let v2 = format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_US}.slice/cri-containerd-{ID}.scope\n");
-        assert_eq!(parse_proc_cgroup(&v2), container(ID));
+        assert_eq!(no_runtime(parse_proc_cgroup(&v2)), container(ID));
 
         // v1: only some hierarchies carry the pod path; name=systemd may say something else.
         let v1 = format!(
@@ -416,7 +512,7 @@ mod tests {
              4:cpu,cpuacct:/kubepods/burstable/pod{UID}/{ID}\n\
              1:name=systemd:/system.slice/containerd.service\n"
         );
-        assert_eq!(parse_proc_cgroup(&v1), container(ID));
+        assert_eq!(no_runtime(parse_proc_cgroup(&v1)), container(ID));
 
         // hybrid: the v2 line at the end is "/" (cgroupfs driver writes v1 only).
         let hybrid = format!(
@@ -424,23 +520,23 @@ mod tests {
              1:name=systemd:/\n\
              0::/\n"
         );
-        assert_eq!(parse_proc_cgroup(&hybrid), container(ID));
+        assert_eq!(no_runtime(parse_proc_cgroup(&hybrid)), container(ID));
 
         // conflicting containers: the cpuacct line wins over another hierarchy.
         let conflict = format!(
             "5:memory:/kubepods/pod{UID}/{ID2}\n\
              4:cpu,cpuacct:/kubepods/pod{UID}/{ID}\n"
         );
-        assert_eq!(parse_proc_cgroup(&conflict), container(ID));
+        assert_eq!(no_runtime(parse_proc_cgroup(&conflict)), container(ID));
 
         // the conmon of a CRI-O container is pod-level
         let conmon =
             format!("0::/kubepods.slice/kubepods-pod{UID_US}.slice/crio-conmon-{ID}.scope\n");
-        assert_eq!(parse_proc_cgroup(&conmon), pod_level());
+        assert_eq!(no_runtime(parse_proc_cgroup(&conmon)), pod_level());
 
         // colon form inside a v2 line: the path's own colons must survive splitting
         let colon = format!("0::/kubepods.slice/kubepods-pod{UID_US}.slice:cri-containerd:{ID}\n");
-        assert_eq!(parse_proc_cgroup(&colon), container(ID));
+        assert_eq!(no_runtime(parse_proc_cgroup(&colon)), container(ID));
 
         assert_eq!(
             parse_proc_cgroup(&format!("0::/system.slice/docker-{ID}.scope")),

@@ -72,6 +72,7 @@ mod tests {
             CgroupOwner::Container {
                 pod: PodUid::parse(UID).unwrap(),
                 container: ContainerId::parse(CID).unwrap(),
+                runtime: None,
             }
         );
         assert_eq!(owner_of(proc, Pid(11)).unwrap(), CgroupOwner::System);

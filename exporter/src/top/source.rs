@@ -8,10 +8,11 @@ use crate::remote::exposition::{self, ExpositionError, Sample};
 use crate::remote::{BaseUrl, Client, ClientError};
 
 /// The series `top` reads from Prometheus: every CPU and GPU family of the catalog (energy, power,
-/// names), the sources and the snapshot time.
+/// names; not the Kepler 0.7 families, which repeat them), the sources and the snapshot time.
 fn prometheus_series() -> String {
     let families: Vec<&Family> = catalog::ALL
         .iter()
+        .filter(|f| !f.scope.is_kepler07())
         .filter(|f| {
             f.resource != Resource::None
                 || [

@@ -437,6 +437,35 @@ pub fn rel_close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * a.abs().max(b.abs()).max(1e-12)
 }
 
+/// Kepler 0.7's families (`--metrics-compat kepler-0.7`), within one scrape: per component and mode,
+/// Σ container series = the node series, and the dynamic package energy of the containers of pods
+/// is the native containers' energy.
+#[allow(dead_code)] // not every test binary that includes this module serves the 0.7 families
+pub fn assert_kepler07_conservation(s: &[(Key, f64)]) {
+    for component in ["package", "dram", "other"] {
+        for mode in ["dynamic", "idle"] {
+            let m = [("mode", mode)];
+            let node = sum(s, &format!("kepler_node_{component}_joules_total"), &m);
+            let containers = sum(s, &format!("kepler_container_{component}_joules_total"), &m);
+            assert!(
+                rel_close(node, containers, 1e-9),
+                "{component} {mode}: node {node} != containers {containers}"
+            );
+        }
+    }
+    let idle = sum(
+        s,
+        "kepler_node_cpu_idle_joules_total",
+        &[("zone", "package")],
+    );
+    assert!(idle > 0.0);
+    assert!(rel_close(
+        idle,
+        sum(s, "kepler_node_package_joules_total", &[("mode", "idle")]),
+        1e-9
+    ));
+}
+
 /// The conservation identities, within one scrape.
 pub fn assert_conservation(s: &[(Key, f64)]) {
     for zone in ["package", "dram"] {

@@ -87,6 +87,9 @@ spec:
             {{- if .Values.exporter.processMetrics }}
             - --process-metrics
             {{- end }}
+            {{- if and .Values.exporter.metricsCompat (ne (toString .Values.exporter.metricsCompat) "off") }}
+            - --metrics-compat={{ .Values.exporter.metricsCompat }}
+            {{- end }}
             {{- with .Values.exporter.idleWatts }}
             - --idle-watts={{ . }}
             {{- end }}

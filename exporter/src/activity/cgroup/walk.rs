@@ -14,7 +14,7 @@ use super::open_files::{OpenFiles, Tracked};
 use super::Error;
 use crate::activity::{ContainerActivity, PodActivity};
 use crate::issue::SourceIssue;
-use crate::resource::cgroup_path::{container_dir_id, pod_dir_uid};
+use crate::resource::cgroup_path::{container_dir, pod_dir_uid};
 use crate::units::{CpuNanos, PodUid};
 
 /// How deep below the hierarchy root pod directories are looked for.
@@ -70,11 +70,15 @@ impl Walk<'_> {
         // Containers first, then the pod: the pod counter, read last, covers what its containers had.
         let mut containers = Vec::new();
         for (name, path) in children {
-            let Some(id) = container_dir_id(&name) else {
+            let Some((id, runtime)) = container_dir(&name) else {
                 continue;
             };
             if let Some(cpu_time) = self.read_delta(&path) {
-                containers.push(ContainerActivity { id, cpu_time });
+                containers.push(ContainerActivity {
+                    id,
+                    cpu_time,
+                    runtime,
+                });
             }
         }
         containers.sort_by(|a, b| a.id.cmp(&b.id));

@@ -658,7 +658,8 @@ mod tests {
             pods[0].containers,
             vec![ContainerActivity {
                 id: ContainerId::parse(C1).unwrap(),
-                cpu_time: CpuNanos(1_000)
+                cpu_time: CpuNanos(1_000),
+                runtime: None,
             }]
         );
         // Resolved once per cgroup, counted per entry: both unknown-cgroup entries are unresolved.

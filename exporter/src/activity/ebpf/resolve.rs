@@ -232,6 +232,7 @@ mod tests {
         CgroupOwner::Container {
             pod: PodUid::parse(UID).unwrap(),
             container: ContainerId::parse(CID).unwrap(),
+            runtime: None,
         }
     }
 
