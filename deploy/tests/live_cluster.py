@@ -6,7 +6,7 @@ busy loops are held at known duty cycles by CFS quotas, a fake Kubernetes API se
 JupyterHub labels and container IDs, a simulated powercap tree (package 50 W, dram 5 W), a fake
 libnvidia-ml.so.1 (scripts/fake-nvml.sh, exporter/tests/fake_nvml/fake_nvml.c) scripted with two GPUs
 whose processes are the fake pods' busy loops (FAKE_GPUS), the kepler-rs binary built by cargo (run
-with --kubeconfig and --gpu nvml), and Debian's prometheus scraping it every second with
+with --kubeconfig, --gpu nvml and --metrics-compat kepler-0.7), and Debian's prometheus scraping it every second with
 deploy/alerts/kepler-rs.rules.yaml loaded. Everything is removed on exit.
 
 The pods (FAKE_PODS): three JupyterHub user servers, for two users (alice with her default server and
@@ -304,13 +304,18 @@ class LiveCluster:
         self.powercap.start()
         self.api = FakeKubeApi(self.tmp / "kube", NODE_NAME, [self.pod_object(p) for p in self.pods])
         self.exporter_port = free_port()
+        self.exporter_env = env
+        self.exporter_command = lambda port, compat: [
+            str(binary), "run", "--listen", f"127.0.0.1:{port}", "--sysfs", str(sysfs),
+            "--interval", "1s", "--node-name", NODE_NAME, "--grace-period", "60s", "--process-metrics",
+            "--idle-watts", "package=20,dram=2", "--kubeconfig", str(self.api.kubeconfig), "--jupyterhub-namespace", HUB_NAMESPACE,
+            # GPUs from the fake NVML; no kubelet, so processes are placed by their cgroups alone.
+            "--gpu", "nvml", "--gpu-idle-watts", f"{GPU_IDLE_WATTS:g}",
+            "--pod-resources-socket", str(self.tmp / "no-kubelet" / "kubelet.sock"),
+            # Kepler 0.7's families too, for its dashboard (test_dashboards_live.py).
+        ] + (["--metrics-compat", "kepler-0.7"] if compat else [])
         self.procs.append(subprocess.Popen(
-            [str(binary), "run", "--listen", f"127.0.0.1:{self.exporter_port}", "--sysfs", str(sysfs),
-             "--interval", "1s", "--node-name", NODE_NAME, "--grace-period", "60s", "--process-metrics",
-             "--idle-watts", "package=20,dram=2", "--kubeconfig", str(self.api.kubeconfig), "--jupyterhub-namespace", HUB_NAMESPACE,
-             # GPUs from the fake NVML; no kubelet, so processes are placed by their cgroups alone.
-             "--gpu", "nvml", "--gpu-idle-watts", f"{GPU_IDLE_WATTS:g}",
-             "--pod-resources-socket", str(self.tmp / "no-kubelet" / "kubelet.sock")],
+            self.exporter_command(self.exporter_port, True),
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / "exporter.log", "w"), env=env))
         # Prometheus starts once the exporter serves every pod with its names, so that no pod series
         # without pod_name/hub_user is ever stored (the per-user sums are compared with per-pod sums).
@@ -331,6 +336,40 @@ class LiveCluster:
     def exporter_metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.exporter_port}/metrics", timeout=10) as r:
             return r.read().decode()
+
+    def plain_exposition(self, timeout: float = 60) -> str:
+        """/metrics of a second kepler-rs over the same node, pods and GPUs without --metrics-compat
+        (not scraped), once it serves every fake pod's energy."""
+        port = free_port()
+        exporter = subprocess.Popen(self.exporter_command(port, False), stdout=subprocess.DEVNULL,
+                                    stderr=open(self.tmp / "plain-exporter.log", "w"), env=self.exporter_env)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                        text = r.read().decode()
+                    if all(f'pod_id="{uid}"' in text for uid in self.pod_uids) and "kepler_node_gpu_joules_total{" in text:
+                        return text
+                except OSError:
+                    pass
+                time.sleep(0.3)
+            raise AssertionError("the exporter without --metrics-compat never served every pod:\n"
+                                 + (self.tmp / "plain-exporter.log").read_text()[-3000:])
+        finally:
+            exporter.kill()
+            exporter.wait()
+
+    def wait_for_query(self, expr: str, timeout: float):
+        """Until the instant query `expr` returns data (a subquery with a 1m step needs samples at two
+        minute boundaries, up to about 2 minutes after Prometheus started)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = self.query(expr)
+            if r.get("status") == "success" and r["data"]["result"]:
+                return
+            time.sleep(2)
+        raise AssertionError(f"no data for {expr} after {timeout} s")
 
     def wait_for_pod_names(self, timeout: float = 60):
         deadline = time.monotonic() + timeout

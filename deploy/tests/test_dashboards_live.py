@@ -1,5 +1,7 @@
 """Every dashboard panel query and every recording rule, run against a real Prometheus scraping a
-real kepler-rs with fake pods (live_cluster.py). Also the queries of Kepler's own dashboard.
+real kepler-rs with fake pods (live_cluster.py). Also both of Kepler's own dashboards, read from
+../shared/reference/kepler-dashboards/ (KEPLER_DASHBOARDS): its 0.7-era dashboard against the
+--metrics-compat kepler-0.7 families, its current one against the native families.
 
 The exporter gets its pod metadata from a fake Kubernetes API server (fake_kube_api.py) that lists the
 fake pods, JupyterHub user servers among them, so the JupyterHub-user panels and the hub_user
@@ -16,12 +18,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 
 import pytest
 import yaml
 
-from conftest import ALERTS, DASHBOARDS
+from conftest import ALERTS, DASHBOARDS, REPO, require_tool, skip_or_fail
 from fake_kube_api import RESOURCE_VERSION
 from live_cluster import DRAM_WATTS, GPU_IDLE_WATTS, NODE_NAME, PKG_WATTS, LiveCluster, get
 
@@ -35,49 +38,6 @@ RULES_NEED_LATER: dict[str, str] = {}
 # logged in as the hub user alice.smith@uni.edu.
 ALICE = "alice.smith@uni.edu"
 BUILTINS = {"__rate_interval": "1m", "__range": "5m", "__interval": "5s", "__user.login": ALICE}
-
-# Queries of Kepler's current dashboard (sustainable-computing-io/kepler,
-# compose/default/grafana/dashboards/latest/dashboard.json) and of its 0.7-era dashboard
-# (grafana-dashboards/Kepler-Exporter.json), with the result expected against kepler-rs.
-KEPLER_VARS = {"job": "kepler-rs", "zone": ".*", "namespace": ".*", "pod": ".*", "container": ".*"}
-KEPLER_QUERIES = [
-    ("Current Power Consumption By Zone", 'sum by (zone) (kepler_node_cpu_watts{job="$job", zone=~"$zone"})', "data"),
-    ("Current Active Power Consumption By Zone", 'sum by (zone) (kepler_node_cpu_active_watts{job="$job", zone=~"$zone"})', "data"),
-    ("Current Idle Power Consumption By Zone", 'sum by (zone) (kepler_node_cpu_idle_watts{job="$job", zone=~"$zone"})', "data"),
-    ("CPU Info", 'count by (instance, model_name)(kepler_node_cpu_info{job="$job"})',
-     "empty: kepler-rs exports no kepler_node_cpu_info"),
-    ("RAPL Info", 'group by (node_name,zone)(kepler_node_cpu_watts{job="$job"})', "data"),
-    ("Total Power Consumption (W) per Zone", 'sum by (zone) (kepler_node_cpu_watts{job="$job", zone=~"$zone"})', "data"),
-    ("Node Power Consumption (W) By Zone", 'kepler_node_cpu_watts{job="$job", instance=~"$node", zone=~"$zone"}',
-     "empty: $node comes from label_values(kepler_node_cpu_info, instance), which kepler-rs lacks"),
-    ("Node Active Power Consumption (W) By Zone", 'kepler_node_cpu_active_watts{job="$job", instance=~"$node", zone=~"$zone"}',
-     "empty: $node comes from kepler_node_cpu_info"),
-    ("Node Idle Power Consumption (W) By Zone", 'kepler_node_cpu_idle_watts{job="$job", instance=~"$node", zone=~"$zone"}',
-     "empty: $node comes from kepler_node_cpu_info"),
-    ("Node Power Consumption, $node = .* (kepler-rs's workaround)", 'kepler_node_cpu_watts{job="$job", instance=~".*", zone=~"$zone"}', "data"),
-    ("Top 10 Power Consuming Processes (W) per Zone", 'topk(10,sum by (comm,zone)(kepler_process_cpu_watts{job="$job", zone=~"$zone"}))', "data"),
-    ("Total Power Consumption of Processes (W) per Zone", 'sum by (zone) (kepler_process_cpu_watts{job="$job", zone=~"$zone"})', "data"),
-    ("Process Power Consumption (W) By Zone", 'kepler_process_cpu_watts{job="$job", zone=~"$zone",pid="${process}"}', "data"),
-    ("Top 10 Power Consuming Containers (W) per Zone", 'topk(10,sum by (container_name,zone)(kepler_container_cpu_watts{job="$job", zone=~"$zone"}))', "data"),
-    ("Total Power Consumption of Containers (W) per Zone", 'sum by (zone) (kepler_container_cpu_watts{job="$job", zone=~"$zone"})', "data"),
-    ("Container Power Consumption (W) By Zone", 'kepler_container_cpu_watts{job="$job", zone=~"$zone",container_name=~"$container"}', "data"),
-    ("Top 10 Power Consuming Namespaces (W) per Zone", 'topk(10,sum by (pod_namespace,zone)(kepler_pod_cpu_watts{job="$job", zone=~"$zone"}))', "data"),
-    ("Total Power Consumption of Pods in Namespace (W) per Zone",
-     'sum by (zone) (kepler_pod_cpu_watts{job="$job", zone=~"$zone", pod_namespace=~"$namespace"})', "data"),
-    ("Pod Power Consumption (W) By Zone", 'kepler_pod_cpu_watts{job="$job",pod_namespace=~"$namespace", zone=~"$zone",pod_name=~"$pod"}', "data"),
-    ("Top 10 Power Consuming VMs (W) per Zone", 'topk(10,sum by (vm_name,zone)(kepler_vm_cpu_watts{job="$job", zone=~"$zone"}))',
-     "empty: kepler-rs exports no VM series"),
-    ("0.7 dashboard: Pod/Process Power Consumption (W), PKG",
-     'sum by (pod_name, container_namespace) (irate(kepler_container_package_joules_total{container_namespace=~"$namespace", pod_name=~"$pod"}[1m]))',
-     "empty: pre-0.10 Kepler metric names (kepler_container_package_joules_total) are not exported"),
-    ("0.7 dashboard: Total Power Consumption (W), DRAM",
-     'sum(irate(kepler_container_dram_joules_total{container_namespace=~"$namespace", pod_name=~"$pod"}[1m]))',
-     "empty: pre-0.10 Kepler metric names are not exported"),
-    ("0.7 dashboard: Carbon Footprint",
-     'sum(increase((kepler_container_joules_total{container_namespace=~"$namespace", pod_name=~"$pod"}[24h:1m])))',
-     "empty: pre-0.10 Kepler metric names are not exported"),
-]
-
 
 def substitute(expr: str, values: dict[str, str]) -> str:
     def repl(m):
@@ -356,24 +316,6 @@ def test_no_alert_fires_on_a_healthy_node(cluster):
     assert not firing, firing
 
 
-def test_kepler_dashboard_queries(cluster):
-    pids = cluster.label_values("pid", "kepler_process_cpu_watts")
-    assert pids, "run with --process-metrics"
-    # Kepler's $node options come from kepler_node_cpu_info; with none, Grafana substitutes "".
-    nodes = cluster.label_values("instance", "kepler_node_cpu_info")
-    values = dict(KEPLER_VARS, process=pids[0], node=nodes[0] if nodes else "")
-    report, wrong = [], []
-    for title, expr, expected in KEPLER_QUERIES:
-        r = cluster.query(substitute(expr, values))
-        assert r["status"] == "success", (title, r)
-        got = "data" if r["data"]["result"] else "empty"
-        report.append(f"{got:5} {title}")
-        if got != expected.split(":")[0]:
-            wrong.append(f"{title}: expected {expected}, got {got}")
-    print("\n".join(report))
-    assert not wrong, "\n".join(wrong)
-
-
 # -- GPUs (the fake libnvidia-ml scripted by live_cluster.FAKE_GPUS) -------------------------------------
 
 def panel_series(cluster: LiveCluster, dash: dict, title: str, values: dict, ref: str = "A") -> list:
@@ -556,3 +498,230 @@ def test_my_energy_matches_the_login_whatever_its_case_and_shows_nothing_to_stra
     # The variable is hidden and takes no value from a URL that its query did not offer.
     (var,) = [v for v in mine["templating"]["list"] if v["name"] == "hub_user"]
     assert var["hide"] == 2 and var["allowCustomValue"] is False and "${__user.login}" in var["definition"]
+
+
+# -- Kepler's own dashboards (sustainable-computing-io/kepler), as Grafana would run them ------------------
+
+KEPLER_DASHBOARDS = REPO.parent / "shared" / "reference" / "kepler-dashboards"
+KEPLER_07 = "kepler-0.7.12-Kepler-Exporter.json"
+KEPLER_LATEST = "kepler-latest-dashboard.json"
+# Panels of Kepler's current dashboard that stay empty against kepler-rs, with why. Every other
+# target must return data.
+NO_VMS = "kepler-rs attributes energy to pods, containers and processes, not to VMs: no kepler_vm_* families"
+KEPLER_LATEST_EMPTY = {
+    "🏆 Top 10 Power Consuming VMs (W) per Zone": NO_VMS,
+    "🔋 Total Power Consumption of VMs (W) per Zone": NO_VMS,
+    "🖥️ VM Power Consumption (W) By Zone": NO_VMS,
+}
+# Kepler 0.7's families: none of them is served without --metrics-compat kepler-0.7.
+KEPLER_07_FAMILIES = [f"kepler_{scope}_{c}_joules_total" for scope in ("node", "container")
+                      for c in ("package", "core", "uncore", "dram", "other", "platform")] + \
+    ["kepler_container_joules_total", "kepler_node_info"]
+
+
+def kepler_dashboard(name: str) -> dict:
+    path = KEPLER_DASHBOARDS / name
+    if not path.exists():
+        skip_or_fail(f"{path} is missing (Kepler's dashboards are read from ../shared/reference)")
+    return json.loads(path.read_text())
+
+
+def kepler_targets(dash: dict):
+    """(panel, target) for every panel, rows' panels included."""
+    def walk(panels):
+        for p in panels:
+            yield p
+            yield from walk(p.get("panels", []))
+    for p in walk(dash["panels"]):
+        for t in p.get("targets", []):
+            if t.get("expr"):
+                yield p, t
+
+
+def grafana_regex(pattern: str) -> re.Pattern:
+    """A Grafana variable regex (`/.../flags`, JavaScript named groups) as a Python pattern."""
+    body = pattern.strip()
+    if body.startswith("/"):
+        body = body[1:body.rindex("/")]
+    return re.compile(body.replace("(?<", "(?P<"))
+
+
+def result_string(sample: dict) -> str:
+    """One query_result() answer as Grafana writes it for the variable regex."""
+    metric = dict(sample["metric"])
+    name = metric.pop("__name__", "")
+    labels = ", ".join(f'{k}="{v}"' for k, v in sorted(metric.items()))
+    value, at = sample["value"][1], int(float(sample["value"][0]) * 1000)
+    return f"{name}{{{labels}}} {value} {at}"
+
+
+def variable_options(cluster: LiveCluster, var: dict, values: dict) -> list[str]:
+    """A query variable's options: its query run through the Prometheus API, as Grafana runs it."""
+    query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+    query = substitute(query, values)
+    if m := re.fullmatch(r"\s*label_values\((.+),\s*(\w+)\s*\)\s*", query, re.S):
+        options = cluster.label_values(m.group(2), m.group(1))
+    elif m := re.fullmatch(r"\s*query_result\((.+)\)\s*", query, re.S):
+        options = [result_string(x) for x in series(cluster.query(m.group(1)))]
+    else:
+        raise AssertionError(f"unhandled variable query {query}")
+    if not var.get("regex"):
+        return options
+    regex, picked = grafana_regex(var["regex"]), []
+    for option in options:
+        groups = [m.groupdict() for m in regex.finditer(option)]
+        value = next((g["value"] for g in groups if g.get("value")), None)
+        if value is not None:
+            picked.append(value)
+    return picked
+
+
+def grafana_escape(value: str) -> str:
+    """A multi-value option as Grafana writes it into a Prometheus regex inside a PromQL string:
+    regex metacharacters get a backslash, itself escaped for the string."""
+    value = value.replace("\\", "\\\\\\\\")
+    return re.sub(r"[$^*{}\[\]'+?.()|]", lambda m: "\\\\" + m.group(0), value)
+
+
+def resolve_kepler_variables(cluster: LiveCluster, dash: dict) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Grafana's substitution: every variable's query run in dependency order; `All` (the saved
+    choice of these dashboards) becomes the variable's allValue, else a regex of every option; any
+    other variable takes its first option, or "" when it has none."""
+    values = dict(BUILTINS)
+    pending = []
+    for v in dash["templating"]["list"]:
+        if v["type"] == "datasource":
+            values[v["name"]] = "prometheus"
+        elif v["type"] in ("textbox", "constant"):
+            values[v["name"]] = v["query"]
+        elif v["type"] == "query":
+            pending.append(v)
+        else:
+            raise AssertionError(f"unhandled variable type {v['type']}")
+    options: dict[str, list[str]] = {}
+    while pending:
+        ready = [v for v in pending
+                 if set(re.findall(r"\$\{?(\w+)", json.dumps(v["query"]))) <= set(values)]
+        assert ready, f"variables that depend on unknown ones: {[v['name'] for v in pending]}"
+        for v in ready:
+            opts = options[v["name"]] = variable_options(cluster, v, values)
+            chose_all = v.get("includeAll") and v.get("current", {}).get("value") in ("$__all", ["$__all"])
+            if chose_all:
+                values[v["name"]] = v.get("allValue") or "(" + "|".join(grafana_escape(o) for o in opts) + ")"
+            else:
+                values[v["name"]] = opts[0] if opts else ""
+            pending.remove(v)
+    return values, options
+
+
+def test_kepler_07_dashboard_every_query_has_data(cluster):
+    dash = kepler_dashboard(KEPLER_07)
+    # The 24h:1m subqueries need samples at two minute boundaries.
+    cluster.wait_for_query("sum(increase(kepler_container_joules_total[24h:1m]))", timeout=200)
+    values, options = resolve_kepler_variables(cluster, dash)
+    assert options["namespace"] and options["pod"], options
+    assert {p.name for p in cluster.pods} <= set(options["pod"]), options["pod"]
+    ran, empty = 0, []
+    for p, t in kepler_targets(dash):
+        expr = substitute(t["expr"], values)
+        r = cluster.query_range(expr)
+        assert r.get("status") == "success", (p["title"], r)
+        ran += 1
+        if not r["data"]["result"]:
+            empty.append(f"{p['title']} / {t.get('legendFormat')}: {expr}")
+    assert ran == 16, ran
+    assert not empty, "\n".join(empty)
+
+
+def vector(cluster: LiveCluster, expr: str, labels: tuple[str, ...], at: float) -> dict[tuple, float]:
+    return {tuple(s["metric"].get(l, "") for l in labels): float(s["value"][1]) for s in series(cluster.query(expr, at))}
+
+
+def by_namespace(per_pod: dict[tuple, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (namespace, _), v in per_pod.items():
+        out[namespace] = out.get(namespace, 0.0) + v
+    return out
+
+
+def assert_same(got: dict, want: dict, what: str):
+    assert got.keys() == want.keys(), f"{what}: {sorted(got)} != {sorted(want)}"
+    for k, v in want.items():
+        assert close(got[k], v), f"{what} {k}: 0.7 {got[k]} != native {v}"
+
+
+def test_kepler_07_values_equal_the_native_series_per_namespace_and_pod(cluster):
+    """One evaluation time, so both sides come from the same scrapes: the 0.7 families per
+    (namespace, pod), as the dashboard groups them, equal kepler-rs's own series within 1e-6, both
+    as counters and as the dashboard's irate() power."""
+    at = time.time() - 1
+    keys = ("container_namespace", "pod_name")
+    native_keys = ("pod_namespace", "pod_name")
+    for component in ("package", "dram"):
+        for wrap in ("{}", "irate({}[1m])"):
+            legacy = vector(cluster, "sum by (container_namespace, pod_name) (" + wrap.format(
+                f'kepler_container_{component}_joules_total{{pod_name!=""}}') + ")", keys, at)
+            native = vector(cluster, "sum by (pod_namespace, pod_name) (" + wrap.format(
+                f'kepler_pod_cpu_joules_total{{zone="{component}", pod_name!=""}}') + ")", native_keys, at)
+            assert len(native) >= len(cluster.pods), native
+            assert_same(legacy, native, f"{component} {wrap}")
+            assert_same(by_namespace(legacy), by_namespace(native), f"{component} {wrap} per namespace")
+    other = vector(cluster, 'sum(kepler_container_other_joules_total)', (), at)
+    assert other == {(): 0.0}, f"no psys in the simulated powercap, so other is 0: {other}"
+    # kepler_container_joules_total = package + dram + other + the containers' GPU energy.
+    names = {k[0]: (k[1], k[2]) for k in vector(cluster, "kepler_pod_info", ("pod_id", "pod_namespace", "pod_name"), at)}
+    want: dict[tuple, float] = {}
+    for (pod_id, zone), v in vector(cluster, 'kepler_pod_cpu_joules_total{zone=~"package|dram"}', ("pod_id", "zone"), at).items():
+        want[names[pod_id]] = want.get(names[pod_id], 0.0) + v
+    gpu = vector(cluster, "sum by (pod_id) (kepler_container_gpu_joules_total)", ("pod_id",), at)
+    assert gpu, "the fake GPUs give some pods GPU energy"
+    for (pod_id,), v in gpu.items():
+        want[names[pod_id]] = want.get(names[pod_id], 0.0) + v
+    total = vector(cluster, 'sum by (container_namespace, pod_name) (kepler_container_joules_total{pod_name!=""})', keys, at)
+    assert_same(total, want, "kepler_container_joules_total")
+    assert_same(by_namespace(total), by_namespace(want), "kepler_container_joules_total per namespace")
+
+
+def test_kepler_latest_dashboard_every_query_has_data_but_the_vm_panels(cluster):
+    dash = kepler_dashboard(KEPLER_LATEST)
+    values, options = resolve_kepler_variables(cluster, dash)
+    # $node is label_values(kepler_node_cpu_info, instance); $process needs --process-metrics.
+    assert options["node"] and options["process"] and options["job"] == ["kepler-rs"], options
+    titles, wrong = set(), []
+    for p, t in kepler_targets(dash):
+        titles.add(p["title"])
+        expr = substitute(t["expr"], values)
+        r = cluster.query(expr) if t.get("instant") else cluster.query_range(expr)
+        assert r.get("status") == "success", (p["title"], r)
+        has_data = bool(r["data"]["result"])
+        if p["title"] in KEPLER_LATEST_EMPTY:
+            if has_data:
+                wrong.append(f"{p['title']}: data, but listed as empty ({KEPLER_LATEST_EMPTY[p['title']]})")
+        elif not has_data:
+            wrong.append(f"{p['title']}: no data\n    {expr}")
+    assert set(KEPLER_LATEST_EMPTY) <= titles, set(KEPLER_LATEST_EMPTY) - titles
+    assert len(titles) >= 20, titles
+    assert not wrong, "\n".join(wrong)
+
+
+def promtool_check(text: str) -> str:
+    promtool = require_tool("promtool")
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    return "" if r.returncode == 0 and not (r.stdout + r.stderr).strip() else r.stdout + r.stderr
+
+
+def test_kepler_07_families_only_with_the_flag_and_promtool_accepts_both(cluster):
+    with_compat = cluster.exporter_metrics()
+    without = cluster.plain_exposition()
+    for family in ("kepler_container_package_joules_total", "kepler_node_package_joules_total",
+                   "kepler_container_joules_total", "kepler_node_info"):
+        assert f"\n{family}{{" in with_compat, family
+    for family in KEPLER_07_FAMILIES:
+        assert f"\n{family}{{" not in without, family
+    assert 'mode="' not in without and "container_namespace=" not in without
+    assert "kepler_container_gpu_joules_total{" in without and "kepler_node_cpu_info{" in without
+    assert 'container_namespace="",pod_name="",mode="idle"' in with_compat
+    for line in with_compat.splitlines():
+        assert '="None"' not in line, line
+    for name, text in (("--metrics-compat kepler-0.7", with_compat), ("default", without)):
+        assert promtool_check(text) == "", f"{name}: {promtool_check(text)}"

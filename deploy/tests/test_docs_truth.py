@@ -26,6 +26,7 @@ LINK_DOCS = [*VALUE_DOCS, REPO / "benches" / "README.md", REPO / "ebpf" / "READM
 OTHER_TOOLS_FLAGS = {
     "cargo": {"--path", "--release", "--test", "--workspace"},
     "git": {"--short"},
+    "helm": {"--install", "--set"},
     "kubectl": {"--as"},
     "kube-apiserver": {"--authorization-mode"},
     "nvidia-smi": {"--query-gpu"},
@@ -37,6 +38,21 @@ CONDITIONAL = {
     "kepler_exporter_cpu_source_events_total": "only with a source that counts events (eBPF)",
     "kepler_exporter_pod_metadata_errors_total": "only after a pod-watch error",
     "kepler_exporter_web_config_reloads_total": "only with --web.config.file",
+    # The live cluster's simulated powercap has package and dram only.
+    "kepler_node_core_joules_total": "only where RAPL has a core zone (--metrics-compat kepler-0.7)",
+    "kepler_node_uncore_joules_total": "only where RAPL has an uncore zone (--metrics-compat kepler-0.7)",
+    "kepler_node_platform_joules_total": "only where RAPL has psys (--metrics-compat kepler-0.7)",
+    "kepler_container_core_joules_total": "only where RAPL has a core zone (--metrics-compat kepler-0.7)",
+    "kepler_container_uncore_joules_total": "only where RAPL has an uncore zone (--metrics-compat kepler-0.7)",
+    "kepler_container_platform_joules_total": "only where RAPL has psys (--metrics-compat kepler-0.7)",
+}
+# Kepler's families that docs/migrating-from-kepler.md names as having no kepler-rs equivalent
+# (full names, and prefixes written as `kepler_vm_*`).
+KEPLER_ONLY = {
+    "kepler_vm_cpu_joules_total", "kepler_vm_cpu_watts", "kepler_vm",
+    "kepler_container_cpu_cycles_total", "kepler_container_cpu_instructions_total",
+    "kepler_container_cache_miss_total", "kepler_container_bpf", "kepler_container_task_clock",
+    "kepler_node_energy_stat", "kepler_node_accelerator",
 }
 # Not metric names: the library crate, and the eBPF program that charges running slices.
 NOT_METRICS = {"kepler_rs", "kepler_charge_running"}
@@ -95,7 +111,7 @@ def named_metrics(doc: str) -> tuple[set[str], set[str]]:
     names, prefixes = set(), set()
     for m in re.finditer(r"(?<![\w:])(kepler_[a-z0-9_]*[a-z0-9])(_?\*)?", doc):
         (prefixes if m.group(2) else names).add(m.group(1))
-    return names - NOT_METRICS, prefixes
+    return names - NOT_METRICS - KEPLER_ONLY, prefixes - KEPLER_ONLY
 
 
 def exposed_families(exposition: str) -> set[str]:
