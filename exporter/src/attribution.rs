@@ -54,6 +54,7 @@ pub struct PodEnergy {
 pub struct ProcessEnergy {
     pub pid: Pid,
     pub comm: String,
+    pub exe: std::sync::Arc<str>,
     pub container: Option<ContainerId>,
     /// The process's CPU time over the interval.
     pub cpu_time: CpuNanos,
@@ -147,6 +148,7 @@ pub fn attribute(zones: &[ZoneInput], activity: ActivityInput<'_>) -> IntervalEn
             ProcessEnergy {
                 pid: p.pid,
                 comm: p.comm.clone(),
+                exe: p.exe.clone(),
                 container: p.container.clone(),
                 cpu_time: p.cpu_time,
                 joules: zones

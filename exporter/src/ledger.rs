@@ -61,6 +61,7 @@ impl Energy for Counters {
 #[derive(Debug, Clone)]
 struct ProcessAcc {
     comm: String,
+    exe: std::sync::Arc<str>,
     container: Option<ContainerId>,
     energy: Counters,
 }
@@ -151,6 +152,7 @@ impl Ledger {
         for p in &interval.processes {
             let acc = self.processes.seen(&p.pid, now, || ProcessAcc {
                 comm: p.comm.clone(),
+                exe: p.exe.clone(),
                 container: p.container.clone(),
                 energy: Counters::new(n),
             });
@@ -203,6 +205,7 @@ impl Ledger {
             .map(|(pid, acc)| ProcessSeries {
                 pid: *pid,
                 comm: acc.energy.comm.clone(),
+                exe: acc.energy.exe.clone(),
                 container: acc.energy.container.clone(),
                 ended: acc.ended,
                 cpu_seconds: acc.energy.energy.cpu_seconds,

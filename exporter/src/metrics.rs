@@ -308,8 +308,8 @@ impl Collector for SnapshotCollector {
             }),
         )?;
 
-        // Processes (only when enabled: the list is empty otherwise). `exe` is not read (empty);
-        // `type` is `container` for a process in a container, else `regular`.
+        // Processes (only when enabled: the list is empty otherwise). `type` is `container` for a
+        // process in a container, else `regular`.
         let pids: Vec<String> = s.processes.iter().map(|p| p.pid.to_string()).collect();
         for (family, watts) in [
             (&catalog::PROCESS_CPU_JOULES, false),
@@ -468,7 +468,7 @@ fn process_labels<'a>(
         ("node_name", node),
         ("pid", pid),
         ("comm", p.comm.as_str()),
-        ("exe", ""),
+        ("exe", &p.exe),
         ("type", kind),
         ("state", state(p.ended)),
         ("container_id", container),
@@ -684,6 +684,7 @@ mod tests {
         s.processes = vec![ProcessSeries {
             pid: Pid(42),
             comm: "we\"ird\\comm".into(),
+            exe: "/usr/bin/we ird".into(),
             container: None,
             ended: false,
             cpu_seconds: 1.5,
@@ -991,7 +992,7 @@ mod tests {
             "kepler_process_cpu_joules_total{",
             &[
                 r#"pid="42""#,
-                r#"exe="",type="regular",state="running",container_id="""#
+                r#"exe="/usr/bin/we ird",type="regular",state="running",container_id="""#
             ]
         ));
         assert!(has(

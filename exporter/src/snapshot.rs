@@ -57,6 +57,8 @@ pub struct PodSeries {
 pub struct ProcessSeries {
     pub pid: Pid,
     pub comm: String,
+    /// The executable's path; empty where it could not be read.
+    pub exe: std::sync::Arc<str>,
     pub container: Option<ContainerId>,
     /// Not seen in the last walk; its series stay for the grace period.
     pub ended: bool,

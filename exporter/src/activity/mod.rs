@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use crate::issue::SourceIssue;
 use crate::resource::cgroup_path::{CgroupOwner, ContainerRuntime};
@@ -138,6 +139,9 @@ impl NodeCpu {
 pub struct ProcessActivity {
     pub pid: Pid,
     pub comm: String,
+    /// The executable's path (`/proc/<pid>/exe`, read once per process); empty where it cannot be
+    /// read (kernel threads, no permission).
+    pub exe: Arc<str>,
     pub container: Option<ContainerId>,
     pub cpu_time: CpuNanos,
 }

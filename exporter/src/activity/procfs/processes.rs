@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tracing::{debug, warn};
 
@@ -54,11 +55,21 @@ pub fn parse_pid_stat(content: &str) -> Result<PidStat, &'static str> {
     })
 }
 
+/// `<dir>/exe`'s target, or empty where it cannot be read (a kernel thread has none; another user's
+/// process needs CAP_SYS_PTRACE).
+fn executable(dir: &Path) -> Arc<str> {
+    match fs::read_link(dir.join("exe")) {
+        Ok(path) => path.to_string_lossy().into(),
+        Err(_) => "".into(),
+    }
+}
+
 #[derive(Debug, Clone)]
 struct KnownProcess {
     start_time: u64,
     cpu_ticks: u64,
     owner: CgroupOwner,
+    exe: Arc<str>,
 }
 
 /// Per-process CPU time between walks of `<procfs_root>`, with the processes as of the last walk.
@@ -142,24 +153,27 @@ impl ProcessScanner {
             path: stat_path.clone(),
             reason,
         })?;
-        let (owner, ticks) = match self.known.get(&pid) {
+        let (owner, exe, ticks) = match self.known.get(&pid) {
             Some(known) if known.start_time == stat.start_time => (
                 known.owner.clone(),
+                known.exe.clone(),
                 stat.cpu_ticks.saturating_sub(known.cpu_ticks),
             ),
-            // New process, or a reused pid: resolve its owner, count all its time.
-            _ => (self.owner(pid)?, stat.cpu_ticks),
+            // New process, or a reused pid: resolve its owner and executable, count all its time.
+            _ => (self.owner(pid)?, executable(dir), stat.cpu_ticks),
         };
         let process = KnownProcess {
             start_time: stat.start_time,
             cpu_ticks: stat.cpu_ticks,
             owner,
+            exe,
         };
         let container = process.owner.container().cloned();
         let (pid, comm, cpu_time) = (Pid(pid), stat.comm, ticks_to_nanos(ticks));
         let activity = ProcessActivity {
             pid,
             comm,
+            exe: process.exe.clone(),
             container,
             cpu_time,
         };
@@ -382,5 +396,16 @@ mod tests {
             "delta {:?}",
             own.cpu_time
         );
+        // The executable, read once: the test binary itself.
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(&*own.exe, exe.to_str().unwrap());
+    }
+
+    #[test]
+    fn exe_is_the_link_target_or_empty() {
+        let tmp = TempDir::new().unwrap();
+        assert_eq!(&*executable(tmp.path()), "", "a kernel thread has no exe");
+        std::os::unix::fs::symlink("/usr/bin/python3 (deleted)", tmp.path().join("exe")).unwrap();
+        assert_eq!(&*executable(tmp.path()), "/usr/bin/python3 (deleted)");
     }
 }
