@@ -178,7 +178,9 @@ impl LoadedProgram {
         charge::charge(fd, &cpus).map_err(|(cpu, source)| Error::Charge { cpu, source })
     }
 
-    /// Moves everything out of the process and exit maps.
+    /// Moves everything out of the process and exit maps. A slice still running is not in them
+    /// until its task is switched out: call `charge_running` first to have every drain hold the
+    /// time of running tasks up to that moment.
     pub fn drain(&mut self, out: &mut Drained) -> Result<()> {
         out.tasks.clear();
         out.exited.clear();
