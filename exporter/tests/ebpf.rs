@@ -540,6 +540,62 @@ fn least_privilege_ebpf_metrics_flow() {
     assert_promtool_clean(TEST, &text);
 }
 
+/// `--cpu-source auto` under the documented capabilities: eBPF only when something needs it. With
+/// process metrics off and no PMU it takes cgroup counters and never loads the program; with
+/// process metrics on it takes eBPF. The metric and the start-up line say which and why.
+#[test]
+fn least_privilege_auto_takes_ebpf_only_when_needed() {
+    const TEST: &str = "least_privilege_auto_takes_ebpf_only_when_needed";
+    if !has_setpriv(TEST) {
+        return;
+    }
+    let pmu = Counters::open(CounterKind::Hardware, Path::new("/sys")).is_ok();
+    let wrapper = setpriv(CAPS);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let (expected, why) = if pmu {
+        (("ebpf", "cpu_counters"), "CPU counters are live")
+    } else {
+        (("cgroup", "cheapest"), "process metrics are off")
+    };
+    for (args, (source, reason), says) in [
+        (&["--interval", "500ms"][..], expected, why),
+        (
+            &["--interval", "500ms", "--process-metrics"][..],
+            ("ebpf", "process_metrics"),
+            "process metrics are on",
+        ),
+    ] {
+        let mut e = Exporter::start_under(&wrapper, free_port(), args);
+        e.wait_ready(Duration::from_secs(20));
+        let s = parse(&e.get("/metrics").1);
+        assert_eq!(
+            value(
+                &s,
+                "kepler_exporter_cpu_source_info",
+                &[("source", source), ("reason", reason)]
+            ),
+            1.0,
+            "{args:?}: not {source} for {reason} (PMU: {pmu})"
+        );
+        let ebpf_loaded = s.iter().any(|(k, _)| {
+            k.name == "kepler_exporter_cpu_source_events_total"
+                && k.labels.get("event").map(String::as_str) == Some("sched_switch")
+        });
+        assert_eq!(ebpf_loaded, source == "ebpf", "{args:?}");
+        let _ = e.terminate(Duration::from_secs(5));
+        let log = e.stderr();
+        let line = log
+            .lines()
+            .find(|l| l.contains("CPU activity:"))
+            .unwrap_or_else(|| panic!("no start-up line for the CPU source: {log}"));
+        assert!(
+            line.contains(source) && line.contains(reason) && line.contains(says),
+            "{args:?}: the start-up line does not say which and why: {line}"
+        );
+        assert!(!log.contains("eBPF unavailable"), "{log}");
+    }
+}
+
 #[test]
 fn without_cap_bpf_auto_falls_back_and_ebpf_exits_2() {
     const TEST: &str = "without_cap_bpf_auto_falls_back_and_ebpf_exits_2";
@@ -567,7 +623,12 @@ fn without_cap_bpf_auto_falls_back_and_ebpf_exits_2() {
         "unclear message: {line}"
     );
 
-    let mut e = Exporter::start_under(&wrapper, free_port(), &["--interval", "500ms"]);
+    // Process metrics make `auto` want eBPF.
+    let mut e = Exporter::start_under(
+        &wrapper,
+        free_port(),
+        &["--interval", "500ms", "--process-metrics"],
+    );
     e.wait_ready(Duration::from_secs(20));
     let (_, text) = e.get("/metrics");
     let s = parse(&text);
@@ -575,7 +636,7 @@ fn without_cap_bpf_auto_falls_back_and_ebpf_exits_2() {
         value(
             &s,
             "kepler_exporter_cpu_source_info",
-            &[("source", "cgroup")]
+            &[("source", "cgroup"), ("reason", "ebpf_unavailable")]
         ),
         1.0
     );
