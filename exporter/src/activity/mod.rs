@@ -1,6 +1,6 @@
 //! CPU activity per consumer per interval: who used the CPU, as deltas since the previous tick.
-//! Implementations: `ebpf` (per-process on-CPU time from the kernel, default where it loads), `cgroup`
-//! (cgroup v1/v2 counters), `procfs` (node totals, per-process time, and `procfs::pods`: pods from a /proc
+//! Implementations: `ebpf` (per-process on-CPU time from the kernel; `auto` takes it only for process
+//! metrics or CPU counters), `cgroup` (cgroup v1/v2 counters, `auto`'s choice otherwise), `procfs` (node totals, per-process time, and `procfs::pods`: pods from a /proc
 //! walk, the last resort). They read counters only; they never see energy.
 
 pub mod cgroup;
