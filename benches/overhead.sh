@@ -28,7 +28,7 @@ die() { echo "overhead.sh: $*" >&2; exit 1; }
 command -v curl >/dev/null || die "curl is required"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$REPO/target/release/kepler-rs"
+BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/kepler-rs"
 WORK=$(mktemp -d /tmp/kepler-rs-overhead.XXXXXX)
 LOG="$WORK/exporter.log"
 

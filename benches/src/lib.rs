@@ -234,6 +234,7 @@ impl TickModel {
             node_name: "bench-node-0".to_string(),
             energy_source: EnergySourceKind::Estimate,
             cpu_source: "cgroup",
+            cpu_source_reason: kepler_rs::activity::SourceReason::Flag,
             zones: self.ledger.zones().to_vec(),
             node: self.ledger.node().to_vec(),
             sockets: Vec::new(),

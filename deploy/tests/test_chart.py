@@ -247,9 +247,14 @@ def test_capabilities_follow_the_cpu_source():
         (c,) = [c for _, _, c in containers(render_chart(values))]
         return c["securityContext"]["capabilities"].get("add", [])
 
-    assert set(added({})) == DOCUMENTED_CAPABILITIES  # auto may load eBPF
+    assert set(added({})) == DOCUMENTED_CAPABILITIES  # auto loads eBPF where it finds a PMU
     assert set(added({"exporter": {"cpuSource": "ebpf"}})) == DOCUMENTED_CAPABILITIES
+    assert set(added({"exporter": {"cpuSource": "ebpf", "cpuCounters": "off"}})) == DOCUMENTED_CAPABILITIES
     assert added({"exporter": {"cpuSource": "cgroup"}}) == []  # uid 0 owns what it reads: no capability
+    # auto loads eBPF only for process metrics or CPU counters: with neither it never needs them.
+    assert added({"exporter": {"cpuCounters": "off"}}) == []
+    assert set(added({"exporter": {"cpuCounters": "off", "processMetrics": True}})) == DOCUMENTED_CAPABILITIES
+    assert set(added({"exporter": {"cpuCounters": "software"}})) == DOCUMENTED_CAPABILITIES
 
 
 def test_daemonset_shape(rendered):

@@ -32,8 +32,11 @@ EXCEPTIONS = {
     "CKV_K8S_23": ("uid 0: Kubernetes grants added capabilities only to uid 0, and uid 0 owns the root-only "
                    "RAPL and /proc files, so no DAC capability is needed", lambda v: True),
     "CKV_K8S_40": ("uid 0 (the same reason as CKV_K8S_23)", lambda v: True),
-    "CKV_K8S_25": ("CAP_BPF and CAP_PERFMON, only with the eBPF CPU source",
-                   lambda v: _get(v, "exporter.cpuSource", "auto") in ("auto", "ebpf")),
+    "CKV_K8S_25": ("CAP_BPF and CAP_PERFMON, only where the values may load the eBPF CPU source",
+                   lambda v: _get(v, "exporter.cpuSource", "auto") == "ebpf"
+                   or (_get(v, "exporter.cpuSource", "auto") == "auto"
+                       and (_get(v, "exporter.processMetrics", False)
+                            or _get(v, "exporter.cpuCounters", "auto") != "off"))),
     "CKV_K8S_38": ("the service account token, only when the exporter watches pods (kubernetes.metadata)",
                    lambda v: _get(v, "kubernetes.metadata", True)),
     "CKV_K8S_43": ("image by tag, only while image.digest is empty: the bootstrap imports a locally built "

@@ -36,6 +36,7 @@ OTHER_TOOLS_FLAGS = {
 # a name the encoder writes (exporter/src).
 CONDITIONAL = {
     "kepler_exporter_cpu_source_events_total": "only with a source that counts events (eBPF)",
+    "kepler_exporter_bpf_run_seconds_total": "only with eBPF and kernel.bpf_stats_enabled=1",
     "kepler_exporter_pod_metadata_errors_total": "only after a pod-watch error",
     "kepler_exporter_web_config_reloads_total": "only with --web.config.file",
     # The live cluster's simulated powercap has package and dram only.
@@ -54,8 +55,9 @@ KEPLER_ONLY = {
     "kepler_container_cache_miss_total", "kepler_container_bpf", "kepler_container_task_clock",
     "kepler_node_energy_stat", "kepler_node_accelerator",
 }
-# Not metric names: the library crate, and the eBPF program that charges running slices.
-NOT_METRICS = {"kepler_rs", "kepler_charge_running"}
+# Not metric names: the library crate, and the eBPF programs.
+NOT_METRICS = {"kepler_rs", "kepler_charge_running", "kepler_sched_switch", "kepler_sched_process_exit",
+               "kepler_sched_switch_floor"}
 # Chart values the docs name on purpose although values.yaml has no such key.
 ABSENT_VALUES = {"securityContext.capabilities": "deploy/README.md: the chart refuses it"}
 # Paths in other repositories that the docs cite.

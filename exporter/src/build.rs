@@ -4,10 +4,11 @@
 //! It serves nothing and starts no thread or runtime: `main` does.
 
 use crate::activity::cgroup::CgroupActivity;
+use crate::activity::ebpf::counters::{CounterError, CounterKind, Counters};
 use crate::activity::ebpf::{self, EbpfActivity};
 use crate::activity::procfs::pods::ProcfsPods;
 use crate::activity::procfs::{logical_cpus, NodeCpuReader, ProcessScanner};
-use crate::activity::{ActivitySample, ActivitySource};
+use crate::activity::{ActivitySample, ActivitySource, SourceReason};
 use crate::config::{
     Config, CpuCountersChoice, CpuSourceChoice, EnergySourceChoice, GpuChoice, HostRoots,
     PodMetadataSource,
@@ -36,6 +37,9 @@ pub struct Probes {
     pub rapl: fn(&Path) -> Result<Rapl, rapl::Error>,
     /// The eBPF activity source (loaded and attached).
     pub ebpf: fn(&HostRoots, CpuCountersChoice) -> EbpfProbe,
+    /// Whether hardware CPU counters (cycles, instructions) open on every CPU under a sysfs root:
+    /// `--cpu-source auto` loads eBPF for them. Opened and closed again; nothing is loaded.
+    pub pmu: fn(&Path) -> Result<(), CounterError>,
     /// The GPU driver chosen by `--gpu` (see `gpu::open`).
     pub gpu: fn(GpuChoice) -> Result<Option<DeviceSampler>, String>,
 }
@@ -46,6 +50,7 @@ impl Probes {
         Probes {
             rapl: rapl::discover,
             ebpf: start_ebpf,
+            pmu: |sysfs| Counters::open(CounterKind::Hardware, sysfs).map(drop),
             gpu: gpu::open,
         }
     }
@@ -89,7 +94,7 @@ pub struct Built {
 pub fn build(config: &Config, probes: &Probes) -> Result<Built, BuildError> {
     let mut unavailable = Vec::new();
     let energy = energy_source(config, probes, &mut unavailable)?;
-    let activity = activity_source(config, probes, &mut unavailable)?;
+    let (activity, reason) = activity_source(config, probes, &mut unavailable)?;
     let pod_cache = (config.pod_metadata != PodMetadataSource::Off)
         .then(|| Arc::new(PodCache::with_hub_users(config.hub_users.clone())));
     let pod_metadata: Arc<dyn PodMetadata> = match &pod_cache {
@@ -112,7 +117,8 @@ pub fn build(config: &Config, probes: &Probes) -> Result<Built, BuildError> {
         idle,
         config.grace_period,
         Instant::now(),
-    );
+    )
+    .with_cpu_source_reason(reason);
     for issue in &unavailable {
         monitor.note_unavailable(issue.clone());
     }
@@ -206,45 +212,104 @@ fn energy_source(
     }
 }
 
-/// The CPU-activity source: eBPF where it loads (or as forced), otherwise cgroup counters.
+/// Why `--cpu-source auto` wants eBPF, if it does: per-process figures, or live CPU counters (a
+/// PMU where `--cpu-counters auto`, the software stand-in where asked for). Otherwise cgroup
+/// counters lose nothing and cost the kernel nothing per context switch.
+fn ebpf_needed(config: &Config, probes: &Probes) -> Result<SourceReason, String> {
+    if config.process_metrics {
+        return Ok(SourceReason::ProcessMetrics);
+    }
+    match config.cpu_counters {
+        CpuCountersChoice::Off => Err("process metrics and CPU counters are off".into()),
+        CpuCountersChoice::Software => Ok(SourceReason::CpuCounters),
+        CpuCountersChoice::Auto => match (probes.pmu)(&config.roots.sysfs) {
+            Ok(()) => Ok(SourceReason::CpuCounters),
+            Err(e) => Err(format!("process metrics are off and {e}")),
+        },
+    }
+}
+
+/// The CPU-activity source and why: the one `--cpu-source` names, or for `auto` the cheapest that
+/// loses nothing (eBPF only where `ebpf_needed`, then cgroup counters, the /proc walk last).
 fn activity_source(
     config: &Config,
     probes: &Probes,
     unavailable: &mut Vec<SourceIssue>,
-) -> Result<Box<dyn ActivitySource>, BuildError> {
-    if config.cpu_source == CpuSourceChoice::Procfs {
-        tracing::info!(
-            source = "procfs",
-            "CPU activity: /proc walk (misses processes shorter than a tick)"
-        );
-        return Ok(Box::new(ProcfsPods::new(&config.roots.procfs)));
-    }
-    if config.cpu_source != CpuSourceChoice::Cgroup {
-        match (probes.ebpf)(&config.roots, config.cpu_counters) {
-            Ok(a) => return Ok(a),
-            Err(e) if config.cpu_source == CpuSourceChoice::Ebpf => {
-                return Err(BuildError::Ebpf(e))
-            }
-            Err(e) => {
-                tracing::warn!(reason = e.kind().as_str(), error = %e,
-                    "eBPF unavailable ({}); CPU activity from cgroup counters instead", e.reason());
-                unavailable.push(SourceIssue::new(Input::Ebpf, e.kind(), e.to_string()));
-            }
+) -> Result<(Box<dyn ActivitySource>, SourceReason), BuildError> {
+    let procfs = || -> Box<dyn ActivitySource> { Box::new(ProcfsPods::new(&config.roots.procfs)) };
+    let mut reason = SourceReason::Flag;
+    let mut cheapest_because = None;
+    match config.cpu_source {
+        CpuSourceChoice::Procfs => {
+            tracing::info!(
+                source = "procfs",
+                reason = reason.as_str(),
+                "CPU activity: /proc walk, chosen by --cpu-source (misses processes shorter than a tick)"
+            );
+            return Ok((procfs(), reason));
         }
-    }
-    Ok(
-        match CgroupActivity::discover(&config.roots.sysfs, &config.roots.procfs) {
-            Ok(a) => {
-                tracing::info!(source = "cgroup", root = %a.root().display(), "CPU activity: cgroup counters");
-                Box::new(a)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "no cgroup hierarchy usable: all activity counts as system, no pod series");
-                unavailable.push(SourceIssue::new(Input::Cgroup, e.kind(), e.to_string()));
-                Box::new(NoPods)
+        CpuSourceChoice::Ebpf => {
+            let source =
+                (probes.ebpf)(&config.roots, config.cpu_counters).map_err(BuildError::Ebpf)?;
+            tracing::info!(
+                source = "ebpf",
+                reason = reason.as_str(),
+                "CPU activity: eBPF, chosen by --cpu-source"
+            );
+            return Ok((source, reason));
+        }
+        CpuSourceChoice::Cgroup => {}
+        CpuSourceChoice::Auto => match ebpf_needed(config, probes) {
+            Ok(why) => match (probes.ebpf)(&config.roots, config.cpu_counters) {
+                Ok(source) => {
+                    tracing::info!(
+                        source = "ebpf",
+                        reason = why.as_str(),
+                        "CPU activity: eBPF (--cpu-source auto: {})",
+                        match why {
+                            SourceReason::ProcessMetrics => "process metrics are on",
+                            _ => "CPU counters are live",
+                        }
+                    );
+                    return Ok((source, why));
+                }
+                Err(e) => {
+                    tracing::warn!(reason = e.kind().as_str(), error = %e,
+                        "eBPF unavailable ({}); CPU activity from cgroup counters instead", e.reason());
+                    unavailable.push(SourceIssue::new(Input::Ebpf, e.kind(), e.to_string()));
+                    reason = SourceReason::EbpfUnavailable;
+                }
+            },
+            Err(why_not) => {
+                reason = SourceReason::Cheapest;
+                cheapest_because = Some(why_not);
             }
         },
-    )
+    }
+    match CgroupActivity::discover(&config.roots.sysfs, &config.roots.procfs) {
+        Ok(a) => {
+            match &cheapest_because {
+                Some(why) => {
+                    tracing::info!(source = "cgroup", reason = reason.as_str(), root = %a.root().display(),
+                    "CPU activity: cgroup counters (--cpu-source auto: {why}, so eBPF would cost every context switch and add nothing)")
+                }
+                None => {
+                    tracing::info!(source = "cgroup", reason = reason.as_str(), root = %a.root().display(), "CPU activity: cgroup counters")
+                }
+            }
+            Ok((Box::new(a), reason))
+        }
+        Err(e) if config.cpu_source == CpuSourceChoice::Auto => {
+            tracing::warn!(error = %e, "no cgroup hierarchy usable; CPU activity from a /proc walk instead (misses processes shorter than a tick)");
+            unavailable.push(SourceIssue::new(Input::Cgroup, e.kind(), e.to_string()));
+            Ok((procfs(), SourceReason::CgroupUnavailable))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no cgroup hierarchy usable: all activity counts as system, no pod series");
+            unavailable.push(SourceIssue::new(Input::Cgroup, e.kind(), e.to_string()));
+            Ok((Box::new(NoPods), reason))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -318,8 +383,22 @@ mod tests {
                     source: None,
                 })
             },
+            pmu: |_| {
+                Err(CounterError::NoPmu {
+                    cpu: 0,
+                    source: io::Error::from_raw_os_error(libc::ENOENT),
+                })
+            },
             gpu: |_| Ok(None),
         }
+    }
+
+    fn with_process_metrics(args: &mut RunArgs) {
+        args.process_metrics = Some(true);
+    }
+
+    fn reason(built: &Built) -> SourceReason {
+        built.monitor.cpu_source_reason()
     }
 
     fn rapl_permission_denied(sysfs: &Path) -> Result<Rapl, rapl::Error> {
@@ -367,7 +446,7 @@ mod tests {
     #[test]
     fn no_rapl_falls_back_to_the_estimate_without_a_note() {
         let host = Host::with_cgroup_v2();
-        let built = build(&host.config(|_| {}), &probes()).unwrap();
+        let built = build(&host.config(with_process_metrics), &probes()).unwrap();
         assert_eq!(built.monitor.energy_kind(), EnergySourceKind::Estimate);
         assert_eq!(unavailable(&built), [("ebpf", "no_btf")]);
     }
@@ -434,22 +513,74 @@ mod tests {
     }
 
     #[test]
-    fn cpu_source_auto_takes_ebpf_where_it_loads() {
+    fn cpu_source_auto_takes_ebpf_with_process_metrics_where_it_loads() {
         let host = Host::with_cgroup_v2();
         let probes = Probes {
             ebpf: |_, _| Ok(Box::new(LoadedEbpf)),
             ..probes()
         };
-        let built = build(&host.config(|_| {}), &probes).unwrap();
+        let built = build(&host.config(with_process_metrics), &probes).unwrap();
         assert_eq!(built.monitor.cpu_source(), "ebpf");
+        assert_eq!(reason(&built), SourceReason::ProcessMetrics);
         assert!(built.unavailable.is_empty(), "{:?}", built.unavailable);
+    }
+
+    #[test]
+    fn cpu_source_auto_takes_cgroup_without_pmu_and_process_metrics_and_never_loads_ebpf() {
+        let host = Host::with_cgroup_v2();
+        let probes = Probes {
+            ebpf: |_, _| panic!("eBPF loaded although nothing needs it"),
+            ..probes()
+        };
+        let built = build(&host.config(|_| {}), &probes).unwrap();
+        assert_eq!(built.monitor.cpu_source(), "cgroup");
+        assert_eq!(reason(&built), SourceReason::Cheapest);
+        assert!(built.unavailable.is_empty(), "{:?}", built.unavailable);
+        // --cpu-counters off: the PMU is not even probed.
+        let probes = Probes {
+            pmu: |_| panic!("PMU probed although --cpu-counters off"),
+            ..probes
+        };
+        let config = host.config(|a| a.cpu_counters = Some(CpuCountersChoice::Off));
+        let built = build(&config, &probes).unwrap();
+        assert_eq!(
+            (built.monitor.cpu_source(), reason(&built)),
+            ("cgroup", SourceReason::Cheapest)
+        );
+    }
+
+    #[test]
+    fn cpu_source_auto_takes_ebpf_where_cpu_counters_are_live() {
+        let host = Host::with_cgroup_v2();
+        let probes = Probes {
+            ebpf: |_, _| Ok(Box::new(LoadedEbpf)),
+            pmu: |_| Ok(()),
+            ..probes()
+        };
+        let built = build(&host.config(|_| {}), &probes).unwrap();
+        assert_eq!(
+            (built.monitor.cpu_source(), reason(&built)),
+            ("ebpf", SourceReason::CpuCounters)
+        );
+        // The software stand-in is asked for by name: no PMU needed.
+        let probes = Probes {
+            pmu: |_| panic!("PMU probed although --cpu-counters software"),
+            ..probes
+        };
+        let config = host.config(|a| a.cpu_counters = Some(CpuCountersChoice::Software));
+        let built = build(&config, &probes).unwrap();
+        assert_eq!(
+            (built.monitor.cpu_source(), reason(&built)),
+            ("ebpf", SourceReason::CpuCounters)
+        );
     }
 
     #[test]
     fn cpu_source_auto_falls_back_to_cgroup_and_notes_ebpf() {
         let host = Host::with_cgroup_v2();
-        let built = build(&host.config(|_| {}), &probes()).unwrap();
+        let built = build(&host.config(with_process_metrics), &probes()).unwrap();
         assert_eq!(built.monitor.cpu_source(), "cgroup");
+        assert_eq!(reason(&built), SourceReason::EbpfUnavailable);
         assert_eq!(unavailable(&built), [("ebpf", "no_btf")]);
         let probes = Probes {
             ebpf: |_, _| {
@@ -460,16 +591,29 @@ mod tests {
             },
             ..probes()
         };
-        let built = build(&host.config(|_| {}), &probes).unwrap();
+        let built = build(&host.config(with_process_metrics), &probes).unwrap();
         assert_eq!(built.monitor.cpu_source(), "cgroup");
         assert_eq!(unavailable(&built), [("ebpf", "permission_denied")]);
     }
 
     #[test]
-    fn without_ebpf_and_cgroups_every_joule_is_system() {
+    fn cpu_source_cgroup_without_cgroups_gives_every_joule_to_system() {
         let host = Host::empty();
-        let built = build(&host.config(|_| {}), &probes()).unwrap();
+        let config = host.config(|a| a.cpu_source = Some(CpuSourceChoice::Cgroup));
+        let built = build(&config, &probes()).unwrap();
         assert_eq!(built.monitor.cpu_source(), "none");
+        let sources: Vec<&str> = unavailable(&built).iter().map(|(s, _)| *s).collect();
+        assert_eq!(sources, ["cgroup"]);
+    }
+
+    #[test]
+    fn cpu_source_auto_without_ebpf_and_cgroups_walks_proc() {
+        let host = Host::empty();
+        let built = build(&host.config(with_process_metrics), &probes()).unwrap();
+        assert_eq!(
+            (built.monitor.cpu_source(), reason(&built)),
+            ("procfs", SourceReason::CgroupUnavailable)
+        );
         let sources: Vec<&str> = unavailable(&built).iter().map(|(s, _)| *s).collect();
         assert_eq!(sources, ["ebpf", "cgroup"]);
     }

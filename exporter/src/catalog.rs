@@ -381,12 +381,14 @@ catalog! {
         "Build of the running exporter with Kepler's labels (goversion holds the Rust version); value 1.";
     ENERGY_SOURCE_INFO = "kepler_exporter_energy_source_info", Gauge, SOURCE_LABELS, NONE, Exporter, None, Info,
         "Node energy source in use: rapl (measured) or estimate (modelled from CPU utilisation); value 1.";
-    CPU_SOURCE_INFO = "kepler_exporter_cpu_source_info", Gauge, SOURCE_LABELS, NONE, Exporter, None, Info,
-        "CPU-activity source used to split energy between pods; value 1.";
+    CPU_SOURCE_INFO = "kepler_exporter_cpu_source_info", Gauge, &["node_name", "source", "reason"], NONE, Exporter, None, Info,
+        "CPU-activity source used to split energy between pods, and why it was chosen (reason: flag, process_metrics, cpu_counters, cheapest, ebpf_unavailable, cgroup_unavailable); value 1.";
     CPU_SOURCE_MEASURE_INFO = "kepler_exporter_cpu_source_measure_info", Gauge, &["node_name", "source", "measure"], NONE, Exporter, None, Info,
         "What the CPU-activity source splits energy by: cpu_time, or cycles/instructions where a PMU is read; value 1.";
     CPU_SOURCE_EVENTS = "kepler_exporter_cpu_source_events_total", Counter, &["node_name", "source", "event"], NONE, Exporter, None, Other,
         "Events counted by the CPU-activity source (eBPF: context switches seen, slices dropped because a map was full, drain calls).";
+    BPF_RUN_SECONDS = "kepler_exporter_bpf_run_seconds_total", Counter, &["node_name", "program"], NONE, Exporter, None, Other,
+        "Time the kernel spent running each of the exporter's eBPF programs since they were loaded (run_time_ns), in seconds; only while kernel.bpf_stats_enabled=1 (the kernel counts nothing otherwise, and the family is absent).";
     SOURCE_UP = "kepler_exporter_source_up", Gauge, SOURCE_LABELS, NONE, Exporter, None, Other,
         "1 when the input could be read in the last tick, 0 when it could not (see the logs).";
     SOURCE_ERRORS = "kepler_exporter_source_errors_total", Counter, &["node_name", "source", "kind"], NONE, Exporter, None, Other,

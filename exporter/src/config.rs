@@ -63,6 +63,7 @@ pub enum EnergySourceChoice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuSourceChoice {
+    /// eBPF only where process metrics or live CPU counters need it, else cgroup counters, /proc last.
     #[default]
     Auto,
     /// Per-process on-CPU time from the eBPF program (needs CAP_BPF + CAP_PERFMON); fails if unusable.

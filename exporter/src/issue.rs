@@ -2,9 +2,6 @@
 //! and `SourceIssue` (one occurrence, with its detail for the log). Code decides by matching these
 //! enums; `as_str()` gives the `source` and `kind` labels of `kepler_exporter_source_errors_total`.
 
-use std::cmp::Ordering;
-use std::fmt;
-
 /// An enum whose every variant has a label: `as_str()`, and `Ord`/`Display` by that label (so the
 /// self-metric's series keep the order of their label values).
 macro_rules! labelled {
@@ -20,24 +17,26 @@ macro_rules! labelled {
         }
 
         impl Ord for $name {
-            fn cmp(&self, other: &Self) -> Ordering {
+            fn cmp(&self, other: &Self) -> ::std::cmp::Ordering {
                 self.as_str().cmp(other.as_str())
             }
         }
 
         impl PartialOrd for $name {
-            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            fn partial_cmp(&self, other: &Self) -> Option<::std::cmp::Ordering> {
                 Some(self.cmp(other))
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
     };
 }
+
+pub(crate) use labelled;
 
 labelled! {
     /// An input of the exporter: the `source` label of `kepler_exporter_source_errors_total`.

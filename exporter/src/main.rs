@@ -171,6 +171,7 @@ fn run(args: RunArgs) -> ExitCode {
         config.node_name.clone(),
         monitor.energy_kind(),
         monitor.cpu_source(),
+        monitor.cpu_source_reason(),
     );
     let (publish, snapshots) = tokio::sync::watch::channel(Arc::new(empty));
     let (stop_monitor, stop_rx) = std::sync::mpsc::channel::<()>();

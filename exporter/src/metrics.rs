@@ -367,7 +367,14 @@ impl Collector for SnapshotCollector {
         )?;
         f.family(
             &catalog::CPU_SOURCE_INFO,
-            [([("node_name", node), ("source", s.cpu_source)], 1.0)],
+            [(
+                [
+                    ("node_name", node),
+                    ("source", s.cpu_source),
+                    ("reason", s.cpu_source_reason.as_str()),
+                ],
+                1.0,
+            )],
         )?;
         let cpu_source = [("node_name", node), ("source", s.cpu_source)];
         f.family(
@@ -385,6 +392,14 @@ impl Collector for SnapshotCollector {
                 .events
                 .iter()
                 .map(|(e, n)| ([cpu_source[0], cpu_source[1], ("event", *e)], *n as f64)),
+        )?;
+        f.family(
+            &catalog::BPF_RUN_SECONDS,
+            s.health
+                .cpu_source_stats
+                .bpf_run_ns
+                .iter()
+                .map(|(p, ns)| ([("node_name", node), ("program", *p)], *ns as f64 / 1e9)),
         )?;
         f.family(
             &catalog::SOURCE_UP,
@@ -629,7 +644,12 @@ mod tests {
     use crate::units::{ContainerId, Joules, Pid, PodUid, Watts, ZoneKind};
 
     fn snapshot() -> Snapshot {
-        let mut s = Snapshot::empty("node-1".into(), EnergySourceKind::Rapl, "cgroup");
+        let mut s = Snapshot::empty(
+            "node-1".into(),
+            EnergySourceKind::Rapl,
+            "cgroup",
+            crate::activity::SourceReason::Flag,
+        );
         s.health.intervals = 1;
         s.health.ticks = 2;
         s.zones = vec![ZoneKind::Package, ZoneKind::Dram];
@@ -728,6 +748,7 @@ mod tests {
         let mut s = snapshot();
         s.health.cpu_source_stats.counters = vec!["cpu_time"];
         s.health.cpu_source_stats.events = vec![("sched_switch", 3)];
+        s.health.cpu_source_stats.bpf_run_ns = vec![("kepler_sched_switch", 1_500_000_000)];
         s.health.sources = vec![crate::snapshot::SourceHealth {
             source: "rapl",
             up: true,

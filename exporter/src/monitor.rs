@@ -4,7 +4,7 @@
 //! a scrape never reaches this module.
 
 use crate::activity::procfs::{NodeCpuReader, ProcessScanner};
-use crate::activity::{ActivitySource, NodeCpu, ProcessActivity};
+use crate::activity::{ActivitySource, NodeCpu, ProcessActivity, SourceReason};
 use crate::attribution::carry::Carry;
 use crate::attribution::{attribute, ActivityInput, ZoneInput};
 use crate::gpu::GpuMonitor;
@@ -49,6 +49,8 @@ pub struct Monitor {
     sockets: Vec<SocketZone>,
     /// Pods' CPU time above the node's busy time, owed to them in the next interval.
     carry: Carry,
+    /// Why `inputs.activity` was chosen.
+    cpu_source_reason: SourceReason,
 }
 
 impl Monitor {
@@ -73,7 +75,18 @@ impl Monitor {
             gpu: None,
             sockets: Vec::new(),
             carry: Carry::default(),
+            cpu_source_reason: SourceReason::Flag,
         }
+    }
+
+    /// Says why the CPU-activity source was chosen (`SourceReason::Flag` unless set).
+    pub fn with_cpu_source_reason(mut self, reason: SourceReason) -> Monitor {
+        self.cpu_source_reason = reason;
+        self
+    }
+
+    pub fn cpu_source_reason(&self) -> SourceReason {
+        self.cpu_source_reason
     }
 
     /// Measure GPUs too, on the same tick.
@@ -222,6 +235,7 @@ impl Monitor {
             node_name: self.node_name.clone(),
             energy_source: self.inputs.energy.kind(),
             cpu_source: self.inputs.activity.name(),
+            cpu_source_reason: self.cpu_source_reason,
             zones: self.ledger.zones().to_vec(),
             node: self.ledger.node().to_vec(),
             sockets: self.sockets.clone(),

@@ -169,6 +169,8 @@ pub struct Snapshot {
     pub node_name: String,
     pub energy_source: EnergySourceKind,
     pub cpu_source: &'static str,
+    /// Why `cpu_source` was chosen.
+    pub cpu_source_reason: crate::activity::SourceReason,
     /// Zones in a stable order; per-zone vectors below are indexed like this.
     pub zones: Vec<ZoneKind>,
     pub node: Vec<NodeZone>,
@@ -189,11 +191,13 @@ impl Snapshot {
         node_name: String,
         energy_source: EnergySourceKind,
         cpu_source: &'static str,
+        cpu_source_reason: crate::activity::SourceReason,
     ) -> Snapshot {
         Snapshot {
             node_name,
             energy_source,
             cpu_source,
+            cpu_source_reason,
             zones: Vec::new(),
             node: Vec::new(),
             sockets: Vec::new(),

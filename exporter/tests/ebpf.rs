@@ -283,11 +283,20 @@ fn time_after_a_cgroup_move_goes_to_the_new_cgroup() {
 /// milliseconds. Charged only at switch-out, the slice still running at a drain landed in a later
 /// drain (measured with a SCHED_FIFO loop switched out 1-3 times a second: drains of 843 and
 /// 1,086 ms for 949 and 938 ms run). Every drain must now hold the process's time up to the drain.
+/// The loop runs SCHED_FIFO so that its slices stay long however busy the machine is (a CFS loop on
+/// a loaded machine is switched out tens of times a second, and charging barely matters); the
+/// kernel's real-time throttling still leaves the CPU's other tasks 5 % of each second.
 #[test]
-#[ignore = "known failure: after the merges of 2026-12-01 single drains read -32 % to +18 % of /proc \
-            on a quiet 2-CPU VM (the running-slice charge is sometimes missed); run with --ignored"]
 fn pinned_busy_loop_is_charged_at_every_drain() {
     const TEST: &str = "pinned_busy_loop_is_charged_at_every_drain";
+    let rt_runtime = fs::read_to_string("/proc/sys/kernel/sched_rt_runtime_us").unwrap_or_default();
+    if privileged(TEST, "loads eBPF programs") && rt_runtime.trim() == "-1" {
+        skip(
+            TEST,
+            "real-time throttling is off: a SCHED_FIFO loop would starve its CPU",
+        );
+        return;
+    }
     let Some(mut program) = load(TEST) else {
         return;
     };
@@ -300,13 +309,21 @@ fn pinned_busy_loop_is_charged_at_every_drain() {
             .unwrap(),
     );
     pin_to_cpu(pid, cpu);
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: a live child's pid and a valid sched_param.
+    let rc = unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &param) };
+    assert_eq!(rc, 0, "SCHED_FIFO: {}", std::io::Error::last_os_error());
     std::thread::sleep(Duration::from_millis(300));
     let mut drained = Drained::default();
+    // What the exporter does at every tick: charge the running slices, then drain.
+    program.charge_running().unwrap();
     program.drain(&mut drained).unwrap();
     let (mut last, mut last_steal) = (proc_cpu_ns(pid), steal_ns(cpu));
     let mut rows = Vec::new();
+    let mut charged_cpus = 0;
     for _ in 0..8 {
         std::thread::sleep(Duration::from_secs(1));
+        charged_cpus += program.charge_running().unwrap().cpus;
         program.drain(&mut drained).unwrap();
         let (now, steal) = (proc_cpu_ns(pid), steal_ns(cpu));
         let switches: u64 = drained
@@ -323,6 +340,7 @@ fn pinned_busy_loop_is_charged_at_every_drain() {
         ));
         (last, last_steal) = (now, steal);
     }
+    eprintln!("running slices charged on {charged_cpus} CPU(s) over 8 drains");
     for (ebpf, proc, steal, switches) in &rows {
         eprintln!(
             "drain: eBPF {:7.1} ms, /proc {:7.1} ms, CPU {cpu} stolen {:5.1} ms, switched out {switches} times",
@@ -342,11 +360,8 @@ fn pinned_busy_loop_is_charged_at_every_drain() {
         // microseconds apart.
         let (ebpf, proc, steal) = (*ebpf as f64, *proc as f64, *steal as f64);
         let tick = 1e9 / clock_ticks_per_second();
-        // On a loaded machine the charge run can reach a CPU late; what one drain misses arrives
-        // with the next (checked on the sum below), so one drain may read up to 20 % off
-        // (seen: 831 ms then 1,114 ms against ~1,000 ms while the whole suite ran beside it).
         assert!(
-            ebpf >= 0.80 * proc - 2e6 && ebpf <= 1.20 * proc + steal + tick,
+            ebpf >= 0.97 * proc - 2e6 && ebpf <= 1.03 * proc + steal + tick,
             "drain {i}: eBPF {ebpf} ns vs /proc {proc} ns (+ up to {steal} ns stolen): the running slice was not charged"
         );
     }
@@ -525,6 +540,62 @@ fn least_privilege_ebpf_metrics_flow() {
     assert_promtool_clean(TEST, &text);
 }
 
+/// `--cpu-source auto` under the documented capabilities: eBPF only when something needs it. With
+/// process metrics off and no PMU it takes cgroup counters and never loads the program; with
+/// process metrics on it takes eBPF. The metric and the start-up line say which and why.
+#[test]
+fn least_privilege_auto_takes_ebpf_only_when_needed() {
+    const TEST: &str = "least_privilege_auto_takes_ebpf_only_when_needed";
+    if !has_setpriv(TEST) {
+        return;
+    }
+    let pmu = Counters::open(CounterKind::Hardware, Path::new("/sys")).is_ok();
+    let wrapper = setpriv(CAPS);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let (expected, why) = if pmu {
+        (("ebpf", "cpu_counters"), "CPU counters are live")
+    } else {
+        (("cgroup", "cheapest"), "process metrics are off")
+    };
+    for (args, (source, reason), says) in [
+        (&["--interval", "500ms"][..], expected, why),
+        (
+            &["--interval", "500ms", "--process-metrics"][..],
+            ("ebpf", "process_metrics"),
+            "process metrics are on",
+        ),
+    ] {
+        let mut e = Exporter::start_under(&wrapper, free_port(), args);
+        e.wait_ready(Duration::from_secs(20));
+        let s = parse(&e.get("/metrics").1);
+        assert_eq!(
+            value(
+                &s,
+                "kepler_exporter_cpu_source_info",
+                &[("source", source), ("reason", reason)]
+            ),
+            1.0,
+            "{args:?}: not {source} for {reason} (PMU: {pmu})"
+        );
+        let ebpf_loaded = s.iter().any(|(k, _)| {
+            k.name == "kepler_exporter_cpu_source_events_total"
+                && k.labels.get("event").map(String::as_str) == Some("sched_switch")
+        });
+        assert_eq!(ebpf_loaded, source == "ebpf", "{args:?}");
+        let _ = e.terminate(Duration::from_secs(5));
+        let log = e.stderr();
+        let line = log
+            .lines()
+            .find(|l| l.contains("CPU activity:"))
+            .unwrap_or_else(|| panic!("no start-up line for the CPU source: {log}"));
+        assert!(
+            line.contains(source) && line.contains(reason) && line.contains(says),
+            "{args:?}: the start-up line does not say which and why: {line}"
+        );
+        assert!(!log.contains("eBPF unavailable"), "{log}");
+    }
+}
+
 #[test]
 fn without_cap_bpf_auto_falls_back_and_ebpf_exits_2() {
     const TEST: &str = "without_cap_bpf_auto_falls_back_and_ebpf_exits_2";
@@ -552,7 +623,12 @@ fn without_cap_bpf_auto_falls_back_and_ebpf_exits_2() {
         "unclear message: {line}"
     );
 
-    let mut e = Exporter::start_under(&wrapper, free_port(), &["--interval", "500ms"]);
+    // Process metrics make `auto` want eBPF.
+    let mut e = Exporter::start_under(
+        &wrapper,
+        free_port(),
+        &["--interval", "500ms", "--process-metrics"],
+    );
     e.wait_ready(Duration::from_secs(20));
     let (_, text) = e.get("/metrics");
     let s = parse(&text);
@@ -560,7 +636,7 @@ fn without_cap_bpf_auto_falls_back_and_ebpf_exits_2() {
         value(
             &s,
             "kepler_exporter_cpu_source_info",
-            &[("source", "cgroup")]
+            &[("source", "cgroup"), ("reason", "ebpf_unavailable")]
         ),
         1.0
     );

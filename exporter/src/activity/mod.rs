@@ -1,6 +1,6 @@
 //! CPU activity per consumer per interval: who used the CPU, as deltas since the previous tick.
-//! Implementations: `ebpf` (per-process on-CPU time from the kernel, default where it loads), `cgroup`
-//! (cgroup v1/v2 counters), `procfs` (node totals, per-process time, and `procfs::pods`: pods from a /proc
+//! Implementations: `ebpf` (per-process on-CPU time from the kernel; `auto` takes it only for process
+//! metrics or CPU counters), `cgroup` (cgroup v1/v2 counters, `auto`'s choice otherwise), `procfs` (node totals, per-process time, and `procfs::pods`: pods from a /proc
 //! walk, the last resort). They read counters only; they never see energy.
 
 pub mod cgroup;
@@ -13,9 +13,28 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use crate::issue::SourceIssue;
+use crate::issue::{labelled, SourceIssue};
 use crate::resource::cgroup_path::{CgroupOwner, ContainerRuntime};
 use crate::units::{ContainerId, CpuNanos, Pid, PodUid};
+
+labelled! {
+    /// Why the CPU-activity source in use was chosen: the `reason` label of
+    /// `kepler_exporter_cpu_source_info`, and of the start-up log line.
+    pub enum SourceReason {
+        /// Named by `--cpu-source`.
+        Flag => "flag",
+        /// `auto`, with process metrics on: eBPF sees every process, short-lived ones included.
+        ProcessMetrics => "process_metrics",
+        /// `auto`, with CPU counters live (a PMU, or `--cpu-counters software`): pods split by cycles.
+        CpuCounters => "cpu_counters",
+        /// `auto`, with nothing that needs eBPF: cgroup counters, which cost the kernel nothing extra.
+        Cheapest => "cheapest",
+        /// `auto` wanted eBPF and it could not load: cgroup counters instead.
+        EbpfUnavailable => "ebpf_unavailable",
+        /// `auto` found no usable cgroup hierarchy: the /proc walk, the last resort.
+        CgroupUnavailable => "cgroup_unavailable",
+    }
+}
 
 /// CPU time of one container over one interval.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +121,7 @@ pub trait ActivitySource: Send {
         SourceStats {
             counters: vec!["cpu_time"],
             events: Vec::new(),
+            bpf_run_ns: Vec::new(),
         }
     }
 }
@@ -113,6 +133,9 @@ pub struct SourceStats {
     pub counters: Vec<&'static str>,
     /// Cumulative `(event, count)` pairs, e.g. `("sched_switch", n)`, `("dropped_slice", n)`.
     pub events: Vec<(&'static str, u64)>,
+    /// Cumulative in-kernel run time of each eBPF program, `(program, ns)`, by the kernel's own
+    /// accounting: only while `kernel.bpf_stats_enabled` is 1 (empty otherwise, and for other sources).
+    pub bpf_run_ns: Vec<(&'static str, u64)>,
 }
 
 /// Node-wide CPU time over one interval, from `/proc/stat`.

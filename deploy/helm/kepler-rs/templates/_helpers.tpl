@@ -49,12 +49,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/*
 The only capabilities the exporter may hold (deploy/README.md, "Security"). The container runs as
 uid 0, which already owns the root-only files it reads (RAPL energy_uj, /proc/<pid>), so it needs no
-DAC capability; with --cpu-source cgroup it holds none at all.
-  BPF, PERFMON  load and attach the eBPF CPU-accounting programs (--cpu-source auto|ebpf) and open
-                the CPU-wide cycles/instructions counters they read (--cpu-counters auto)
+DAC capability; where its values never load eBPF it holds none at all.
+  BPF, PERFMON  load and attach the eBPF CPU-accounting programs and open the CPU-wide
+                cycles/instructions counters they read: with --cpu-source ebpf, and with auto where
+                it may load eBPF (process metrics on, or --cpu-counters auto|software: a PMU found
+                at start makes auto load eBPF, and probing for one needs PERFMON)
 */}}
 {{- define "kepler-rs.capabilities" -}}
-{{- if has .Values.exporter.cpuSource (list "auto" "ebpf") -}}
+{{- $e := .Values.exporter -}}
+{{- if or (eq $e.cpuSource "ebpf") (and (eq $e.cpuSource "auto") (or $e.processMetrics (ne $e.cpuCounters "off"))) -}}
 {{- toYaml (list "BPF" "PERFMON") -}}
 {{- end -}}
 {{- end -}}

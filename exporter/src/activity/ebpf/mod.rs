@@ -162,7 +162,18 @@ pub struct EbpfActivity {
     /// Whether running slices are charged before each drain; off after the kernel refused to run
     /// the charge program on a CPU (before 5.10): slices are then charged at switch-out only.
     charging: bool,
+    /// `<procfs>/sys/kernel/bpf_stats_enabled`: whether the kernel counts programs' run time.
+    stats_switch: PathBuf,
+    /// Each program's cumulative run time at the last drain while stats were on (else empty).
+    run_ns: Vec<(&'static str, u64)>,
 }
+
+/// The programs whose run time `kepler_exporter_bpf_run_seconds_total` reports.
+const TIMED_PROGRAMS: [&str; 3] = [
+    kepler_ebpf_common::names::SCHED_SWITCH,
+    kepler_ebpf_common::names::SCHED_PROCESS_EXIT,
+    kepler_ebpf_common::names::CHARGE_RUNNING,
+];
 
 /// The kernel's internal "operation not supported" errno (`ENOTSUPP`), which `bpf(2)` can return.
 const ENOTSUPP: i32 = 524;
@@ -235,6 +246,8 @@ impl EbpfActivity {
             presence,
             recent_exits: ExitMemory::default(),
             charging: true,
+            stats_switch: roots.procfs.join("sys/kernel/bpf_stats_enabled"),
+            run_ns: Vec::new(),
         })
     }
 
@@ -315,7 +328,24 @@ impl EbpfActivity {
         }
         let by_cycles = counters_live && counters_ok;
         let pods = aggregate(&mut self.resolver, &self.drained, by_cycles);
+        self.run_ns = self.program_run_ns();
         Ok((pods, issues))
+    }
+
+    /// Each program's run time by the kernel's accounting, while `kernel.bpf_stats_enabled` is 1
+    /// (empty otherwise: the kernel then counts nothing, and a stale figure would read as current).
+    fn program_run_ns(&self) -> Vec<(&'static str, u64)> {
+        let enabled = std::fs::read(&self.stats_switch).is_ok_and(|v| v.first() == Some(&b'1'));
+        if !enabled {
+            return Vec::new();
+        }
+        TIMED_PROGRAMS
+            .iter()
+            .filter_map(|&name| {
+                let (time, _runs) = self.program.run_stats(name).ok()?;
+                Some((name, u64::try_from(time.as_nanos()).unwrap_or(u64::MAX)))
+            })
+            .collect()
     }
 }
 
@@ -489,6 +519,7 @@ impl ActivitySource for EbpfActivity {
                 ("proc_lookup", r.proc_reads),
                 ("unresolved_entry", r.unresolved),
             ],
+            bpf_run_ns: self.run_ns.clone(),
         }
     }
 }
