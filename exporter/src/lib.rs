@@ -24,3 +24,4 @@ pub mod source;
 pub mod top;
 pub mod units;
 pub mod web;
+pub mod yaml_depth;
