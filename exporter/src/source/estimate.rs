@@ -111,6 +111,11 @@ impl EnergySource for Estimate {
         &[ZoneKind::Package]
     }
 
+    /// The model's own maximum: every CPU at its maximum.
+    fn plausible_watts(&self) -> f64 {
+        f64::from(self.logical_cpus.max(1)) * self.model.max_watts_per_cpu
+    }
+
     fn sample(&mut self, ctx: &IntervalContext) -> EnergySample {
         let mut issues = Vec::new();
         let usage = if ctx.cpu_usage_ratio.is_nan() {

@@ -151,6 +151,11 @@ impl EnergySource for Rapl {
         EnergySourceKind::Rapl
     }
 
+    /// The per-socket plausibility bound times the sockets seen.
+    fn plausible_watts(&self) -> f64 {
+        self.max_zone_watts * self.socket_count().max(1) as f64
+    }
+
     fn zones(&self) -> &[ZoneKind] {
         &self.kinds
     }
