@@ -6,7 +6,7 @@
 use crate::files::read_small_file;
 use crate::resource::jupyterhub::{HubUserKey, HubUserLabel, HubUserPolicy};
 use crate::source::estimate::{EstimateModel, ModelError};
-use crate::units::{Watts, ZoneKind};
+use crate::units::{Readable, Watts, ZoneKind};
 use crate::web::conns::Limits;
 use crate::yaml_depth::{check_depth, MAX_YAML_DEPTH};
 use clap::{Args, ValueEnum};
@@ -376,8 +376,8 @@ impl RunArgs {
             return Err(err(
                 "--grace-period",
                 format!(
-                    "{} is out of range (0s to {})",
-                    humantime::format_duration(grace_period),
+                    "{:?} is out of range (0s to {})",
+                    args.grace_period.as_deref().unwrap_or_default(),
                     humantime::format_duration(MAX_GRACE)
                 ),
             ));
@@ -435,7 +435,10 @@ impl RunArgs {
             Some(w) if !(0.0..=MAX_GPU_IDLE_WATTS).contains(&w) => {
                 return Err(err(
                     "--gpu-idle-watts",
-                    format!("{w} W is out of range (0 to {MAX_GPU_IDLE_WATTS} W)"),
+                    format!(
+                        "{} W is out of range (0 to {MAX_GPU_IDLE_WATTS} W)",
+                        Readable(w)
+                    ),
                 ))
             }
             w => w.map(Watts),
@@ -673,7 +676,10 @@ fn idle_watts_from_map(
         if !(0.0..=MAX_ZONE_IDLE_WATTS).contains(&watts) {
             return Err(err(
                 "--idle-watts",
-                format!("{zone}={watts} W is out of range (0 to {MAX_ZONE_IDLE_WATTS} W)"),
+                format!(
+                    "{zone}={} W is out of range (0 to {MAX_ZONE_IDLE_WATTS} W)",
+                    Readable(watts)
+                ),
             ));
         }
         out.insert(kind, Watts(watts));

@@ -116,7 +116,12 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// How long `run` waits for the tick loop to stop after SIGTERM before exiting without it (a read
+/// stuck in the kernel never returns).
+const MONITOR_STOP_GRACE: Duration = Duration::from_secs(5);
+
 fn run(args: RunArgs) -> ExitCode {
+    let config_file = args.config.clone();
     let config = match args.resolve(std::env::var("NODE_NAME").ok(), hostname) {
         Ok(c) => c,
         Err(e) => return fail_to_start(2, &e.to_string()),
@@ -132,6 +137,7 @@ fn run(args: RunArgs) -> ExitCode {
         },
         None => WebState::plain(),
     };
+    let web = Arc::new(web);
     log_web(&web, &config);
     log_hub_users(&config);
     // One fd per cgroup counter file kept open (activity::cgroup): take the hard limit.
@@ -145,6 +151,18 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail_to_start(1, &format!("cannot start the runtime: {e}")),
     };
+    // From here SIGHUP reloads (queued until the runtime runs) instead of killing the process.
+    let hangup = {
+        let _context = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    };
+    match hangup {
+        Ok(hangup) => {
+            let watched = ConfigFile::new(config_file);
+            runtime.spawn(reload_on_hangup(hangup, web.clone(), watched));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP; it will end the process"),
+    }
     // Bind before loading any input: a busy port fails at once, before eBPF or NVML are loaded.
     let listener = match runtime.block_on(tokio::net::TcpListener::bind(config.listen)) {
         Ok(l) => l,
@@ -169,24 +187,83 @@ fn run(args: RunArgs) -> ExitCode {
     );
     let (publish, snapshots) = tokio::sync::watch::channel(Arc::new(empty));
     let (stop_monitor, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (stopped_tx, stopped) = std::sync::mpsc::channel::<()>();
     let interval = config.interval;
+    let in_flight = monitor.in_flight();
     let monitor_thread = match std::thread::Builder::new()
         .name("monitor".into())
-        .spawn(move || monitor::run(monitor, interval, publish, stop_rx))
-    {
+        .spawn(move || {
+            monitor::run(monitor, interval, publish, stop_rx);
+            drop(stopped_tx);
+        }) {
         Ok(t) => t,
         Err(e) => return fail_to_start(1, &format!("cannot start the monitor thread: {e}")),
     };
     let state = Arc::new(
         ServerState::new(snapshots, BuildInfo::current(), config.interval)
-            .with_web(Arc::new(web), config.web_limits),
+            .with_web(web, config.web_limits),
     );
     tracing::info!(listen = %config.listen, "serving /metrics");
     runtime.block_on(server::serve(listener, state, shutdown_signal()));
     let _ = stop_monitor.send(());
-    let _ = monitor_thread.join();
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+    // The thread ends between reads; a read stuck in the kernel would hold it (and the exit) forever.
+    match stopped.recv_timeout(MONITOR_STOP_GRACE) {
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let _ = monitor_thread.join();
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let (input, stuck_for) = in_flight.current().unwrap_or(("none", Duration::ZERO));
+            tracing::error!(
+                input,
+                stuck_seconds = stuck_for.as_secs_f64(),
+                grace = ?MONITOR_STOP_GRACE,
+                "the measurement loop did not stop in time: a read of {input} is stuck; exiting without it"
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The `--config` file and what it was at start: settings in it take effect only at a restart.
+struct ConfigFile {
+    path: Option<std::path::PathBuf>,
+    at_start: Option<kepler_rs::files::FileStamp>,
+}
+
+impl ConfigFile {
+    fn new(path: Option<std::path::PathBuf>) -> ConfigFile {
+        let at_start = path.as_deref().and_then(kepler_rs::files::stamp);
+        ConfigFile { path, at_start }
+    }
+}
+
+/// On every SIGHUP: reload the web configuration and its certificates, and say whether the
+/// `--config` file changed since start (its settings need a restart).
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    web: Arc<WebState>,
+    config: ConfigFile,
+) {
+    while hangup.recv().await.is_some() {
+        if let Some(path) = &config.path {
+            if kepler_rs::files::stamp(path) != config.at_start {
+                tracing::warn!(config = %path.display(), "SIGHUP: the --config file changed since start; its settings take effect only after a restart");
+            }
+        }
+        let reloading = web.clone();
+        match tokio::task::spawn_blocking(move || reloading.reload_now()).await {
+            Ok(Ok(true)) => tracing::info!("SIGHUP: web config and certificates reloaded"),
+            Ok(Ok(false)) => {
+                tracing::info!("SIGHUP: no --web.config.file to reload; nothing else is reloaded")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(kind = e.kind(), error = %e, "SIGHUP: web config reload failed; the previous one stays in force")
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: web config reload task failed"),
+        }
+    }
 }
 
 /// One line on what the metrics endpoint requires of a client.

@@ -18,9 +18,41 @@ use crate::source::{EnergySource, IntervalContext, SocketEnergy};
 use crate::units::{Joules, Watts};
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
+
+/// Which input the tick loop is reading now, and since when. Shared with `main`, which names it when
+/// the loop does not stop in time at shutdown (a read stuck in the kernel: a hung filesystem, a
+/// driver that does not answer).
+#[derive(Debug, Default)]
+pub struct InFlight(Mutex<Option<(&'static str, Instant)>>);
+
+impl InFlight {
+    fn begin(&self, input: &'static str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((input, Instant::now()));
+    }
+
+    fn end(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The input being read and for how long; `None` between reads.
+    pub fn current(&self) -> Option<(&'static str, Duration)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|(input, since)| (input, since.elapsed()))
+    }
+
+    /// Runs `read` with `input` marked as in flight.
+    fn read<T>(&self, input: &'static str, read: impl FnOnce() -> T) -> T {
+        self.begin(input);
+        let out = read();
+        self.end();
+        out
+    }
+}
 
 /// Everything the tick loop reads from.
 pub struct Inputs {
@@ -50,6 +82,8 @@ pub struct Monitor {
     sockets: Vec<SocketZone>,
     /// Pods' CPU time above the node's busy time, owed to them in the next interval.
     carry: Carry,
+    /// The input being read now.
+    in_flight: Arc<InFlight>,
 }
 
 impl Monitor {
@@ -74,7 +108,14 @@ impl Monitor {
             gpu: None,
             sockets: Vec::new(),
             carry: Carry::default(),
+            in_flight: Arc::default(),
         }
+    }
+
+    /// Which input the tick loop is reading now (shared: it stays valid after the monitor moves to
+    /// its thread).
+    pub fn in_flight(&self) -> Arc<InFlight> {
+        self.in_flight.clone()
     }
 
     /// Measure GPUs too, on the same tick.
@@ -113,18 +154,21 @@ impl Monitor {
         let mut issues: Vec<SourceIssue> = Vec::new();
 
         // Read CPU counters and energy counters as close together as possible.
-        let node_cpu = match self.inputs.node_cpu.sample() {
+        let in_flight = self.in_flight.clone();
+        let node_cpu = match in_flight.read("procfs /proc/stat", || self.inputs.node_cpu.sample()) {
             Ok(n) => n,
             Err(e) => {
                 issues.push(SourceIssue::new(Input::Procfs, e.kind(), e.to_string()));
                 None
             }
         };
-        let activity = self.inputs.activity.sample();
+        let activity = in_flight.read(self.inputs.activity.name(), || {
+            self.inputs.activity.sample()
+        });
         issues.extend(activity.issues.iter().cloned());
         let processes: Vec<ProcessActivity> = match &mut self.inputs.processes {
             Some(scanner) => {
-                let (p, i) = scanner.sample();
+                let (p, i) = in_flight.read("procfs processes", || scanner.sample());
                 issues.extend(i);
                 p
             }
@@ -136,7 +180,9 @@ impl Monitor {
             elapsed: elapsed.unwrap_or(Duration::ZERO),
             cpu_usage_ratio: usage,
         };
-        let mut energy = self.inputs.energy.sample(&ctx);
+        let mut energy = in_flight.read(self.inputs.energy.kind().as_str(), || {
+            self.inputs.energy.sample(&ctx)
+        });
         let energy_input = Input::from(self.inputs.energy.kind());
         if let Some(elapsed) = elapsed {
             let refused = admit(
@@ -149,7 +195,7 @@ impl Monitor {
         }
         issues.extend(energy.issues.iter().cloned());
         let gpu_devices = self.gpu.as_mut().map(|gpu| {
-            let read = gpu.read(elapsed);
+            let read = in_flight.read(Input::Gpu.as_str(), || gpu.read(elapsed));
             issues.extend(read.issues);
             read.devices
         });
@@ -819,5 +865,53 @@ mod tests {
                 previous = s;
             }
         }
+    }
+
+    /// Waits for a message before every reading: a read stuck in the kernel, on demand.
+    struct StuckEnergy(std::sync::mpsc::Receiver<()>);
+    impl EnergySource for StuckEnergy {
+        fn kind(&self) -> EnergySourceKind {
+            EnergySourceKind::Rapl
+        }
+        fn zones(&self) -> &[ZoneKind] {
+            &[ZoneKind::Package]
+        }
+        fn sample(&mut self, _ctx: &IntervalContext) -> EnergySample {
+            let _ = self.0.recv();
+            EnergySample::default()
+        }
+    }
+
+    #[test]
+    fn the_input_being_read_is_named_while_it_is_stuck() {
+        let procfs = tempfile::tempdir().unwrap();
+        std::fs::write(procfs.path().join("stat"), "cpu  1 0 1 8 0 0 0 0 0 0\n").unwrap();
+        let (release, stuck) = std::sync::mpsc::channel();
+        let (mut m, t0) = monitor_over(
+            Box::new(StuckEnergy(stuck)),
+            Box::new(ScriptedPods),
+            procfs.path(),
+            IdleEstimator::default(),
+        );
+        let in_flight = m.in_flight();
+        assert_eq!(in_flight.current(), None);
+        let ticking = std::thread::spawn(move || {
+            m.tick(t0);
+        });
+        let started = Instant::now();
+        let seen = loop {
+            if let Some(current) = in_flight.current() {
+                if current.0 == "rapl" || started.elapsed() > Duration::from_secs(10) {
+                    break current;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(seen.0, "rapl");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(in_flight.current().unwrap().1 >= Duration::from_millis(50));
+        release.send(()).unwrap();
+        ticking.join().unwrap();
+        assert_eq!(in_flight.current(), None);
     }
 }

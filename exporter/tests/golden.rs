@@ -49,27 +49,13 @@ fn golden(scenario: &str) {
     copy_tree(&fixture_dir(scenario), &root);
     let mut host = FixtureHost::open(&root);
 
-    let sys = root.join("sys");
-    let proc = root.join("proc");
-    let mut e = Exporter::start(&[
-        "--sysfs",
-        sys.to_str().unwrap(),
-        "--procfs",
-        proc.to_str().unwrap(),
-        "--interval",
+    let args = fixture_args(
+        &root,
         "500ms",
-        "--node-name",
         "golden-node",
-        "--energy-source",
-        "rapl",
-        "--cpu-source",
-        "cgroup",
-        "--no-kube",
-        "--gpu",
-        "off",
-        "--idle-watts",
-        "package=5,dram=0.5",
-    ]);
+        &["--idle-watts", "package=5,dram=0.5"],
+    );
+    let mut e = Exporter::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     e.wait_ready(Duration::from_secs(20));
 
     let mut last = String::new();

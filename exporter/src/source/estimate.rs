@@ -4,7 +4,7 @@
 
 use super::{EnergySample, EnergySource, EnergySourceKind, IntervalContext, ZoneEnergy};
 use crate::issue::{Input, IssueKind, SourceIssue};
-use crate::units::{Joules, ZoneKind};
+use crate::units::{Joules, Readable, ZoneKind};
 
 /// Power coefficients per logical CPU (vCPU).
 ///
@@ -34,9 +34,9 @@ pub const MAX_WATTS_PER_CPU: f64 = 1000.0;
 /// Which coefficient of the estimate model is wrong, and how.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
-    #[error("{0} watts per CPU is out of range (0 to {MAX_WATTS_PER_CPU})")]
+    #[error("{} watts per CPU is out of range (0 to {MAX_WATTS_PER_CPU})", Readable(*.0))]
     Idle(f64),
-    #[error("{0} watts per CPU is out of range (more than 0, at most {MAX_WATTS_PER_CPU})")]
+    #[error("{} watts per CPU is out of range (more than 0, at most {MAX_WATTS_PER_CPU})", Readable(*.0))]
     Max(f64),
     #[error("max watts per CPU ({max}) must be >= idle watts per CPU ({idle})")]
     Inverted { idle: f64, max: f64 },
