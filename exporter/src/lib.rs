@@ -19,6 +19,7 @@ pub mod remote;
 pub mod report;
 pub mod resource;
 pub mod server;
+pub mod signals;
 pub mod snapshot;
 pub mod source;
 pub mod top;

@@ -9,6 +9,7 @@ use kepler_rs::metrics::BuildInfo;
 use kepler_rs::monitor;
 use kepler_rs::resource::kube::{self as pod_watch, PodCache, WatchTuning};
 use kepler_rs::server::{self, ServerState};
+use kepler_rs::signals::{self, ConfigFile, LoopStop};
 use kepler_rs::snapshot::Snapshot;
 use kepler_rs::web::WebState;
 use std::process::ExitCode;
@@ -116,10 +117,6 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// How long `run` waits for the tick loop to stop after SIGTERM before exiting without it (a read
-/// stuck in the kernel never returns).
-const MONITOR_STOP_GRACE: Duration = Duration::from_secs(5);
-
 fn run(args: RunArgs) -> ExitCode {
     let config_file = args.config.clone();
     let config = match args.resolve(std::env::var("NODE_NAME").ok(), hostname) {
@@ -207,18 +204,18 @@ fn run(args: RunArgs) -> ExitCode {
     runtime.block_on(server::serve(listener, state, shutdown_signal()));
     let _ = stop_monitor.send(());
     // The thread ends between reads; a read stuck in the kernel would hold it (and the exit) forever.
-    match stopped.recv_timeout(MONITOR_STOP_GRACE) {
-        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+    match signals::wait_for_loop(&stopped, &in_flight, signals::MONITOR_STOP_GRACE) {
+        LoopStop::Clean => {
             let _ = monitor_thread.join();
             tracing::info!("stopped");
             ExitCode::SUCCESS
         }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            let (input, stuck_for) = in_flight.current().unwrap_or(("none", Duration::ZERO));
+        LoopStop::Stuck { input, stuck_for } => {
+            let input = input.unwrap_or("no input");
             tracing::error!(
                 input,
                 stuck_seconds = stuck_for.as_secs_f64(),
-                grace = ?MONITOR_STOP_GRACE,
+                grace = ?signals::MONITOR_STOP_GRACE,
                 "the measurement loop did not stop in time: a read of {input} is stuck; exiting without it"
             );
             ExitCode::from(1)
@@ -226,41 +223,16 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// The `--config` file and what it was at start: settings in it take effect only at a restart.
-struct ConfigFile {
-    path: Option<std::path::PathBuf>,
-    at_start: Option<kepler_rs::files::FileStamp>,
-}
-
-impl ConfigFile {
-    fn new(path: Option<std::path::PathBuf>) -> ConfigFile {
-        let at_start = path.as_deref().and_then(kepler_rs::files::stamp);
-        ConfigFile { path, at_start }
-    }
-}
-
-/// On every SIGHUP: reload the web configuration and its certificates, and say whether the
-/// `--config` file changed since start (its settings need a restart).
+/// On every SIGHUP: reload the web configuration and its certificates, off the event loop.
 async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
     web: Arc<WebState>,
     config: ConfigFile,
 ) {
     while hangup.recv().await.is_some() {
-        if let Some(path) = &config.path {
-            if kepler_rs::files::stamp(path) != config.at_start {
-                tracing::warn!(config = %path.display(), "SIGHUP: the --config file changed since start; its settings take effect only after a restart");
-            }
-        }
-        let reloading = web.clone();
-        match tokio::task::spawn_blocking(move || reloading.reload_now()).await {
-            Ok(Ok(true)) => tracing::info!("SIGHUP: web config and certificates reloaded"),
-            Ok(Ok(false)) => {
-                tracing::info!("SIGHUP: no --web.config.file to reload; nothing else is reloaded")
-            }
-            Ok(Err(e)) => {
-                tracing::error!(kind = e.kind(), error = %e, "SIGHUP: web config reload failed; the previous one stays in force")
-            }
+        let (web, config) = (web.clone(), config.clone());
+        match tokio::task::spawn_blocking(move || signals::on_hangup(&web, &config)).await {
+            Ok(hangup) => signals::log_hangup(&hangup),
             Err(e) => tracing::error!(error = %e, "SIGHUP: web config reload task failed"),
         }
     }
