@@ -5,9 +5,10 @@
 
 use crate::files::read_small_file;
 use crate::resource::jupyterhub::{HubUserKey, HubUserLabel, HubUserPolicy};
-use crate::source::estimate::EstimateModel;
-use crate::units::{Watts, ZoneKind};
+use crate::source::estimate::{EstimateModel, ModelError};
+use crate::units::{Readable, Watts, ZoneKind};
 use crate::web::conns::Limits;
+use crate::yaml_depth::{check_depth, MAX_YAML_DEPTH};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -20,6 +21,13 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:28282";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest `--grace-period`: a day keeps an ended pod's series far longer than any query needs.
+pub const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// Most idle watts of one RAPL zone (all sockets): the RAPL plausibility bound of one socket's zone
+/// ([`crate::source::rapl::DEFAULT_MAX_ZONE_WATTS`]) times two sockets.
+pub const MAX_ZONE_IDLE_WATTS: f64 = 10_000.0;
+/// Most idle watts of one GPU (the largest accelerators draw about 1.2 kW at full load).
+pub const MAX_GPU_IDLE_WATTS: f64 = 2_000.0;
 pub const MAX_INTERVAL: Duration = Duration::from_secs(600);
 /// The kubelet's PodResources socket on a stock kubelet (MicroK8s:
 /// `/var/snap/microk8s/common/var/lib/kubelet/pod-resources/kubelet.sock`).
@@ -382,6 +390,16 @@ impl RunArgs {
             Some(raw) => parse_duration("--grace-period", raw)?,
             None => DEFAULT_GRACE,
         };
+        if grace_period > MAX_GRACE {
+            return Err(err(
+                "--grace-period",
+                format!(
+                    "{:?} is out of range (0s to {})",
+                    args.grace_period.as_deref().unwrap_or_default(),
+                    humantime::format_duration(MAX_GRACE)
+                ),
+            ));
+        }
 
         let defaults = HostRoots::default();
         let sysfs = args.sysfs.unwrap_or(defaults.sysfs);
@@ -423,15 +441,22 @@ impl RunArgs {
         if let Some(v) = args.estimate_max_watts_per_cpu {
             estimate.max_watts_per_cpu = v;
         }
-        estimate
-            .validate()
-            .map_err(|m| err("--estimate-max-watts-per-cpu", m))?;
+        estimate.validate().map_err(|e| {
+            let flag = match e {
+                ModelError::Idle(_) => "--estimate-idle-watts-per-cpu",
+                ModelError::Max(_) | ModelError::Inverted { .. } => "--estimate-max-watts-per-cpu",
+            };
+            err(flag, e.to_string())
+        })?;
 
         let gpu_idle_watts = match args.gpu_idle_watts {
-            Some(w) if !w.is_finite() || w < 0.0 => {
+            Some(w) if !(0.0..=MAX_GPU_IDLE_WATTS).contains(&w) => {
                 return Err(err(
                     "--gpu-idle-watts",
-                    format!("{w} must be a finite, non-negative number of watts"),
+                    format!(
+                        "{} W is out of range (0 to {MAX_GPU_IDLE_WATTS} W)",
+                        Readable(w)
+                    ),
                 ))
             }
             w => w.map(Watts),
@@ -611,6 +636,8 @@ fn load_file(path: &Path) -> Result<RunArgs, ConfigError> {
     if text.trim().is_empty() {
         return Ok(RunArgs::default());
     }
+    check_depth(&text, MAX_YAML_DEPTH)
+        .map_err(|e| err("--config", format!("{}: {e}", path.display())))?;
     serde_yaml_ng::from_str(&text).map_err(|e| err("--config", format!("{}: {e}", path.display())))
 }
 
@@ -665,10 +692,13 @@ fn idle_watts_from_map(
                     format!("unknown zone {zone:?} (package, core, uncore, dram, psys)"),
                 )
             })?;
-        if !watts.is_finite() || watts < 0.0 {
+        if !(0.0..=MAX_ZONE_IDLE_WATTS).contains(&watts) {
             return Err(err(
                 "--idle-watts",
-                format!("{zone}={watts} must be a finite, non-negative number of watts"),
+                format!(
+                    "{zone}={} W is out of range (0 to {MAX_ZONE_IDLE_WATTS} W)",
+                    Readable(watts)
+                ),
             ));
         }
         out.insert(kind, Watts(watts));
@@ -924,6 +954,53 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         writeln!(f, "{yaml}").unwrap();
         f
+    }
+
+    #[test]
+    fn a_yaml_nesting_bomb_is_refused_before_parsing() {
+        // 100,000 levels in 200 KB: the YAML parser would take seconds (quadratic in depth).
+        let f = file(&format!(
+            "interval: {}{}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ));
+        let started = std::time::Instant::now();
+        let e = resolve(RunArgs {
+            config: Some(f.path().into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.flag, "--config");
+        assert!(
+            e.message.contains("nested deeper than 64 levels (line 1)"),
+            "{e}"
+        );
+        // A sanity bound only (the pre-scan is linear; benches own speed).
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_config_that_is_a_fifo_a_device_or_too_large_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        crate::files::mkfifo(&fifo);
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, format!("# {}\n", "x".repeat(1 << 20))).unwrap();
+        for (path, expected) in [
+            (&fifo, "is a FIFO, not a regular file"),
+            (&zero, "is a character device, not a regular file"),
+            (&big, "is larger than 1048576 bytes"),
+        ] {
+            let e = resolve(RunArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert_eq!(e.flag, "--config");
+            assert!(e.message.contains(expected), "{e}");
+        }
     }
 
     #[test]

@@ -106,6 +106,9 @@ labelled! {
         NoCgroupMount => "no_cgroup_mount",
         /// A file, directory or device that should be there is not.
         NotFound => "not_found",
+        /// A path that must be a regular file (a sysfs, cgroupfs or procfs attribute, a config file) is
+        /// a FIFO, a device, a socket or a directory; it is never read.
+        NotRegular => "not_regular",
         /// The device or driver does not support the call.
         NotSupported => "not_supported",
         /// Something is missing from the embedded eBPF object.
@@ -116,6 +119,8 @@ labelled! {
         PermissionDenied => "permission_denied",
         /// The kubelet's pod-resources call failed.
         Rpc => "rpc",
+        /// A file longer than its reader's limit; it is not used.
+        TooLarge => "too_large",
         /// A call timed out.
         Timeout => "timeout",
         /// NVML could not be loaded or initialised.
@@ -134,7 +139,14 @@ labelled! {
 impl IssueKind {
     /// The kind of an `io::Error`.
     pub fn of_io(err: &std::io::Error) -> IssueKind {
+        if let Some(file) = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::files::FileError>())
+        {
+            return file.issue_kind();
+        }
         match err.kind() {
+            std::io::ErrorKind::FileTooLarge => IssueKind::TooLarge,
             std::io::ErrorKind::NotFound => IssueKind::NotFound,
             std::io::ErrorKind::PermissionDenied => IssueKind::PermissionDenied,
             std::io::ErrorKind::InvalidData => IssueKind::Parse,
@@ -179,7 +191,7 @@ mod tests {
     ];
 
     /// Every kind, in label order.
-    const KINDS: [IssueKind; 32] = [
+    const KINDS: [IssueKind; 34] = [
         IssueKind::Attach,
         IssueKind::BadInput,
         IssueKind::Connect,
@@ -201,12 +213,14 @@ mod tests {
         IssueKind::NoBtf,
         IssueKind::NoCgroupMount,
         IssueKind::NotFound,
+        IssueKind::NotRegular,
         IssueKind::NotSupported,
         IssueKind::Object,
         IssueKind::Parse,
         IssueKind::PermissionDenied,
         IssueKind::Rpc,
         IssueKind::Timeout,
+        IssueKind::TooLarge,
         IssueKind::Unavailable,
         IssueKind::Unknown,
         IssueKind::Vanished,
@@ -253,8 +267,8 @@ mod tests {
             kinds,
             "attach bad_input connect counter_anomaly counter_error counter_reset counters cpus drain \
              driver exit_map_full gpu_lost io load map map_full mount_unreachable mountinfo no_btf \
-             no_cgroup_mount not_found not_supported object parse permission_denied rpc timeout \
-             unavailable unknown vanished verifier zone_vanished"
+             no_cgroup_mount not_found not_regular not_supported object parse permission_denied rpc \
+             timeout too_large unavailable unknown vanished verifier zone_vanished"
         );
         assert_eq!(IssueKind::Vanished.to_string(), "vanished");
     }

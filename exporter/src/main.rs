@@ -9,6 +9,7 @@ use kepler_rs::metrics::{BuildInfo, Exposition};
 use kepler_rs::monitor;
 use kepler_rs::resource::kube::{self as pod_watch, PodCache, WatchTuning};
 use kepler_rs::server::{self, ServerState};
+use kepler_rs::signals::{self, ConfigFile, LoopStop};
 use kepler_rs::snapshot::Snapshot;
 use kepler_rs::web::WebState;
 use std::process::ExitCode;
@@ -117,6 +118,7 @@ fn init_logging(config: &Config) {
 }
 
 fn run(args: RunArgs) -> ExitCode {
+    let config_file = args.config.clone();
     let config = match args.resolve(std::env::var("NODE_NAME").ok(), hostname) {
         Ok(c) => c,
         Err(e) => return fail_to_start(2, &e.to_string()),
@@ -132,6 +134,7 @@ fn run(args: RunArgs) -> ExitCode {
         },
         None => WebState::plain(),
     };
+    let web = Arc::new(web);
     log_web(&web, &config);
     log_hub_users(&config);
     // One fd per cgroup counter file kept open (activity::cgroup): take the hard limit.
@@ -145,6 +148,18 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail_to_start(1, &format!("cannot start the runtime: {e}")),
     };
+    // From here SIGHUP reloads (queued until the runtime runs) instead of killing the process.
+    let hangup = {
+        let _context = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    };
+    match hangup {
+        Ok(hangup) => {
+            let watched = ConfigFile::new(config_file);
+            runtime.spawn(reload_on_hangup(hangup, web.clone(), watched));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP; it will end the process"),
+    }
     // Bind before loading any input: a busy port fails at once, before eBPF or NVML are loaded.
     let listener = match runtime.block_on(tokio::net::TcpListener::bind(config.listen)) {
         Ok(l) => l,
@@ -175,24 +190,58 @@ fn run(args: RunArgs) -> ExitCode {
     );
     let (publish, snapshots) = tokio::sync::watch::channel(Arc::new(empty));
     let (stop_monitor, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (stopped_tx, stopped) = std::sync::mpsc::channel::<()>();
     let interval = config.interval;
+    let in_flight = monitor.in_flight();
     let monitor_thread = match std::thread::Builder::new()
         .name("monitor".into())
-        .spawn(move || monitor::run(monitor, interval, publish, stop_rx))
-    {
+        .spawn(move || {
+            monitor::run(monitor, interval, publish, stop_rx);
+            drop(stopped_tx);
+        }) {
         Ok(t) => t,
         Err(e) => return fail_to_start(1, &format!("cannot start the monitor thread: {e}")),
     };
     let state = Arc::new(
         ServerState::new(snapshots, exposition, config.interval)
-            .with_web(Arc::new(web), config.web_limits),
+            .with_web(web, config.web_limits),
     );
     tracing::info!(listen = %config.listen, "serving /metrics");
     runtime.block_on(server::serve(listener, state, shutdown_signal()));
     let _ = stop_monitor.send(());
-    let _ = monitor_thread.join();
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+    // The thread ends between reads; a read stuck in the kernel would hold it (and the exit) forever.
+    match signals::wait_for_loop(&stopped, &in_flight, signals::MONITOR_STOP_GRACE) {
+        LoopStop::Clean => {
+            let _ = monitor_thread.join();
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        LoopStop::Stuck { input, stuck_for } => {
+            let input = input.unwrap_or("no input");
+            tracing::error!(
+                input,
+                stuck_seconds = stuck_for.as_secs_f64(),
+                grace = ?signals::MONITOR_STOP_GRACE,
+                "the measurement loop did not stop in time: a read of {input} is stuck; exiting without it"
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// On every SIGHUP: reload the web configuration and its certificates, off the event loop.
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    web: Arc<WebState>,
+    config: ConfigFile,
+) {
+    while hangup.recv().await.is_some() {
+        let (web, config) = (web.clone(), config.clone());
+        match tokio::task::spawn_blocking(move || signals::on_hangup(&web, &config)).await {
+            Ok(hangup) => signals::log_hangup(&hangup),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: web config reload task failed"),
+        }
+    }
 }
 
 /// One line on what the metrics endpoint requires of a client.

@@ -13,13 +13,46 @@ use crate::issue::{Input, IssueKind, SourceIssue};
 use crate::ledger::Ledger;
 use crate::resource::pods::PodMetadata;
 use crate::snapshot::{ExporterHealth, Snapshot, SocketZone, SourceHealth};
+use crate::source::plausible::admit;
 use crate::source::{EnergySource, IntervalContext, SocketEnergy};
 use crate::units::{Joules, Watts};
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
+
+/// Which input the tick loop is reading now, and since when. Shared with `main`, which names it when
+/// the loop does not stop in time at shutdown (a read stuck in the kernel: a hung filesystem, a
+/// driver that does not answer).
+#[derive(Debug, Default)]
+pub struct InFlight(Mutex<Option<(&'static str, Instant)>>);
+
+impl InFlight {
+    fn begin(&self, input: &'static str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((input, Instant::now()));
+    }
+
+    fn end(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The input being read and for how long; `None` between reads.
+    pub fn current(&self) -> Option<(&'static str, Duration)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|(input, since)| (input, since.elapsed()))
+    }
+
+    /// Runs `read` with `input` marked as in flight.
+    fn read<T>(&self, input: &'static str, read: impl FnOnce() -> T) -> T {
+        self.begin(input);
+        let out = read();
+        self.end();
+        out
+    }
+}
 
 /// Everything the tick loop reads from.
 pub struct Inputs {
@@ -51,6 +84,8 @@ pub struct Monitor {
     carry: Carry,
     /// Why `inputs.activity` was chosen.
     cpu_source_reason: SourceReason,
+    /// The input being read now.
+    in_flight: Arc<InFlight>,
 }
 
 impl Monitor {
@@ -76,6 +111,7 @@ impl Monitor {
             sockets: Vec::new(),
             carry: Carry::default(),
             cpu_source_reason: SourceReason::Flag,
+            in_flight: Arc::default(),
         }
     }
 
@@ -87,6 +123,13 @@ impl Monitor {
 
     pub fn cpu_source_reason(&self) -> SourceReason {
         self.cpu_source_reason
+    }
+
+
+    /// Which input the tick loop is reading now (shared: it stays valid after the monitor moves to
+    /// its thread).
+    pub fn in_flight(&self) -> Arc<InFlight> {
+        self.in_flight.clone()
     }
 
     /// Measure GPUs too, on the same tick.
@@ -125,18 +168,21 @@ impl Monitor {
         let mut issues: Vec<SourceIssue> = Vec::new();
 
         // Read CPU counters and energy counters as close together as possible.
-        let node_cpu = match self.inputs.node_cpu.sample() {
+        let in_flight = self.in_flight.clone();
+        let node_cpu = match in_flight.read("procfs /proc/stat", || self.inputs.node_cpu.sample()) {
             Ok(n) => n,
             Err(e) => {
                 issues.push(SourceIssue::new(Input::Procfs, e.kind(), e.to_string()));
                 None
             }
         };
-        let activity = self.inputs.activity.sample();
+        let activity = in_flight.read(self.inputs.activity.name(), || {
+            self.inputs.activity.sample()
+        });
         issues.extend(activity.issues.iter().cloned());
         let processes: Vec<ProcessActivity> = match &mut self.inputs.processes {
             Some(scanner) => {
-                let (p, i) = scanner.sample();
+                let (p, i) = in_flight.read("procfs processes", || scanner.sample());
                 issues.extend(i);
                 p
             }
@@ -148,15 +194,26 @@ impl Monitor {
             elapsed: elapsed.unwrap_or(Duration::ZERO),
             cpu_usage_ratio: usage,
         };
-        let energy = self.inputs.energy.sample(&ctx);
+        let mut energy = in_flight.read(self.inputs.energy.kind().as_str(), || {
+            self.inputs.energy.sample(&ctx)
+        });
+        let energy_input = Input::from(self.inputs.energy.kind());
+        if let Some(elapsed) = elapsed {
+            let refused = admit(
+                &mut energy,
+                energy_input,
+                elapsed.as_secs_f64(),
+                self.inputs.energy.plausible_watts(),
+            );
+            energy.issues.extend(refused);
+        }
         issues.extend(energy.issues.iter().cloned());
         let gpu_devices = self.gpu.as_mut().map(|gpu| {
-            let read = gpu.read(elapsed);
+            let read = in_flight.read(Input::Gpu.as_str(), || gpu.read(elapsed));
             issues.extend(read.issues);
             read.devices
         });
 
-        let energy_input = Input::from(self.inputs.energy.kind());
         let energy_up = !energy.issues.iter().any(|i| i.input == energy_input);
         let activity_up = !activity
             .issues
@@ -346,7 +403,7 @@ mod tests {
     use super::*;
     use crate::activity::{ActivitySample, ContainerActivity, PodActivity};
     use crate::resource::pods::NoPodMetadata;
-    use crate::source::{EnergySample, EnergySourceKind, ZoneEnergy};
+    use crate::source::{rapl, EnergySample, EnergySourceKind, ZoneEnergy};
     use crate::units::{ContainerId, CpuNanos, Joules, PodUid, ZoneKind};
     use std::collections::BTreeMap;
 
@@ -469,15 +526,25 @@ mod tests {
         procfs: &std::path::Path,
         activity: Box<dyn ActivitySource>,
     ) -> (Monitor, Instant) {
+        let idle = IdleEstimator::new(BTreeMap::new(), None);
+        monitor_over(Box::new(ScriptedEnergy(0)), activity, procfs, idle)
+    }
+
+    /// A monitor over `energy`, `activity` and the /proc/stat of `procfs`, 60 s grace.
+    fn monitor_over(
+        energy: Box<dyn EnergySource>,
+        activity: Box<dyn ActivitySource>,
+        procfs: &std::path::Path,
+        idle: IdleEstimator,
+    ) -> (Monitor, Instant) {
         let inputs = Inputs {
-            energy: Box::new(ScriptedEnergy(0)),
+            energy,
             activity,
             node_cpu: NodeCpuReader::new(procfs),
             processes: None,
             pod_metadata: Arc::new(NoPodMetadata),
         };
         let t0 = Instant::now();
-        let idle = IdleEstimator::new(BTreeMap::new(), None);
         let monitor = Monitor::new(inputs, "n".into(), idle, Duration::from_secs(60), t0);
         (monitor, t0)
     }
@@ -562,20 +629,11 @@ mod tests {
             std::fs::write(&stat, text).unwrap();
         };
         write_stat(busy, quiet);
-        let inputs = Inputs {
-            energy: Box::new(crate::source::rapl::Rapl::discover(sys.path()).unwrap()),
-            activity: Box::new(ScriptedPods),
-            node_cpu: NodeCpuReader::new(procfs.path()),
-            processes: None,
-            pod_metadata: Arc::new(NoPodMetadata),
-        };
-        let t0 = Instant::now();
-        let mut m = Monitor::new(
-            inputs,
-            "n".into(),
+        let (mut m, t0) = monitor_over(
+            Box::new(crate::source::rapl::Rapl::discover(sys.path()).unwrap()),
+            Box::new(ScriptedPods),
+            procfs.path(),
             IdleEstimator::default(),
-            Duration::from_secs(60),
-            t0,
         );
         m.tick(t0);
         let mut last = None;
@@ -611,5 +669,265 @@ mod tests {
             let w = simulated_node_idle(40.0, 120.0, 60, |t| script[t].0, |t| script[t].1);
             assert!(((w - 40.0) / 40.0).abs() <= 0.05, "{load:?}: {w} W");
         }
+    }
+
+    /// Replays one scripted interval per sample: (package J, dram J, idle hint J).
+    struct ReplayEnergy(std::collections::VecDeque<(f64, f64, Option<f64>)>, bool);
+    impl EnergySource for ReplayEnergy {
+        fn kind(&self) -> EnergySourceKind {
+            EnergySourceKind::Rapl
+        }
+        fn zones(&self) -> &[ZoneKind] {
+            &[ZoneKind::Package, ZoneKind::Dram]
+        }
+        fn sample(&mut self, _ctx: &IntervalContext) -> EnergySample {
+            let mut s = EnergySample::default();
+            if !std::mem::replace(&mut self.1, true) {
+                return s; // the baseline
+            }
+            let Some((package, dram, hint)) = self.0.pop_front() else {
+                return s;
+            };
+            for (zone, joules) in [(ZoneKind::Package, package), (ZoneKind::Dram, dram)] {
+                s.zones.push(ZoneEnergy {
+                    zone,
+                    energy: Joules(joules),
+                    idle_hint: hint.map(Joules),
+                });
+            }
+            s
+        }
+    }
+
+    /// Replays one scripted set of pods per sample: (pod number, pod ns, container ns).
+    struct ReplayPods(std::collections::VecDeque<Vec<(u8, u64, Vec<u64>)>>);
+    impl ActivitySource for ReplayPods {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn sample(&mut self) -> ActivitySample {
+            let pods = self.0.pop_front().unwrap_or_default();
+            let mut seen = std::collections::BTreeSet::new();
+            ActivitySample {
+                pods: pods
+                    .into_iter()
+                    .filter(|(n, _, _)| seen.insert(*n))
+                    .map(|(n, t, cs)| PodActivity {
+                        uid: PodUid::parse(&format!("{n:08x}-0000-0000-0000-000000000000"))
+                            .unwrap(),
+                        cpu_time: CpuNanos(t),
+                        containers: cs
+                            .iter()
+                            .enumerate()
+                            .map(|(i, t)| ContainerActivity {
+                                id: ContainerId::parse(&format!(
+                                    "{:064x}",
+                                    u32::from(n) * 100 + i as u32
+                                ))
+                                .unwrap(),
+                                cpu_time: CpuNanos(*t),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                issues: vec![],
+            }
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-9)
+    }
+
+    /// Every published number finite (joules non-negative, never going back), and the identities:
+    /// total = idle + active, active = Σ pods + terminated + system, pod = Σ containers.
+    fn check_published(s: &Snapshot, previous: Option<&Snapshot>) -> Result<(), String> {
+        for (zi, n) in s.node.iter().enumerate() {
+            let values = [
+                n.total_joules.0,
+                n.idle_joules.0,
+                n.active_joules.0,
+                n.system_joules.0,
+                n.terminated_pods_joules.0,
+            ];
+            if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                return Err(format!("zone {zi}: {n:?}"));
+            }
+            let watts = [
+                n.total_watts.0,
+                n.idle_watts.0,
+                n.active_watts.0,
+                n.system_watts.0,
+            ];
+            if watts.iter().any(|v| !v.is_finite()) {
+                return Err(format!("zone {zi} watts: {n:?}"));
+            }
+            if !close(n.total_joules.0, n.idle_joules.0 + n.active_joules.0) {
+                return Err(format!("total != idle + active: {n:?}"));
+            }
+            let pods: f64 = s.pods.iter().map(|p| p.joules[zi].0).sum();
+            if !close(
+                n.active_joules.0,
+                pods + n.terminated_pods_joules.0 + n.system_joules.0,
+            ) {
+                return Err(format!(
+                    "active != pods + terminated + system: {n:?}, pods {pods}"
+                ));
+            }
+            for p in &s.pods {
+                let (j, w) = (p.joules[zi].0, p.watts[zi].0);
+                if !j.is_finite() || j < 0.0 || !w.is_finite() {
+                    return Err(format!("pod {:?}", p.uid));
+                }
+                let cs: f64 = p.containers.iter().map(|c| c.joules[zi].0).sum();
+                if !p.containers.is_empty() && !close(cs, j) {
+                    return Err(format!("pod != containers: {j} vs {cs}"));
+                }
+                if p.containers
+                    .iter()
+                    .any(|c| !c.joules[zi].0.is_finite() || !c.watts[zi].0.is_finite())
+                {
+                    return Err("container not finite".into());
+                }
+            }
+            if let Some(before) = previous.and_then(|p| p.node.get(zi)) {
+                if n.total_joules.0 < before.total_joules.0 {
+                    return Err("node total went back".into());
+                }
+            }
+        }
+        for socket in &s.sockets {
+            if !socket.joules.0.is_finite() || !socket.watts.0.is_finite() {
+                return Err(format!("socket {socket:?}"));
+            }
+        }
+        if !s.cpu_usage_ratio.is_finite() {
+            return Err("usage ratio".into());
+        }
+        Ok(())
+    }
+
+    fn any_joules() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => 0.0f64..5_000.0,
+            1 => proptest::num::f64::ANY,
+            1 => Just(1e308),
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(-1.0),
+            1 => 5_000.0f64..1e7,
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever a source reports, finite or not, the model publishes finite values that keep its
+        /// identities, and every refused reading is counted.
+        #[test]
+        fn the_model_publishes_finite_values_that_keep_its_identities(
+            intervals in proptest::collection::vec(
+                (
+                    (any_joules(), any_joules(), proptest::option::of(any_joules())),
+                    1u64..20_000,
+                    0u64..400,
+                    proptest::collection::vec(
+                        (0u8..6, 0u64..3_000_000_000, proptest::collection::vec(0u64..2_000_000_000, 0..3)),
+                        0..5,
+                    ),
+                ),
+                1..25,
+            )
+        ) {
+            let procfs = tempfile::tempdir().unwrap();
+            let stat = procfs.path().join("stat");
+            let write_stat = |busy: u64, idle: u64| {
+                std::fs::write(&stat, format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n")).unwrap();
+            };
+            write_stat(0, 0);
+            let (mut m, t0) = monitor_over(
+                Box::new(ReplayEnergy(intervals.iter().map(|i| i.0).collect(), false)),
+                Box::new(ReplayPods(
+                    std::iter::once(Vec::new()).chain(intervals.iter().map(|i| i.3.clone())).collect(),
+                )),
+                procfs.path(),
+                IdleEstimator::new(BTreeMap::new(), None),
+            );
+            let mut previous = m.tick(t0);
+            let (mut now, mut busy, mut idle) = (t0, 0u64, 0u64);
+            let (mut refused_bad, mut refused_high) = (0u64, 0u64);
+            for ((package, dram, _), millis, busy_ticks, _) in &intervals {
+                now += Duration::from_millis(*millis);
+                busy += busy_ticks;
+                idle += 400 - busy_ticks;
+                write_stat(busy, idle);
+                let bound = rapl::DEFAULT_MAX_ZONE_WATTS * (*millis as f64 / 1000.0).max(1.0);
+                for joules in [*package, *dram] {
+                    if !joules.is_finite() || joules < 0.0 {
+                        refused_bad += 1;
+                    } else if joules > bound {
+                        refused_high += 1;
+                    }
+                }
+                let s = m.tick(now);
+                prop_assert!(s.is_ready());
+                if let Err(e) = check_published(&s, Some(&previous)) {
+                    prop_assert!(false, "{}", e);
+                }
+                let count = |kind| s.health.issues.get(&(Input::Rapl, kind)).copied().unwrap_or(0);
+                prop_assert_eq!(count(IssueKind::BadInput), refused_bad);
+                prop_assert_eq!(count(IssueKind::CounterAnomaly), refused_high);
+                previous = s;
+            }
+        }
+    }
+
+    /// Waits for a message before every reading: a read stuck in the kernel, on demand.
+    struct StuckEnergy(std::sync::mpsc::Receiver<()>);
+    impl EnergySource for StuckEnergy {
+        fn kind(&self) -> EnergySourceKind {
+            EnergySourceKind::Rapl
+        }
+        fn zones(&self) -> &[ZoneKind] {
+            &[ZoneKind::Package]
+        }
+        fn sample(&mut self, _ctx: &IntervalContext) -> EnergySample {
+            let _ = self.0.recv();
+            EnergySample::default()
+        }
+    }
+
+    #[test]
+    fn the_input_being_read_is_named_while_it_is_stuck() {
+        let procfs = tempfile::tempdir().unwrap();
+        std::fs::write(procfs.path().join("stat"), "cpu  1 0 1 8 0 0 0 0 0 0\n").unwrap();
+        let (release, stuck) = std::sync::mpsc::channel();
+        let (mut m, t0) = monitor_over(
+            Box::new(StuckEnergy(stuck)),
+            Box::new(ScriptedPods),
+            procfs.path(),
+            IdleEstimator::default(),
+        );
+        let in_flight = m.in_flight();
+        assert_eq!(in_flight.current(), None);
+        let ticking = std::thread::spawn(move || {
+            m.tick(t0);
+        });
+        let started = Instant::now();
+        let seen = loop {
+            if let Some(current) = in_flight.current() {
+                if current.0 == "rapl" || started.elapsed() > Duration::from_secs(10) {
+                    break current;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(seen.0, "rapl");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(in_flight.current().unwrap().1 >= Duration::from_millis(50));
+        release.send(()).unwrap();
+        ticking.join().unwrap();
+        assert_eq!(in_flight.current(), None);
     }
 }

@@ -287,6 +287,22 @@ impl CounterDiff {
     }
 }
 
+/// A number for a message: plain where short (`3.5`, `1000`), in exponent form where plain would
+/// be long (`1e308`, `2.5e-7`).
+#[derive(Debug, Clone, Copy)]
+pub struct Readable(pub f64);
+
+impl fmt::Display for Readable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        if v.is_finite() && v != 0.0 && !(1e-3..1e6).contains(&v.abs()) {
+            write!(f, "{v:e}")
+        } else {
+            write!(f, "{v}")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,27 +65,13 @@ fn golden_with(scenario: &str, extra_args: &[&str], expected_file: &str) {
     copy_tree(&fixture_dir(scenario), &root);
     let mut host = FixtureHost::open(&root);
 
-    let sys = root.join("sys");
-    let proc = root.join("proc");
-    let mut args = vec![
-        "--sysfs",
-        sys.to_str().unwrap(),
-        "--procfs",
-        proc.to_str().unwrap(),
-        "--interval",
+    let args = fixture_args(
+        &root,
         "500ms",
-        "--node-name",
         "golden-node",
-        "--energy-source",
-        "rapl",
-        "--cpu-source",
-        "cgroup",
-        "--no-kube",
-        "--gpu",
-        "off",
-        "--idle-watts",
-        "package=5,dram=0.5",
-    ];
+        &["--idle-watts", "package=5,dram=0.5"],
+    );
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend_from_slice(extra_args);
     let mut e = Exporter::start(&args);
     e.wait_ready(Duration::from_secs(20));

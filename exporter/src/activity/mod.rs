@@ -8,9 +8,6 @@ pub mod ebpf;
 pub mod procfs;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::issue::{labelled, SourceIssue};
@@ -167,59 +164,4 @@ pub struct ProcessActivity {
     pub exe: Arc<str>,
     pub container: Option<ContainerId>,
     pub cpu_time: CpuNanos,
-}
-
-/// `pread`s a small kernel file from offset 0 into `buf` (kernfs and procfs regenerate a file's
-/// content on a read at offset 0, so a file kept open is re-read without a path lookup): to its end,
-/// or to the end of its first line with `first_line`. A file over 1 MiB is an error.
-pub(crate) fn pread_from_start(file: &File, buf: &mut Vec<u8>, first_line: bool) -> io::Result<()> {
-    buf.clear();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = match file.read_at(&mut chunk, buf.len() as u64) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            read => read?,
-        };
-        let new_bytes = chunk.get(..n).unwrap_or_default();
-        buf.extend_from_slice(new_bytes);
-        if n == 0 || (first_line && new_bytes.contains(&b'\n')) {
-            return Ok(());
-        }
-        if buf.len() > 1 << 20 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "file over 1 MiB",
-            ));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pread_from_start_reads_whole_files_first_lines_and_refuses_huge_ones() {
-        let tmp = tempfile::TempDir::new().unwrap();
-        let path = tmp.path().join("counter");
-        let long_line = "7".repeat(10_000);
-        std::fs::write(&path, format!("{long_line}\nsecond\n")).unwrap();
-        let file = File::open(&path).unwrap();
-        let mut buf = b"stale".to_vec();
-        pread_from_start(&file, &mut buf, false).unwrap();
-        assert_eq!(buf, format!("{long_line}\nsecond\n").as_bytes());
-        pread_from_start(&file, &mut buf, true).unwrap();
-        assert!(buf.starts_with(format!("{long_line}\n").as_bytes()));
-        assert!(
-            buf.len() < 10_000 + 4096,
-            "stops in the chunk holding the newline"
-        );
-        // Rewritten in place (kernfs regenerates): the same open file sees the new content.
-        std::fs::write(&path, "42\n").unwrap();
-        pread_from_start(&file, &mut buf, false).unwrap();
-        assert_eq!(buf, b"42\n");
-        std::fs::write(&path, vec![b'x'; (1 << 20) + 5000]).unwrap();
-        let err = pread_from_start(&file, &mut buf, true).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-    }
 }

@@ -167,6 +167,9 @@ pub fn password_env() -> Result<Option<String>, SetupError> {
     }
 }
 
+/// Longest password or token file read.
+const MAX_SECRET_BYTES: usize = 64 * 1024;
+
 /// A password or token file: UTF-8, surrounding whitespace (the final newline) ignored, not empty.
 fn read_secret(flag: &'static str, path: &Path) -> Result<String, SetupError> {
     let bad = |reason| SetupError::BadCredential {
@@ -174,11 +177,14 @@ fn read_secret(flag: &'static str, path: &Path) -> Result<String, SetupError> {
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|source| SetupError::CredentialFile {
-        flag,
-        path: path.to_path_buf(),
-        source,
-    })?;
+    // A secret is short; a FIFO or a device is refused rather than read without end.
+    let bytes = crate::files::read_small_file(path, MAX_SECRET_BYTES)
+        .map_err(|e| e.into_io())
+        .map_err(|source| SetupError::CredentialFile {
+            flag,
+            path: path.to_path_buf(),
+            source,
+        })?;
     let text = String::from_utf8(bytes).map_err(|_| bad("not valid UTF-8"))?;
     let secret = text.trim();
     if secret.is_empty() {

@@ -2,6 +2,7 @@
 //! `cgroup_path`'s rules (pod, container, other container, system). A process gone before the read
 //! is `IssueKind::Vanished`; each caller decides whether that is worth reporting. No caching here.
 
+use crate::files::{read_small_text_io, MAX_ATTRIBUTE_BYTES};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +37,7 @@ pub fn process_gone(err: &io::Error) -> bool {
 /// The cgroup owner of process `pid` under `procfs` (the host's /proc).
 pub fn owner_of(procfs: &Path, pid: Pid) -> Result<CgroupOwner, OwnerError> {
     let path = procfs.join(pid.0.to_string()).join("cgroup");
-    match std::fs::read_to_string(&path) {
+    match read_small_text_io(&path, MAX_ATTRIBUTE_BYTES) {
         Ok(content) => Ok(parse_proc_cgroup(&content)),
         Err(source) => Err(OwnerError { path, source }),
     }

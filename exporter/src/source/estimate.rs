@@ -4,7 +4,7 @@
 
 use super::{EnergySample, EnergySource, EnergySourceKind, IntervalContext, ZoneEnergy};
 use crate::issue::{Input, IssueKind, SourceIssue};
-use crate::units::{Joules, ZoneKind};
+use crate::units::{Joules, Readable, ZoneKind};
 
 /// Power coefficients per logical CPU (vCPU).
 ///
@@ -27,24 +27,33 @@ impl Default for EstimateModel {
     }
 }
 
+/// The most watts one logical CPU can draw: far above any server CPU (a 500 W package has more than
+/// 64 of them), low enough that a typo (`1e308`) cannot overflow the node's energy counters.
+pub const MAX_WATTS_PER_CPU: f64 = 1000.0;
+
+/// Which coefficient of the estimate model is wrong, and how.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    #[error("{} watts per CPU is out of range (0 to {MAX_WATTS_PER_CPU})", Readable(*.0))]
+    Idle(f64),
+    #[error("{} watts per CPU is out of range (more than 0, at most {MAX_WATTS_PER_CPU})", Readable(*.0))]
+    Max(f64),
+    #[error("max watts per CPU ({max}) must be >= idle watts per CPU ({idle})")]
+    Inverted { idle: f64, max: f64 },
+}
+
 impl EstimateModel {
-    /// Both coefficients finite and non-negative, and `max >= idle`.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Idle within [0, [`MAX_WATTS_PER_CPU`]], max within (0, [`MAX_WATTS_PER_CPU`]], `max >= idle`.
+    pub fn validate(&self) -> Result<(), ModelError> {
         let (idle, max) = (self.idle_watts_per_cpu, self.max_watts_per_cpu);
-        if !idle.is_finite() || idle < 0.0 {
-            return Err(format!(
-                "idle watts per CPU must be a finite number >= 0, got {idle}"
-            ));
+        if !(0.0..=MAX_WATTS_PER_CPU).contains(&idle) {
+            return Err(ModelError::Idle(idle));
         }
-        if !max.is_finite() || max < 0.0 {
-            return Err(format!(
-                "max watts per CPU must be a finite number >= 0, got {max}"
-            ));
+        if !(max > 0.0 && max <= MAX_WATTS_PER_CPU) {
+            return Err(ModelError::Max(max));
         }
         if max < idle {
-            return Err(format!(
-                "max watts per CPU ({max}) must be >= idle watts per CPU ({idle})"
-            ));
+            return Err(ModelError::Inverted { idle, max });
         }
         Ok(())
     }
@@ -100,6 +109,11 @@ impl EnergySource for Estimate {
 
     fn zones(&self) -> &[ZoneKind] {
         &[ZoneKind::Package]
+    }
+
+    /// The model's own maximum: every CPU at its maximum.
+    fn plausible_watts(&self) -> f64 {
+        f64::from(self.logical_cpus.max(1)) * self.model.max_watts_per_cpu
     }
 
     fn sample(&mut self, ctx: &IntervalContext) -> EnergySample {
@@ -163,6 +177,9 @@ mod tests {
             (f64::NAN, 3.5),
             (0.74, f64::INFINITY),
             (4.0, 3.5),
+            (0.74, 1e308),
+            (0.74, 0.0),
+            (1001.0, 1001.0),
         ];
         for (idle, max) in bad {
             let m = EstimateModel {

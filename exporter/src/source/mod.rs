@@ -3,6 +3,7 @@
 //! Sources never attribute energy; that is `attribution`'s job.
 
 pub mod estimate;
+pub mod plausible;
 pub mod rapl;
 
 use crate::issue::{Input, SourceIssue};
@@ -80,4 +81,9 @@ pub trait EnergySource: Send {
     fn zones(&self) -> &[ZoneKind];
     /// Read every zone and return the deltas since the previous call.
     fn sample(&mut self, ctx: &IntervalContext) -> EnergySample;
+    /// The most power one zone of this node can draw (all sockets): above it an interval's energy
+    /// is refused ([`plausible::admit`]). One socket at RAPL's bound unless the source knows better.
+    fn plausible_watts(&self) -> f64 {
+        rapl::DEFAULT_MAX_ZONE_WATTS
+    }
 }

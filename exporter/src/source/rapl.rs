@@ -5,6 +5,7 @@
 use super::{
     EnergySample, EnergySource, EnergySourceKind, IntervalContext, SocketEnergy, ZoneEnergy,
 };
+use crate::files::{open_regular, read_small_file, read_small_text, FileError};
 use crate::issue::{Input, IssueKind, SourceIssue};
 use crate::units::{CounterDiff, MicroJoules, ZoneKind};
 use std::collections::BTreeSet;
@@ -41,6 +42,9 @@ pub enum Error {
     /// No zone could be read because every `energy_uj` held garbage.
     #[error("parsing {}: {detail}", path.display())]
     Parse { path: PathBuf, detail: String },
+    /// An `energy_uj` could not be opened: not a regular file, or an I/O error.
+    #[error("{0}")]
+    File(FileError),
 }
 
 impl Error {
@@ -51,6 +55,7 @@ impl Error {
             Error::PermissionDenied { .. } => IssueKind::PermissionDenied,
             Error::Io { .. } => IssueKind::Io,
             Error::Parse { .. } => IssueKind::Parse,
+            Error::File(e) => e.issue_kind(),
         }
     }
 
@@ -61,16 +66,23 @@ impl Error {
             | Error::PermissionDenied { path }
             | Error::Io { path, .. }
             | Error::Parse { path, .. } => path,
+            Error::File(e) => e.path(),
         }
     }
 }
 
 /// Opens an `energy_uj` file; a seam so tests can simulate EACCES even when they run as root.
-type Opener = fn(&Path) -> io::Result<File>;
+type Opener = fn(&Path) -> Result<File, FileError>;
 
-fn open_read_only(path: &Path) -> io::Result<File> {
-    File::open(path)
+/// `energy_uj` must be a regular file (a sysfs attribute): a FIFO or a device is refused unread.
+fn open_read_only(path: &Path) -> Result<File, FileError> {
+    open_regular(path)
 }
+
+/// Longest zone `name` read ("package-0", "dram", "psys"; longer is not a zone we know).
+const MAX_NAME_BYTES: usize = 64;
+/// Longest `max_energy_range_uj` read (a u64 in decimal with a newline fits).
+const MAX_RANGE_BYTES: usize = 32;
 
 /// RAPL through powercap: one open `energy_uj` per (zone kind, socket).
 #[derive(Debug)]
@@ -137,6 +149,11 @@ impl Rapl {
 impl EnergySource for Rapl {
     fn kind(&self) -> EnergySourceKind {
         EnergySourceKind::Rapl
+    }
+
+    /// The per-socket plausibility bound times the sockets seen.
+    fn plausible_watts(&self) -> f64 {
+        self.max_zone_watts * self.socket_count().max(1) as f64
     }
 
     fn zones(&self) -> &[ZoneKind] {
@@ -224,7 +241,7 @@ impl Zone {
                     tracing::info!(path = %self.energy_path.display(), "RAPL zone is back");
                     file
                 }
-                Err(err) => return Err(self.read_issue(ReadError::Io(err))),
+                Err(err) => return Err(open_issue(&err)),
             },
         };
         match read_counter(&file) {
@@ -293,6 +310,15 @@ impl Zone {
 enum ReadError {
     Io(io::Error),
     Parse(String),
+}
+
+/// A zone's `energy_uj` could not be re-opened: gone, or no longer a regular file.
+fn open_issue(err: &FileError) -> SourceIssue {
+    let kind = match err.io_error() {
+        Some(io) if is_vanished(io) => IssueKind::ZoneVanished,
+        _ => err.issue_kind(),
+    };
+    SourceIssue::new(INPUT, kind, err.to_string())
 }
 
 /// pread at offset 0, then a link-count check: sysfs reports a removed attribute as ENODEV, while an
@@ -381,21 +407,18 @@ fn discover_with(sysfs_root: &Path, open: Opener) -> Result<Rapl> {
         let energy_path = cand.dir.join("energy_uj");
         let file = match open(&energy_path) {
             Ok(file) => file,
-            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            Err(err) if err.issue_kind() == IssueKind::PermissionDenied => {
                 tracing::debug!(path = %energy_path.display(), "RAPL energy_uj not readable");
                 denied.get_or_insert(energy_path);
                 continue;
             }
-            Err(err) if is_vanished(&err) => {
+            Err(err) if err.io_error().is_some_and(is_vanished) => {
                 tracing::debug!(dir = %cand.dir.display(), "RAPL zone has no energy_uj, skipped");
                 continue;
             }
             Err(err) => {
-                tracing::warn!(path = %energy_path.display(), error = %err, "cannot open RAPL energy_uj");
-                first_failure.get_or_insert(Error::Io {
-                    path: energy_path,
-                    source: err,
-                });
+                tracing::warn!(error = %err, "cannot open RAPL energy_uj");
+                first_failure.get_or_insert(Error::File(err));
                 continue;
             }
         };
@@ -501,10 +524,10 @@ fn list_candidates(powercap: &Path) -> Result<Vec<Candidate>> {
             continue;
         }
         let name_path = dir.join("name");
-        let name = match fs::read_to_string(&name_path) {
+        let name = match read_small_text(&name_path, MAX_NAME_BYTES) {
             Ok(name) => name,
             Err(err) => {
-                tracing::warn!(path = %name_path.display(), error = %err, "cannot read RAPL zone name, skipped");
+                tracing::warn!(error = %err, "cannot read RAPL zone name, skipped");
                 continue;
             }
         };
@@ -520,7 +543,7 @@ fn list_candidates(powercap: &Path) -> Result<Vec<Candidate>> {
 /// `max_energy_range_uj`, or 0 (unknown) when it is missing or garbage.
 fn read_max_range(zone_dir: &Path) -> u64 {
     let path = zone_dir.join("max_energy_range_uj");
-    let parsed = fs::read(&path)
+    let parsed = read_small_file(&path, MAX_RANGE_BYTES)
         .map_err(|err| err.to_string())
         .and_then(|raw| parse_uj(&raw));
     match parsed {
@@ -536,6 +559,7 @@ fn read_max_range(zone_dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::mkfifo;
     use crate::units::Joules;
     use std::path::PathBuf;
     use tempfile::TempDir;
@@ -789,6 +813,61 @@ mod tests {
         assert!(approx(energy(&good, ZoneKind::Dram), 2.5));
     }
 
+    /// A FIFO or /dev/zero in place of a zone's files must never be read: a FIFO blocks the reader
+    /// for good and /dev/zero never ends.
+    #[test]
+    fn fifos_and_devices_in_the_powercap_tree_are_refused_unread() {
+        let (_tmp, root) = scratch("two_sockets");
+        // Socket 1's package: its name is /dev/zero, so the zone is skipped at discovery.
+        let pkg1 = zone_dir(&root, "intel-rapl:1");
+        fs::remove_file(pkg1.join("name")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", pkg1.join("name")).unwrap();
+        // Socket 1's dram: its name is a FIFO (skipped too).
+        let dram1 = zone_dir(&root, "intel-rapl:1:0");
+        fs::remove_file(dram1.join("name")).unwrap();
+        mkfifo(&dram1.join("name"));
+        // Socket 0's dram: its range is /dev/zero (unknown range, the zone still works).
+        let dram0 = zone_dir(&root, "intel-rapl:0:0");
+        fs::remove_file(dram0.join("max_energy_range_uj")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dram0.join("max_energy_range_uj")).unwrap();
+        let mut rapl = discover(&root).unwrap();
+        assert_eq!(rapl.zones(), &[ZoneKind::Package, ZoneKind::Dram]);
+        assert_eq!(rapl.socket_count(), 1);
+        rapl.sample(&ctx(1));
+        // Socket 0's package energy_uj becomes a FIFO: counted as not_regular, never read.
+        let pkg0 = zone_dir(&root, "intel-rapl:0");
+        fs::remove_file(pkg0.join("energy_uj")).unwrap();
+        mkfifo(&pkg0.join("energy_uj"));
+        // The open file still reads the unlinked counter as vanished; the re-open meets the FIFO.
+        let gone = rapl.sample(&ctx(1));
+        assert_eq!(kinds_of(&gone.issues), vec![IssueKind::ZoneVanished]);
+        let refused = rapl.sample(&ctx(1));
+        assert_eq!(kinds_of(&refused.issues), vec![IssueKind::NotRegular]);
+        assert!(
+            refused.issues[0]
+                .detail
+                .contains("is a FIFO, not a regular file"),
+            "{:?}",
+            refused.issues
+        );
+        // A FIFO as the only energy_uj at discovery is an error, not a hang.
+        let (_tmp2, root2) = scratch("one_socket");
+        for zone in [
+            "intel-rapl:0",
+            "intel-rapl:0:0",
+            "intel-rapl:0:1",
+            "intel-rapl:0:2",
+        ] {
+            let dir = zone_dir(&root2, zone);
+            if dir.join("energy_uj").exists() {
+                fs::remove_file(dir.join("energy_uj")).unwrap();
+                mkfifo(&dir.join("energy_uj"));
+            }
+        }
+        let err = discover(&root2).unwrap_err();
+        assert_eq!(err.kind(), IssueKind::NotRegular);
+    }
+
     #[test]
     fn vanished_zone_is_counted_and_recovers() {
         let (tmp, root) = scratch("one_socket");
@@ -879,31 +958,31 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_counter_is_an_io_issue() {
+    fn counter_swapped_for_a_directory_is_not_regular() {
         let (_tmp, root) = scratch("one_socket");
         let mut rapl = discover(&root).unwrap();
         rapl.sample(&ctx(1));
         // Swap dram's energy_uj for a directory: the held handle now points at an unlinked file
-        // (vanished); the re-open then fails with EISDIR on read, which is plain "io".
+        // (vanished); the re-open then finds a directory, which is never read.
         let dram = zone_dir(&root, "intel-rapl:0:2").join("energy_uj");
         fs::remove_file(&dram).unwrap();
         fs::create_dir(&dram).unwrap();
         let s1 = rapl.sample(&ctx(1));
         assert_eq!(kinds_of(&s1.issues), vec![IssueKind::ZoneVanished]);
         let s2 = rapl.sample(&ctx(1));
-        assert_eq!(kinds_of(&s2.issues), vec![IssueKind::Io]);
+        assert_eq!(kinds_of(&s2.issues), vec![IssueKind::NotRegular]);
         assert_eq!(s2.zones.len(), 3);
     }
 
     #[test]
-    fn energy_uj_directory_at_discovery_fails_with_io_when_nothing_reads() {
+    fn energy_uj_directory_at_discovery_fails_as_not_regular_when_nothing_reads() {
         let tmp = TempDir::new().unwrap();
         let dir = zone_dir(tmp.path(), "intel-rapl:0");
         fs::create_dir_all(dir.join("energy_uj")).unwrap();
         fs::write(dir.join("name"), "package-0\n").unwrap();
         fs::write(dir.join("max_energy_range_uj"), "262143328850\n").unwrap();
         let err = discover(tmp.path()).unwrap_err();
-        assert_eq!(err.kind(), IssueKind::Io);
+        assert_eq!(err.kind(), IssueKind::NotRegular);
         assert_eq!(err.path(), dir.join("energy_uj"));
     }
 
@@ -966,8 +1045,11 @@ mod tests {
         assert_eq!(MicroJoules(95).to_joules(), Joules(0.000095));
     }
 
-    fn deny(_: &Path) -> io::Result<File> {
-        Err(io::Error::from_raw_os_error(libc::EACCES))
+    fn deny(path: &Path) -> Result<File, FileError> {
+        Err(FileError::Open {
+            path: path.to_path_buf(),
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        })
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `web::tls`, passwords are checked by `web::auth`.
 
 use crate::files::{read_small_file, FileError};
+use crate::yaml_depth::{check_depth, MAX_YAML_DEPTH};
 use http::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -206,6 +207,10 @@ pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<WebConfig, WebConfig
     let raw: RawWebConfig = if text.trim().is_empty() {
         RawWebConfig::default()
     } else {
+        check_depth(text, MAX_YAML_DEPTH).map_err(|e| WebConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         serde_yaml_ng::from_str(text).map_err(|e| WebConfigError::Syntax {
             path: path.to_path_buf(),
             message: e.to_string().replace('\n', " "),

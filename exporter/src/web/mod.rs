@@ -133,9 +133,9 @@ impl WebState {
     /// certificate in place). `Ok(false)`: nothing changed. On an error the previous configuration
     /// stays in force, and the same broken files are not retried until they change again.
     pub fn reload_if_changed(&self) -> Result<bool, WebError> {
-        let Some(path) = &self.path else {
+        if self.path.is_none() {
             return Ok(false);
-        };
+        }
         let changed = {
             let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
             let mut changed = false;
@@ -151,6 +151,15 @@ impl WebState {
         if !changed {
             return Ok(false);
         }
+        self.reload_now()
+    }
+
+    /// Re-read the configuration and every file it names now, changed or not (SIGHUP). `Ok(false)`:
+    /// there is no web configuration file. On an error the previous configuration stays in force.
+    pub fn reload_now(&self) -> Result<bool, WebError> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
         let result = self.reload(path);
         match &result {
             Ok(_) => self.reloads_ok.fetch_add(1, Ordering::Relaxed),

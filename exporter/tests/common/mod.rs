@@ -57,6 +57,32 @@ pub fn report_skip(test: &str, why: &str) {
     }
 }
 
+/// Arguments of an exporter over a fixture tree (`<root>/sys`, `<root>/proc`): RAPL and cgroup
+/// sources, no Kubernetes, no GPU, then `extra`.
+pub fn fixture_args(root: &Path, interval: &str, node_name: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--sysfs",
+        root.join("sys").to_str().unwrap(),
+        "--procfs",
+        root.join("proc").to_str().unwrap(),
+        "--interval",
+        interval,
+        "--node-name",
+        node_name,
+        "--energy-source",
+        "rapl",
+        "--cpu-source",
+        "cgroup",
+        "--no-kube",
+        "--gpu",
+        "off",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -556,6 +556,40 @@ mod tests {
         assert!(!source.previous.contains_key(&c1));
     }
 
+    /// A FIFO or a /dev/zero symlink as a counter file is counted and skipped, never read: the
+    /// sample returns (a read of a FIFO would block the tick loop for good).
+    #[test]
+    fn fifo_and_device_counters_are_refused_unread() {
+        let tmp = TempDir::new().unwrap();
+        let root = tmp.path();
+        let counter = CounterFile::CpuStat;
+        let pod = pod_dir(root, Layout::Cgroupfs, UID_A);
+        let c1 = container_dir(&pod, Layout::Cgroupfs, C1);
+        let c2 = container_dir(&pod, Layout::Cgroupfs, C2);
+        write_counter(&pod, counter, 1_000);
+        fs::create_dir_all(&c1).unwrap();
+        crate::files::mkfifo(&c1.join("cpu.stat"));
+        fs::create_dir_all(&c2).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", c2.join("cpu.stat")).unwrap();
+        let mut source = CgroupActivity::with_root(root.to_path_buf(), counter);
+        for round in 0..2 {
+            write_counter(&pod, counter, 1_000_000 + round * 500_000);
+            let sample = source.sample();
+            let kinds: Vec<IssueKind> = sample.issues.iter().map(|i| i.kind).collect();
+            assert_eq!(kinds, [IssueKind::NotRegular, IssueKind::NotRegular]);
+            assert!(sample
+                .issues
+                .iter()
+                .all(|i| i.detail.contains("not a regular file")));
+            if round == 1 {
+                // After the baseline, the pod itself is still measured.
+                let pod = find(&sample, UID_A);
+                assert_eq!(pod.cpu_time, CpuNanos(500_000));
+                assert!(pod.containers.is_empty());
+            }
+        }
+    }
+
     #[cfg(unix)]
     #[test]
     fn unreadable_dir_reports_io_kind() {

@@ -2,7 +2,7 @@
 //! `<procfs>/self/mountinfo`), and their host mount points rebased onto the configured sysfs root.
 //! Used by the cgroup and eBPF sources; it parses, it never walks a hierarchy.
 
-use std::fs;
+use crate::files::read_small_text_io;
 use std::path::{Path, PathBuf};
 
 use tracing::debug;
@@ -47,6 +47,9 @@ impl CgroupMount {
 /// `/sys` wins, because that is the prefix rebased onto `--sysfs`; a duplicate elsewhere (a bind
 /// mount into a container's or a snap's tree) is taken only when there is no such mount, as it is
 /// rarely reachable from the exporter's mount namespace. Within each group, mountinfo order decides.
+/// Longest mountinfo read: a node with thousands of pod volumes lists a few MB of mounts.
+const MAX_MOUNTINFO_BYTES: usize = 16 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMounts {
     /// The mountinfo file read.
@@ -58,12 +61,12 @@ impl CgroupMounts {
     /// Reads the mountinfo of pid 1 (the host's, with `hostPID`), else this process's own.
     pub fn read(procfs_root: &Path) -> Result<CgroupMounts> {
         let init = procfs_root.join("1").join("mountinfo");
-        let (path, content) = match fs::read_to_string(&init) {
+        let (path, content) = match read_small_text_io(&init, MAX_MOUNTINFO_BYTES) {
             Ok(content) => (init, content),
             Err(error) => {
                 debug!(path = %init.display(), %error, "falling back to own mountinfo");
                 let path = procfs_root.join("self").join("mountinfo");
-                match fs::read_to_string(&path) {
+                match read_small_text_io(&path, MAX_MOUNTINFO_BYTES) {
                     Ok(content) => (path, content),
                     Err(source) => return Err(Error::ReadMountinfo { path, source }),
                 }

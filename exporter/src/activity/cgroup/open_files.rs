@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use crate::activity::pread_from_start;
+use crate::files::{open_regular_io, pread_from_start, MAX_ATTRIBUTE_BYTES};
 use crate::units::CpuNanos;
 
 /// Fds left for everything else (sockets, NVML, eBPF maps, the kube client) when keeping counter
@@ -80,15 +80,15 @@ impl OpenFiles {
     ) -> (io::Result<()>, Option<fs::File>, bool) {
         let had_kept = kept.is_some();
         if let Some(file) = kept {
-            if pread_from_start(&file, buf, false).is_ok() {
+            if pread_from_start(&file, buf, false, MAX_ATTRIBUTE_BYTES).is_ok() {
                 return (Ok(()), Some(file), false);
             }
             // The cgroup was removed (ENODEV), perhaps recreated at the same path: try the path.
             self.open = self.open.saturating_sub(1);
         }
-        match fs::File::open(path)
-            .and_then(|file| pread_from_start(&file, buf, false).map(|()| file))
-        {
+        match open_regular_io(path).and_then(|file| {
+            pread_from_start(&file, buf, false, MAX_ATTRIBUTE_BYTES).map(|()| file)
+        }) {
             Ok(file) => {
                 let keep = self.open < self.max_open;
                 self.open += usize::from(keep);

@@ -76,10 +76,11 @@ impl Counters {
     /// Opens both events on every CPU listed in `<sysfs>/devices/system/cpu/online`; all or nothing.
     pub fn open(kind: CounterKind, sysfs: &Path) -> Result<Counters, CounterError> {
         let path = sysfs.join("devices/system/cpu/online");
-        let text = std::fs::read_to_string(&path).map_err(|source| CounterError::Cpus {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = crate::files::read_small_text_io(&path, crate::files::MAX_ATTRIBUTE_BYTES)
+            .map_err(|source| CounterError::Cpus {
+                path: path.display().to_string(),
+                source,
+            })?;
         let cpus = parse_cpu_list(&text).ok_or_else(|| CounterError::Cpus {
             path: path.display().to_string(),
             source: io::Error::new(io::ErrorKind::InvalidData, format!("bad CPU list {text:?}")),

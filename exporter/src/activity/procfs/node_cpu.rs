@@ -1,11 +1,12 @@
 //! Node-wide CPU time from `<procfs>/stat`: busy and total time between samples, the file kept open
 //! and re-read with `pread`. It reads the aggregate `cpu ` line only.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::{ticks_to_nanos, Error, Result};
-use crate::activity::{pread_from_start, NodeCpu};
+use crate::activity::NodeCpu;
+use crate::files::{open_regular_io, pread_from_start, read_small_text, MAX_ATTRIBUTE_BYTES};
 
 /// The aggregate `cpu ` line of `/proc/stat` in USER_HZ ticks, fields in the kernel's order: user,
 /// nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice (guest time is already inside
@@ -66,7 +67,7 @@ pub fn parse_proc_stat_cpu(content: &str) -> Result<CpuStatTicks, &'static str> 
 
 /// The number of `cpuN` lines in `<procfs_root>/stat`: online logical CPUs. None when unreadable.
 pub fn logical_cpus(procfs_root: &Path) -> Option<u32> {
-    let content = fs::read_to_string(procfs_root.join("stat")).ok()?;
+    let content = read_small_text(&procfs_root.join("stat"), MAX_ATTRIBUTE_BYTES).ok()?;
     let count = content
         .lines()
         .filter(|line| {
@@ -119,10 +120,11 @@ impl NodeCpuReader {
     fn read_first_line(&mut self) -> Result<String> {
         let file = match self.file.take() {
             Some(file) => Ok(file),
-            None => File::open(&self.path),
+            None => open_regular_io(&self.path),
         };
-        let read =
-            file.and_then(|file| pread_from_start(&file, &mut self.buffer, true).map(|()| file));
+        let read = file.and_then(|file| {
+            pread_from_start(&file, &mut self.buffer, true, MAX_ATTRIBUTE_BYTES).map(|()| file)
+        });
         // On an error the file is dropped: the next sample reopens it.
         self.file = Some(read.map_err(|source| Error::Read {
             path: self.path.clone(),
@@ -138,6 +140,7 @@ pub(super) mod tests {
     use crate::activity::procfs::nanos_per_tick;
     use crate::issue::IssueKind;
     use crate::units::CpuNanos;
+    use std::fs;
     use tempfile::TempDir;
 
     pub(in crate::activity::procfs) const STAT_FIXTURE: &str = "\

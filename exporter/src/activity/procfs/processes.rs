@@ -2,6 +2,7 @@
 //! start time and cgroup owner (resolved once per process) between walks, for process metrics and
 //! for `pods`. It never decides pod attribution itself.
 
+use crate::files::{read_small_text_io, MAX_ATTRIBUTE_BYTES};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -145,10 +146,11 @@ impl ProcessScanner {
     /// Reads one process: its CPU time since the previous walk, and its new state.
     fn read_process(&self, pid: u32, dir: &Path) -> Result<(ProcessActivity, KnownProcess)> {
         let stat_path = dir.join("stat");
-        let content = fs::read_to_string(&stat_path).map_err(|source| Error::Read {
-            path: stat_path.clone(),
-            source,
-        })?;
+        let content =
+            read_small_text_io(&stat_path, MAX_ATTRIBUTE_BYTES).map_err(|source| Error::Read {
+                path: stat_path.clone(),
+                source,
+            })?;
         let stat = parse_pid_stat(&content).map_err(|reason| Error::Parse {
             path: stat_path.clone(),
             reason,
