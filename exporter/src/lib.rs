@@ -10,6 +10,7 @@ pub mod config;
 pub(crate) mod consumers;
 pub mod files;
 pub mod gpu;
+pub mod heap;
 pub mod idle;
 pub mod issue;
 pub mod ledger;
