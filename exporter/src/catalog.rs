@@ -442,11 +442,13 @@ catalog! {
         "Kepler 0.7: package + dram + other + GPU energy of the container by mode, in joules.";
     // The HTTP server's own families.
     HTTP_CONNECTIONS = "kepler_exporter_http_connections", Gauge, &[], NONE, Server, None, Other,
-        "Open connections to the metrics server.";
+        "Connections holding a slot of the metrics server (at most --web.max-connections).";
+    HTTP_CONNECTIONS_WAITING = "kepler_exporter_http_connections_waiting", Gauge, &[], NONE, Server, None, Other,
+        "Accepted connections without a slot: their first request head is not complete yet, or it is and they wait for a slot.";
     HTTP_CONNECTIONS_ACCEPTED = "kepler_exporter_http_connections_accepted_total", Counter, &[], NONE, Server, None, Other,
         "Connections the metrics server accepted.";
     HTTP_CONNECTIONS_CLOSED = "kepler_exporter_http_connections_closed_total", Counter, &["reason"], NONE, Server, None, Other,
-        "Connections the server closed itself: evicted at the connection limit, or past a timeout.";
+        "Connections the server closed itself: evicted at the connection limit, past a timeout, or answered 503 when overloaded.";
     HTTP_ACCEPT_ERRORS = "kepler_exporter_http_accept_errors_total", Counter, &[], NONE, Server, None, Other,
         "Failed accepts (e.g. out of file descriptors); the server backs off and keeps measuring.";
     HTTP_TLS_HANDSHAKE_FAILURES = "kepler_exporter_http_tls_handshake_failures_total", Counter, &[], NONE, Server, None, Other,

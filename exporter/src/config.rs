@@ -526,6 +526,7 @@ fn web_limits(args: &RunArgs) -> Result<Limits, ConfigError> {
             ));
         }
         limits.max_connections = n;
+        limits.max_waiting = Limits::waiting_room_for(n);
     }
     let timeout = |flag: &'static str, raw: Option<&String>, default: Duration| match raw {
         Some(raw) => {

@@ -11,6 +11,7 @@ pub(crate) mod consumers;
 pub mod cpuinfo;
 pub mod files;
 pub mod gpu;
+pub mod heap;
 pub mod idle;
 pub mod issue;
 pub mod ledger;

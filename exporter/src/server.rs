@@ -4,10 +4,11 @@
 //! other than GET/HEAD 405, request bodies 413, missing or wrong credentials 401 (probes excepted).
 
 use crate::catalog::{self, Family};
+use crate::heap;
 use crate::metrics::{self, Exposition};
 use crate::snapshot::Snapshot;
 use crate::web::auth::{parse_basic, AuthOutcome, Authenticator};
-use crate::web::conns::{CloseReason, Conn, Limits, Phase, Registry, Slot, Tracked};
+use crate::web::conns::{CloseReason, Conn, Limits, Phase, Registry, Tracked, Waiting};
 use crate::web::WebState;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -89,6 +90,18 @@ impl ServerState {
         let text = Bytes::from(metrics::encode(snapshot.clone(), &self.exposition)?);
         *cache = Some((snapshot, text.clone()));
         Ok(text)
+    }
+
+    /// Forget the cached exposition if a newer snapshot was published (it holds its snapshot).
+    fn drop_stale_exposition(&self) {
+        let latest = self.snapshots.borrow().clone();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache
+            .as_ref()
+            .is_some_and(|(cached, _)| !Arc::ptr_eq(cached, &latest))
+        {
+            *cache = None;
+        }
     }
 
     fn healthy(&self) -> bool {
@@ -263,6 +276,10 @@ impl ServerState {
             &[("", self.registry.open() as u64)],
         );
         family(
+            &catalog::HTTP_CONNECTIONS_WAITING,
+            &[("", self.registry.waiting() as u64)],
+        );
+        family(
             &catalog::HTTP_CONNECTIONS_ACCEPTED,
             &[("", stats.accepted.load(Ordering::Relaxed))],
         );
@@ -357,18 +374,124 @@ pub async fn handle(state: &ServerState, req: Request<Incoming>) -> Response<Scr
     response
 }
 
-/// Serve one accepted connection until it ends, the registry closes it or the server shuts down.
+/// Whether `head` holds a complete first request: a plain HTTP request head up to its blank line,
+/// or a whole TLS record (the ClientHello). Bytes that are neither, and a head of `max` bytes, count
+/// as complete too: the HTTP engine or TLS answers them (400, 431, a failed handshake). `searched`
+/// is how much of `head` an earlier call already looked at.
+fn first_request_complete(head: &[u8], searched: usize, tls: bool, max: usize) -> bool {
+    if head.len() >= max {
+        return true;
+    }
+    if tls {
+        return match head {
+            [0x16, _, _, hi, lo, ..] => {
+                head.len() >= 5 + usize::from(u16::from_be_bytes([*hi, *lo]))
+            }
+            [0x16, ..] => false,
+            _ => true,
+        };
+    }
+    let from = searched.saturating_sub(3);
+    head[from..].windows(4).any(|w| w == b"\r\n\r\n")
+        || head[from..].windows(2).any(|w| w == b"\n\n")
+}
+
+/// Read a waiting connection's first request (see `first_request_complete`). `None`: the client
+/// closed or failed first.
+async fn first_request(
+    stream: &tokio::net::TcpStream,
+    conn: &Conn,
+    tls: bool,
+    max: usize,
+) -> Option<Bytes> {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if stream.readable().await.is_err() {
+            return None;
+        }
+        let want = chunk.len().min(max.saturating_sub(head.len()).max(1));
+        match stream.try_read(&mut chunk[..want]) {
+            Ok(0) => return None,
+            Ok(n) => {
+                let searched = head.len();
+                head.extend_from_slice(&chunk[..n]);
+                conn.received();
+                if first_request_complete(&head, searched, tls, max) {
+                    return Some(Bytes::from(head));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+const OVERLOADED: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 24\r\n\r\nbusy; retry in a second\n";
+
+/// Answer 503 on a connection that gets no slot (plain HTTP only: a TLS client cannot read it
+/// before a handshake), giving the client at most a second to take it, then close.
+async fn refuse(stream: tokio::net::TcpStream, tls: bool) {
+    if tls {
+        return;
+    }
+    let write = async {
+        let mut sent = 0;
+        while sent < OVERLOADED.len() {
+            stream.writable().await?;
+            match stream.try_write(&OVERLOADED[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// Serve one accepted connection: in the waiting room until its first request head is complete,
+/// then, once it holds a slot, through the HTTP engine until it ends, the registry closes it or the
+/// server shuts down. Slow clients thus never hold a slot, and a complete request is never closed
+/// to make room; one that finds no slot within the header-read timeout is answered 503.
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
-    slot: Slot,
+    mut waiting: Waiting,
     state: Arc<ServerState>,
     http: hyper::server::conn::http1::Builder,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let conn = slot.conn.clone();
-    let stream = Tracked::new(stream, conn.clone());
+    let conn = waiting.conn.clone();
     let tls = state.web.current().tls.clone();
+    let max_head = state.registry.limits().max_header_bytes;
+    let head = tokio::select! {
+        head = first_request(&stream, &conn, tls.is_some(), max_head) => match head {
+            Some(head) => head,
+            None => return,
+        },
+        _ = conn.killed() => return, // sent away from a full waiting room, or header timeout
+    };
+    waiting.queued(Instant::now());
+    let slot = loop {
+        match waiting.take_slot(Instant::now()) {
+            Ok(slot) => break slot,
+            Err(w) => waiting = w,
+        }
+        tokio::select! {
+            // Woken when a slot is freed or a connection goes idle; a connection dribbling a later
+            // request becomes evictable with time alone, so look again now and then.
+            _ = state.registry.freed(REAP_EVERY) => {}
+            _ = conn.killed() => {
+                // No slot within the header-read timeout (counted by the registry).
+                refuse(stream, tls.is_some()).await;
+                return;
+            }
+        }
+    };
+    let stream = Tracked::new(head, stream, conn.clone());
     let registry = state.registry.clone();
     let service = {
         let conn = conn.clone();
@@ -419,13 +542,19 @@ async fn housekeeping(state: Arc<ServerState>) {
     let mut tick = tokio::time::interval(REAP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_reload_check = Instant::now();
+    let mut shrink = heap::ShrinkWatch::default();
     loop {
         tick.tick().await;
         let now = Instant::now();
         let (_, crowd_left) = state.registry.reap(now);
         if crowd_left {
             // Many connections came and went: give their buffers back to the system.
-            trim_heap();
+            heap::trim();
+        }
+        if shrink.shrank(state.snapshots.borrow().consumers()) {
+            // Many pods went: their snapshot, kept by the exposition cache, goes too, then the heap.
+            state.drop_stale_exposition();
+            heap::trim();
         }
         if now.duration_since(last_reload_check) >= RELOAD_EVERY {
             last_reload_check = now;
@@ -439,13 +568,6 @@ async fn housekeeping(state: Arc<ServerState>) {
                 Err(e) => tracing::error!(error = %e, "web config reload task failed"),
             }
         }
-    }
-}
-
-fn trim_heap() {
-    // SAFETY: malloc_trim only walks glibc's own heap; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
@@ -465,7 +587,7 @@ pub async fn serve(
     let housekeeper = tokio::spawn(housekeeping(state.clone()));
     tokio::pin!(shutdown);
     let mut backoff: Option<Duration> = None;
-    'accept: loop {
+    loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = &mut shutdown => break,
@@ -497,35 +619,78 @@ pub async fn serve(
                 }
             }
         };
-        let slot = loop {
-            if let Some(slot) = state.registry.admit(Instant::now()) {
-                break slot;
-            }
-            // Every connection is answering a request or just arrived: wait for one to finish or to
-            // outlive its grace.
-            tokio::select! {
-                _ = state.registry.freed(Duration::from_millis(10)) => {}
-                _ = &mut shutdown => break 'accept,
-            }
-        };
+        let tls = state.web.current().tls.is_some();
         let _ = stream.set_nodelay(true);
-        slot.conn.set_fd(std::os::fd::AsRawFd::as_raw_fd(&stream));
+        let Some(waiting) = state.registry.arrive(Instant::now()) else {
+            // The waiting room is full of complete requests and fresh connections: say so.
+            state.registry.overloaded();
+            tokio::spawn(refuse(stream, tls));
+            continue;
+        };
+        waiting
+            .conn
+            .set_fd(std::os::fd::AsRawFd::as_raw_fd(&stream));
         tokio::spawn(connection(
             stream,
             peer,
-            slot,
+            waiting,
             state.clone(),
             http.clone(),
             graceful.watcher(),
         ));
-        // Let the new connection read its request before the next accept: a client whose request
-        // is already in the socket is then busy, not a candidate for eviction.
-        tokio::task::yield_now().await;
     }
     drop(listener);
     housekeeper.abort();
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(Duration::from_secs(5)) => tracing::warn!("connections still open after 5 s; closing"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_request_is_complete_at_its_blank_line_or_its_whole_tls_record() {
+        let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(first_request_complete(head, 0, false, 16384));
+        assert!(!first_request_complete(
+            &head[..head.len() - 1],
+            0,
+            false,
+            16384
+        ));
+        // The blank line split across reads is still found.
+        assert!(first_request_complete(head, head.len() - 2, false, 16384));
+        assert!(first_request_complete(
+            b"GET / HTTP/1.0\n\n",
+            0,
+            false,
+            16384
+        ));
+        // Too long without an end: complete, so that the engine answers 431.
+        assert!(first_request_complete(&[b'a'; 64], 0, false, 64));
+        // TLS: a handshake record of 3 bytes is complete after 5 + 3 bytes.
+        let record = [0x16, 3, 1, 0, 3, 1, 2, 3];
+        assert!(!first_request_complete(&record[..4], 0, true, 16384));
+        assert!(!first_request_complete(&record[..7], 0, true, 16384));
+        assert!(first_request_complete(&record, 0, true, 16384));
+        // Not TLS on the TLS port: handed over at once (the handshake fails and is counted).
+        assert!(first_request_complete(b"GET", 0, true, 16384));
+    }
+
+    #[test]
+    fn the_503_answer_is_well_formed() {
+        let text = std::str::from_utf8(OVERLOADED).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len());
     }
 }

@@ -209,6 +209,13 @@ impl Snapshot {
         }
     }
 
+    /// Pods, containers and processes with series in this snapshot (what its size grows with).
+    pub fn consumers(&self) -> usize {
+        self.pods.len()
+            + self.pods.iter().map(|p| p.containers.len()).sum::<usize>()
+            + self.processes.len()
+    }
+
     /// Ready once the first complete interval has been measured.
     pub fn is_ready(&self) -> bool {
         self.health.intervals > 0

@@ -560,7 +560,7 @@ fn hostile_clients_are_answered_or_dropped() {
 
 #[test]
 fn slow_clients_cannot_crowd_out_a_scrape() {
-    // Header timeout far beyond the client's patience: only eviction can let the scrape in.
+    // Header timeout far beyond the client's patience: the slow clients stay for the whole test.
     let e = plain_exporter(&[
         "--web.max-connections",
         "16",
@@ -576,6 +576,7 @@ fn slow_clients_cannot_crowd_out_a_scrape() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
     let mut s = TcpStream::connect(("127.0.0.1", e.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -583,6 +584,7 @@ fn slow_clients_cannot_crowd_out_a_scrape() {
     let mut reply = String::new();
     s.read_to_string(&mut reply)
         .expect("the scrape was answered");
+    let took = started.elapsed();
     assert!(
         reply.starts_with("HTTP/1.1 200"),
         "{}",
@@ -590,12 +592,40 @@ fn slow_clients_cannot_crowd_out_a_scrape() {
     );
     let samples = common::parse(reply.split_once("\r\n\r\n").unwrap().1);
     let open = sum(&samples, "kepler_exporter_http_connections", &[]);
-    let evicted = sum(
-        &samples,
-        "kepler_exporter_http_connections_closed_total",
-        &[("reason", "evicted")],
-    );
+    let waiting = sum(&samples, "kepler_exporter_http_connections_waiting", &[]);
+    // The slow clients wait without a slot (the waiting room holds 256 for 16 slots); the scrape
+    // alone is served.
     assert!(open <= 16.0, "{open} connections open with a limit of 16");
-    assert!(evicted >= 185.0, "only {evicted} slow connections evicted");
+    assert!(open >= 1.0, "the scrape itself holds a slot");
+    assert_eq!(waiting, 200.0, "every slow client waits, none holds a slot");
+    assert!(took < Duration::from_secs(1), "the scrape took {took:?}");
     drop(slow);
+}
+
+#[test]
+fn a_full_waiting_room_answers_503_not_a_reset() {
+    // 16 slots, so a waiting room of 256: fill it with clients that sent nothing (spared for 1 s).
+    let e = plain_exporter(&["--web.max-connections", "16"]);
+    let silent: Vec<TcpStream> = (0..256)
+        .map(|_| TcpStream::connect(("127.0.0.1", e.port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = TcpStream::connect(("127.0.0.1", e.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)
+        .expect("the refusal was readable");
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("Retry-After: 1"), "{reply}");
+    // A second later the silent ones may make room: a scrape is answered again.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (status, body) = e.get("/metrics");
+    assert_eq!(status, 200);
+    let overloaded = sum(
+        &common::parse(&body),
+        "kepler_exporter_http_connections_closed_total",
+        &[("reason", "overloaded")],
+    );
+    assert!(overloaded >= 1.0, "the refusal was not counted");
+    drop(silent);
 }

@@ -121,7 +121,7 @@ impl CgroupActivity {
         (uids, issues)
     }
 
-    /// How many counter files may stay open (default: the fd limit minus a reserve); 0 reads every
+    /// How many counter files may stay open (default: half the soft fd limit); 0 reads every
     /// counter by path, as before files were kept open (benchmarks compare the two).
     pub fn set_open_file_budget(&mut self, max_open: usize) {
         self.max_open = max_open;

@@ -9,9 +9,10 @@ use std::path::Path;
 use crate::files::{open_regular_io, pread_from_start, MAX_ATTRIBUTE_BYTES};
 use crate::units::CpuNanos;
 
-/// Fds left for everything else (sockets, NVML, eBPF maps, the kube client) when keeping counter
-/// files open.
-const FD_RESERVE: u64 = 256;
+/// Kept-open counter files take at most this share of the soft fd limit (1/2): the rest stays for
+/// everything else (the HTTP server's connections, the walk's directory handles, NVML, eBPF maps,
+/// the kube client), so a huge node does not starve accept or the walk.
+const FD_SHARE_DIVISOR: u64 = 2;
 
 /// A cgroup's last counter value and, while fds allow, its counter file kept open: re-reading an
 /// open file (`pread` at offset 0; kernfs regenerates the content) costs a fraction of a path
@@ -52,11 +53,13 @@ fn open_file_limit() -> Option<libc::rlimit> {
     (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit)
 }
 
-/// How many counter files may stay open under the process's `RLIMIT_NOFILE`.
+/// How many counter files may stay open under the process's `RLIMIT_NOFILE`: half the soft limit.
 pub(super) fn max_open_counters() -> usize {
-    open_file_limit().map_or(0, |limit| {
-        usize::try_from(limit.rlim_cur.saturating_sub(FD_RESERVE).min(1 << 20)).unwrap_or(0)
-    })
+    open_file_limit().map_or(0, |limit| counter_budget(limit.rlim_cur))
+}
+
+fn counter_budget(soft_limit: u64) -> usize {
+    usize::try_from((soft_limit / FD_SHARE_DIVISOR).min(1 << 20)).unwrap_or(0)
 }
 
 /// Counter files held open now (kept from the last sample or opened in this one), and how many may be.
@@ -96,5 +99,21 @@ impl OpenFiles {
             }
             Err(e) => (Err(e), None, false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_files_take_at_most_half_the_soft_limit() {
+        assert_eq!(counter_budget(1024), 512);
+        assert_eq!(counter_budget(20_000), 10_000);
+        assert_eq!(counter_budget(1), 0);
+        assert_eq!(counter_budget(u64::MAX), 1 << 20);
+        // In force now: never more than half of this process's soft limit.
+        let soft = open_file_limit().unwrap().rlim_cur;
+        assert!(max_open_counters() as u64 <= soft / 2);
     }
 }
