@@ -203,8 +203,7 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail_to_start(1, &format!("cannot start the monitor thread: {e}")),
     };
     let state = Arc::new(
-        ServerState::new(snapshots, exposition, config.interval)
-            .with_web(web, config.web_limits),
+        ServerState::new(snapshots, exposition, config.interval).with_web(web, config.web_limits),
     );
     tracing::info!(listen = %config.listen, "serving /metrics");
     runtime.block_on(server::serve(listener, state, shutdown_signal()));

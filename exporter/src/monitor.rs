@@ -125,7 +125,6 @@ impl Monitor {
         self.cpu_source_reason
     }
 
-
     /// Which input the tick loop is reading now (shared: it stays valid after the monitor moves to
     /// its thread).
     pub fn in_flight(&self) -> Arc<InFlight> {
@@ -726,6 +725,7 @@ mod tests {
                                 ))
                                 .unwrap(),
                                 cpu_time: CpuNanos(*t),
+                                runtime: None,
                             })
                             .collect(),
                     })

@@ -336,7 +336,12 @@ pub(super) mod tests {
             );
             ledger.apply(&interval, 1.0, Duration::from_secs(u64::from(tick)));
         }
-        let mut s = Snapshot::empty("node-1".into(), EnergySourceKind::Rapl, "cgroup");
+        let mut s = Snapshot::empty(
+            "node-1".into(),
+            EnergySourceKind::Rapl,
+            "cgroup",
+            crate::activity::SourceReason::Flag,
+        );
         s.health.intervals = 8;
         s.zones = zones;
         s.node = ledger.node().to_vec();
