@@ -4,7 +4,7 @@
 
 use crate::catalog::counts_toward_node_total as counts_zone;
 use crate::catalog::{self, Family};
-use crate::remote::series::clean;
+use crate::remote::series::{clean, figure, non_finite_series, percent};
 use crate::remote::{
     BaseUrl, Client, ClientError, ClientOptions, PromSample, RemoteArgs, SetupError,
 };
@@ -545,16 +545,10 @@ impl Aggregator {
         }
         self.non_finite += 1;
         if self.warnings.len() < MAX_WARNINGS {
-            let labels: Vec<String> = s
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{}=\"{}\"", clean(k), clean(v)))
-                .collect();
+            let labels = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
             self.warnings.push(format!(
-                "increase of {}{{{}}} is {}: the figures it enters show n/a",
-                query.family().name,
-                labels.join(","),
-                s.value
+                "increase of {}: the figures it enters show n/a",
+                non_finite_series(query.family().name, labels, s.value)
             ));
         }
         s.value
@@ -714,29 +708,6 @@ fn share(joules: f64, total: f64) -> f64 {
         joules / total
     } else {
         0.0
-    }
-}
-
-/// A figure with `decimals` decimals: "n/a" for NaN and infinities, and never "-0.000".
-fn figure(value: f64, decimals: usize) -> String {
-    if !value.is_finite() {
-        return "n/a".to_string();
-    }
-    let text = format!("{value:.decimals$}");
-    match text.strip_prefix('-') {
-        Some(magnitude) if magnitude.bytes().all(|b| b == b'0' || b == b'.') => {
-            magnitude.to_string()
-        }
-        _ => text,
-    }
-}
-
-/// A share as a percentage with one decimal, or "n/a".
-fn percent(share: f64) -> String {
-    if share.is_finite() {
-        format!("{}%", figure(share * 100.0, 1))
-    } else {
-        "n/a".to_string()
     }
 }
 
@@ -1282,12 +1253,6 @@ mod tests {
 
     #[test]
     fn figures_never_print_negative_zero() {
-        assert_eq!(figure(-0.0, 6), "0.000000");
-        assert_eq!(figure(-1e-12, 3), "0.000");
-        assert_eq!(figure(-0.04, 1), "0.0");
-        assert_eq!(figure(-0.06, 1), "-0.1");
-        assert_eq!(figure(f64::NEG_INFINITY, 3), "n/a");
-        assert_eq!(percent(-1e-9), "0.0%");
         assert_eq!(json_figure(-0.0).map(f64::to_bits), Some(0.0f64.to_bits()));
         let inputs = Inputs {
             nodes: vec![sample(&[("node_name", "a"), ("zone", "package")], -0.0)],

@@ -32,6 +32,43 @@ fn is_unsafe(c: char) -> bool {
         )
 }
 
+/// A number from a server with `decimals` decimals: "n/a" for NaN and infinities (never "NaN" or
+/// "inf"), and never "-0.0".
+pub fn figure(value: f64, decimals: usize) -> String {
+    if !value.is_finite() {
+        return "n/a".to_string();
+    }
+    let text = format!("{value:.decimals$}");
+    match text.strip_prefix('-') {
+        Some(magnitude) if magnitude.bytes().all(|b| b == b'0' || b == b'.') => {
+            magnitude.to_string()
+        }
+        _ => text,
+    }
+}
+
+/// A ratio as a percentage with one decimal ("12.5%"), or "n/a".
+pub fn percent(ratio: f64) -> String {
+    if ratio.is_finite() {
+        format!("{}%", figure(ratio * 100.0, 1))
+    } else {
+        "n/a".to_string()
+    }
+}
+
+/// Names a series whose value is NaN or infinite, for a warning: `family{label="value",...}`,
+/// labels made safe to print.
+pub fn non_finite_series<'a>(
+    family: &str,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    value: f64,
+) -> String {
+    let labels: Vec<String> = labels
+        .map(|(k, v)| format!("{}=\"{}\"", clean(k), clean(v)))
+        .collect();
+    format!("{}{{{}}} is {value}", clean(family), labels.join(","))
+}
+
 fn cut(text: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_chars * 4 + 3));
     for (i, c) in text.chars().enumerate() {
@@ -55,6 +92,21 @@ mod tests {
         let long = clean(&"x".repeat(1000));
         assert_eq!(long.chars().count(), MAX_LABEL_CHARS + 1);
         assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn figures_say_n_a_and_never_negative_zero() {
+        assert_eq!(figure(-0.0, 6), "0.000000");
+        assert_eq!(figure(-1e-12, 3), "0.000");
+        assert_eq!(figure(-0.04, 1), "0.0");
+        assert_eq!(figure(-0.06, 1), "-0.1");
+        assert_eq!(figure(f64::NEG_INFINITY, 3), "n/a");
+        assert_eq!(figure(f64::NAN, 0), "n/a");
+        assert_eq!(percent(-1e-9), "0.0%");
+        assert_eq!(percent(0.125), "12.5%");
+        assert_eq!(percent(f64::INFINITY), "n/a");
+        let named = non_finite_series("x", [("a\u{1b}", "b\n")].into_iter(), f64::NAN);
+        assert_eq!(named, "x{a?=\"b?\"} is NaN");
     }
 
     #[test]

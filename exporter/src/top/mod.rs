@@ -156,6 +156,9 @@ fn once(config: &TopConfig, output: Output) -> Result<(), TopError> {
     let reading = config.source.fetch(&client)?;
     let rows = table::table(&reading, config.view, config.sort, &config.filter);
     let note = table::empty_reason(&reading, config.view);
+    for warning in &reading.warnings {
+        eprintln!("warning: {warning}");
+    }
     let text = match output {
         Output::Text => batch::text(config.view, &reading, &rows, note),
         Output::Json => {

@@ -4,6 +4,7 @@
 //! Pure; shared by the live screen, `--once` text and JSON.
 
 use super::model::{Consumer, Family, Reading};
+use crate::remote::series::{figure, percent};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -206,11 +207,11 @@ impl Row {
             Column::Name => format!("{}{}", "  ".repeat(usize::from(self.depth)), self.name),
             Column::Detail => self.detail.clone(),
             Column::Node => self.node.clone(),
-            Column::Watts => format!("{:.2}", self.watts),
-            Column::CpuWatts => format!("{:.1}", self.cpu_watts),
-            Column::GpuWatts => format!("{:.1}", self.gpu_watts),
+            Column::Watts => figure(self.watts, 2),
+            Column::CpuWatts => figure(self.cpu_watts, 1),
+            Column::GpuWatts => figure(self.gpu_watts, 1),
             Column::Joules => joules_text(self.joules),
-            Column::Share => format!("{:.1}%", self.share * 100.0),
+            Column::Share => percent(self.share),
         }
     }
 
@@ -226,15 +227,18 @@ impl Row {
     }
 }
 
-/// Joules in the largest unit that keeps the number short.
+/// Joules in the largest unit that keeps the number short; "n/a" when not a number.
 pub fn joules_text(joules: f64) -> String {
+    if !joules.is_finite() {
+        return "n/a".to_string();
+    }
     let units = [(1e9, "GJ"), (1e6, "MJ"), (1e3, "kJ")];
     for (scale, unit) in units {
         if joules.abs() >= scale {
-            return format!("{:.2} {unit}", joules / scale);
+            return format!("{} {unit}", figure(joules / scale, 2));
         }
     }
-    format!("{joules:.1} J")
+    format!("{} J", figure(joules, 1))
 }
 
 /// Why a view has no rows, said on screen instead of an empty table.
