@@ -51,7 +51,7 @@ pub struct TopArgs {
     /// The view to start with
     #[arg(long, value_enum, default_value = "pods")]
     pub view: View,
-    /// The column to sort by (numbers largest first)
+    /// The column to sort by, named after its heading (numbers largest first)
     #[arg(long, value_enum, default_value = "watts")]
     pub sort: Column,
     /// Reverse the sort

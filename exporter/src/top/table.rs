@@ -68,14 +68,22 @@ impl View {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Column {
+    /// The first column: POD, NAMESPACE, HUB USER, CONTAINER, COMM or GPU / POD
     Name,
+    /// The second column: NAMESPACE, PODS, POD, PID or DETAIL
     Detail,
+    /// NODE
     Node,
-    /// CPU and GPU power together.
+    /// WATTS: CPU and GPU power together
     Watts,
+    /// CPU W (shown where the source has GPUs)
     CpuWatts,
+    /// GPU W (shown where the source has GPUs)
     GpuWatts,
+    /// ENERGY: joules since the exporter started
+    #[value(name = "energy", alias = "joules")]
     Joules,
+    /// SHARE: of the node's power (in the GPUs view, of the device's)
     Share,
 }
 
@@ -255,7 +263,13 @@ pub fn empty_reason(reading: &Reading, view: View) -> Option<&'static str> {
             "no GPU series from this source: no NVIDIA GPU or driver on the node(s), \
              or the exporter runs with --gpu off or predates GPU support",
         ),
-        View::Pods if reading.pods.is_empty() => Some("no pod series (no pods on this node?)"),
+        View::Pods | View::Namespaces if reading.pods.is_empty() => {
+            Some("no pod series (no pods on this node?)")
+        }
+        View::Namespaces if reading.pods.iter().all(|p| p.namespace.is_empty()) => Some(
+            "no namespace data: no pod series carries a pod_namespace label \
+             (it comes with Kubernetes metadata)",
+        ),
         View::Containers if reading.containers.is_empty() => Some("no container series"),
         _ => None,
     }
@@ -618,9 +632,18 @@ mod tests {
         assert!(rows(&r, View::Gpus).is_empty());
         assert!(!columns(Some(&r), View::Pods).contains(&Column::GpuWatts));
         assert_eq!(empty_reason(&r, View::Pods), None);
-        // Pods without Kubernetes metadata are shown by their UID, in "(no namespace)".
+        // Pods without Kubernetes metadata are shown by their UID; their namespaces view says why
+        // it has nothing to group by.
         let ns = table(&r, View::Namespaces, Sort::default(), "");
         assert_eq!(names(&ns), ["(no namespace)"]);
+        assert!(empty_reason(&r, View::Namespaces)
+            .unwrap()
+            .contains("no namespace data"));
+        assert_eq!(empty_reason(&reading(HUB_USERS), View::Namespaces), None);
+        let no_pods = Reading::default();
+        assert!(empty_reason(&no_pods, View::Namespaces)
+            .unwrap()
+            .contains("no pod series"));
         for pod in table(&r, View::Pods, Sort::default(), "") {
             assert_eq!(pod.name.len(), 36, "UID expected: {}", pod.name);
         }

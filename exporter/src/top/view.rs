@@ -365,18 +365,18 @@ kepler-rs top: power of this node's (or cluster's) consumers
   Tab, ←/→     next / previous view
   p n u c o g  pods, namespaces, hub users, containers, processes, GPUs
   s            sort by the next column
-  1..8         sort by name, detail, node, watts, CPU W, GPU W, energy, share
-               (again: reverse)
+  1..8         sort by column 1 to 8 (again: reverse):
+               name, detail, node, watts, CPU W, GPU W, energy, share
   r            reverse the sort
   /            filter rows (Enter keeps, Esc clears)
   ↑/↓ j/k      select a row (its power is the right sparkline)
 
-WATTS: power now, CPU + GPU (from the energy counters between refreshes);
-CPU W and GPU W apart when the source has GPUs. ENERGY: since the exporter
-started. SHARE: of the node's total power; in GPUs, a device's of its node's
-and the rows under a device (idle, pods, MIG instances, unattributed) of the
-device's. CPU total = package + dram, or psys alone; zones marked * are not
-added.";
+WATTS: power now, CPU + GPU (from the energy counters between
+refreshes); CPU W and GPU W apart when the source has GPUs. ENERGY:
+since the exporter started. SHARE: of the node's total power; in GPUs, a
+device's of its node's and the rows under a device (idle, pods, MIG
+instances, unattributed) of the device's. CPU total = package + dram, or
+psys alone; zones marked * are not added.";
 
 fn draw_help(frame: &mut Frame, area: Rect) {
     let width = area.width.saturating_sub(4).min(80);
@@ -447,6 +447,14 @@ mod tests {
         app.on_key(key(KeyCode::Char('?')));
         let text = screen(&app, 100, 30);
         assert!(text.contains("sort by the next column"), "{text}");
+        // At 80x24 every line of the help is shown whole: none wraps mid-phrase or is cut.
+        let text = screen(&app, 80, 24);
+        for line in HELP.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                text.contains(line.trim_end()),
+                "{line:?} not whole in:\n{text}"
+            );
+        }
     }
 
     #[test]
