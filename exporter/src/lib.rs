@@ -9,6 +9,8 @@ pub mod catalog;
 pub mod config;
 pub(crate) mod consumers;
 pub mod files;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod gpu;
 pub mod idle;
 pub mod issue;
