@@ -341,11 +341,13 @@ pub struct Report {
     pub groups: Vec<(Grouping, Result<Vec<Line>, &'static str>)>,
     /// Series whose value was NaN or infinite, named (the figures they enter show "n/a").
     pub warnings: Vec<String>,
+    /// There are pods but none has a namespace: the namespace grouping says so above its one line.
+    pub no_namespaces: bool,
 }
 
 const NO_USERS: &str = "no JupyterHub user data in this period: no hub_user label on kepler_pod_cpu_joules_total or kepler_pod_info (it comes with Kubernetes metadata)";
 
-const NO_NAMESPACES: &str = "no namespace data in this period: no pod_namespace label on kepler_pod_cpu_joules_total or kepler_pod_info (it comes with Kubernetes metadata; without it pods are named by UID, see --by pod)";
+const NO_NAMESPACES: &str = "no namespace data in this period: no pod_namespace label on kepler_pod_cpu_joules_total or kepler_pod_info (it comes with Kubernetes metadata), so every pod is under (no namespace)";
 
 const NO_POD_ENERGY: &str = "no pod energy in this period";
 
@@ -625,9 +627,6 @@ impl Aggregator {
                 if grouping == Grouping::User && !has_users {
                     return (grouping, Err(NO_USERS));
                 }
-                if grouping == Grouping::Namespace && !pods.is_empty() && !has_namespaces {
-                    return (grouping, Err(NO_NAMESPACES));
-                }
                 let mut sums: BTreeMap<String, Energy> = BTreeMap::new();
                 for (_, pod, energy) in &pods {
                     let key = match grouping {
@@ -670,6 +669,7 @@ impl Aggregator {
             estimated_nodes: estimated.into_iter().collect(),
             groups,
             warnings,
+            no_namespaces: !pods.is_empty() && !has_namespaces,
         }
     }
 }
@@ -823,6 +823,11 @@ impl Report {
         }
     }
 
+    /// What a grouping's reader must know about its lines.
+    fn grouping_note(&self, grouping: Grouping) -> Option<&'static str> {
+        (grouping == Grouping::Namespace && self.no_namespaces).then_some(NO_NAMESPACES)
+    }
+
     /// A grouping's lines, or why there are none.
     fn lines_or_why<'a>(
         lines: &'a Result<Vec<Line>, &'static str>,
@@ -863,6 +868,9 @@ impl Report {
                     continue;
                 }
             };
+            if let Some(why) = self.grouping_note(*grouping) {
+                let _ = writeln!(out, "  ({why})");
+            }
             let width = lines
                 .iter()
                 .map(|l| l.name.chars().count())
@@ -965,6 +973,9 @@ impl Report {
                     continue;
                 }
             };
+            if let Some(why) = self.grouping_note(*grouping) {
+                let _ = writeln!(out, "_{}._\n", markdown_text(&capitalised(why)));
+            }
             let co2 = if carbon.is_some() {
                 " CO₂ (kg) |"
             } else {
@@ -1020,7 +1031,9 @@ impl Report {
                 .iter()
                 .map(|(grouping, lines)| JsonGrouping {
                     grouping: grouping.csv_name(),
-                    note: Self::lines_or_why(lines).err(),
+                    note: Self::lines_or_why(lines)
+                        .err()
+                        .or(self.grouping_note(*grouping)),
                     lines: lines
                         .as_deref()
                         .unwrap_or(&[])
@@ -1309,7 +1322,11 @@ mod tests {
             &[Grouping::Namespace, Grouping::Pod],
             false,
         );
-        assert_eq!(report.groups[0].1, Err(NO_NAMESPACES));
+        assert!(report.no_namespaces);
+        assert_eq!(lines(&report, Grouping::Namespace)[0].0, "(no namespace)");
+        let md = report.render(Format::Markdown, "", None);
+        assert!(md.contains("_No namespace data in this period"), "{md}");
+        assert!(md.contains("| (no namespace) |"), "{md}");
         let table = report.render(Format::Table, "", None);
         assert!(
             table.contains("no namespace data in this period"),

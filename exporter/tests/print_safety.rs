@@ -276,7 +276,8 @@ fn no_namespaces_and_no_pods_are_said_plainly() {
     let out = report(port, &["--by", "namespace"]);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
-        stdout.contains("(no namespace data in this period: no pod_namespace label"),
+        stdout.contains("(no namespace data in this period: no pod_namespace label")
+            && stdout.contains("(no namespace)  "),
         "{stdout}"
     );
 }
