@@ -266,10 +266,6 @@ pub fn empty_reason(reading: &Reading, view: View) -> Option<&'static str> {
         View::Pods | View::Namespaces if reading.pods.is_empty() => {
             Some("no pod series (no pods on this node?)")
         }
-        View::Namespaces if reading.pods.iter().all(|p| p.namespace.is_empty()) => Some(
-            "no namespace data: no pod series carries a pod_namespace label \
-             (it comes with Kubernetes metadata)",
-        ),
         View::Containers if reading.containers.is_empty() => Some("no container series"),
         _ => None,
     }
@@ -632,14 +628,11 @@ mod tests {
         assert!(rows(&r, View::Gpus).is_empty());
         assert!(!columns(Some(&r), View::Pods).contains(&Column::GpuWatts));
         assert_eq!(empty_reason(&r, View::Pods), None);
-        // Pods without Kubernetes metadata are shown by their UID; their namespaces view says why
-        // it has nothing to group by.
+        // Pods without Kubernetes metadata are shown by their UID, in "(no namespace)"; with no
+        // pods at all the namespaces view says why it is empty.
         let ns = table(&r, View::Namespaces, Sort::default(), "");
         assert_eq!(names(&ns), ["(no namespace)"]);
-        assert!(empty_reason(&r, View::Namespaces)
-            .unwrap()
-            .contains("no namespace data"));
-        assert_eq!(empty_reason(&reading(HUB_USERS), View::Namespaces), None);
+        assert_eq!(empty_reason(&r, View::Namespaces), None);
         let no_pods = Reading::default();
         assert!(empty_reason(&no_pods, View::Namespaces)
             .unwrap()
