@@ -10,6 +10,8 @@ pub mod config;
 pub(crate) mod consumers;
 pub mod cpuinfo;
 pub mod files;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod gpu;
 pub mod heap;
 pub mod idle;

@@ -4,12 +4,12 @@
 
 use crate::catalog::counts_toward_node_total as counts_zone;
 use crate::catalog::{self, Family};
-use crate::remote::series::clean;
+use crate::remote::series::{clean, figure, non_finite_series, percent};
 use crate::remote::{
     BaseUrl, Client, ClientError, ClientOptions, PromSample, RemoteArgs, SetupError,
 };
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -191,77 +191,90 @@ impl ReportArgs {
     }
 }
 
-/// What the Prometheus queries returned (each an `increase()` over the period, at its end).
-#[derive(Debug, Default, Clone)]
-pub struct Inputs {
+/// The report's queries, each an `increase()` over the period (or a `max_over_time`), at its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
     /// CPU energy per node and zone.
-    pub nodes: Vec<PromSample>,
+    Nodes,
     /// CPU idle energy per node and zone.
-    pub node_idle: Vec<PromSample>,
+    NodeIdle,
     /// CPU energy per pod, node and zone, with the pod's names.
-    pub pods: Vec<PromSample>,
+    Pods,
     /// Names of every pod seen in the period (`kepler_pod_info`).
-    pub pod_info: Vec<PromSample>,
+    PodInfo,
     /// GPU energy per node and device (devices only: MIG instances are inside their device).
-    pub gpus: Vec<PromSample>,
+    Gpus,
     /// GPU idle energy per node and device.
-    pub gpu_idle: Vec<PromSample>,
+    GpuIdle,
     /// GPU energy per pod and node, summed over the devices and MIG instances it ran on.
-    pub pod_gpus: Vec<PromSample>,
+    PodGpus,
     /// Nodes whose CPU energy was estimated (no RAPL) at some point in the period.
-    pub estimated: Vec<PromSample>,
+    Estimated,
+}
+
+impl Query {
+    /// The catalog family the query reads, to name a series in a warning.
+    pub fn family(self) -> &'static Family {
+        match self {
+            Query::Nodes => &catalog::NODE_CPU_JOULES,
+            Query::NodeIdle => &catalog::NODE_CPU_IDLE_JOULES,
+            Query::Pods => &catalog::POD_CPU_JOULES,
+            Query::PodInfo => &catalog::POD_INFO,
+            Query::Gpus => &catalog::NODE_GPU_JOULES,
+            Query::GpuIdle => &catalog::NODE_GPU_IDLE_JOULES,
+            Query::PodGpus => &catalog::POD_GPU_JOULES,
+            Query::Estimated => &catalog::ENERGY_SOURCE_INFO,
+        }
+    }
 }
 
 /// Labels that name a pod in the report's queries.
 const POD_LABELS: &str = "pod_id, pod_name, pod_namespace, hub_user";
 
-/// Where one query's answer goes.
-type Slot = fn(&mut Inputs) -> &mut Vec<PromSample>;
-
-/// The PromQL of each input, for a period of `range` (a PromQL duration) ending at the query time.
-pub fn queries(range: &str) -> [(Slot, String); 8] {
+/// The PromQL of each query, for a period of `range` (a PromQL duration) ending at the query time.
+pub fn queries(range: &str) -> [(Query, String); 8] {
     let increase =
         |by: &str, family: &Family| format!("sum by ({by}) (increase({}[{range}]))", family.name);
     [
         (
-            |i| &mut i.nodes,
+            Query::Nodes,
             increase("node_name, zone", &catalog::NODE_CPU_JOULES),
         ),
         (
-            |i| &mut i.node_idle,
+            Query::NodeIdle,
             increase("node_name, zone", &catalog::NODE_CPU_IDLE_JOULES),
         ),
         (
-            |i| &mut i.pods,
+            Query::Pods,
             increase(
                 &format!("node_name, zone, {POD_LABELS}"),
                 &catalog::POD_CPU_JOULES,
             ),
         ),
         (
-            |i| &mut i.pod_info,
+            Query::PodInfo,
             format!(
                 "max by ({POD_LABELS}) (max_over_time({}[{range}]))",
                 catalog::POD_INFO.name
             ),
         ),
         (
-            |i| &mut i.gpus,
+            Query::Gpus,
             increase("node_name, gpu_uuid", &catalog::NODE_GPU_JOULES),
         ),
         (
-            |i| &mut i.gpu_idle,
+            Query::GpuIdle,
             increase("node_name, gpu_uuid", &catalog::NODE_GPU_IDLE_JOULES),
         ),
         (
-            |i| &mut i.pod_gpus,
+            Query::PodGpus,
             increase(
                 &format!("node_name, {POD_LABELS}"),
                 &catalog::POD_GPU_JOULES,
             ),
         ),
         (
-            |i| &mut i.estimated,
+            Query::Estimated,
             format!(
                 "max by (node_name) (max_over_time({}{{source=\"estimate\"}}[{range}]))",
                 catalog::ENERGY_SOURCE_INFO.name
@@ -270,16 +283,18 @@ pub fn queries(range: &str) -> [(Slot, String); 8] {
     ]
 }
 
-impl Inputs {
-    pub fn query(client: &Client, config: &ReportConfig) -> Result<Inputs, ClientError> {
-        let range = format!("{}s", (config.to - config.from).round().max(1.0) as u64);
-        let at = Some(config.to);
-        let mut inputs = Inputs::default();
-        for (slot, promql) in queries(&range) {
-            *slot(&mut inputs) = client.prometheus_query(&config.prometheus, &promql, at)?;
-        }
-        Ok(inputs)
+/// Run every query and sum the answers as they stream in: no answer is ever held whole, so the
+/// memory follows the number of pods and nodes, not the size of the answers.
+pub fn query(client: &Client, config: &ReportConfig) -> Result<Aggregator, ClientError> {
+    let range = format!("{}s", (config.to - config.from).round().max(1.0) as u64);
+    let at = Some(config.to);
+    let mut aggregator = Aggregator::default();
+    for (query, promql) in queries(&range) {
+        client.prometheus_query_each(&config.prometheus, &promql, at, &mut |sample| {
+            aggregator.add(query, &sample)
+        })?;
     }
+    Ok(aggregator)
 }
 
 /// Energy split by where it was drawn.
@@ -324,206 +339,338 @@ pub struct Report {
     pub estimated_nodes: Vec<String>,
     /// Per grouping: lines sorted by total energy, largest first; or why there are none.
     pub groups: Vec<(Grouping, Result<Vec<Line>, &'static str>)>,
+    /// Series whose value was NaN or infinite, named (the figures they enter show "n/a").
+    pub warnings: Vec<String>,
+    /// There are pods but none has a namespace: the namespace grouping says so above its one line.
+    pub no_namespaces: bool,
 }
 
 const NO_USERS: &str = "no JupyterHub user data in this period: no hub_user label on kepler_pod_cpu_joules_total or kepler_pod_info (it comes with Kubernetes metadata)";
+
+const NO_NAMESPACES: &str = "no namespace data in this period: no pod_namespace label on kepler_pod_cpu_joules_total or kepler_pod_info (it comes with Kubernetes metadata), so every pod is under (no namespace)";
+
+const NO_POD_ENERGY: &str = "no pod energy in this period";
 
 /// The consumer that holds, with `--include-idle`, everything no pod was billed: host daemons and
 /// the kernel, pods ended before the period's last grace period, GPU work no pod could be tied to,
 /// and idle energy of nodes where nothing was active.
 pub const OUTSIDE_PODS: &str = "(outside pods)";
 
+/// Series named in full in the warnings; the rest are counted.
+const MAX_WARNINGS: usize = 10;
+
+/// CPU joules summed under both readings of the node-total rule, because whether a node has a
+/// psys zone may be learnt only after its other zones (answers stream in any order).
+#[derive(Debug, Default, Clone, Copy)]
+struct ZoneSums {
+    with_psys: f64,
+    without_psys: f64,
+}
+
+impl ZoneSums {
+    fn add(&mut self, zone: &str, joules: f64) {
+        if counts_zone(true, zone) {
+            self.with_psys += joules;
+        }
+        if counts_zone(false, zone) {
+            self.without_psys += joules;
+        }
+    }
+    fn counted(&self, has_psys: bool) -> f64 {
+        if has_psys {
+            self.with_psys
+        } else {
+            self.without_psys
+        }
+    }
+}
+
+/// One node's energy as it arrives.
+#[derive(Debug, Default)]
+struct NodeSums {
+    has_psys: bool,
+    cpu: ZoneSums,
+    cpu_idle: ZoneSums,
+    gpu: f64,
+    gpu_idle: f64,
+}
+
 /// One node's energy, for the node-total rule and the idle split.
 #[derive(Debug, Default)]
 struct NodeEnergy {
-    has_psys: bool,
     total: Energy,
     idle: Energy,
+}
+
+impl NodeSums {
+    fn energy(&self) -> NodeEnergy {
+        NodeEnergy {
+            total: Energy {
+                cpu_joules: self.cpu.counted(self.has_psys),
+                gpu_joules: self.gpu,
+            },
+            idle: Energy {
+                cpu_joules: self.cpu_idle.counted(self.has_psys),
+                gpu_joules: self.gpu_idle,
+            },
+        }
+    }
 }
 
 impl NodeEnergy {
     fn active(&self) -> Energy {
         Energy {
-            cpu_joules: (self.total.cpu_joules - self.idle.cpu_joules).max(0.0),
-            gpu_joules: (self.total.gpu_joules - self.idle.gpu_joules).max(0.0),
+            cpu_joules: non_negative(self.total.cpu_joules - self.idle.cpu_joules),
+            gpu_joules: non_negative(self.total.gpu_joules - self.idle.gpu_joules),
         }
     }
 }
 
-/// A pod's names and energy.
-#[derive(Debug, Default)]
-struct PodEnergy {
+/// A pod's names: the first non-empty value seen for each.
+#[derive(Debug, Default, Clone)]
+struct PodNames {
     name: String,
     namespace: String,
     user: String,
-    energy: Energy,
 }
 
-/// Sum the queried energy into the requested groupings. CPU zones follow the node-total rule per
-/// node; GPU energy is per device, never per MIG instance, so nothing is counted twice. With
-/// `include_idle`, each node's idle energy is split by each consumer's share of that node's active
-/// energy (CPU and GPU separately), and `(outside pods)` gets what no pod was billed, so the lines
-/// add up to the nodes' energy.
-pub fn aggregate(
-    inputs: &Inputs,
-    from: f64,
-    to: f64,
-    by: &[Grouping],
-    include_idle: bool,
-) -> Report {
-    let mut nodes: BTreeMap<&str, NodeEnergy> = BTreeMap::new();
-    for s in inputs.nodes.iter().chain(&inputs.gpus) {
-        nodes.entry(s.label("node_name")).or_default();
-    }
-    for s in &inputs.nodes {
-        if let Some(n) = nodes.get_mut(s.label("node_name")) {
-            n.has_psys |= s.label("zone") == catalog::PSYS_ZONE;
-        }
-    }
-    for (samples, idle) in [(&inputs.nodes, false), (&inputs.node_idle, true)] {
-        for s in samples.iter() {
-            let n = nodes.entry(s.label("node_name")).or_default();
-            if counts_zone(n.has_psys, s.label("zone")) {
-                let slot = if idle { &mut n.idle } else { &mut n.total };
-                slot.cpu_joules += finite(s.value);
+impl PodNames {
+    fn fill(&mut self, s: &PromSample) {
+        for (slot, label) in [
+            (&mut self.name, "pod_name"),
+            (&mut self.namespace, "pod_namespace"),
+            (&mut self.user, "hub_user"),
+        ] {
+            if slot.is_empty() {
+                slot.push_str(s.label(label));
             }
         }
     }
-    for (samples, idle) in [(&inputs.gpus, false), (&inputs.gpu_idle, true)] {
-        for s in samples.iter() {
-            let n = nodes.entry(s.label("node_name")).or_default();
-            let slot = if idle { &mut n.idle } else { &mut n.total };
-            slot.gpu_joules += finite(s.value);
+    fn fill_from(&mut self, other: &PodNames) {
+        for (slot, known) in [
+            (&mut self.name, &other.name),
+            (&mut self.namespace, &other.namespace),
+            (&mut self.user, &other.user),
+        ] {
+            if slot.is_empty() {
+                slot.clone_from(known);
+            }
         }
     }
-    let info: HashMap<&str, &PromSample> = inputs
-        .pod_info
-        .iter()
-        .map(|s| (s.label("pod_id"), s))
-        .collect();
-    // Per (node, pod): names and active energy.
-    let mut pods: BTreeMap<(&str, &str), PodEnergy> = BTreeMap::new();
-    for (samples, gpu) in [(&inputs.pods, false), (&inputs.pod_gpus, true)] {
-        for s in samples.iter() {
-            let node = s.label("node_name");
-            let has_psys = nodes.get(node).map(|n| n.has_psys).unwrap_or(false);
-            if !gpu && !counts_zone(has_psys, s.label("zone")) {
-                continue;
+}
+
+/// A pod's energy on one node as it arrives.
+#[derive(Debug, Default)]
+struct PodSums {
+    names: PodNames,
+    cpu: ZoneSums,
+    gpu: f64,
+}
+
+/// Sums the answers of the report's queries as their samples arrive, in any order, then builds
+/// the report. Holds one entry per node and per (node, pod), never the samples.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    nodes: BTreeMap<String, NodeSums>,
+    /// Per (node, pod UID).
+    pods: BTreeMap<(String, String), PodSums>,
+    /// Names by pod UID, from `kepler_pod_info`.
+    info: HashMap<String, PodNames>,
+    estimated: BTreeSet<String>,
+    warnings: Vec<String>,
+    non_finite: usize,
+}
+
+impl Aggregator {
+    /// Add one sample of `query`'s answer.
+    pub fn add(&mut self, query: Query, s: &PromSample) {
+        let node = || s.label("node_name").to_string();
+        match query {
+            Query::PodInfo => {
+                self.info
+                    .entry(s.label("pod_id").to_string())
+                    .or_default()
+                    .fill(s);
+                return;
             }
-            let id = s.label("pod_id");
-            let known = info.get(id);
-            let pod = pods.entry((node, id)).or_default();
-            for (slot, label) in [
-                (&mut pod.name, "pod_name"),
-                (&mut pod.namespace, "pod_namespace"),
-                (&mut pod.user, "hub_user"),
-            ] {
-                if slot.is_empty() {
-                    let own = s.label(label);
-                    let value = if own.is_empty() {
-                        known.map(|i| i.label(label)).unwrap_or("")
-                    } else {
-                        own
-                    };
-                    *slot = value.to_string();
+            Query::Estimated => {
+                if s.value > 0.0 {
+                    self.estimated.insert(clean(s.label("node_name")));
+                }
+                return;
+            }
+            _ => {}
+        }
+        let joules = self.joules(query, s);
+        match query {
+            Query::Nodes | Query::NodeIdle => {
+                let n = self.nodes.entry(node()).or_default();
+                let zone = s.label("zone");
+                n.has_psys |= zone == catalog::PSYS_ZONE;
+                let sums = if query == Query::Nodes {
+                    &mut n.cpu
+                } else {
+                    &mut n.cpu_idle
+                };
+                sums.add(zone, joules);
+            }
+            Query::Gpus | Query::GpuIdle => {
+                let n = self.nodes.entry(node()).or_default();
+                if query == Query::Gpus {
+                    n.gpu += joules;
+                } else {
+                    n.gpu_idle += joules;
                 }
             }
-            let joules = finite(s.value);
-            if gpu {
-                pod.energy.gpu_joules += joules;
-            } else {
-                pod.energy.cpu_joules += joules;
+            Query::Pods | Query::PodGpus => {
+                let pod = self
+                    .pods
+                    .entry((node(), s.label("pod_id").to_string()))
+                    .or_default();
+                pod.names.fill(s);
+                if query == Query::Pods {
+                    pod.cpu.add(s.label("zone"), joules);
+                } else {
+                    pod.gpu += joules;
+                }
             }
+            Query::PodInfo | Query::Estimated => {}
         }
     }
-    // Bill each pod its share of its node's idle energy.
-    if include_idle {
-        for ((node, _), pod) in pods.iter_mut() {
-            let Some(n) = nodes.get(node) else { continue };
-            let active = n.active();
-            pod.energy.cpu_joules +=
-                n.idle.cpu_joules * share(pod.energy.cpu_joules, active.cpu_joules);
-            pod.energy.gpu_joules +=
-                n.idle.gpu_joules * share(pod.energy.gpu_joules, active.gpu_joules);
+
+    /// A sample's joules: an increase is never negative (a tiny negative from rounding is 0);
+    /// NaN and infinities are kept, so every figure they enter shows "n/a", and are named in a
+    /// warning.
+    fn joules(&mut self, query: Query, s: &PromSample) -> f64 {
+        if s.value.is_finite() {
+            return s.value.max(0.0);
         }
+        self.non_finite += 1;
+        if self.warnings.len() < MAX_WARNINGS {
+            let labels = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            self.warnings.push(format!(
+                "increase of {}: the figures it enters show n/a",
+                non_finite_series(query.family().name, labels, s.value)
+            ));
+        }
+        s.value
     }
-    let mut node = Energy::default();
-    let mut node_idle = Energy::default();
-    for n in nodes.values() {
-        node.add(n.total);
-        node_idle.add(n.idle);
-    }
-    let mut billed = Energy::default();
-    for p in pods.values() {
-        billed.add(p.energy);
-    }
-    let outside = Energy {
-        cpu_joules: (node.cpu_joules - billed.cpu_joules).max(0.0),
-        gpu_joules: (node.gpu_joules - billed.gpu_joules).max(0.0),
-    };
-    let has_users = pods.values().any(|p| !p.user.is_empty());
-    let groups = by
-        .iter()
-        .map(|&grouping| {
-            if grouping == Grouping::User && !has_users {
-                return (grouping, Err(NO_USERS));
+
+    /// The report: CPU zones follow the node-total rule per node; GPU energy is per device, never
+    /// per MIG instance, so nothing is counted twice. With `include_idle`, each node's idle energy
+    /// is split by each consumer's share of that node's active energy (CPU and GPU separately),
+    /// and `(outside pods)` gets what no pod was billed, so the lines add up to the nodes' energy.
+    pub fn finish(self, from: f64, to: f64, by: &[Grouping], include_idle: bool) -> Report {
+        let Aggregator {
+            nodes,
+            pods: pod_sums,
+            info,
+            estimated,
+            mut warnings,
+            non_finite,
+        } = self;
+        if non_finite > warnings.len() {
+            warnings.push(format!(
+                "{} more series were NaN or infinite",
+                non_finite - warnings.len()
+            ));
+        }
+        let energies: BTreeMap<&str, NodeEnergy> = nodes
+            .iter()
+            .map(|(name, n)| (name.as_str(), n.energy()))
+            .collect();
+        let mut pods: Vec<(&str, PodNames, Energy)> = Vec::with_capacity(pod_sums.len());
+        for ((node, id), pod) in &pod_sums {
+            let has_psys = nodes.get(node).is_some_and(|n| n.has_psys);
+            let mut names = pod.names.clone();
+            if let Some(known) = info.get(id) {
+                names.fill_from(known);
             }
-            let mut sums: BTreeMap<String, Energy> = BTreeMap::new();
-            for ((_, id), pod) in &pods {
-                let key = match grouping {
-                    Grouping::User => or(&pod.user, "(not a hub user)"),
-                    Grouping::Namespace => or(&pod.namespace, "(no namespace)"),
-                    Grouping::Pod => {
-                        let name = if pod.name.is_empty() {
-                            id
-                        } else {
-                            pod.name.as_str()
-                        };
-                        if pod.namespace.is_empty() {
-                            name.to_string()
-                        } else {
-                            format!("{}/{name}", pod.namespace)
-                        }
-                    }
-                };
-                sums.entry(clean(&key)).or_default().add(pod.energy);
+            if names.name.is_empty() {
+                names.name.clone_from(id);
             }
-            if include_idle && outside.total() > 0.0 {
-                sums.entry(OUTSIDE_PODS.to_string())
-                    .or_default()
-                    .add(outside);
+            let mut energy = Energy {
+                cpu_joules: pod.cpu.counted(has_psys),
+                gpu_joules: pod.gpu,
+            };
+            // Bill each pod its share of its node's idle energy.
+            if include_idle {
+                if let Some(n) = energies.get(node.as_str()) {
+                    let active = n.active();
+                    energy.cpu_joules +=
+                        n.idle.cpu_joules * share(energy.cpu_joules, active.cpu_joules);
+                    energy.gpu_joules +=
+                        n.idle.gpu_joules * share(energy.gpu_joules, active.gpu_joules);
+                }
             }
-            let mut lines: Vec<Line> = sums
-                .into_iter()
-                .map(|(name, energy)| Line { name, energy })
-                .collect();
-            lines.sort_by(|a, b| {
-                b.energy
-                    .total()
-                    .total_cmp(&a.energy.total())
-                    .then_with(|| a.name.cmp(&b.name))
-            });
-            (grouping, Ok(lines))
-        })
-        .collect();
-    let mut estimated_nodes: Vec<String> = inputs
-        .estimated
-        .iter()
-        .filter(|s| s.value > 0.0)
-        .map(|s| clean(s.label("node_name")))
-        .collect();
-    estimated_nodes.sort();
-    estimated_nodes.dedup();
-    Report {
-        from,
-        to,
-        nodes: nodes.len(),
-        node,
-        node_idle,
-        pods: billed,
-        include_idle,
-        estimated_nodes,
-        groups,
+            pods.push((node.as_str(), names, energy));
+        }
+        let mut node = Energy::default();
+        let mut node_idle = Energy::default();
+        for n in energies.values() {
+            node.add(n.total);
+            node_idle.add(n.idle);
+        }
+        let mut billed = Energy::default();
+        for (_, _, energy) in &pods {
+            billed.add(*energy);
+        }
+        let outside = Energy {
+            cpu_joules: non_negative(node.cpu_joules - billed.cpu_joules),
+            gpu_joules: non_negative(node.gpu_joules - billed.gpu_joules),
+        };
+        let has_users = pods.iter().any(|(_, p, _)| !p.user.is_empty());
+        let has_namespaces = pods.iter().any(|(_, p, _)| !p.namespace.is_empty());
+        let groups = by
+            .iter()
+            .map(|&grouping| {
+                if grouping == Grouping::User && !has_users {
+                    return (grouping, Err(NO_USERS));
+                }
+                let mut sums: BTreeMap<String, Energy> = BTreeMap::new();
+                for (_, pod, energy) in &pods {
+                    let key = match grouping {
+                        Grouping::User => or(&pod.user, "(not a hub user)"),
+                        Grouping::Namespace => or(&pod.namespace, "(no namespace)"),
+                        Grouping::Pod if pod.namespace.is_empty() => pod.name.clone(),
+                        Grouping::Pod => format!("{}/{}", pod.namespace, pod.name),
+                    };
+                    sums.entry(clean(&key)).or_default().add(*energy);
+                }
+                // A NaN outside the pods is shown (as n/a), not dropped.
+                if include_idle && (outside.total() > 0.0 || outside.total().is_nan()) {
+                    sums.entry(OUTSIDE_PODS.to_string())
+                        .or_default()
+                        .add(outside);
+                }
+                let mut lines: Vec<Line> = sums
+                    .into_iter()
+                    .map(|(name, energy)| Line { name, energy })
+                    .collect();
+                // Largest first; lines whose figure is n/a last.
+                lines.sort_by(|a, b| {
+                    let (x, y) = (a.energy.total(), b.energy.total());
+                    y.is_finite()
+                        .cmp(&x.is_finite())
+                        .then_with(|| y.total_cmp(&x))
+                        .then_with(|| a.name.cmp(&b.name))
+                });
+                (grouping, Ok(lines))
+            })
+            .collect();
+        Report {
+            from,
+            to,
+            nodes: energies.len(),
+            node,
+            node_idle,
+            pods: billed,
+            include_idle,
+            estimated_nodes: estimated.into_iter().collect(),
+            groups,
+            warnings,
+            no_namespaces: !pods.is_empty() && !has_namespaces,
+        }
     }
 }
 
@@ -535,11 +682,12 @@ fn or(value: &str, unnamed: &str) -> String {
     }
 }
 
-fn finite(v: f64) -> f64 {
-    if v.is_finite() && v > 0.0 {
-        v
+/// `x` below 0 is 0; NaN stays NaN (`f64::max` would turn it into 0, a silent zero).
+fn non_negative(x: f64) -> f64 {
+    if x.is_nan() {
+        x
     } else {
-        0.0
+        x.max(0.0)
     }
 }
 
@@ -552,22 +700,36 @@ fn kwh(joules: f64) -> f64 {
     joules / JOULES_PER_KWH
 }
 
+/// `joules` of `total`; NaN when either is not a number (never a silent 0).
 fn share(joules: f64, total: f64) -> f64 {
-    if total > 0.0 {
+    if !joules.is_finite() || !total.is_finite() {
+        f64::NAN
+    } else if total > 0.0 {
         joules / total
     } else {
         0.0
     }
 }
 
-/// A line as the JSON output writes it.
+/// A figure for JSON: NaN and infinities become `null` (JSON has no such numbers), -0 becomes 0.
+fn json_figure(value: f64) -> Option<f64> {
+    if !value.is_finite() {
+        None
+    } else if value == 0.0 {
+        Some(0.0)
+    } else {
+        Some(value)
+    }
+}
+
+/// A line as the JSON output writes it (`null` for a figure that is NaN or infinite).
 #[derive(Serialize)]
 struct JsonLine<'a> {
     name: &'a str,
-    cpu_kwh: f64,
-    gpu_kwh: f64,
-    kwh: f64,
-    share_of_node_energy: f64,
+    cpu_kwh: Option<f64>,
+    gpu_kwh: Option<f64>,
+    kwh: Option<f64>,
+    share_of_node_energy: Option<f64>,
     co2_kg: Option<f64>,
 }
 
@@ -591,6 +753,7 @@ struct JsonReport<'a> {
     node_idle: JsonLine<'a>,
     pods: JsonLine<'a>,
     not_included: Vec<String>,
+    warnings: &'a [String],
     groupings: Vec<JsonGrouping<'a>>,
 }
 
@@ -613,20 +776,28 @@ impl Report {
         share(energy.total(), self.node.total())
     }
 
+    /// A line's CPU, GPU and total kWh and its share of the nodes' energy, as printed.
+    fn line_figures(&self, energy: Energy) -> [String; 4] {
+        [
+            figure(kwh(energy.cpu_joules), 6),
+            figure(kwh(energy.gpu_joules), 6),
+            figure(kwh(energy.total()), 6),
+            percent(self.share_of_nodes(energy)),
+        ]
+    }
+
     /// What the lines leave out, and which figures are modelled rather than measured.
     fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
+        let idle_cpu = figure(kwh(self.node_idle.cpu_joules), 6);
+        let idle_gpu = figure(kwh(self.node_idle.gpu_joules), 6);
         if self.include_idle {
             notes.push(format!(
-                "idle energy ({:.6} kWh CPU, {:.6} kWh GPU) is billed by each consumer's share of active energy on its node; {OUTSIDE_PODS} holds host daemons, ended pods and GPU work no pod could be tied to",
-                kwh(self.node_idle.cpu_joules),
-                kwh(self.node_idle.gpu_joules)
+                "idle energy ({idle_cpu} kWh CPU, {idle_gpu} kWh GPU) is billed by each consumer's share of active energy on its node; {OUTSIDE_PODS} holds host daemons, ended pods and GPU work no pod could be tied to"
             ));
         } else {
             notes.push(format!(
-                "not billed to anyone: idle energy ({:.6} kWh CPU, {:.6} kWh GPU; the node's standing cost, which --include-idle splits by share of active energy) and active energy outside pods (host daemons, ended pods, unattributed GPU work)",
-                kwh(self.node_idle.cpu_joules),
-                kwh(self.node_idle.gpu_joules)
+                "not billed to anyone: idle energy ({idle_cpu} kWh CPU, {idle_gpu} kWh GPU; the node's standing cost, which --include-idle splits by share of active energy) and active energy outside pods (host daemons, ended pods, unattributed GPU work)"
             ));
         }
         if !self.estimated_nodes.is_empty() {
@@ -638,6 +809,11 @@ impl Report {
         notes
     }
 
+    /// The series that were NaN or infinite, one line each; `report` prints them on stderr.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     pub fn render(&self, format: Format, source: &str, carbon: Option<f64>) -> String {
         match format {
             Format::Table => self.table(source, carbon),
@@ -647,19 +823,35 @@ impl Report {
         }
     }
 
+    /// What a grouping's reader must know about its lines.
+    fn grouping_note(&self, grouping: Grouping) -> Option<&'static str> {
+        (grouping == Grouping::Namespace && self.no_namespaces).then_some(NO_NAMESPACES)
+    }
+
+    /// A grouping's lines, or why there are none.
+    fn lines_or_why<'a>(
+        lines: &'a Result<Vec<Line>, &'static str>,
+    ) -> Result<&'a [Line], &'static str> {
+        match lines {
+            Ok(lines) if lines.is_empty() => Err(NO_POD_ENERGY),
+            Ok(lines) => Ok(lines),
+            Err(why) => Err(why),
+        }
+    }
+
     fn table(&self, source: &str, carbon: Option<f64>) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "kepler-rs energy report, {}", self.period());
         let _ = writeln!(out, "source: {source}");
         let _ = writeln!(
             out,
-            "nodes: {}, energy {:.6} kWh (CPU {:.6}, GPU {:.6}); pods {:.6} kWh ({:.1}%)",
+            "nodes: {}, energy {} kWh (CPU {}, GPU {}); pods {} kWh ({})",
             self.nodes,
-            kwh(self.node.total()),
-            kwh(self.node.cpu_joules),
-            kwh(self.node.gpu_joules),
-            kwh(self.pods.total()),
-            self.share_of_nodes(self.pods) * 100.0
+            figure(kwh(self.node.total()), 6),
+            figure(kwh(self.node.cpu_joules), 6),
+            figure(kwh(self.node.gpu_joules), 6),
+            figure(kwh(self.pods.total()), 6),
+            percent(self.share_of_nodes(self.pods))
         );
         for note in self.notes() {
             let _ = writeln!(out, "note: {note}");
@@ -669,17 +861,16 @@ impl Report {
         }
         for (grouping, lines) in &self.groups {
             let _ = writeln!(out, "\nBy {}:", grouping.title());
-            let lines = match lines {
-                Ok(lines) if lines.is_empty() => {
-                    let _ = writeln!(out, "  (no pod energy in this period)");
-                    continue;
-                }
+            let lines = match Self::lines_or_why(lines) {
                 Ok(lines) => lines,
                 Err(why) => {
-                    let _ = writeln!(out, "  {why}");
+                    let _ = writeln!(out, "  ({why})");
                     continue;
                 }
             };
+            if let Some(why) = self.grouping_note(*grouping) {
+                let _ = writeln!(out, "  ({why})");
+            }
             let width = lines
                 .iter()
                 .map(|l| l.name.chars().count())
@@ -702,18 +893,15 @@ impl Report {
             );
             for line in lines {
                 let pad = width.saturating_sub(line.name.chars().count());
+                let [cpu, gpu, total, share] = self.line_figures(line.energy);
                 let _ = write!(
                     out,
-                    "  {}{}  {:>14.6}  {:>14.6}  {:>14.6}  {:>5.1}%",
+                    "  {}{}  {cpu:>14}  {gpu:>14}  {total:>14}  {share:>6}",
                     line.name,
                     " ".repeat(pad),
-                    kwh(line.energy.cpu_joules),
-                    kwh(line.energy.gpu_joules),
-                    kwh(line.energy.total()),
-                    self.share_of_nodes(line.energy) * 100.0
                 );
                 if let Some(kg) = Self::co2_kg(line.energy.total(), carbon) {
-                    let _ = write!(out, "  {kg:>11.6}");
+                    let _ = write!(out, "  {:>11}", figure(kg, 6));
                 }
                 out.push('\n');
             }
@@ -722,6 +910,7 @@ impl Report {
     }
 
     /// Columns up to `to` are those of earlier versions (scripts index them); the split follows.
+    /// A figure that is NaN or infinite is `n/a`.
     fn csv(&self, carbon: Option<f64>) -> String {
         let mut out = String::from(
             "grouping,name,kwh,joules,share_of_node_energy,co2_kg,from,to,cpu_kwh,gpu_kwh,idle_included\n",
@@ -730,16 +919,17 @@ impl Report {
         let mut row = |grouping: &str, name: &str, energy: Energy| {
             let joules = energy.total();
             let co2 = Self::co2_kg(joules, carbon)
-                .map(|kg| format!("{kg:.9}"))
+                .map(|kg| figure(kg, 9))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{grouping},{},{:.9},{joules:.3},{:.6},{co2},{from},{to},{:.9},{:.9},{}",
+                "{grouping},{},{},{},{},{co2},{from},{to},{},{},{}",
                 csv_field(name),
-                kwh(joules),
-                self.share_of_nodes(energy),
-                kwh(energy.cpu_joules),
-                kwh(energy.gpu_joules),
+                figure(kwh(joules), 9),
+                figure(joules, 3),
+                figure(self.share_of_nodes(energy), 6),
+                figure(kwh(energy.cpu_joules), 9),
+                figure(kwh(energy.gpu_joules), 9),
                 self.include_idle
             );
         };
@@ -759,56 +949,56 @@ impl Report {
         let _ = writeln!(out, "## Energy report, {}\n", self.period());
         let _ = writeln!(
             out,
-            "Source: `{}`. {} node(s) used **{:.3} kWh** (CPU {:.3}, GPU {:.3}); pods {:.3} kWh ({:.1}%).",
+            "Source: `{}`. {} node(s) used **{} kWh** (CPU {}, GPU {}); pods {} kWh ({}).",
             source.replace('`', "'"),
             self.nodes,
-            kwh(self.node.total()),
-            kwh(self.node.cpu_joules),
-            kwh(self.node.gpu_joules),
-            kwh(self.pods.total()),
-            self.share_of_nodes(self.pods) * 100.0
+            figure(kwh(self.node.total()), 3),
+            figure(kwh(self.node.cpu_joules), 3),
+            figure(kwh(self.node.gpu_joules), 3),
+            figure(kwh(self.pods.total()), 3),
+            percent(self.share_of_nodes(self.pods))
         );
         for note in self.notes() {
-            let _ = writeln!(out, "\n_Note: {note}._");
+            let _ = writeln!(out, "\n_Note: {}._", markdown_text(&note));
         }
         if let Some(g) = carbon {
             let _ = writeln!(out, "\nCarbon intensity: {g} g CO₂/kWh.");
         }
         for (grouping, lines) in &self.groups {
             let _ = writeln!(out, "\n### By {}\n", grouping.title());
-            match lines {
+            let lines = match Self::lines_or_why(lines) {
+                Ok(lines) => lines,
                 Err(why) => {
-                    let _ = writeln!(out, "{why}");
+                    let _ = writeln!(out, "_{}._", markdown_text(&capitalised(why)));
+                    continue;
                 }
-                Ok(lines) => {
-                    let co2 = if carbon.is_some() {
-                        " CO₂ (kg) |"
-                    } else {
-                        ""
-                    };
-                    let co2_rule = if carbon.is_some() { "---:|" } else { "" };
-                    let _ = writeln!(
-                        out,
-                        "| {} | CPU kWh | GPU kWh | kWh | share |{co2}",
-                        grouping.title()
-                    );
-                    let _ = writeln!(out, "|---|---:|---:|---:|---:|{co2_rule}");
-                    for line in lines {
-                        let _ = write!(
-                            out,
-                            "| {} | {:.6} | {:.6} | {:.6} | {:.1}% |",
-                            line.name.replace('|', "\\|"),
-                            kwh(line.energy.cpu_joules),
-                            kwh(line.energy.gpu_joules),
-                            kwh(line.energy.total()),
-                            self.share_of_nodes(line.energy) * 100.0
-                        );
-                        if let Some(kg) = Self::co2_kg(line.energy.total(), carbon) {
-                            let _ = write!(out, " {kg:.6} |");
-                        }
-                        out.push('\n');
-                    }
+            };
+            if let Some(why) = self.grouping_note(*grouping) {
+                let _ = writeln!(out, "_{}._\n", markdown_text(&capitalised(why)));
+            }
+            let co2 = if carbon.is_some() {
+                " CO₂ (kg) |"
+            } else {
+                ""
+            };
+            let co2_rule = if carbon.is_some() { "---:|" } else { "" };
+            let _ = writeln!(
+                out,
+                "| {} | CPU kWh | GPU kWh | kWh | share |{co2}",
+                grouping.title()
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|{co2_rule}");
+            for line in lines {
+                let [cpu, gpu, total, share] = self.line_figures(line.energy);
+                let _ = write!(
+                    out,
+                    "| {} | {cpu} | {gpu} | {total} | {share} |",
+                    markdown_text(&line.name),
+                );
+                if let Some(kg) = Self::co2_kg(line.energy.total(), carbon) {
+                    let _ = write!(out, " {} |", figure(kg, 6));
                 }
+                out.push('\n');
             }
         }
         out
@@ -817,11 +1007,11 @@ impl Report {
     fn json(&self, source: &str, carbon: Option<f64>) -> String {
         let line = |name: &'static str, energy: Energy| JsonLine {
             name,
-            cpu_kwh: kwh(energy.cpu_joules),
-            gpu_kwh: kwh(energy.gpu_joules),
-            kwh: kwh(energy.total()),
-            share_of_node_energy: self.share_of_nodes(energy),
-            co2_kg: Self::co2_kg(energy.total(), carbon),
+            cpu_kwh: json_figure(kwh(energy.cpu_joules)),
+            gpu_kwh: json_figure(kwh(energy.gpu_joules)),
+            kwh: json_figure(kwh(energy.total())),
+            share_of_node_energy: json_figure(self.share_of_nodes(energy)),
+            co2_kg: Self::co2_kg(energy.total(), carbon).and_then(json_figure),
         };
         let report = JsonReport {
             from: time_text(self.from),
@@ -835,12 +1025,15 @@ impl Report {
             node_idle: line("(idle)", self.node_idle),
             pods: line("(all pods)", self.pods),
             not_included: self.notes(),
+            warnings: &self.warnings,
             groupings: self
                 .groups
                 .iter()
                 .map(|(grouping, lines)| JsonGrouping {
                     grouping: grouping.csv_name(),
-                    note: lines.as_ref().err().copied(),
+                    note: Self::lines_or_why(lines)
+                        .err()
+                        .or(self.grouping_note(*grouping)),
                     lines: lines
                         .as_deref()
                         .unwrap_or(&[])
@@ -860,8 +1053,37 @@ impl Report {
     }
 }
 
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Text for a Markdown cell or line: no table breaks, no HTML, no emphasis or links.
+fn markdown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A CSV cell (RFC 4180 quoting). A cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage
+/// return would be run as a formula by spreadsheets (OWASP's CSV injection): it gets a leading `'`
+/// and is quoted.
 fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula {
+        format!("\"'{}\"", text.replace('"', "\"\""))
+    } else if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
         text.to_string()
@@ -876,14 +1098,11 @@ pub fn run(args: ReportArgs) -> Result<(), ReportError> {
         .unwrap_or(0.0);
     let config = args.resolve(now, crate::remote::options::password_env()?)?;
     let client = Client::new(&config.client)?;
-    let inputs = Inputs::query(&client, &config)?;
-    let report = aggregate(
-        &inputs,
-        config.from,
-        config.to,
-        &config.by,
-        config.include_idle,
-    );
+    let report =
+        query(&client, &config)?.finish(config.from, config.to, &config.by, config.include_idle);
+    for warning in report.warnings() {
+        eprintln!("warning: {warning}");
+    }
     print!(
         "{}",
         report.render(
@@ -898,6 +1117,256 @@ pub fn run(args: ReportArgs) -> Result<(), ReportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every query's answer, for tests that build the samples by hand.
+    #[derive(Debug, Default, Clone)]
+    struct Inputs {
+        nodes: Vec<PromSample>,
+        node_idle: Vec<PromSample>,
+        pods: Vec<PromSample>,
+        pod_info: Vec<PromSample>,
+        gpus: Vec<PromSample>,
+        gpu_idle: Vec<PromSample>,
+        pod_gpus: Vec<PromSample>,
+        estimated: Vec<PromSample>,
+    }
+
+    /// The report of `inputs`, fed to the aggregator in the order `report` queries them.
+    fn aggregate(
+        inputs: &Inputs,
+        from: f64,
+        to: f64,
+        by: &[Grouping],
+        include_idle: bool,
+    ) -> Report {
+        aggregate_in(inputs, from, to, by, include_idle, false)
+    }
+
+    fn aggregate_in(
+        inputs: &Inputs,
+        from: f64,
+        to: f64,
+        by: &[Grouping],
+        include_idle: bool,
+        reversed: bool,
+    ) -> Report {
+        let mut parts = vec![
+            (Query::Nodes, &inputs.nodes),
+            (Query::NodeIdle, &inputs.node_idle),
+            (Query::Pods, &inputs.pods),
+            (Query::PodInfo, &inputs.pod_info),
+            (Query::Gpus, &inputs.gpus),
+            (Query::GpuIdle, &inputs.gpu_idle),
+            (Query::PodGpus, &inputs.pod_gpus),
+            (Query::Estimated, &inputs.estimated),
+        ];
+        let mut aggregator = Aggregator::default();
+        if reversed {
+            parts.reverse();
+        }
+        for (query, samples) in parts {
+            let mut samples: Vec<&PromSample> = samples.iter().collect();
+            if reversed {
+                samples.reverse();
+            }
+            for s in samples {
+                aggregator.add(query, s);
+            }
+        }
+        aggregator.finish(from, to, by, include_idle)
+    }
+
+    #[test]
+    fn the_order_of_answers_does_not_matter() {
+        let by = [Grouping::User, Grouping::Namespace, Grouping::Pod];
+        for idle in [false, true] {
+            let forward = aggregate_in(&gpu_inputs(), 0.0, 1.0, &by, idle, false);
+            let backward = aggregate_in(&gpu_inputs(), 0.0, 1.0, &by, idle, true);
+            assert_eq!(forward.node, backward.node);
+            assert_eq!(forward.nodes, backward.nodes);
+            for ((_, a), (_, b)) in forward.groups.iter().zip(&backward.groups) {
+                let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+                assert_eq!(a.len(), b.len());
+                for (x, y) in a.iter().zip(b) {
+                    assert_eq!(x.name, y.name);
+                    assert!((x.energy.total() - y.energy.total()).abs() <= 1e-9 * x.energy.total());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nan_and_infinity_show_as_n_a_with_a_warning_naming_the_series() {
+        let mut inputs = hub_inputs();
+        inputs.pods.push(sample(
+            &[
+                ("node_name", "a"),
+                ("zone", "package"),
+                ("pod_id", "u9"),
+                ("pod_name", "jupyter-nan"),
+                ("pod_namespace", "jhub"),
+                ("hub_user", "nan\u{1b}[31m"),
+            ],
+            f64::NAN,
+        ));
+        inputs.gpus = vec![sample(
+            &[("node_name", "g"), ("gpu_uuid", "GPU-9")],
+            f64::INFINITY,
+        )];
+        let by = [Grouping::User, Grouping::Pod];
+        let report = aggregate(&inputs, 0.0, 86_400.0, &by, true);
+        let warnings = report.warnings().join("\n");
+        assert!(
+            warnings.contains("kepler_pod_cpu_joules_total{")
+                && warnings.contains("pod_id=\"u9\"")
+                && warnings.contains("is NaN"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("gpu_uuid=\"GPU-9\"") && warnings.contains("is inf"),
+            "{warnings}"
+        );
+        assert!(!warnings.contains('\u{1b}'), "{warnings:?}");
+        for format in [Format::Table, Format::Csv, Format::Markdown] {
+            let text = report.render(format, "http://p", Some(400.0));
+            let lower = text.to_lowercase();
+            assert!(text.contains("n/a"), "{format:?}: {text}");
+            assert!(
+                !lower.contains("nan") || lower.contains("jupyter-nan") || lower.contains("nan?"),
+                "{format:?}: {text}"
+            );
+            for bad in ["inf kwh", "nan%", "inf%", " inf ", "-0.000"] {
+                assert!(!lower.contains(bad), "{format:?} has {bad:?}: {text}");
+            }
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&report.render(Format::Json, "", None)).unwrap();
+        assert!(json["node"]["gpu_kwh"].is_null(), "{json}");
+        assert!(
+            json["warnings"][0].as_str().unwrap().contains("u9"),
+            "{json}"
+        );
+        // The pod's own line is n/a; bob's, untouched by the NaN on node a's share, is not.
+        let table = report.render(Format::Table, "", None);
+        let nan_line = table.lines().find(|l| l.contains("jupyter-nan")).unwrap();
+        assert!(nan_line.contains("n/a"), "{table}");
+        // With more than the warnings shown, the rest are counted.
+        let mut many = Inputs::default();
+        for i in 0..25 {
+            let id = format!("p{i}");
+            many.pods.push(sample(
+                &[("pod_id", id.as_str()), ("zone", "package")],
+                f64::NAN,
+            ));
+        }
+        let report = aggregate(&many, 0.0, 1.0, &[Grouping::Pod], false);
+        assert_eq!(report.warnings().len(), MAX_WARNINGS + 1);
+        assert!(report.warnings()[MAX_WARNINGS].starts_with("15 more series"));
+    }
+
+    #[test]
+    fn figures_never_print_negative_zero() {
+        assert_eq!(json_figure(-0.0).map(f64::to_bits), Some(0.0f64.to_bits()));
+        let inputs = Inputs {
+            nodes: vec![sample(&[("node_name", "a"), ("zone", "package")], -0.0)],
+            pods: vec![sample(
+                &[
+                    ("node_name", "a"),
+                    ("zone", "package"),
+                    ("pod_id", "u"),
+                    ("pod_namespace", "n"),
+                ],
+                -1e-9,
+            )],
+            ..Inputs::default()
+        };
+        let report = aggregate(&inputs, 0.0, 1.0, &[Grouping::Namespace], true);
+        for format in [Format::Table, Format::Csv, Format::Markdown, Format::Json] {
+            let text = report.render(format, "", None);
+            assert!(!text.contains("-0."), "{format:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn empty_groupings_say_why_in_every_format() {
+        let report = aggregate(
+            &Inputs {
+                nodes: vec![sample(&[("node_name", "a"), ("zone", "package")], 5.0)],
+                ..Inputs::default()
+            },
+            0.0,
+            1.0,
+            &[Grouping::Pod],
+            false,
+        );
+        let md = report.render(Format::Markdown, "", None);
+        assert!(md.contains("_No pod energy in this period._"), "{md}");
+        assert!(!md.contains("|---"), "{md}");
+        let table = report.render(Format::Table, "", None);
+        assert!(table.contains("(no pod energy in this period)"), "{table}");
+        let json: serde_json::Value =
+            serde_json::from_str(&report.render(Format::Json, "", None)).unwrap();
+        assert_eq!(json["groupings"][0]["note"], NO_POD_ENERGY);
+        // Pods without any namespace: the namespace grouping says so plainly.
+        let inputs = Inputs {
+            pods: vec![sample(
+                &[("node_name", "a"), ("zone", "package"), ("pod_id", "u1")],
+                5.0,
+            )],
+            ..Inputs::default()
+        };
+        let report = aggregate(
+            &inputs,
+            0.0,
+            1.0,
+            &[Grouping::Namespace, Grouping::Pod],
+            false,
+        );
+        assert!(report.no_namespaces);
+        assert_eq!(lines(&report, Grouping::Namespace)[0].0, "(no namespace)");
+        let md = report.render(Format::Markdown, "", None);
+        assert!(md.contains("_No namespace data in this period"), "{md}");
+        assert!(md.contains("| (no namespace) |"), "{md}");
+        let table = report.render(Format::Table, "", None);
+        assert!(
+            table.contains("no namespace data in this period"),
+            "{table}"
+        );
+        assert!(lines(&report, Grouping::Pod)[0].0 == "u1");
+    }
+
+    #[test]
+    fn csv_cells_that_spreadsheets_would_run_are_neutralised() {
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""
+        );
+        for formula in ["+1", "-1+2", "@SUM(A1)", "\tx", "\rx", "=1"] {
+            let cell = csv_field(formula);
+            assert!(cell.starts_with("\"'"), "{formula:?} -> {cell:?}");
+            assert!(cell.ends_with('"'), "{formula:?} -> {cell:?}");
+        }
+        assert_eq!(csv_field("(all nodes)"), "(all nodes)");
+        assert_eq!(csv_field("a=b"), "a=b");
+        let mut inputs = hub_inputs();
+        for p in &mut inputs.pods {
+            if p.label("hub_user") == "alice" {
+                p.labels
+                    .insert("hub_user".into(), "=HYPERLINK(\"http://evil\")".into());
+            }
+        }
+        let csv =
+            aggregate(&inputs, 0.0, 1.0, &[Grouping::User], false).render(Format::Csv, "", None);
+        assert!(
+            csv.contains("user,\"'=HYPERLINK(\"\"http://evil\"\")\",2.5"),
+            "{csv}"
+        );
+        assert!(
+            !csv.lines()
+                .any(|l| l.split(',').any(|cell| cell.starts_with('='))),
+            "{csv}"
+        );
+    }
 
     fn sample(labels: &[(&str, &str)], value: f64) -> PromSample {
         PromSample {

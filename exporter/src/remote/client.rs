@@ -4,19 +4,28 @@
 
 use super::endpoint::BaseUrl;
 use super::options::ClientOptions;
-use super::series::clean;
-use bytes::Bytes;
+use super::series::{clean, clean_message};
+use bytes::{Buf, Bytes};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::error::Error as StdError;
+use std::io::{self, Read};
 use std::time::Duration;
 
 /// Larger answers are refused: a 1,000-pod exposition is about 2 MiB.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// Larger streamed answers are refused. A streamed answer is decoded as it arrives and never held
+/// whole, so this only stops an endless body; 100,000 series of a Prometheus query are about 25 MB.
+pub const MAX_STREAMED_BYTES: u64 = 1 << 30;
+
+/// The start of an unexpected answer that is read to explain it.
+const STATUS_BODY_BYTES: usize = 64 << 10;
 
 /// What went wrong with one request.
 #[derive(Debug, thiserror::Error)]
@@ -160,16 +169,7 @@ impl Client {
         path: &str,
         query: Option<&str>,
     ) -> Result<Answer, ClientError> {
-        let url = match query {
-            Some(q) => base.join(&format!("{path}?{q}")),
-            None => base.join(path),
-        };
-        let uri = base
-            .uri(path, query)
-            .map_err(|source| ClientError::Request {
-                url: url.clone(),
-                source,
-            })?;
+        let (url, uri) = request_target(base, path, query)?;
         let work = self.send(base, uri, url.clone());
         self.runtime.block_on(async {
             tokio::time::timeout(self.timeout, work)
@@ -181,7 +181,13 @@ impl Client {
         })
     }
 
-    async fn send(&self, base: &BaseUrl, uri: Uri, url: String) -> Result<Answer, ClientError> {
+    /// Send the request and wait for the answer's head; a redirect is an error.
+    async fn open(
+        &self,
+        base: &BaseUrl,
+        uri: Uri,
+        url: &str,
+    ) -> Result<(StatusCode, String, Incoming), ClientError> {
         let mut request = Request::get(uri).header(
             ACCEPT,
             "text/plain;version=0.0.4;q=0.9, application/json;q=0.8, */*;q=0.1",
@@ -193,14 +199,14 @@ impl Client {
             request
                 .body(Empty::<Bytes>::new())
                 .map_err(|source| ClientError::Request {
-                    url: url.clone(),
+                    url: url.to_string(),
                     source,
                 })?;
         let response = self
             .http
             .request(request)
             .await
-            .map_err(|e| classify(base, &url, e))?;
+            .map_err(|e| classify(base, url, e))?;
         let status = response.status();
         let header = |name| {
             response
@@ -214,36 +220,189 @@ impl Client {
         if status.is_redirection() {
             return Err(ClientError::Redirect {
                 location: clean(&header(LOCATION)),
-                url,
+                url: url.to_string(),
                 status,
             });
         }
-        let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
+        Ok((status, content_type, response.into_body()))
+    }
+
+    async fn send(&self, base: &BaseUrl, uri: Uri, url: String) -> Result<Answer, ClientError> {
+        let (status, content_type, body) = self.open(base, uri, &url).await?;
+        if status != StatusCode::OK {
+            let start = read_start(body, STATUS_BODY_BYTES).await;
+            return Err(status_error(url, status, &start));
+        }
+        let body = Limited::new(body, MAX_BODY_BYTES)
             .collect()
             .await
             .map_err(|e| ClientError::Body {
                 url: url.clone(),
-                reason: e.to_string(),
+                reason: clean_message(&e.to_string()),
             })?
             .to_bytes();
-        if status != StatusCode::OK {
-            let start = String::from_utf8_lossy(&body[..body.len().min(300)]);
-            let start = clean(start.trim());
-            return Err(ClientError::Status {
-                url,
-                status,
-                detail: if start.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {start}")
-                },
-            });
-        }
         Ok(Answer {
             url,
             content_type,
             body,
         })
+    }
+
+    /// GET like [`Client::get`], but the body is handed to `read` as it arrives, never held whole:
+    /// for answers too large to keep (a Prometheus query over 100,000 series). `read` gets the
+    /// status (200, or one of `also_read`; any other status is an error as in `get`), the URL and
+    /// the body. The timeout covers the whole answer; a stalled or endless body is an error.
+    pub fn get_streamed<T>(
+        &self,
+        base: &BaseUrl,
+        path: &str,
+        query: Option<&str>,
+        also_read: &[StatusCode],
+        read: impl FnOnce(StatusCode, &str, &mut dyn Read) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let (url, uri) = request_target(base, path, query)?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timeout = || ClientError::Timeout {
+            url: url.clone(),
+            timeout: self.timeout,
+        };
+        let (status, _, body) = self.runtime.block_on(async {
+            tokio::time::timeout_at(deadline, self.open(base, uri, &url))
+                .await
+                .map_err(|_| timeout())?
+        })?;
+        if status != StatusCode::OK && !also_read.contains(&status) {
+            let start = self.runtime.block_on(async {
+                tokio::time::timeout_at(deadline, read_start(body, STATUS_BODY_BYTES))
+                    .await
+                    .unwrap_or_default()
+            });
+            return Err(status_error(url, status, &start));
+        }
+        let mut reader = BodyReader {
+            runtime: &self.runtime,
+            body,
+            chunk: Bytes::new(),
+            deadline,
+            read: 0,
+            failure: None,
+        };
+        let result = read(
+            status,
+            &url,
+            &mut io::BufReader::with_capacity(64 << 10, &mut reader),
+        );
+        // A failed read of the body explains a decoding error better than the decoder does.
+        match reader.failure.take() {
+            Some(BodyFailure::Timeout) => Err(timeout()),
+            Some(BodyFailure::TooLarge) => Err(ClientError::Body {
+                url,
+                reason: format!("more than {MAX_STREAMED_BYTES} bytes"),
+            }),
+            Some(BodyFailure::Http(reason)) => Err(ClientError::Body { url, reason }),
+            None => result,
+        }
+    }
+}
+
+/// The URL shown in messages and the URI requested, for `path` plus an encoded `query`.
+fn request_target(
+    base: &BaseUrl,
+    path: &str,
+    query: Option<&str>,
+) -> Result<(String, Uri), ClientError> {
+    let url = match query {
+        Some(q) => base.join(&format!("{path}?{q}")),
+        None => base.join(path),
+    };
+    match base.uri(path, query) {
+        Ok(uri) => Ok((url, uri)),
+        Err(source) => Err(ClientError::Request { url, source }),
+    }
+}
+
+/// Why a streamed body stopped early.
+enum BodyFailure {
+    Timeout,
+    TooLarge,
+    Http(String),
+}
+
+/// A response body read as `std::io::Read`, one chunk at a time on the client's runtime, until
+/// the request's deadline.
+struct BodyReader<'c> {
+    runtime: &'c tokio::runtime::Runtime,
+    body: Incoming,
+    chunk: Bytes,
+    deadline: tokio::time::Instant,
+    read: u64,
+    failure: Option<BodyFailure>,
+}
+
+impl Read for BodyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            if self.failure.is_some() {
+                return Err(io::Error::other("the answer's body failed"));
+            }
+            let (body, deadline) = (&mut self.body, self.deadline);
+            let frame = self
+                .runtime
+                .block_on(async { tokio::time::timeout_at(deadline, body.frame()).await });
+            match frame {
+                Err(_) => self.failure = Some(BodyFailure::Timeout),
+                Ok(None) => return Ok(0),
+                Ok(Some(Err(e))) => {
+                    self.failure = Some(BodyFailure::Http(clean_message(&e.to_string())))
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.read += data.len() as u64;
+                        if self.read > MAX_STREAMED_BYTES {
+                            self.failure = Some(BodyFailure::TooLarge);
+                        } else {
+                            self.chunk = data;
+                        }
+                    }
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk.advance(n);
+        Ok(n)
+    }
+}
+
+/// Up to `max` bytes of the start of a body, for an error message; a failed read gives what came.
+async fn read_start(mut body: Incoming, max: usize) -> Vec<u8> {
+    let mut start = Vec::new();
+    while start.len() < max {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let take = data.len().min(max - start.len());
+                    start.extend_from_slice(&data[..take]);
+                }
+            }
+            _ => break,
+        }
+    }
+    start
+}
+
+/// Any status but 200: an error carrying the start of the body, made safe to print.
+fn status_error(url: String, status: StatusCode, body_start: &[u8]) -> ClientError {
+    let start = String::from_utf8_lossy(body_start);
+    let start = clean_message(start.trim());
+    ClientError::Status {
+        url,
+        status,
+        detail: if start.is_empty() {
+            String::new()
+        } else {
+            format!(": {start}")
+        },
     }
 }
 
@@ -280,7 +439,7 @@ fn classify(base: &BaseUrl, url: &str, error: hyper_util::client::legacy::Error)
     // The top-level message ("client error (Connect)") says little; the innermost cause says why.
     let detail = causes(&error)
         .last()
-        .map(ToString::to_string)
+        .map(|cause| clean_message(&cause.to_string()))
         .unwrap_or_default();
     if error.is_connect() {
         ClientError::Connect {

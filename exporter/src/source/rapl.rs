@@ -336,7 +336,7 @@ fn read_counter(file: &File) -> Result<u64, ReadError> {
     parse_uj(&buf[..len]).map_err(ReadError::Parse)
 }
 
-fn parse_uj(raw: &[u8]) -> Result<u64, String> {
+pub(crate) fn parse_uj(raw: &[u8]) -> Result<u64, String> {
     let text = std::str::from_utf8(raw).map_err(|_| "not UTF-8".to_string())?;
     let text = text.trim();
     text.parse::<u64>()
@@ -350,14 +350,14 @@ fn is_vanished(err: &io::Error) -> bool {
 
 /// A powercap directory name: `intel-rapl:N`, `intel-rapl:N:M`, `intel-rapl-mmio:N[:M]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct ZoneId {
+pub(crate) struct ZoneId {
     mmio: bool,
     socket: u32,
     subzone: Option<u32>,
 }
 
 impl ZoneId {
-    fn parse(dir_name: &str) -> Option<ZoneId> {
+    pub(crate) fn parse(dir_name: &str) -> Option<ZoneId> {
         let (mmio, rest) = if let Some(rest) = dir_name.strip_prefix("intel-rapl-mmio:") {
             (true, rest)
         } else {

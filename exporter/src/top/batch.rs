@@ -81,6 +81,9 @@ struct JsonTable<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<&'a str>,
     rows: &'a [Row],
+    /// Series whose value was NaN or infinite (their figures are `null`).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
 }
 
 pub fn json(
@@ -127,6 +130,7 @@ pub fn json(
         nodes,
         note,
         rows,
+        warnings: &reading.warnings,
     })
 }
 

@@ -123,14 +123,6 @@ pub struct GpuBuilder {
     uses: BTreeMap<(String, String, String, String), GpuUse>,
 }
 
-fn finite(v: f64) -> f64 {
-    if v.is_finite() {
-        v
-    } else {
-        0.0
-    }
-}
-
 impl GpuBuilder {
     fn device(&mut self, s: &Sample<'_>) -> &mut GpuDevice {
         let node = clean(s.label("node_name"));
@@ -148,7 +140,7 @@ impl GpuBuilder {
     pub fn add(&mut self, family: &Family, s: &Sample<'_>) {
         match family.scope {
             Scope::GpuDevice => {
-                let value = finite(s.value);
+                let value = s.value;
                 let device = self.device(s);
                 device.has_device_series = true;
                 if device.uuid.is_empty() {
@@ -205,9 +197,9 @@ impl GpuBuilder {
                     ..GpuUse::default()
                 });
                 if is_joules {
-                    entry.joules += finite(s.value);
+                    entry.joules += s.value;
                 } else {
-                    entry.gauge_watts += finite(s.value);
+                    entry.gauge_watts += s.value;
                 }
             }
             _ => {}

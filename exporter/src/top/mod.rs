@@ -51,7 +51,7 @@ pub struct TopArgs {
     /// The view to start with
     #[arg(long, value_enum, default_value = "pods")]
     pub view: View,
-    /// The column to sort by (numbers largest first)
+    /// The column to sort by, named after its heading (numbers largest first)
     #[arg(long, value_enum, default_value = "watts")]
     pub sort: Column,
     /// Reverse the sort
@@ -156,6 +156,9 @@ fn once(config: &TopConfig, output: Output) -> Result<(), TopError> {
     let reading = config.source.fetch(&client)?;
     let rows = table::table(&reading, config.view, config.sort, &config.filter);
     let note = table::empty_reason(&reading, config.view);
+    for warning in &reading.warnings {
+        eprintln!("warning: {warning}");
+    }
     let text = match output {
         Output::Text => batch::text(config.view, &reading, &rows, note),
         Output::Json => {

@@ -8,7 +8,7 @@ use crate::catalog::{
     self, counts_toward_node_total as counts_zone, Measure, Part, Resource, Scope,
 };
 use crate::remote::exposition::Sample;
-use crate::remote::series::clean;
+use crate::remote::series::{clean, non_finite_series};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -139,7 +139,13 @@ pub struct Reading {
     pub gpu_uses: Vec<GpuUse>,
     /// True when the source exposed any GPU family of the catalog.
     pub has_gpu_series: bool,
+    /// Series whose value was NaN or infinite, named (the figures they enter show "n/a"); after
+    /// the first few, one line counts the rest.
+    pub warnings: Vec<String>,
 }
+
+/// Series named in full in `Reading::warnings`.
+const MAX_WARNINGS: usize = 10;
 
 impl Reading {
     pub fn consumers(&self, family: Family) -> &[Consumer] {
@@ -185,6 +191,7 @@ impl Reading {
     pub fn from_samples(samples: &[Sample<'_>]) -> Result<Reading, ModelError> {
         let mut reading = Reading::default();
         let mut kepler = 0usize;
+        let mut non_finite = 0usize;
         // Pass 1: nodes, because the zones a node has decide which zones its consumers count.
         for s in samples {
             if !s.name.starts_with("kepler_") {
@@ -194,6 +201,16 @@ impl Reading {
             let Some(family) = catalog::find(&s.name) else {
                 continue;
             };
+            if !s.value.is_finite() {
+                non_finite += 1;
+                if reading.warnings.len() < MAX_WARNINGS {
+                    let labels = s.labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+                    reading.warnings.push(format!(
+                        "{}: the figures it enters show n/a",
+                        non_finite_series(&s.name, labels, s.value)
+                    ));
+                }
+            }
             if family.resource == Resource::Gpu {
                 reading.has_gpu_series = true;
             }
@@ -220,7 +237,7 @@ impl Reading {
                 };
                 let n = entry(&mut reading, node_name, node);
                 let zone = n.zones.entry(s.label("zone").to_string()).or_default();
-                *zone_field(zone) += finite(s.value);
+                *zone_field(zone) += s.value;
                 if family == &catalog::NODE_CPU_JOULES && n.energy_source.is_empty() {
                     n.energy_source = clean(s.label("source"));
                 }
@@ -231,15 +248,25 @@ impl Reading {
             } else if family == &catalog::CPU_SOURCE_INFO && s.value > 0.0 {
                 entry(&mut reading, node_name, node).cpu_source = clean(s.label("source"))
             } else if family == &catalog::NODE_CPU_USAGE_RATIO {
-                entry(&mut reading, node_name, node).usage_ratio = Some(finite(s.value))
-            } else if family == &catalog::LAST_TICK_TIMESTAMP_SECONDS && s.value > 0.0 {
-                entry(&mut reading, node_name, node).tick_seconds = Some(finite(s.value))
+                entry(&mut reading, node_name, node).usage_ratio = Some(s.value)
+            } else if family == &catalog::LAST_TICK_TIMESTAMP_SECONDS
+                && s.value > 0.0
+                && s.value.is_finite()
+            {
+                // A clock, not a figure: one that is not a number is no clock.
+                entry(&mut reading, node_name, node).tick_seconds = Some(s.value)
             }
         }
         if kepler == 0 {
             return Err(ModelError::NotAnExporter {
                 samples: samples.len(),
             });
+        }
+        if non_finite > reading.warnings.len() {
+            let more = non_finite - reading.warnings.len();
+            reading
+                .warnings
+                .push(format!("{more} more series were NaN or infinite"));
         }
         // Pass 2: consumers, keyed by (family, node, id).
         let psys: HashMap<&str, bool> = reading
@@ -304,7 +331,7 @@ impl Reading {
                 list.len() - 1
             });
             let consumer = &mut list[slot];
-            let value = finite(s.value);
+            let value = s.value;
             match (is_gpu, is_joules) {
                 (false, true) => consumer.cpu_joules += value,
                 (false, false) => consumer.cpu_gauge_watts += value,
@@ -441,14 +468,6 @@ fn short_id(id: &str) -> &str {
         &id[..12]
     } else {
         id
-    }
-}
-
-fn finite(v: f64) -> f64 {
-    if v.is_finite() {
-        v
-    } else {
-        0.0
     }
 }
 
@@ -816,7 +835,16 @@ pub(crate) mod tests {
         let old = gpu(&r, "gpu 0");
         assert!(old.has_device_series && old.uuid.is_empty());
         assert_eq!(old.watts.total, 100.0);
-        assert_eq!(old.joules.total, 0.0, "NaN reads as 0");
+        assert!(
+            old.joules.total.is_nan(),
+            "NaN stays NaN (shown as n/a), never a silent 0"
+        );
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].starts_with("kepler_node_gpu_joules_total{node_name=\"n\",gpu=\"0\",gpu_uuid=\"\",gpu_name=\"Old\"} is NaN"),
+            "{:?}",
+            r.warnings
+        );
         assert_eq!(old.display_name(), "0: Old");
         let ghost = gpu(&r, "GPU-ghost");
         assert!(!ghost.has_device_series);

@@ -4,6 +4,7 @@
 //! Pure; shared by the live screen, `--once` text and JSON.
 
 use super::model::{Consumer, Family, Reading};
+use crate::remote::series::{figure, percent};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -67,14 +68,22 @@ impl View {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Column {
+    /// The first column: POD, NAMESPACE, HUB USER, CONTAINER, COMM or GPU / POD
     Name,
+    /// The second column: NAMESPACE, PODS, POD, PID or DETAIL
     Detail,
+    /// NODE
     Node,
-    /// CPU and GPU power together.
+    /// WATTS: CPU and GPU power together
     Watts,
+    /// CPU W (shown where the source has GPUs)
     CpuWatts,
+    /// GPU W (shown where the source has GPUs)
     GpuWatts,
+    /// ENERGY: joules since the exporter started
+    #[value(name = "energy", alias = "joules")]
     Joules,
+    /// SHARE: of the node's power (in the GPUs view, of the device's)
     Share,
 }
 
@@ -206,11 +215,11 @@ impl Row {
             Column::Name => format!("{}{}", "  ".repeat(usize::from(self.depth)), self.name),
             Column::Detail => self.detail.clone(),
             Column::Node => self.node.clone(),
-            Column::Watts => format!("{:.2}", self.watts),
-            Column::CpuWatts => format!("{:.1}", self.cpu_watts),
-            Column::GpuWatts => format!("{:.1}", self.gpu_watts),
+            Column::Watts => figure(self.watts, 2),
+            Column::CpuWatts => figure(self.cpu_watts, 1),
+            Column::GpuWatts => figure(self.gpu_watts, 1),
             Column::Joules => joules_text(self.joules),
-            Column::Share => format!("{:.1}%", self.share * 100.0),
+            Column::Share => percent(self.share),
         }
     }
 
@@ -226,15 +235,18 @@ impl Row {
     }
 }
 
-/// Joules in the largest unit that keeps the number short.
+/// Joules in the largest unit that keeps the number short; "n/a" when not a number.
 pub fn joules_text(joules: f64) -> String {
+    if !joules.is_finite() {
+        return "n/a".to_string();
+    }
     let units = [(1e9, "GJ"), (1e6, "MJ"), (1e3, "kJ")];
     for (scale, unit) in units {
         if joules.abs() >= scale {
-            return format!("{:.2} {unit}", joules / scale);
+            return format!("{} {unit}", figure(joules / scale, 2));
         }
     }
-    format!("{joules:.1} J")
+    format!("{} J", figure(joules, 1))
 }
 
 /// Why a view has no rows, said on screen instead of an empty table.
@@ -251,7 +263,9 @@ pub fn empty_reason(reading: &Reading, view: View) -> Option<&'static str> {
             "no GPU series from this source: no NVIDIA GPU or driver on the node(s), \
              or the exporter runs with --gpu off or predates GPU support",
         ),
-        View::Pods if reading.pods.is_empty() => Some("no pod series (no pods on this node?)"),
+        View::Pods | View::Namespaces if reading.pods.is_empty() => {
+            Some("no pod series (no pods on this node?)")
+        }
         View::Containers if reading.containers.is_empty() => Some("no container series"),
         _ => None,
     }
@@ -614,9 +628,15 @@ mod tests {
         assert!(rows(&r, View::Gpus).is_empty());
         assert!(!columns(Some(&r), View::Pods).contains(&Column::GpuWatts));
         assert_eq!(empty_reason(&r, View::Pods), None);
-        // Pods without Kubernetes metadata are shown by their UID, in "(no namespace)".
+        // Pods without Kubernetes metadata are shown by their UID, in "(no namespace)"; with no
+        // pods at all the namespaces view says why it is empty.
         let ns = table(&r, View::Namespaces, Sort::default(), "");
         assert_eq!(names(&ns), ["(no namespace)"]);
+        assert_eq!(empty_reason(&r, View::Namespaces), None);
+        let no_pods = Reading::default();
+        assert!(empty_reason(&no_pods, View::Namespaces)
+            .unwrap()
+            .contains("no pod series"));
         for pod in table(&r, View::Pods, Sort::default(), "") {
             assert_eq!(pod.name.len(), 36, "UID expected: {}", pod.name);
         }

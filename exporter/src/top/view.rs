@@ -7,6 +7,7 @@ use super::model::Reading;
 #[cfg(test)]
 use super::table::joules_text;
 use super::table::{self, Column, View};
+use crate::remote::series::figure;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -96,9 +97,14 @@ pub fn node_summary(reading: &Reading) -> Vec<String> {
     let gpu_power = if gpus.is_empty() {
         "GPU none".to_string()
     } else {
-        format!("GPU {gpu:.1} W")
+        format!("GPU {} W", figure(gpu, 1))
     };
-    let cpu_split = format!("CPU idle {idle:.1} active {active:.1} system {system:.1}");
+    let cpu_split = format!(
+        "CPU idle {} active {} system {}",
+        figure(idle, 1),
+        figure(active, 1),
+        figure(system, 1)
+    );
     let gpu_split = if gpus.is_empty() {
         String::new()
     } else {
@@ -108,7 +114,11 @@ pub fn node_summary(reading: &Reading) -> Vec<String> {
             1 => "1 GPU".to_string(),
             n => format!("{n} GPUs"),
         };
-        format!("  {count} idle {idle:.1} active {active:.1}")
+        format!(
+            "  {count} idle {} active {}",
+            figure(idle, 1),
+            figure(active, 1)
+        )
     };
     match nodes.as_slice() {
         [node] => {
@@ -117,17 +127,19 @@ pub fn node_summary(reading: &Reading) -> Vec<String> {
                 .iter()
                 .map(|(zone, f)| {
                     let counted = if node.counts_zone(zone) { "" } else { "*" };
-                    format!("{zone}{counted} {:.1}", f.watts)
+                    format!("{zone}{counted} {}", figure(f.watts, 1))
                 })
                 .collect();
             let usage = node
                 .usage_ratio
-                .map(|u| format!("  cpu {:.0}%", u * 100.0))
+                .map(|u| format!("  cpu {}%", figure(u * 100.0, 0)))
                 .unwrap_or_default();
             vec![
                 format!(
-                    "{}  CPU {cpu:.1} W  {gpu_power}  total {total:.1} W{usage}",
-                    node.name
+                    "{}  CPU {} W  {gpu_power}  total {} W{usage}",
+                    node.name,
+                    figure(cpu, 1),
+                    figure(total, 1)
                 ),
                 format!("{cpu_split}{gpu_split}"),
                 format!(
@@ -146,8 +158,10 @@ pub fn node_summary(reading: &Reading) -> Vec<String> {
             let with_gpus: BTreeSet<&str> = gpus.iter().map(|g| g.node.as_str()).collect();
             vec![
                 format!(
-                    "{} nodes  CPU {cpu:.1} W  {gpu_power}  total {total:.1} W",
-                    many.len()
+                    "{} nodes  CPU {} W  {gpu_power}  total {} W",
+                    many.len(),
+                    figure(cpu, 1),
+                    figure(total, 1)
                 ),
                 format!("{cpu_split}{gpu_split}"),
                 format!(
@@ -174,10 +188,17 @@ fn status_line(app: &App) -> Line<'static> {
             Span::styled("connecting...", Style::new().fg(Color::Yellow)),
             source,
         ]),
-        Status::Ok => Line::from(vec![
-            Span::styled("ok", Style::new().fg(Color::Green)),
-            source,
-        ]),
+        Status::Ok => {
+            let mut spans = vec![Span::styled("ok", Style::new().fg(Color::Green)), source];
+            // A series that is NaN or infinite shows as n/a; say which, so it is not a mystery.
+            if let Some(first) = app.reading.as_ref().and_then(|r| r.warnings.first()) {
+                spans.push(Span::styled(
+                    format!("  n/a: {first}"),
+                    Style::new().fg(Color::Yellow),
+                ));
+            }
+            Line::from(spans)
+        }
         Status::Failed { message, attempts } => {
             let kept = if app.reading.is_some() {
                 ", showing the last good reading"
@@ -217,14 +238,14 @@ fn draw_sparklines(frame: &mut Frame, app: &App, area: Rect) {
         .block(
             Block::new()
                 .borders(Borders::ALL)
-                .title(format!("{what} {now:.1} W")),
+                .title(format!("{what} {} W", figure(now, 1))),
         )
         .data(bars(&app.node_history, inner))
         .style(Style::new().fg(Color::Cyan));
     frame.render_widget(node, left);
     let (title, data) = match (app.selected_row(), app.selected_history()) {
         (Some(row), Some(history)) => (
-            format!("{} {:.2} W", row.name, row.watts),
+            format!("{} {} W", row.name, figure(row.watts, 2)),
             bars(history, right.width.saturating_sub(2)),
         ),
         _ => ("no row selected".to_string(), Vec::new()),
@@ -344,18 +365,18 @@ kepler-rs top: power of this node's (or cluster's) consumers
   Tab, ←/→     next / previous view
   p n u c o g  pods, namespaces, hub users, containers, processes, GPUs
   s            sort by the next column
-  1..8         sort by name, detail, node, watts, CPU W, GPU W, energy, share
-               (again: reverse)
+  1..8         sort by column 1 to 8 (again: reverse):
+               name, detail, node, watts, CPU W, GPU W, energy, share
   r            reverse the sort
   /            filter rows (Enter keeps, Esc clears)
   ↑/↓ j/k      select a row (its power is the right sparkline)
 
-WATTS: power now, CPU + GPU (from the energy counters between refreshes);
-CPU W and GPU W apart when the source has GPUs. ENERGY: since the exporter
-started. SHARE: of the node's total power; in GPUs, a device's of its node's
-and the rows under a device (idle, pods, MIG instances, unattributed) of the
-device's. CPU total = package + dram, or psys alone; zones marked * are not
-added.";
+WATTS: power now, CPU + GPU (from the energy counters between
+refreshes); CPU W and GPU W apart when the source has GPUs. ENERGY:
+since the exporter started. SHARE: of the node's total power; in GPUs, a
+device's of its node's and the rows under a device (idle, pods, MIG
+instances, unattributed) of the device's. CPU total = package + dram, or
+psys alone; zones marked * are not added.";
 
 fn draw_help(frame: &mut Frame, area: Rect) {
     let width = area.width.saturating_sub(4).min(80);
@@ -426,6 +447,14 @@ mod tests {
         app.on_key(key(KeyCode::Char('?')));
         let text = screen(&app, 100, 30);
         assert!(text.contains("sort by the next column"), "{text}");
+        // At 80x24 every line of the help is shown whole: none wraps mid-phrase or is cut.
+        let text = screen(&app, 80, 24);
+        for line in HELP.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                text.contains(line.trim_end()),
+                "{line:?} not whole in:\n{text}"
+            );
+        }
     }
 
     #[test]
