@@ -224,7 +224,8 @@ impl Reading {
                 name: &str,
                 node: impl FnOnce() -> Node,
             ) -> &'r mut Node {
-                r.nodes.entry(name.to_string()).or_insert_with(node)
+                // Keyed by the printable name, as pods and GPUs name their node.
+                r.nodes.entry(clean(name)).or_insert_with(node)
             }
             if (family.scope, family.resource) == (Scope::NodeZone, Resource::Cpu) {
                 let zone_field: fn(&mut ZoneFigures) -> &mut f64 = match family.measure {
@@ -622,6 +623,18 @@ pub(crate) mod tests {
 
     pub(crate) fn reading(text: &str) -> Reading {
         Reading::from_samples(&parse(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_node_name_with_a_control_character_is_one_printable_node_its_pods_find() {
+        let r = reading(
+            "kepler_node_cpu_watts{node_name=\"n\\n1\",zone=\"package\",source=\"rapl\"} 50\n\
+             kepler_pod_cpu_watts{node_name=\"n\\n1\",zone=\"package\",pod_id=\"u1\"} 7\n",
+        );
+        assert_eq!(r.nodes.keys().collect::<Vec<_>>(), vec!["n?1"]);
+        assert_eq!(r.nodes["n?1"].name, "n?1");
+        assert_eq!(r.pods[0].node, "n?1");
+        assert_eq!(r.node_total_watts("n?1"), 50.0);
     }
 
     #[test]

@@ -121,6 +121,10 @@ fn parse_mountinfo_line(line: &str) -> Option<CgroupMount> {
         },
         _ => return None,
     };
+    // The kernel writes absolute mount points; anything else is not a mount to read under.
+    if !mount_point.starts_with('/') {
+        return None;
+    }
     Some(CgroupMount {
         mount_point: PathBuf::from(decode_octal_escapes(mount_point)),
         version,
@@ -186,6 +190,13 @@ pub(super) mod tests {
 28 26 0:26 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,xattr,name=systemd
 30 26 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:13 - cgroup cgroup rw,cpu,cpuacct
 ";
+
+    #[test]
+    fn a_mount_point_that_is_empty_or_relative_is_no_mount() {
+        let text = "25 1 0:23 /  rw shared:9 - cgroup2 cgroup2 rw\n\
+                    26 1 0:24 / sys/fs/cgroup rw shared:9 - cgroup2 cgroup2 rw\n";
+        assert_eq!(parse_mountinfo(text), vec![]);
+    }
 
     #[test]
     fn parse_mountinfo_forms() {
