@@ -5,10 +5,14 @@
 # fuzz/artifacts/<target>/.
 #   KEPLER_RS_FUZZ_SECONDS  seconds per target (default 20)
 #   KEPLER_RS_FUZZ_TARGETS  space-separated targets to run (default: all)
+#   KEPLER_RS_FUZZ_SEED     libFuzzer's -seed (default 1: CI replays the same mutations each run, so
+#                           a red run is a regression, reproducible here; 0 draws a new seed, for
+#                           the longer exploratory runs that look for new findings)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${KEPLER_RS_FUZZ_SECONDS:-20}"
+seed="${KEPLER_RS_FUZZ_SEED:-1}"
 if ! rustup toolchain list | grep -q '^nightly'; then
   rustup toolchain install nightly --profile minimal
 fi
@@ -24,7 +28,7 @@ for target in $targets; do
   scratch="$(mktemp -d -t "kepler-rs-fuzz-$target.XXXXXX")"
   echo "scripts/fuzz.sh: $target for ${seconds}s" >&2
   if ! cargo +nightly fuzz run -a "$target" "$scratch" "fuzz/corpus/$target" -- \
-      -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>"$scratch.log"; then
+      -max_total_time="$seconds" -seed="$seed" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>"$scratch.log"; then
     failed="$failed $target"
     tail -n 40 "$scratch.log" >&2
   else
