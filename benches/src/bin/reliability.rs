@@ -303,21 +303,21 @@ struct Row {
     scrape: String,
 }
 
-fn print(rows: &[Row]) {
-    println!("| phase | RSS before / peak / after (MiB) | fds before / peak / after | scrapes |");
-    println!("|---|---|---|---|");
-    for r in rows {
+impl Row {
+    /// One line of the table (printed as each phase ends, so a run cut short still shows what it
+    /// measured).
+    fn print(&self) {
         println!(
             "| {} | {:.1} / {:.1} / {:.1} ({:+.1}) | {} / {} / {} | {} |",
-            r.phase,
-            r.before,
-            r.peak,
-            r.after,
-            r.after - r.before,
-            r.fds.0,
-            r.fds.1,
-            r.fds.2,
-            r.scrape
+            self.phase,
+            self.before,
+            self.peak,
+            self.after,
+            self.after - self.before,
+            self.fds.0,
+            self.fds.1,
+            self.fds.2,
+            self.scrape
         );
     }
 }
@@ -529,25 +529,19 @@ fn main() {
     };
     let mut failures = Vec::new();
     let rss_start = e.rss_mib();
-    let mut rows = vec![connection_cycles(&o, &e, &mut failures)];
-    rows.push(huge_node(&e, &mut node, o.pods, 1, true, &mut failures));
+    println!("| phase | RSS before / peak / after (MiB) | fds before / peak / after | scrapes |");
+    println!("|---|---|---|---|");
+    connection_cycles(&o, &e, &mut failures).print();
+    huge_node(&e, &mut node, o.pods, 1, true, &mut failures).print();
     if o.big_pods > 0 {
-        rows.push(huge_node(
-            &e,
-            &mut node,
-            o.big_pods,
-            0,
-            false,
-            &mut failures,
-        ));
+        huge_node(&e, &mut node, o.big_pods, 0, false, &mut failures).print();
     }
-    rows.push(churn(&o, &e, &mut node, &mut failures));
+    churn(&o, &e, &mut node, &mut failures).print();
     println!(
-        "exporter RSS at start {rss_start:.1} MiB, at the end {:.1} MiB; peak (VmHWM) {:.1} MiB",
+        "\nexporter RSS at start {rss_start:.1} MiB, at the end {:.1} MiB; peak (VmHWM) {:.1} MiB",
         e.rss_mib(),
         e.status_kib("VmHWM:") as f64 / 1024.0
     );
-    print(&rows);
     drop(e);
     drop(node);
     if !failures.is_empty() {
