@@ -26,21 +26,17 @@ pub enum Error {
 }
 
 /// Most bytes read: a 512-CPU host writes about 800 KiB.
-const MAX_BYTES: u64 = 4 << 20;
+const MAX_BYTES: usize = 4 << 20;
 
-/// Reads and parses `<procfs>/cpuinfo`.
+/// Reads and parses `<procfs>/cpuinfo`: a regular file of at most `MAX_BYTES`, read with the one
+/// bounded helper (a FIFO or a device in its place is refused, never waited on).
 pub fn read(procfs: &Path) -> Result<Vec<CpuInfo>, Error> {
-    use std::io::Read;
     let path = procfs.join("cpuinfo");
-    let read_error = |source| Error::Read {
-        path: path.clone(),
-        source,
-    };
-    let file = std::fs::File::open(&path).map_err(read_error)?;
-    let mut text = String::new();
-    file.take(MAX_BYTES)
-        .read_to_string(&mut text)
-        .map_err(read_error)?;
+    let text =
+        crate::files::read_small_text_io(&path, MAX_BYTES).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
     let cpus = parse(&text);
     if cpus.is_empty() {
         return Err(Error::Unusual { path });

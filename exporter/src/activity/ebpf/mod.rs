@@ -335,7 +335,8 @@ impl EbpfActivity {
     /// Each program's run time by the kernel's accounting, while `kernel.bpf_stats_enabled` is 1
     /// (empty otherwise: the kernel then counts nothing, and a stale figure would read as current).
     fn program_run_ns(&self) -> Vec<(&'static str, u64)> {
-        let enabled = std::fs::read(&self.stats_switch).is_ok_and(|v| v.first() == Some(&b'1'));
+        let enabled = crate::files::read_small_file(&self.stats_switch, 16)
+            .is_ok_and(|v| v.first() == Some(&b'1'));
         if !enabled {
             return Vec::new();
         }
