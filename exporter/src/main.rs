@@ -161,7 +161,7 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP; it will end the process"),
     }
     // Bind before loading any input: a busy port fails at once, before eBPF or NVML are loaded.
-    let listener = match runtime.block_on(tokio::net::TcpListener::bind(config.listen)) {
+    let listener = match runtime.block_on(kepler_rs::server::bind(config.listen)) {
         Ok(l) => l,
         Err(e) => return fail_to_start(2, &format!("--listen {}: {e}", config.listen)),
     };

@@ -36,6 +36,10 @@ const CONCURRENT_BCRYPT: usize = 2;
 /// How often timeouts are enforced and the web config's files are checked for changes.
 const REAP_EVERY: Duration = Duration::from_millis(250);
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// Connections the kernel queues for `accept`, capped by `net.core.somaxconn`. tokio's `bind`
+/// asks for 128, which a burst of scrapers overflows while the loop is busy: the kernel then drops
+/// their SYNs and each client waits a full second to retransmit.
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// What the handlers share: the latest snapshot and the encoding of the last snapshot scraped,
 /// the web configuration in force and the connection registry.
@@ -143,6 +147,18 @@ fn has_body(req: &Request<Incoming>) -> bool {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .is_some_and(|n| n > 0);
     declared || req.headers().contains_key(TRANSFER_ENCODING) || req.body().size_hint().lower() > 0
+}
+
+/// The listening socket for `addr`, with a backlog of `LISTEN_BACKLOG`.
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Route one request. Public so tests can drive it without sockets.
