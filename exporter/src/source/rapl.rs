@@ -166,24 +166,25 @@ impl EnergySource for Rapl {
         let mut issues = Vec::new();
         for zone in &mut self.zones {
             zone.since_baseline = zone.since_baseline.saturating_add(ctx.elapsed);
-            let delta = zone
-                .read(self.open)
-                .and_then(|current| zone.advance(current, self.max_zone_watts));
-            match delta {
-                Ok(Some(delta_uj)) => {
-                    match per_socket
-                        .iter_mut()
-                        .find(|(kind, socket, _)| *kind == zone.kind && *socket == zone.socket)
-                    {
-                        Some((_, _, uj)) => *uj = uj.saturating_add(delta_uj),
-                        None => per_socket.push((zone.kind, zone.socket, delta_uj)),
-                    }
+            if let Some(refused) = &mut zone.refused {
+                refused.since = refused.since.saturating_add(ctx.elapsed);
+            }
+            let (delta, issue) = match zone.read(self.open) {
+                Ok(current) => zone.advance(current, self.max_zone_watts),
+                Err(issue) => (None, Some(issue)),
+            };
+            if let Some(delta_uj) = delta {
+                match per_socket
+                    .iter_mut()
+                    .find(|(kind, socket, _)| *kind == zone.kind && *socket == zone.socket)
+                {
+                    Some((_, _, uj)) => *uj = uj.saturating_add(delta_uj),
+                    None => per_socket.push((zone.kind, zone.socket, delta_uj)),
                 }
-                Ok(None) => {}
-                Err(issue) => {
-                    tracing::debug!(kind = %issue.kind, detail = %issue.detail, "RAPL zone skipped");
-                    issues.push(issue);
-                }
+            }
+            if let Some(issue) = issue {
+                tracing::debug!(kind = %issue.kind, detail = %issue.detail, "RAPL zone skipped");
+                issues.push(issue);
             }
         }
         let zones = self
@@ -230,6 +231,15 @@ struct Zone {
     /// Time since `previous_uj` was read; grows across failed reads so the plausibility bound covers
     /// the whole span whose energy the next good delta carries.
     since_baseline: Duration,
+    /// The last reading, when it was refused as implausible: held for one sample.
+    refused: Option<Refused>,
+}
+
+/// A reading refused as implausible, and the time since it was read.
+#[derive(Debug, Clone, Copy)]
+struct Refused {
+    uj: u64,
+    since: Duration,
 }
 
 impl Zone {
@@ -260,32 +270,61 @@ impl Zone {
         }
     }
 
-    /// Takes a good reading: the delta since the baseline (None for the first), after the plausibility
-    /// check. The reading becomes the new baseline either way.
-    fn advance(&mut self, current_uj: u64, max_watts: f64) -> Result<Option<u64>, SourceIssue> {
-        let diff = CounterDiff::compute(self.previous_uj, current_uj, self.max_energy_range_uj);
-        let span = self.since_baseline;
-        self.previous_uj = Some(current_uj);
-        self.since_baseline = Duration::ZERO;
-        let Some(delta_uj) = diff.value() else {
-            return Ok(None);
+    /// Takes a good reading: the delta since the baseline (None for the first), and an issue when a
+    /// reading is refused. A delta above the plausible power is refused, and the baseline is kept
+    /// for one more sample, as after a failed read: if the next reading is plausible from it, the
+    /// refused one was a misread and the next delta carries the whole span (no joule lost). If not,
+    /// the counter did jump: the next delta is measured from the refused reading, and only the
+    /// refused interval's energy is unknown.
+    fn advance(&mut self, current_uj: u64, max_watts: f64) -> (Option<u64>, Option<SourceIssue>) {
+        let range = self.max_energy_range_uj;
+        let plausible = |delta_uj: u64, span: Duration| {
+            delta_uj as f64 <= max_watts * span.as_secs_f64().max(1.0) * 1e6
         };
-        let bound_uj = max_watts * span.as_secs_f64().max(1.0) * 1e6;
-        if delta_uj as f64 > bound_uj {
-            return Err(SourceIssue::new(
+        let diff = CounterDiff::compute(self.previous_uj, current_uj, range);
+        let span = self.since_baseline;
+        let refused = self.refused.take();
+        let delta = match diff.value() {
+            Some(delta_uj) if !plausible(delta_uj, span) => delta_uj,
+            other => {
+                self.rebase(current_uj);
+                return (other, None);
+            }
+        };
+        let anomaly = |what: &str| {
+            SourceIssue::new(
                 INPUT,
                 IssueKind::CounterAnomaly,
                 format!(
-                    "{}: {:?} of {} uJ over {:.3} s exceeds {} W; re-baselined",
+                    "{}: {:?} of {} uJ over {:.3} s exceeds {} W; {what}",
                     self.energy_path.display(),
                     diff,
-                    delta_uj,
+                    delta,
                     span.as_secs_f64(),
                     max_watts
                 ),
-            ));
-        }
-        Ok(Some(delta_uj))
+            )
+        };
+        let Some(refused) = refused else {
+            self.refused = Some(Refused {
+                uj: current_uj,
+                since: Duration::ZERO,
+            });
+            let issue = anomaly("held: the next reading is measured from the last good one");
+            return (None, Some(issue));
+        };
+        let issue = anomaly("twice: re-based at the refused reading, whose interval is lost");
+        self.rebase(current_uj);
+        let from_refused = CounterDiff::compute(Some(refused.uj), current_uj, range).value();
+        (
+            from_refused.filter(|delta_uj| plausible(*delta_uj, refused.since)),
+            Some(issue),
+        )
+    }
+
+    fn rebase(&mut self, current_uj: u64) {
+        self.previous_uj = Some(current_uj);
+        self.since_baseline = Duration::ZERO;
     }
 
     fn read_issue(&self, err: ReadError) -> SourceIssue {
@@ -454,6 +493,7 @@ fn discover_with(sysfs_root: &Path, open: Opener) -> Result<Rapl> {
             file: Some(file),
             previous_uj: None,
             since_baseline: Duration::ZERO,
+            refused: None,
         });
     }
 
@@ -909,27 +949,70 @@ mod tests {
     }
 
     #[test]
-    fn counter_anomaly_is_discarded_and_rebaselined() {
+    fn a_counter_that_jumped_is_refused_then_measured_from_the_jump() {
         let (_tmp, root) = scratch("one_socket");
         let mut rapl = discover(&root).unwrap().with_max_zone_watts(1000.0);
         assert_eq!(rapl.max_zone_watts(), 1000.0);
         rapl.sample(&ctx(2));
-        // 5000 J in 2 s = 2500 W > 1000 W: an anomaly.
+        // 5000 J in 2 s = 2500 W > 1000 W: an anomaly, held.
         set_uj(&root, "intel-rapl:0", 1_000_000 + 5_000_000_000);
         set_uj(&root, "intel-rapl:0:0", 400_000 + 1_000_000);
         let s = rapl.sample(&ctx(2));
         assert_eq!(kinds_of(&s.issues), vec![IssueKind::CounterAnomaly]);
+        assert!(
+            s.issues[0].detail.contains("held"),
+            "{}",
+            s.issues[0].detail
+        );
         assert!(energy(&s, ZoneKind::Package).is_none());
         assert!(approx(energy(&s, ZoneKind::Core), 1.0));
-        // re-baselined at the jumped value: the next delta is measured from there.
+        // Still implausible from the last good reading: the counter did jump. The delta since the
+        // refused reading is taken, and the refused interval is reported lost.
         set_uj(
             &root,
             "intel-rapl:0",
             1_000_000 + 5_000_000_000 + 20_000_000,
         );
         let next = rapl.sample(&ctx(2));
-        assert!(next.issues.is_empty());
+        assert_eq!(kinds_of(&next.issues), vec![IssueKind::CounterAnomaly]);
+        assert!(
+            next.issues[0].detail.contains("lost"),
+            "{}",
+            next.issues[0].detail
+        );
         assert!(approx(energy(&next, ZoneKind::Package), 20.0));
+        // And from there on, as usual.
+        set_uj(
+            &root,
+            "intel-rapl:0",
+            1_000_000 + 5_000_000_000 + 50_000_000,
+        );
+        let after = rapl.sample(&ctx(2));
+        assert!(after.issues.is_empty(), "{:?}", after.issues);
+        assert!(approx(energy(&after, ZoneKind::Package), 30.0));
+    }
+
+    #[test]
+    fn a_misread_counter_loses_no_joule() {
+        let (_tmp, root) = scratch("one_socket");
+        let mut rapl = discover(&root).unwrap().with_max_zone_watts(1000.0);
+        rapl.sample(&ctx(2));
+        // One garbage reading, far above (then, on another run, below: a false wrap).
+        for garbage in [1_000_000 + 9_000_000_000, 5] {
+            set_uj(&root, "intel-rapl:0", garbage);
+            let s = rapl.sample(&ctx(2));
+            assert_eq!(kinds_of(&s.issues), vec![IssueKind::CounterAnomaly]);
+            assert!(energy(&s, ZoneKind::Package).is_none());
+            // The counter reads true again, 30 J on from the last good reading over the 4 s: all of
+            // it is carried into this interval.
+            set_uj(&root, "intel-rapl:0", 1_000_000 + 30_000_000);
+            let next = rapl.sample(&ctx(2));
+            assert!(next.issues.is_empty(), "{:?}", next.issues);
+            assert!(approx(energy(&next, ZoneKind::Package), 30.0));
+            set_uj(&root, "intel-rapl:0", 1_000_000);
+            rapl = discover(&root).unwrap().with_max_zone_watts(1000.0);
+            rapl.sample(&ctx(2));
+        }
     }
 
     #[test]
