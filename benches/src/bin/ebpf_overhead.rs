@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use kepler_ebpf_common::names;
 use kepler_rs::activity::ebpf::counters::{CounterKind, Counters};
 use kepler_rs::activity::ebpf::program::{Drained, LoadedProgram};
@@ -230,12 +232,17 @@ fn main() -> anyhow::Result<()> {
     let rounds: usize = std::env::var("KEPLER_RS_BPF_ROUNDS")
         .ok()
         .map(|s| s.parse())
-        .transpose()?
+        .transpose()
+        .context("KEPLER_RS_BPF_ROUNDS must be a number of rounds")?
         .unwrap_or(1);
     if !baselines.is_empty() {
         let objects = baselines
             .iter()
-            .map(|path| Ok((path.display().to_string(), std::fs::read(path)?)))
+            .map(|path| {
+                let object = std::fs::read(path)
+                    .with_context(|| format!("reading the object {}", path.display()))?;
+                Ok((path.display().to_string(), object))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         compare(&objects, floor_ns, rounds, seconds, pairs, processes)?;
     }
