@@ -5,7 +5,9 @@
 //! Usage: `cargo run --release -p kepler-rs-benches --bin ebpf_overhead [seconds] [pairs]
 //! [threads|processes]` (pairs of threads of one process, default, or thread + forked child);
 //! `KEPLER_RS_BPF_OBJECT=<file>` measures another build of the object (e.g. a trimmed variant);
-//! `KEPLER_RS_BPF_BASELINE=<file>` also measures another build's program alone under the same load;
+//! `KEPLER_RS_BPF_BASELINE=<file>[:<file>...]` also measures other builds' programs, each alone under
+//! the same load, and `KEPLER_RS_BPF_ROUNDS=<n>` repeats the floor and those programs n times,
+//! alternating, and prints each one's median and its median ratio to the floor of the same round;
 //! `KEPLER_RS_BPF_COUNTERS=software|hardware` runs it with CPU-wide counters read at every switch.
 
 use std::io::{Read, Write};
@@ -14,6 +16,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use kepler_ebpf_common::names;
 use kepler_rs::activity::ebpf::counters::{CounterKind, Counters};
@@ -149,6 +153,63 @@ fn alone(
     Ok((i1.run_time() - i0.run_time()).as_nanos() as f64 / runs.max(1) as f64)
 }
 
+/// Each of `objects`' `kepler_sched_switch` alone under the same load, `rounds` times, alternating
+/// with the no-op floor (the first round reuses `first_floor_ns`); prints every figure, then per
+/// object the median ns and the median of its ratios to the floor of the same round.
+fn compare(
+    objects: &[(String, Vec<u8>)],
+    first_floor_ns: f64,
+    rounds: usize,
+    seconds: u64,
+    pairs: usize,
+    processes: bool,
+) -> anyhow::Result<()> {
+    let mut floors = Vec::new();
+    let mut figures: Vec<Vec<f64>> = vec![Vec::new(); objects.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); objects.len()];
+    for round in 0..rounds {
+        let floor_ns = if round == 0 {
+            first_floor_ns
+        } else {
+            alone(OBJECT, names::SCHED_SWITCH_FLOOR, seconds, pairs, processes)?
+        };
+        floors.push(floor_ns);
+        println!("round {}: floor {floor_ns:.1} ns", round + 1);
+        for (index, (name, object)) in objects.iter().enumerate() {
+            let ns = alone(object, names::SCHED_SWITCH, seconds, pairs, processes)?;
+            println!(
+                "baseline {name} kepler_sched_switch alone, same load: {ns:.1} ns per run ({:.2}x floor)",
+                ns / floor_ns
+            );
+            figures[index].push(ns);
+            ratios[index].push(ns / floor_ns);
+        }
+    }
+    if rounds > 1 {
+        println!(
+            "medians over {rounds} rounds: floor {:.1} ns",
+            median(&mut floors)
+        );
+        for (index, (name, _)) in objects.iter().enumerate() {
+            println!(
+                "  {name}: {:.1} ns, {:.2}x floor",
+                median(&mut figures[index]),
+                median(&mut ratios[index])
+            );
+        }
+    }
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
@@ -160,14 +221,30 @@ fn main() -> anyhow::Result<()> {
     };
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
     let floor_ns = alone(OBJECT, names::SCHED_SWITCH_FLOOR, seconds, pairs, processes)?;
-    // KEPLER_RS_BPF_BASELINE=<object>: another build's program under the same load, for a ratio.
-    if let Some(path) = std::env::var_os("KEPLER_RS_BPF_BASELINE").filter(|p| !p.is_empty()) {
-        let baseline = std::fs::read(&path)?;
-        let ns = alone(&baseline, names::SCHED_SWITCH, seconds, pairs, processes)?;
-        println!(
-            "baseline {} kepler_sched_switch alone, same load: {ns:.1} ns per run",
-            std::path::Path::new(&path).display()
-        );
+    // KEPLER_RS_BPF_BASELINE=<object>[:<object>...]: other builds' programs under the same load.
+    let baselines: Vec<std::path::PathBuf> = std::env::var_os("KEPLER_RS_BPF_BASELINE")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let rounds: usize = std::env::var("KEPLER_RS_BPF_ROUNDS")
+        .ok()
+        .map(|s| s.parse())
+        .transpose()
+        .context("KEPLER_RS_BPF_ROUNDS must be a number of rounds")?
+        .unwrap_or(1);
+    if !baselines.is_empty() {
+        let objects = baselines
+            .iter()
+            .map(|path| {
+                let object = std::fs::read(path)
+                    .with_context(|| format!("reading the object {}", path.display()))?;
+                Ok((path.display().to_string(), object))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        compare(&objects, floor_ns, rounds, seconds, pairs, processes)?;
     }
 
     let variant = std::env::var_os("KEPLER_RS_BPF_OBJECT")
