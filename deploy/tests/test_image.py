@@ -61,6 +61,23 @@ def test_containerfile_is_multistage_non_root_and_locked():
     assert "ENTRYPOINT" in text and "--locked" in text
 
 
+def test_build_stage_copies_every_directory_the_workspace_builds_from():
+    """Members, the path dependencies of the exporter, and the patched crates of [patch.crates-io]
+    (third_party/aya): a directory left out of the build stage breaks the image build, which no
+    offline test runs."""
+    cargo_toml = (REPO / "Cargo.toml").read_text()
+    members = re.search(r"^members\s*=\s*\[([^\]]*)\]", cargo_toml, re.M)
+    assert members, "Cargo.toml: [workspace] members"
+    paths = re.findall(r'"([^"]+)"', members.group(1))
+    paths += re.findall(r'path\s*=\s*"([^"]+)"', cargo_toml)
+    exporter_toml = (REPO / "exporter" / "Cargo.toml").read_text()
+    paths += [str(Path("exporter", p)) for p in re.findall(r'path\s*=\s*"([^"]+)"', exporter_toml)]
+    needed = {Path(os.path.normpath(p)).parts[0] for p in paths}
+    assert {"exporter", "benches", "ebpf", "third_party"} <= needed, needed
+    copied = set(re.findall(r"^COPY\s+(?!--from)(\S+)\s", CONTAINERFILE.read_text(), re.M))
+    assert needed <= copied, f"deploy/Containerfile does not COPY {sorted(needed - copied)}"
+
+
 def test_dockerignore_keeps_build_output_out_of_the_context():
     ignored = (REPO / ".dockerignore").read_text().split()
     assert "target/" in ignored and "**/target/" in ignored  # ebpf/program/target alone is hundreds of MB

@@ -380,7 +380,6 @@ mod tests {
             ebpf: |roots, _| {
                 Err(ebpf::Error::NoBtf {
                     path: roots.sysfs.join("kernel/btf/vmlinux"),
-                    source: None,
                 })
             },
             pmu: |_| {

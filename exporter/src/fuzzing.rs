@@ -4,6 +4,7 @@
 
 use crate::activity::cgroup::mounts::parse_mountinfo;
 use crate::activity::cgroup::CounterFile;
+use crate::activity::ebpf::btf_ids;
 use crate::activity::procfs::parse_proc_stat_cpu;
 use crate::remote::{exposition, prometheus};
 use crate::report::{Aggregator, Format, Grouping, Query};
@@ -126,4 +127,22 @@ pub fn pod_record(data: &[u8]) {
     let policy = HubUserPolicy::raw_in(&["jhub"]);
     let _ = record::pod_record(&pod, "node-a", &policy);
     let _ = record::pod_record(&pod, "node-a", &HubUserPolicy::default());
+}
+
+/// A kernel BTF blob (`/sys/kernel/btf/vmlinux`): the typedef ids of the tracepoints. A typedef has
+/// one name, so two different names never get the same id, and no id is 0 (`void`).
+pub fn btf_typedefs(data: &[u8]) {
+    let names = [
+        "btf_trace_sched_switch",
+        "btf_trace_sched_process_exit",
+        "a",
+    ];
+    if let Ok(found) = btf_ids::find_typedefs(data, names) {
+        let ids: Vec<u32> = found.into_iter().flatten().collect();
+        assert!(ids.iter().all(|id| *id > 0), "{ids:?}");
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+    }
 }

@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use kepler_rs::activity::ebpf::btf_ids::typedef_ids;
 use kepler_rs::activity::ebpf::counters::{CounterKind, Counters};
 use kepler_rs::activity::ebpf::program::{Drained, LoadedProgram};
 use kepler_rs::activity::ebpf::OBJECT;
@@ -29,6 +30,33 @@ fn load(test: &str) -> Option<LoadedProgram> {
         return None;
     }
     Some(LoadedProgram::load(OBJECT, Path::new(BTF)).expect("load and attach"))
+}
+
+/// The attach ids that the loader finds by walking the kernel's BTF in chunks are the ids aya's full
+/// parse finds, for the two tracepoints and for typedefs early and late in the file.
+#[test]
+fn btf_walk_finds_the_ids_aya_finds() {
+    const TEST: &str = "btf_walk_finds_the_ids_aya_finds";
+    if !Path::new(BTF).exists() {
+        skip(TEST, "kernel without BTF");
+        return;
+    }
+    let names = [
+        "btf_trace_sched_switch",
+        "btf_trace_sched_process_exit",
+        "__u8",
+        "pid_t",
+        "btf_trace_sys_exit",
+    ];
+    let ours = typedef_ids(Path::new(BTF), names).expect("walk the kernel's BTF");
+    let btf = aya::Btf::parse_file(BTF, aya::Endianness::default()).expect("aya parses it");
+    for (name, id) in names.into_iter().zip(ours) {
+        let theirs = btf
+            .id_by_type_name_kind(name, aya_obj::btf::BtfKind::Typedef)
+            .expect(name);
+        assert_eq!(id, theirs, "{name}");
+    }
+    assert_ne!(ours[0], ours[1]);
 }
 
 /// `/proc/<pid>/schedstat` field 1: the scheduler's own on-CPU nanoseconds.

@@ -3,6 +3,7 @@
 //! back by itself: `EbpfActivity::start` fails with a typed error and the caller picks another source.
 
 mod batch;
+pub mod btf_ids;
 pub mod charge;
 pub mod counters;
 pub mod program;
@@ -31,11 +32,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("no kernel BTF at {path} (kernel built without CONFIG_DEBUG_INFO_BTF?)")]
-    NoBtf {
-        path: PathBuf,
-        #[source]
-        source: Option<Box<aya::BtfError>>,
-    },
+    NoBtf { path: PathBuf },
+    #[error("cannot find the tracepoints' attach ids: {0}")]
+    Btf(#[source] btf_ids::BtfError),
     #[error("cannot load the eBPF object: {0}")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("{name} missing from the eBPF object")]
@@ -88,6 +87,7 @@ impl Error {
         }
         match self {
             Error::NoBtf { .. } => IssueKind::NoBtf,
+            Error::Btf(e) => e.issue_kind(),
             Error::Load(_) => IssueKind::Load,
             Error::MissingInObject { .. } => IssueKind::Object,
             Error::Program { .. } => IssueKind::Verifier,
@@ -102,12 +102,15 @@ impl Error {
 
     /// In words, why eBPF is not usable, for the one fallback log line.
     pub fn reason(&self) -> &'static str {
-        match self.kind() {
-            IssueKind::PermissionDenied => "not permitted (needs CAP_BPF and CAP_PERFMON, or root)",
-            IssueKind::NoBtf => "the kernel has no BTF",
-            IssueKind::Verifier | IssueKind::Attach => {
+        match (self, self.kind()) {
+            (_, IssueKind::PermissionDenied) => {
+                "not permitted (needs CAP_BPF and CAP_PERFMON, or root)"
+            }
+            (_, IssueKind::NoBtf) => "the kernel has no BTF",
+            (_, IssueKind::Verifier | IssueKind::Attach) => {
                 "the kernel refused the program (kernel older than 5.5, or a verifier rejection)"
             }
+            (Error::Btf(_), _) => "the kernel's BTF could not be read",
             _ => "the eBPF object could not be used",
         }
     }
@@ -707,7 +710,6 @@ mod tests {
     fn error_kinds_name_the_cause() {
         let no_btf = Error::NoBtf {
             path: "/sys/kernel/btf/vmlinux".into(),
-            source: None,
         };
         assert_eq!(no_btf.kind(), IssueKind::NoBtf);
         assert!(no_btf.to_string().contains("/sys/kernel/btf/vmlinux"));

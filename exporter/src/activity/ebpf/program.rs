@@ -8,12 +8,13 @@ use std::path::Path;
 
 use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, RawTracePoint};
-use aya::{Btf, Ebpf, EbpfLoader, Endianness};
+use aya::{Ebpf, EbpfLoader};
 use kepler_ebpf_common::{
     names, CpuState, TaskKey, TaskTime, ANCESTOR_LEVELS, EXITED_ENTRIES, TASK_TIME_ENTRIES,
 };
 
 use super::batch::BatchBuffers;
+use super::btf_ids;
 use super::charge::{self, Charged};
 use super::counters::{CounterKind, Counters};
 use super::{Error, Result};
@@ -21,6 +22,13 @@ use super::{Error, Result};
 /// Entries moved per `bpf(2)` call. With the per-CPU values of every possible CPU in the buffer, this
 /// bounds the buffer at `DRAIN_CHUNK * 64 B * CPUs` (8 MiB on a 128-CPU node).
 const DRAIN_CHUNK: usize = 1024;
+
+/// The `tp_btf` programs and the kernel typedef that names each one's tracepoint (`btf_trace_<name>`:
+/// its id in the kernel's BTF is the program's attach id).
+const TRACEPOINTS: [(&str, &str); 2] = [
+    (names::SCHED_SWITCH, "btf_trace_sched_switch"),
+    (names::SCHED_PROCESS_EXIT, "btf_trace_sched_process_exit"),
+];
 
 /// One drained entry: a process in a cgroup, its time summed over CPUs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,26 +91,21 @@ impl LoadedProgram {
         if !btf_path.exists() {
             return Err(Error::NoBtf {
                 path: btf_path.to_path_buf(),
-                source: None,
             });
         }
-        // The parsed kernel BTF is ~13 MiB here (plus the 5.5 MiB file while it is parsed), and
-        // `EbpfLoader::new` always parses /sys/kernel/btf/vmlinux for itself. The object has no BTF
-        // relocations, so the loader's copy is dropped at once, and ours (needed only for the
-        // tracepoints' type ids) is parsed after the object is loaded: one copy alive at a time,
-        // which halves the start-up peak.
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
+        // The kernel's BTF is needed only for the tracepoints' attach ids: the object has no BTF
+        // relocations. They are found by a walk of the file in small chunks, and the loader is made
+        // without BTF (`EbpfLoader::new` would parse the whole of /sys/kernel/btf/vmlinux, ~19 MiB
+        // for a 5.5 MiB file, for nothing).
+        let attach_ids = btf_ids::typedef_ids(btf_path, TRACEPOINTS.map(|(_, typedef)| typedef))
+            .map_err(Error::Btf)?;
+        let mut loader = EbpfLoader::without_btf();
         let live: u32 = 1;
         if counters.is_some() {
             loader.override_global(names::COUNTERS_LIVE, &live, true);
         }
         let mut ebpf = loader.load(object).map_err(|e| Error::Load(Box::new(e)))?;
         drop(loader);
-        let btf = Btf::parse_file(btf_path, Endianness::default()).map_err(|e| Error::NoBtf {
-            path: btf_path.to_path_buf(),
-            source: Some(Box::new(e)),
-        })?;
         if let Some(counters) = &counters {
             let fd = |name: &'static str| -> Result<std::os::fd::BorrowedFd<'_>> {
                 match ebpf.map(name) {
@@ -114,19 +117,15 @@ impl LoadedProgram {
                 .install(fd(names::CYCLES)?, fd(names::INSTRUCTIONS)?)
                 .map_err(Error::Counters)?;
         }
-        for (program, tracepoint) in [
-            (names::SCHED_SWITCH, "sched_switch"),
-            (names::SCHED_PROCESS_EXIT, "sched_process_exit"),
-        ] {
+        for ((program, _), attach_id) in TRACEPOINTS.into_iter().zip(attach_ids) {
             let prog: &mut BtfTracePoint = program_mut(&mut ebpf, program)?;
-            prog.load(tracepoint, &btf)
+            prog.load_with_btf_id(attach_id)
                 .map_err(|e| program_error(program, e))?;
             prog.attach().map_err(|e| Error::Attach {
                 program,
                 source: Box::new(e),
             })?;
         }
-        drop(btf);
         // Loaded, never attached: `charge_running` runs it on busy CPUs.
         let charge: &mut RawTracePoint = program_mut(&mut ebpf, names::CHARGE_RUNNING)?;
         charge
