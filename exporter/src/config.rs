@@ -29,6 +29,12 @@ pub const MAX_ZONE_IDLE_WATTS: f64 = 10_000.0;
 /// Most idle watts of one GPU (the largest accelerators draw about 1.2 kW at full load).
 pub const MAX_GPU_IDLE_WATTS: f64 = 2_000.0;
 pub const MAX_INTERVAL: Duration = Duration::from_secs(600);
+/// How long the stop after SIGTERM/SIGINT waits for the measurement loop by default.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The range of `--stop-timeout`: long enough for one read of a slow input, short enough to fit the
+/// longest termination grace an operator would give a DaemonSet pod.
+pub const STOP_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(600);
 /// The kubelet's PodResources socket on a stock kubelet (MicroK8s:
 /// `/var/snap/microk8s/common/var/lib/kubelet/pod-resources/kubelet.sock`).
 pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
@@ -218,6 +224,10 @@ pub struct RunArgs {
     /// How long series of ended pods, containers and processes stay [default: 120s]
     #[arg(long, env = "KEPLER_RS_GRACE_PERIOD")]
     pub grace_period: Option<String>,
+    /// After SIGTERM/SIGINT, how long to wait for the measurement loop before exiting without it
+    /// (exit code 1, naming the stuck input) [default: 5s]
+    #[arg(long, env = "KEPLER_RS_STOP_TIMEOUT")]
+    pub stop_timeout: Option<String>,
     /// Fixed idle power per RAPL zone instead of learning it, e.g. package=20,dram=3 (ignored, with
     /// a warning, by the estimate: see --estimate-idle-watts-per-cpu)
     #[arg(long, env = "KEPLER_RS_IDLE_WATTS")]
@@ -289,6 +299,8 @@ pub struct Config {
     pub process_metrics: bool,
     pub metrics_compat: MetricsCompat,
     pub grace_period: Duration,
+    /// `--stop-timeout`: the stop's wait for the measurement loop.
+    pub stop_timeout: Duration,
     pub idle_watts: BTreeMap<ZoneKind, Watts>,
     pub estimate: EstimateModel,
     pub pod_metadata: PodMetadataSource,
@@ -340,7 +352,8 @@ impl RunArgs {
         }
         over! {
             listen, interval, sysfs, procfs, node_name, config, log_format, log_level,
-            energy_source, cpu_source, cpu_counters, process_metrics, metrics_compat, grace_period, idle_watts,
+            energy_source, cpu_source, cpu_counters, process_metrics, metrics_compat, grace_period,
+            stop_timeout, idle_watts,
             estimate_idle_watts_per_cpu, estimate_max_watts_per_cpu, kubeconfig, no_kube, gpu,
             gpu_idle_watts, pod_resources_socket, web_config_file, web_max_connections,
             web_header_read_timeout, web_idle_timeout, web_max_header_bytes, hub_user_label,
@@ -397,6 +410,22 @@ impl RunArgs {
                     "{:?} is out of range (0s to {})",
                     args.grace_period.as_deref().unwrap_or_default(),
                     humantime::format_duration(MAX_GRACE)
+                ),
+            ));
+        }
+
+        let stop_timeout = match &args.stop_timeout {
+            Some(raw) => parse_duration("--stop-timeout", raw)?,
+            None => DEFAULT_STOP_TIMEOUT,
+        };
+        if !STOP_TIMEOUT_RANGE.contains(&stop_timeout) {
+            return Err(err(
+                "--stop-timeout",
+                format!(
+                    "{:?} is out of range ({} to {})",
+                    args.stop_timeout.as_deref().unwrap_or_default(),
+                    humantime::format_duration(*STOP_TIMEOUT_RANGE.start()),
+                    humantime::format_duration(*STOP_TIMEOUT_RANGE.end())
                 ),
             ));
         }
@@ -498,6 +527,7 @@ impl RunArgs {
             process_metrics: args.process_metrics.unwrap_or(false),
             metrics_compat: args.metrics_compat.unwrap_or_default(),
             grace_period,
+            stop_timeout,
             idle_watts,
             estimate,
             pod_metadata,
@@ -725,6 +755,7 @@ mod tests {
         assert_eq!(c.node_name, "host-a");
         assert!(!c.process_metrics);
         assert_eq!(c.grace_period, DEFAULT_GRACE);
+        assert_eq!(c.stop_timeout, DEFAULT_STOP_TIMEOUT);
         assert_eq!(c.pod_metadata, PodMetadataSource::InCluster);
     }
 
@@ -1025,7 +1056,7 @@ mod tests {
     fn file_fills_what_flags_leave_unset() {
         let f = file(
             "jupyterhub_namespace: [jhub, lab]\nhub_user_label: off\ncpu_source: procfs\n\
-             web_max_connections: 8\nweb_idle_timeout: 5s\nidle_watts:\n  dram: 2",
+             web_max_connections: 8\nweb_idle_timeout: 5s\nstop_timeout: 20s\nidle_watts:\n  dram: 2",
         );
         let c = resolve(RunArgs {
             config: Some(f.path().into()),
@@ -1040,6 +1071,7 @@ mod tests {
         assert_eq!(c.cpu_source, CpuSourceChoice::Procfs);
         assert_eq!(c.web_limits.max_connections, 9);
         assert_eq!(c.web_limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.stop_timeout, Duration::from_secs(20));
         // A flag replaces the file's whole table, not zone by zone.
         assert_eq!(
             c.idle_watts,

@@ -82,11 +82,15 @@ impl<K: Hash + Eq + Clone, E: Energy> Consumers<K, E> {
             .filter(|(_, c)| c.ended && now.saturating_sub(c.last_seen) > grace)
             .map(|(k, _)| k.clone())
             .collect();
+        if gone.is_empty() {
+            return;
+        }
         for key in gone {
             if let Some(c) = self.map.remove(&key) {
                 expired(&key, c);
             }
         }
+        crate::heap::release_room(&mut self.map);
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &Consumer<E>)> {

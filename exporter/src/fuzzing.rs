@@ -109,8 +109,21 @@ pub fn prometheus_answer(data: &[u8]) {
 }
 
 /// The `--config` YAML file's syntax and fields.
+/// Also holds the depth pre-scan to its promise: a text it lets through at a limit parses no deeper.
 pub fn config_yaml(data: &[u8]) {
-    let _ = serde_yaml_ng::from_str::<crate::config::RunArgs>(&text(data));
+    let text = text(data);
+    let _ = serde_yaml_ng::from_str::<crate::config::RunArgs>(&text);
+    for limit in [1, 2, 4, 8] {
+        if crate::yaml_depth::check_depth(&text, limit).is_ok() {
+            if let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) {
+                let depth = crate::yaml_depth::parsed_depth(&value);
+                assert!(
+                    depth <= limit,
+                    "the scan let {depth} levels through at {limit}"
+                );
+            }
+        }
+    }
 }
 
 /// The `--web.config.file` YAML file, validated as at start (file names resolved, not read).

@@ -1,5 +1,6 @@
 //! The process's heap policy under glibc malloc: large buffers stay out of the heap, and freed
-//! memory goes back to the system after a crowd of connections or after the node shrank. It decides
+//! memory goes back to the system after a crowd of connections or after the node shrank (long-lived
+//! maps give back their room, the heap is trimmed). It decides
 //! when to trim from counts it is given; it reads no files and holds no global state.
 
 /// Allocations from this size up are mapped on their own and unmapped when freed. glibc otherwise
@@ -20,6 +21,23 @@ pub fn trim() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// A long-lived map uses less than this fraction of its room before the room is given back.
+const SPARSE_FILL_DIVISOR: usize = 4;
+/// Maps this small keep their room: giving it back is not worth a rehash.
+const KEEP_ROOM_ENTRIES: usize = 1024;
+
+/// Give back the room of a long-lived map whose entries went (a node that shrank): a `HashMap` keeps
+/// its table at the largest size it reached, which `trim` cannot return since it is still in use.
+/// Keeps room for twice the entries left. Returns whether it shrank.
+pub fn release_room<K: std::hash::Hash + Eq, V>(map: &mut std::collections::HashMap<K, V>) -> bool {
+    let room = map.capacity();
+    if room <= KEEP_ROOM_ENTRIES || map.len() * SPARSE_FILL_DIVISOR >= room {
+        return false;
+    }
+    map.shrink_to(map.len() * 2);
+    map.capacity() < room
 }
 
 /// Watches how many consumers (pods, containers, processes) the published snapshot holds, and says
@@ -48,6 +66,21 @@ impl ShrinkWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_map_that_emptied_gives_its_room_back_and_a_full_or_small_one_keeps_it() {
+        let mut map: std::collections::HashMap<u32, [u8; 64]> =
+            (0..50_000).map(|i| (i, [0; 64])).collect();
+        assert!(!release_room(&mut map), "full");
+        map.retain(|k, _| *k < 100);
+        assert!(release_room(&mut map));
+        assert!(map.capacity() < 1_000, "{}", map.capacity());
+        assert_eq!(map.len(), 100);
+        assert!(map.contains_key(&99));
+        let mut small: std::collections::HashMap<u32, u8> = (0..500).map(|i| (i, 0)).collect();
+        small.clear();
+        assert!(!release_room(&mut small), "small maps keep their room");
+    }
 
     #[test]
     fn a_shrink_to_half_by_a_thousand_trims_once() {

@@ -192,6 +192,7 @@ fn run(args: RunArgs) -> ExitCode {
     let (stop_monitor, stop_rx) = std::sync::mpsc::channel::<()>();
     let (stopped_tx, stopped) = std::sync::mpsc::channel::<()>();
     let interval = config.interval;
+    let stop_timeout = config.stop_timeout;
     let in_flight = monitor.in_flight();
     let monitor_thread = match std::thread::Builder::new()
         .name("monitor".into())
@@ -209,7 +210,7 @@ fn run(args: RunArgs) -> ExitCode {
     runtime.block_on(server::serve(listener, state, shutdown_signal()));
     let _ = stop_monitor.send(());
     // The thread ends between reads; a read stuck in the kernel would hold it (and the exit) forever.
-    match signals::wait_for_loop(&stopped, &in_flight, signals::MONITOR_STOP_GRACE) {
+    match signals::wait_for_loop(&stopped, &in_flight, stop_timeout) {
         LoopStop::Clean => {
             let _ = monitor_thread.join();
             tracing::info!("stopped");
@@ -220,7 +221,7 @@ fn run(args: RunArgs) -> ExitCode {
             tracing::error!(
                 input,
                 stuck_seconds = stuck_for.as_secs_f64(),
-                grace = ?signals::MONITOR_STOP_GRACE,
+                stop_timeout = ?stop_timeout,
                 "the measurement loop did not stop in time: a read of {input} is stuck; exiting without it"
             );
             ExitCode::from(1)

@@ -819,6 +819,130 @@ mod tests {
         ]
     }
 
+    /// One interval of the scripted GPUs: the counter device's step in millijoules (`None`: the
+    /// counter goes back to 0, a driver reload), the power-only device's milliwatts, the device
+    /// utilisation (percent, possibly above 100) and two processes' SM utilisation samples.
+    type GpuStep = (Option<u64>, u32, Option<u32>, (u32, u32), u8);
+
+    fn any_gpu_step() -> impl Strategy<Value = GpuStep> {
+        (
+            prop_oneof![
+                4 => (0u64..3_000_000).prop_map(Some),
+                1 => any::<u64>().prop_map(Some),
+                1 => Just(None),
+            ],
+            prop_oneof![3 => 0u32..700_000, 1 => any::<u32>()],
+            proptest::option::of(any::<u32>()),
+            (any::<u32>(), any::<u32>()),
+            0u8..4,
+        )
+    }
+
+    /// Two scripted GPUs under the model step: slot 0 reads NVML's energy counter, slot 1 has none
+    /// (power integrated). Processes 10 and 20 are containers of two pods, 30 a host process.
+    struct ScriptedGpuNode {
+        script: crate::gpu::scripted::ScriptHandle,
+        counter_mj: std::cell::Cell<u64>,
+        /// The power-only device's last reading (the baseline tick reads the script's 0 mW).
+        power_w: std::cell::Cell<f64>,
+        util_us: std::cell::Cell<u64>,
+    }
+
+    impl ScriptedGpuNode {
+        fn new(procfs: &std::path::Path) -> ScriptedGpuNode {
+            use crate::gpu::scripted::{ScriptHandle, ScriptedDevice};
+            for (pid, cgroup) in [
+                (
+                    10,
+                    format!(
+                        "0::/kubepods/pod{}/{:064x}\n",
+                        "00000010-0000-0000-0000-000000000000", 10
+                    ),
+                ),
+                (
+                    20,
+                    format!(
+                        "0::/kubepods/pod{}/{:064x}\n",
+                        "00000020-0000-0000-0000-000000000000", 20
+                    ),
+                ),
+                (30, "0::/system.slice/host.service\n".to_string()),
+            ] {
+                let dir = procfs.join(pid.to_string());
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("cgroup"), cgroup).unwrap();
+            }
+            let mut power_only = ScriptedDevice::new(1, "GPU-1");
+            power_only.energy_mj = None;
+            ScriptedGpuNode {
+                script: ScriptHandle::new(vec![ScriptedDevice::new(0, "GPU-0"), power_only]),
+                counter_mj: std::cell::Cell::new(0),
+                power_w: std::cell::Cell::new(0.0),
+                util_us: std::cell::Cell::new(0),
+            }
+        }
+
+        fn monitor(&self, procfs: &std::path::Path) -> crate::gpu::GpuMonitor {
+            let sampler =
+                crate::gpu::device::DeviceSampler::discover(Box::new(self.script.driver()))
+                    .unwrap();
+            crate::gpu::GpuMonitor::new(sampler, procfs.to_path_buf(), Duration::from_secs(3))
+        }
+
+        /// Script the next interval of `secs`; returns how many readings the model must refuse.
+        fn step(&self, step: &GpuStep, secs: f64) -> u64 {
+            use crate::gpu::device::MAX_PLAUSIBLE_WATTS;
+            use crate::gpu::driver::{RunningProcess, UtilSample};
+            use crate::units::Pid;
+            let (counter_step, power_mw, gpu_util, (sm_a, sm_b), running) = *step;
+            let mut refused = 0;
+            let before = self.counter_mj.get();
+            let after = counter_step.map_or(0, |d| before.saturating_add(d));
+            if after >= before {
+                let joules = (after - before) as f64 / 1000.0;
+                if joules / secs > MAX_PLAUSIBLE_WATTS {
+                    refused += 1;
+                }
+            }
+            self.counter_mj.set(after);
+            let watts = f64::from(power_mw) / 1000.0;
+            let previous = self.power_w.replace(watts);
+            if (previous + watts) / 2.0 * secs > MAX_PLAUSIBLE_WATTS * secs.max(1.0) {
+                refused += 1;
+            }
+            let t = self.util_us.get() + 1_000;
+            self.util_us.set(t);
+            let pids: Vec<u32> = [10, 20, 30]
+                .into_iter()
+                .take(usize::from(running))
+                .collect();
+            let mut script = self.script.lock();
+            for d in &mut script.devices {
+                d.gpu_util = gpu_util;
+                d.power_mw = power_mw;
+                d.running = pids
+                    .iter()
+                    .map(|p| RunningProcess {
+                        pid: Pid(*p),
+                        mig_instance: None,
+                    })
+                    .collect();
+                d.util = Some(
+                    [(10, sm_a), (20, sm_b)]
+                        .into_iter()
+                        .map(|(p, sm)| UtilSample {
+                            pid: Pid(p),
+                            timestamp_us: t,
+                            sm_util: sm,
+                        })
+                        .collect(),
+                );
+            }
+            script.devices[0].energy_mj = Some(after);
+            refused
+        }
+    }
+
     use proptest::prelude::*;
 
     proptest! {
@@ -836,6 +960,7 @@ mod tests {
                         (0u8..6, 0u64..3_000_000_000, proptest::collection::vec(0u64..2_000_000_000, 0..3)),
                         0..5,
                     ),
+                    any_gpu_step(),
                 ),
                 1..25,
             )
@@ -846,7 +971,8 @@ mod tests {
                 std::fs::write(&stat, format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n")).unwrap();
             };
             write_stat(0, 0);
-            let (mut m, t0) = monitor_over(
+            let gpu = ScriptedGpuNode::new(procfs.path());
+            let (m, t0) = monitor_over(
                 Box::new(ReplayEnergy(intervals.iter().map(|i| i.0).collect(), false)),
                 Box::new(ReplayPods(
                     std::iter::once(Vec::new()).chain(intervals.iter().map(|i| i.3.clone())).collect(),
@@ -854,14 +980,17 @@ mod tests {
                 procfs.path(),
                 IdleEstimator::new(BTreeMap::new(), None),
             );
+            let mut m = m.with_gpu(gpu.monitor(procfs.path()));
             let mut previous = m.tick(t0);
             let (mut now, mut busy, mut idle) = (t0, 0u64, 0u64);
-            let (mut refused_bad, mut refused_high) = (0u64, 0u64);
-            for ((package, dram, _), millis, busy_ticks, _) in &intervals {
+            let (mut refused_bad, mut refused_high, mut gpu_refused) = (0u64, 0u64, 0u64);
+            for ((package, dram, _), millis, busy_ticks, _, gpu_step) in &intervals {
                 now += Duration::from_millis(*millis);
                 busy += busy_ticks;
                 idle += 400 - busy_ticks;
                 write_stat(busy, idle);
+                let gpu_refused_now = gpu.step(gpu_step, Duration::from_millis(*millis).as_secs_f64());
+                gpu_refused += gpu_refused_now;
                 let bound = rapl::DEFAULT_MAX_ZONE_WATTS * (*millis as f64 / 1000.0).max(1.0);
                 for joules in [*package, *dram] {
                     if !joules.is_finite() || joules < 0.0 {
@@ -878,6 +1007,14 @@ mod tests {
                 let count = |kind| s.health.issues.get(&(Input::Rapl, kind)).copied().unwrap_or(0);
                 prop_assert_eq!(count(IssueKind::BadInput), refused_bad);
                 prop_assert_eq!(count(IssueKind::CounterAnomaly), refused_high);
+                if let Err(e) = crate::gpu::ledger::tests::check_published(&s.gpu, Some(&previous.gpu)) {
+                    prop_assert!(false, "GPU: {}", e);
+                }
+                let gpu_issues = |kind| s.health.issues.get(&(Input::Gpu, kind)).copied().unwrap_or(0);
+                prop_assert_eq!(gpu_issues(IssueKind::CounterAnomaly), gpu_refused);
+                prop_assert_eq!(gpu_issues(IssueKind::BadInput), 0);
+                let gpu_up = s.health.sources.iter().find(|h| h.source == Input::Gpu.as_str()).map(|h| h.up);
+                prop_assert_eq!(gpu_up, Some(gpu_refused_now == 0));
                 previous = s;
             }
         }

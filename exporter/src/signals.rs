@@ -10,10 +10,6 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-/// How long the stop waits for the tick loop before exiting without it (a read stuck in the kernel
-/// never returns).
-pub const MONITOR_STOP_GRACE: Duration = Duration::from_secs(5);
-
 /// How the tick loop ended at shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoopStop {
@@ -28,7 +24,7 @@ pub enum LoopStop {
 }
 
 /// Waits until `stopped` says the loop ended (its sender is dropped when the thread ends), at most
-/// `grace`.
+/// `grace` (`--stop-timeout`: a read stuck in the kernel never returns).
 pub fn wait_for_loop(stopped: &Receiver<()>, in_flight: &InFlight, grace: Duration) -> LoopStop {
     match stopped.recv_timeout(grace) {
         Ok(()) | Err(RecvTimeoutError::Disconnected) => LoopStop::Clean,

@@ -140,6 +140,8 @@ fn a_read_stuck_in_the_kernel_does_not_hold_the_exit_after_sigterm() {
             "--no-kube",
             "--interval",
             "200ms",
+            "--stop-timeout",
+            "2s",
         ],
     );
     e.wait_ready(Duration::from_secs(20));
@@ -153,9 +155,9 @@ fn a_read_stuck_in_the_kernel_does_not_hold_the_exit_after_sigterm() {
     let status = e.terminate(Duration::from_secs(15));
     let took = asked.elapsed();
     let status = status.expect("the exporter did not exit within 15 s of SIGTERM");
-    // 5 s of grace for the loop, then the exit.
-    assert!(took < Duration::from_secs(10), "exit took {took:?}");
-    assert!(took >= Duration::from_secs(4), "exit took {took:?}");
+    // `--stop-timeout 2s` for the loop, then the exit.
+    assert!(took < Duration::from_secs(6), "exit took {took:?}");
+    assert!(took >= Duration::from_secs(2), "exit took {took:?}");
     assert_eq!(status.code(), Some(1), "{status}");
     let log = e.stderr();
     assert!(log.contains("a read of gpu is stuck"), "{log}");
@@ -206,6 +208,14 @@ fn settings_out_of_range_exit_2_naming_the_limit() {
         (
             vec!["--grace-period", "400d"],
             "--grace-period: \"400d\" is out of range (0s to 1day)",
+        ),
+        (
+            vec!["--stop-timeout", "0s"],
+            "--stop-timeout: \"0s\" is out of range (100ms to 10m)",
+        ),
+        (
+            vec!["--stop-timeout", "11m"],
+            "--stop-timeout: \"11m\" is out of range (100ms to 10m)",
         ),
     ] {
         let (code, stderr) = run_fails(&args);

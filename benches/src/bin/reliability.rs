@@ -11,8 +11,10 @@
 //!
 //! Usage (root): `cargo run --release -p kepler-rs-benches --bin reliability -- --bin
 //! target/release/kepler-rs [--connections 3000] [--cycles 6] [--pods 10000] [--big-pods 50000]
-//! [--soak-seconds 60] [--short]`. `--short` (CI): 500 connections × 2, 1,000 pods, no big node, a
-//! 5 s soak. Exits 1 when a check fails (a scrape over 1 s at the huge node, RSS not back within
+//! [--soak-seconds 60] [--short] [--env NAME=VALUE]...`. `--short` (CI): 500 connections × 2, 1,000
+//! pods, no big node, a 5 s soak. A phase given 0 (`--cycles 0`, `--pods 0`, `--big-pods 0`,
+//! `--soak-seconds 0`) is left out. `--env` sets a variable of the exporter's environment (an
+//! allocator by `LD_PRELOAD`, its tuning). Exits 1 when a check fails (a scrape over 1 s at the huge node, RSS not back within
 //! 10 MiB, fds not back), 2 on a usage error, 3 when it cannot run here (not root, no cgroup2).
 
 use std::fs;
@@ -29,6 +31,8 @@ struct Options {
     pods: usize,
     big_pods: usize,
     soak_seconds: u64,
+    /// Extra environment of the exporter.
+    env: Vec<(String, String)>,
 }
 
 fn options() -> Result<Options, String> {
@@ -39,6 +43,7 @@ fn options() -> Result<Options, String> {
         pods: 10_000,
         big_pods: 50_000,
         soak_seconds: 60,
+        env: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -51,6 +56,13 @@ fn options() -> Result<Options, String> {
             "--pods" => o.pods = number(value()?)?,
             "--big-pods" => o.big_pods = number(value()?)?,
             "--soak-seconds" => o.soak_seconds = number(value()?)? as u64,
+            "--env" => {
+                let pair = value()?;
+                let (name, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("--env {pair}: not NAME=VALUE"))?;
+                o.env.push((name.to_string(), v.to_string()));
+            }
             "--short" => {
                 o.connections = 500;
                 o.cycles = 2;
@@ -206,6 +218,39 @@ impl Exporter {
             .unwrap_or(0)
     }
 
+    /// User + system CPU seconds the exporter has used (`/proc/<pid>/stat`, at 100 ticks a second).
+    fn cpu_seconds(&self) -> f64 {
+        fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit_once(')')?.1;
+                let fields: Vec<&str> = after.split_whitespace().collect();
+                let utime: f64 = fields.get(11)?.parse().ok()?;
+                let stime: f64 = fields.get(12)?.parse().ok()?;
+                Some((utime + stime) / 100.0)
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Ticks so far (`kepler_exporter_ticks_total`), 0 when the scrape fails.
+    fn ticks(&self) -> f64 {
+        self.scrape()
+            .map(|(b, _)| self.sample(&b, "kepler_exporter_ticks_total"))
+            .unwrap_or(0.0)
+    }
+
+    /// CPU milliseconds per tick over the next `ticks` ticks (the scrapes that count them included).
+    fn cpu_ms_per_tick(&self, ticks: f64) -> f64 {
+        let (cpu, first) = (self.cpu_seconds(), self.ticks());
+        let _ = self.wait_ticks(ticks, Duration::from_secs(120));
+        let (cpu_after, last) = (self.cpu_seconds(), self.ticks());
+        if last > first {
+            (cpu_after - cpu) * 1e3 / (last - first)
+        } else {
+            f64::NAN
+        }
+    }
+
     fn rss_mib(&self) -> f64 {
         self.status_kib("VmRSS:") as f64 / 1024.0
     }
@@ -284,6 +329,7 @@ fn start(o: &Options, node: &Node) -> Result<Exporter, String> {
         .arg(node.procfs())
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("KEPLER_RS_LOG_LEVEL", "warn")
+        .envs(o.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -392,15 +438,20 @@ fn huge_node(
     node.add_pods(pods, containers);
     let made = made.elapsed();
     let _ = e.wait_ticks(2.0, Duration::from_secs(120));
+    let cpu_per_tick = e.cpu_ms_per_tick(5.0);
     let mut peak = e.rss_mib();
     let mut fds_peak = e.fds();
     let mut slowest = Duration::ZERO;
+    let mut first = None;
     let mut series = 0.0;
+    let mut bytes = 0;
     for _ in 0..5 {
         match e.scrape() {
             Ok((body, took)) => {
                 slowest = slowest.max(took);
+                first.get_or_insert(took);
                 series = e.sample(&body, "kepler_exporter_series");
+                bytes = body.len();
             }
             Err(err) => failures.push(format!("scrape at {pods} pods: {err}")),
         }
@@ -434,7 +485,9 @@ fn huge_node(
         after,
         fds: (fds_before, fds_peak, fds_after),
         scrape: format!(
-            "{series} series, slowest of 5 {:.0} ms",
+            "{series} series, {:.1} MB; first / slowest of 5 scrapes {:.0} / {:.0} ms; {cpu_per_tick:.1} ms CPU per tick",
+            bytes as f64 / 1e6,
+            first.unwrap_or_default().as_secs_f64() * 1e3,
             slowest.as_secs_f64() * 1e3
         ),
     }
@@ -529,14 +582,21 @@ fn main() {
     };
     let mut failures = Vec::new();
     let rss_start = e.rss_mib();
+    println!("idle node: {:.2} ms CPU per tick", e.cpu_ms_per_tick(5.0));
     println!("| phase | RSS before / peak / after (MiB) | fds before / peak / after | scrapes |");
     println!("|---|---|---|---|");
-    connection_cycles(&o, &e, &mut failures).print();
-    huge_node(&e, &mut node, o.pods, 1, true, &mut failures).print();
+    if o.cycles > 0 {
+        connection_cycles(&o, &e, &mut failures).print();
+    }
+    if o.pods > 0 {
+        huge_node(&e, &mut node, o.pods, 1, true, &mut failures).print();
+    }
     if o.big_pods > 0 {
         huge_node(&e, &mut node, o.big_pods, 0, false, &mut failures).print();
     }
-    churn(&o, &e, &mut node, &mut failures).print();
+    if o.soak_seconds > 0 {
+        churn(&o, &e, &mut node, &mut failures).print();
+    }
     println!(
         "\nexporter RSS at start {rss_start:.1} MiB, at the end {:.1} MiB; peak (VmHWM) {:.1} MiB",
         e.rss_mib(),

@@ -204,16 +204,26 @@ pub fn attribute_gpu(devices: &[DeviceInput]) -> GpuInterval {
             0.0
         };
         let active = total - idle;
+        let usable = |w: f64| w.is_finite() && w > 0.0;
+        // Weights are scaled by the largest first, so that huge weights neither overflow the sum
+        // nor the product with the energy.
+        let largest = d
+            .consumers
+            .iter()
+            .map(|c| c.weight)
+            .filter(|w| usable(*w))
+            .fold(0.0, f64::max);
         let weight_sum: f64 = d
             .consumers
             .iter()
             .map(|c| c.weight)
-            .filter(|w| w.is_finite() && *w > 0.0)
+            .filter(|w| usable(*w))
+            .map(|w| w / largest)
             .sum();
         let mut to_pods = 0.0;
         if weight_sum > 0.0 {
             for c in &d.consumers {
-                if !(c.weight.is_finite() && c.weight > 0.0) {
+                if !usable(c.weight) {
                     continue;
                 }
                 let (pod, container) = match &c.owner {
@@ -221,7 +231,7 @@ pub fn attribute_gpu(devices: &[DeviceInput]) -> GpuInterval {
                     GpuOwner::Pod(pod) => (pod, None),
                     GpuOwner::Unattributed => continue,
                 };
-                let joules = active * c.weight / weight_sum;
+                let joules = active * (c.weight / largest / weight_sum);
                 to_pods += joules;
                 *merged
                     .entry((d.slot, c.instance, pod.clone(), container.cloned()))
@@ -307,6 +317,26 @@ mod tests {
         assert!((pod_joules(&out, 2) - 100.0).abs() < 1e-9);
         assert!(out.devices[0].unattributed.0.abs() < 1e-9);
         assert_eq!(out.shares[0].container, Some(cid(100)));
+    }
+
+    /// Found by the GPU property test: a weight near `f64::MAX` overflowed `active × weight`, so a
+    /// pod received infinite joules.
+    #[test]
+    fn huge_weights_split_finitely_and_keep_the_identity() {
+        let consumer = |pod: u32, weight: f64| GpuConsumer {
+            owner: GpuOwner::Pod(uid(pod)),
+            instance: None,
+            weight,
+        };
+        let out = attribute_gpu(&[device(
+            500.0,
+            100.0,
+            vec![consumer(1, 1e308), consumer(2, 1e308), consumer(3, 1.0)],
+        )]);
+        assert!((pod_joules(&out, 1) - 200.0).abs() < 1e-9);
+        assert!((pod_joules(&out, 2) - 200.0).abs() < 1e-9);
+        assert!(out.shares.iter().all(|s| s.joules.0.is_finite()));
+        assert!(out.devices[0].unattributed.0.abs() < 1e-9);
     }
 
     #[test]

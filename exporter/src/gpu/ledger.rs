@@ -210,7 +210,34 @@ pub(crate) mod tests {
     /// Per device: `total = idle + active`, `active = Σ pods + unattributed + terminated_pods`;
     /// per pod: `Σ containers ≤ pod`.
     pub(crate) fn assert_identities(s: &GpuSnapshot) {
+        if let Err(e) = check_published(s, None) {
+            panic!("{e}");
+        }
+    }
+
+    /// Every published GPU figure finite, joules non-negative and (against `previous`) never going
+    /// back, and the identities of `assert_identities`.
+    pub(crate) fn check_published(
+        s: &GpuSnapshot,
+        previous: Option<&GpuSnapshot>,
+    ) -> Result<(), String> {
         for (slot, d) in s.devices.iter().enumerate() {
+            let joules = [
+                d.total_joules.0,
+                d.idle_joules.0,
+                d.active_joules.0,
+                d.unattributed_joules.0,
+                d.terminated_pods_joules.0,
+            ];
+            if joules.iter().any(|j| !j.is_finite() || *j < 0.0) {
+                return Err(format!("device {slot} joules: {d:?}"));
+            }
+            if [d.watts.0, d.idle_watts.0, d.active_watts.0]
+                .iter()
+                .any(|w| !w.is_finite() || *w < 0.0)
+            {
+                return Err(format!("device {slot} watts: {d:?}"));
+            }
             let pods: f64 = s
                 .pods
                 .iter()
@@ -218,21 +245,48 @@ pub(crate) mod tests {
                 .map(|p| p.joules.0)
                 .sum();
             let tol = 1e-9 * d.total_joules.0.max(1.0);
-            assert!(
-                (d.total_joules.0 - d.idle_joules.0 - d.active_joules.0).abs() <= tol,
-                "{d:?}"
-            );
-            assert!(
-                (d.active_joules.0 - pods - d.terminated_pods_joules.0 - d.unattributed_joules.0)
-                    .abs()
-                    <= tol,
-                "{d:?} pods {pods}"
-            );
+            if (d.total_joules.0 - d.idle_joules.0 - d.active_joules.0).abs() > tol {
+                return Err(format!("total != idle + active: {d:?}"));
+            }
+            if (d.active_joules.0 - pods - d.terminated_pods_joules.0 - d.unattributed_joules.0)
+                .abs()
+                > tol
+            {
+                return Err(format!(
+                    "active != pods + unattributed + terminated: {d:?} pods {pods}"
+                ));
+            }
+            if let Some(before) = previous.and_then(|p| p.devices.get(slot)) {
+                let pairs = [
+                    (before.total_joules, d.total_joules),
+                    (before.idle_joules, d.idle_joules),
+                    (before.active_joules, d.active_joules),
+                    (before.unattributed_joules, d.unattributed_joules),
+                    (before.terminated_pods_joules, d.terminated_pods_joules),
+                ];
+                if pairs.iter().any(|(b, a)| a.0 < b.0) {
+                    return Err(format!(
+                        "device {slot} counter went back: {before:?} -> {d:?}"
+                    ));
+                }
+            }
         }
         for p in &s.pods {
+            if !p.joules.0.is_finite() || p.joules.0 < 0.0 || !p.watts.0.is_finite() {
+                return Err(format!("pod not finite: {p:?}"));
+            }
+            if p.containers
+                .iter()
+                .any(|c| !c.joules.0.is_finite() || c.joules.0 < 0.0 || !c.watts.0.is_finite())
+            {
+                return Err(format!("container not finite: {p:?}"));
+            }
             let cs: f64 = p.containers.iter().map(|c| c.joules.0).sum();
-            assert!(cs <= p.joules.0 * (1.0 + 1e-12) + 1e-12, "{p:?}");
+            if cs > p.joules.0 * (1.0 + 1e-12) + 1e-12 {
+                return Err(format!("pod < containers: {p:?}"));
+            }
         }
+        Ok(())
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::issue::{Input, IssueKind, SourceIssue};
 use crate::resource::cgroup_path::CgroupOwner;
 use crate::resource::pods::PodMetadata;
 use crate::resource::process_owner::owner_of;
+use crate::source::plausible;
 use crate::units::{Joules, Pid, PodUid};
 use attribution::{attribute_gpu, consumers, Assignment, DeviceInput};
 use device::DeviceSampler;
@@ -175,6 +176,9 @@ impl GpuMonitor {
                 consumers: consumers(&reading.processes, &owners, &sizes, &assignment),
             });
         }
+        let refused = admit(&mut read.devices);
+        self.up &= refused.is_empty();
+        read.issues.extend(refused);
         read
     }
 
@@ -266,6 +270,45 @@ impl GpuMonitor {
             )),
         }
     }
+}
+
+/// The longest span one device reading may cover (a device failing for a whole year): beyond it the
+/// span, and so the energy bound, is not a measurement.
+pub const MAX_READING_SPAN_SECS: f64 = 366.0 * 86_400.0;
+
+/// The gate between the devices and the model, as `source::plausible::admit` is for RAPL: removes
+/// every reading whose energy is non-finite or negative, or whose span is not a number, negative or
+/// longer than [`MAX_READING_SPAN_SECS`] ([`IssueKind::BadInput`]), or above [`device::MAX_PLAUSIBLE_WATTS`] over its span
+/// ([`IssueKind::CounterAnomaly`]; the energy counter's own check already re-baselines, this one also
+/// covers the power integral), and returns one issue per refused device. A refused device has no
+/// energy this interval, as a failed read does. A utilisation that is not a finite number is dropped
+/// (the idle estimator then goes by power alone).
+pub fn admit(devices: &mut Vec<GpuDeviceRead>) -> Vec<SourceIssue> {
+    let mut issues = Vec::new();
+    devices.retain_mut(|d| {
+        if d.seconds > MAX_READING_SPAN_SECS {
+            issues.push(SourceIssue::new(
+                Input::Gpu,
+                IssueKind::BadInput,
+                format!(
+                    "GPU slot {}: a reading spanning {} s (more than {MAX_READING_SPAN_SECS} s) is not a reading; \
+                     interval refused for this device",
+                    d.slot, d.seconds
+                ),
+            ));
+            return false;
+        }
+        if let Some(refused) = plausible::refusal(d.total.0, d.seconds, device::MAX_PLAUSIBLE_WATTS)
+        {
+            issues.push(refused.into_issue(Input::Gpu, &format!("GPU slot {}", d.slot), "device"));
+            return false;
+        }
+        if d.utilization.is_some_and(|u| !u.is_finite()) {
+            d.utilization = None;
+        }
+        true
+    });
+    issues
 }
 
 #[cfg(test)]
@@ -742,6 +785,168 @@ mod tests {
         assert!((a.joules.0 - 300.0).abs() < 1e-9);
         assert!((pod_joules(&s, POD_B, 0) - 100.0).abs() < 1e-9);
         check_identities(&s);
+    }
+
+    #[test]
+    fn the_gate_refuses_non_finite_and_implausible_readings_and_counts_them() {
+        let read = |slot, total: f64, seconds, utilization| GpuDeviceRead {
+            slot,
+            total: Joules(total),
+            seconds,
+            utilization,
+            consumers: Vec::new(),
+        };
+        let mut devices = vec![
+            read(0, 300.0, 1.0, Some(f64::NAN)),
+            read(1, f64::NAN, 1.0, None),
+            read(2, -1.0, 1.0, None),
+            read(3, 1e308, 1.0, None),
+            read(4, 300.0, f64::NAN, None),
+            // 9 kJ over 2 s is 4.5 kW: admitted; a short span is judged over 1 s.
+            read(5, 9_000.0, 2.0, Some(0.5)),
+            read(6, 4_000.0, 0.01, None),
+            read(7, 1.0, f64::INFINITY, None),
+        ];
+        let issues = admit(&mut devices);
+        let kinds: Vec<IssueKind> = issues.iter().map(|i| i.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                IssueKind::BadInput,
+                IssueKind::BadInput,
+                IssueKind::CounterAnomaly,
+                IssueKind::BadInput,
+                IssueKind::BadInput
+            ]
+        );
+        assert!(issues.iter().all(|i| i.input == Input::Gpu));
+        assert!(issues[2].detail.contains("GPU slot 3"), "{:?}", issues[2]);
+        let slots: Vec<usize> = devices.iter().map(|d| d.slot).collect();
+        assert_eq!(slots, [0, 5, 6]);
+        assert_eq!(devices[0].utilization, None);
+        assert_eq!(devices[1].utilization, Some(0.5));
+    }
+
+    /// A device without an energy counter whose power reading is absurd (NVML's u32 milliwatts
+    /// reach 4.3 MW): the power integral passes the same bound as the counter.
+    #[test]
+    fn an_absurd_power_reading_is_refused_not_integrated() {
+        let proc_dir = procfs(&[]);
+        let mut d0 = ScriptedDevice::new(0, "GPU-0");
+        d0.energy_mj = None;
+        d0.power_mw = 300_000;
+        let script = ScriptHandle::new(vec![d0]);
+        let mut m = monitor(&script, proc_dir.path(), None);
+        let mut issues = m.tick(None, Duration::ZERO);
+        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
+        assert!(issues.is_empty(), "{issues:?}");
+        script.lock().devices[0].power_mw = u32::MAX;
+        let issues = m.tick(Some(Duration::from_secs(1)), Duration::from_secs(2));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].kind, IssueKind::CounterAnomaly);
+        assert!(!m.up());
+        let s = m.snapshot(&NoPodMetadata);
+        assert_eq!(s.devices[0].total_joules, 300.0);
+        check_identities(&s);
+    }
+
+    fn any_f64() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => 0.0f64..6_000.0,
+            1 => proptest::num::f64::ANY,
+            1 => Just(1e308),
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(f64::NEG_INFINITY),
+            1 => Just(-1.0),
+            1 => Just(0.0),
+        ]
+    }
+
+    fn any_owner() -> impl Strategy<Value = attribution::GpuOwner> {
+        (0u32..4).prop_map(|n| match n {
+            0 => attribution::GpuOwner::Unattributed,
+            1 => attribution::GpuOwner::Pod(uid(POD_B)),
+            n => attribution::GpuOwner::Container {
+                pod: uid(POD_A),
+                container: crate::units::ContainerId::parse(&format!("{n:064x}")).unwrap(),
+            },
+        })
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever the devices report (energy, span, utilisation, consumer weights; finite or not),
+        /// the gate and the GPU model step publish finite values that keep the GPU identities, and
+        /// every refused reading is counted.
+        #[test]
+        fn the_gpu_model_publishes_finite_values_that_keep_its_identities(
+            intervals in proptest::collection::vec(
+                (
+                    proptest::collection::vec(
+                        (
+                            0usize..2,
+                            any_f64(),
+                            any_f64(),
+                            proptest::option::of(any_f64()),
+                            proptest::collection::vec((any_owner(), any_f64()), 0..4),
+                        ),
+                        0..3,
+                    ),
+                    1u64..20_000,
+                ),
+                1..25,
+            )
+        ) {
+            let proc_dir = procfs(&[]);
+            let script = ScriptHandle::new(vec![
+                ScriptedDevice::new(0, "GPU-0"),
+                ScriptedDevice::new(1, "GPU-1"),
+            ]);
+            let mut m = monitor(&script, proc_dir.path(), None);
+            let _ = m.tick(None, Duration::ZERO);
+            let mut previous = m.snapshot(&NoPodMetadata);
+            let mut now = Duration::ZERO;
+            for (readings, millis) in &intervals {
+                now += Duration::from_millis(*millis);
+                let mut devices: Vec<GpuDeviceRead> = readings
+                    .iter()
+                    .map(|(slot, total, seconds, utilization, consumers)| GpuDeviceRead {
+                        slot: *slot,
+                        total: Joules(*total),
+                        seconds: *seconds,
+                        utilization: *utilization,
+                        consumers: consumers
+                            .iter()
+                            .map(|(owner, weight)| attribution::GpuConsumer {
+                                owner: owner.clone(),
+                                instance: None,
+                                weight: *weight,
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                let expected = devices
+                    .iter()
+                    .filter(|d| {
+                        d.seconds > MAX_READING_SPAN_SECS
+                            || plausible::refusal(d.total.0, d.seconds, device::MAX_PLAUSIBLE_WATTS)
+                                .is_some()
+                    })
+                    .count();
+                let issues = admit(&mut devices);
+                prop_assert_eq!(issues.len(), expected);
+                prop_assert!(devices.iter().all(|d| d.utilization.is_none_or(f64::is_finite)));
+                m.gpu.apply(devices, &mut m.idle, *millis as f64 / 1000.0, now);
+                let s = m.snapshot(&NoPodMetadata);
+                if let Err(e) = crate::gpu::ledger::tests::check_published(&s, Some(&previous)) {
+                    prop_assert!(false, "{}", e);
+                }
+                previous = s;
+            }
+        }
     }
 
     /// No CPU energy at all: only the GPU path of the monitor is exercised.

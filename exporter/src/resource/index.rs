@@ -120,6 +120,10 @@ impl PodIndex {
                 }
             }
         }
+        if !expired.is_empty() {
+            crate::heap::release_room(&mut self.pods);
+            crate::heap::release_room(&mut self.containers);
+        }
         expired.len()
     }
 

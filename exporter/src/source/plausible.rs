@@ -17,24 +17,14 @@ pub fn admit(
     max_watts: f64,
 ) -> Vec<SourceIssue> {
     let mut issues = Vec::new();
-    let bound = max_watts * if secs.is_finite() { secs.max(1.0) } else { 1.0 };
     let mut check = |what: String, joules: f64| -> bool {
-        let kind = if !joules.is_finite() || joules < 0.0 {
-            IssueKind::BadInput
-        } else if joules > bound {
-            IssueKind::CounterAnomaly
-        } else {
-            return true;
-        };
-        issues.push(SourceIssue::new(
-            input,
-            kind,
-            format!(
-                "{what}: {joules} J over {secs:.3} s is not a plausible energy (at most {max_watts} W); \
-                 interval refused for this zone"
-            ),
-        ));
-        false
+        match refusal(joules, secs, max_watts) {
+            None => true,
+            Some(issue) => {
+                issues.push(issue.into_issue(input, &what, "zone"));
+                false
+            }
+        }
     };
     sample
         .zones
@@ -51,6 +41,54 @@ pub fn admit(
         }
     }
     issues
+}
+
+/// Why one energy reading of `joules` over `secs` is refused, if it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Refusal {
+    pub kind: IssueKind,
+    joules: f64,
+    secs: f64,
+    max_watts: f64,
+}
+
+impl Refusal {
+    /// The counted issue for `what` (a zone, a device); `scope` names what loses the interval.
+    pub fn into_issue(self, input: Input, what: &str, scope: &str) -> SourceIssue {
+        let Refusal {
+            kind,
+            joules,
+            secs,
+            max_watts,
+        } = self;
+        SourceIssue::new(
+            input,
+            kind,
+            format!(
+                "{what}: {joules} J over {secs:.3} s is not a plausible energy (at most {max_watts} W); \
+                 interval refused for this {scope}"
+            ),
+        )
+    }
+}
+
+/// The one rule every energy reading passes before the model: `joules` must be finite and
+/// non-negative over a finite, non-negative span ([`IssueKind::BadInput`]), and at most `max_watts`
+/// over `secs`, judged over at least one second ([`IssueKind::CounterAnomaly`]).
+pub fn refusal(joules: f64, secs: f64, max_watts: f64) -> Option<Refusal> {
+    let kind = if !joules.is_finite() || joules < 0.0 || secs.is_nan() || secs < 0.0 {
+        IssueKind::BadInput
+    } else if joules > max_watts * if secs.is_finite() { secs.max(1.0) } else { 1.0 } {
+        IssueKind::CounterAnomaly
+    } else {
+        return None;
+    };
+    Some(Refusal {
+        kind,
+        joules,
+        secs,
+        max_watts,
+    })
 }
 
 #[cfg(test)]
