@@ -4,19 +4,19 @@
 //! a block scalar), never under-count.
 
 /// The most levels a configuration file may nest (the exporter's own files use three).
-pub const MAX_YAML_DEPTH: usize = 64;
+pub(crate) const MAX_YAML_DEPTH: usize = 64;
 
 /// A text nested deeper than the limit, at its first line that is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("nested deeper than {limit} levels (line {line})")]
-pub struct TooDeep {
-    pub limit: usize,
-    pub line: usize,
+pub(crate) struct TooDeep {
+    pub(crate) limit: usize,
+    pub(crate) line: usize,
 }
 
 /// Checks that no point of `text` is nested deeper than `limit`: block levels (indentation, and
 /// each compact `- ` or `? ` entry) plus open flow collections (`[`, `{` outside quotes and comments).
-pub fn check_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
+pub(crate) fn check_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
     let mut indents: Vec<usize> = Vec::new();
     let mut flow = 0usize;
     let mut quote: Option<char> = None;

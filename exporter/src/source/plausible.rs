@@ -10,7 +10,7 @@ use crate::issue::{Input, IssueKind, SourceIssue};
 /// bound; [`IssueKind::CounterAnomaly`]), and returns one issue per refused reading. A refused zone
 /// reads as no energy this interval, as a failed read does; an idle hint that is not finite is
 /// dropped (the idle estimator decides instead).
-pub fn admit(
+pub(crate) fn admit(
     sample: &mut EnergySample,
     input: Input,
     secs: f64,
