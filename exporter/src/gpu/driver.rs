@@ -46,8 +46,6 @@ pub struct RunningProcess {
 /// What the exporter needs from NVML, one call per fact, so that a scripted device can stand in.
 /// Devices are addressed by their NVML index.
 pub trait GpuDriver: Send {
-    /// `nvml` or `scripted`: for logs.
-    fn name(&self) -> &'static str;
     /// Enumerate the GPUs (and their MIG instances).
     fn devices(&mut self) -> Result<Vec<DeviceInfo>, GpuError>;
     /// Energy since the driver was loaded, in millijoules (Volta and newer; `NotSupported` before).

@@ -77,10 +77,6 @@ impl NvmlDriver {
 }
 
 impl GpuDriver for NvmlDriver {
-    fn name(&self) -> &'static str {
-        "nvml"
-    }
-
     fn devices(&mut self) -> Result<Vec<DeviceInfo>, GpuError> {
         let count = self
             .nvml

@@ -106,10 +106,6 @@ impl ScriptedGpu {
 }
 
 impl GpuDriver for ScriptedGpu {
-    fn name(&self) -> &'static str {
-        "scripted"
-    }
-
     fn devices(&mut self) -> Result<Vec<DeviceInfo>, GpuError> {
         Ok(self
             .0
