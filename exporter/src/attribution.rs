@@ -6,7 +6,7 @@
 //! consumer's share of node busy CPU time; `system` is the residual, so the identities hold exactly
 //! up to floating-point rounding.
 
-pub mod carry;
+pub(crate) mod carry;
 
 use crate::activity::{NodeCpu, PodActivity, ProcessActivity};
 use crate::resource::cgroup_path::ContainerRuntime;
@@ -23,52 +23,52 @@ pub struct ZoneInput {
 
 /// Energy of one zone split into its parts for one interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ZoneSplit {
-    pub zone: ZoneKind,
-    pub total: Joules,
-    pub idle: Joules,
-    pub active: Joules,
+pub(crate) struct ZoneSplit {
+    pub(crate) zone: ZoneKind,
+    pub(crate) total: Joules,
+    pub(crate) idle: Joules,
+    pub(crate) active: Joules,
     /// Active energy of everything outside pods: host daemons, kernel threads, unattributed time.
-    pub system: Joules,
+    pub(crate) system: Joules,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ContainerEnergy {
-    pub id: ContainerId,
+pub(crate) struct ContainerEnergy {
+    pub(crate) id: ContainerId,
     /// The CPU time the split used, and the runtime the activity source saw.
-    pub cpu_time: CpuNanos,
-    pub runtime: Option<ContainerRuntime>,
+    pub(crate) cpu_time: CpuNanos,
+    pub(crate) runtime: Option<ContainerRuntime>,
     /// Indexed like `IntervalEnergy::zones`.
-    pub joules: Vec<Joules>,
+    pub(crate) joules: Vec<Joules>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct PodEnergy {
-    pub uid: PodUid,
+pub(crate) struct PodEnergy {
+    pub(crate) uid: PodUid,
     /// Indexed like `IntervalEnergy::zones`.
-    pub joules: Vec<Joules>,
-    pub containers: Vec<ContainerEnergy>,
+    pub(crate) joules: Vec<Joules>,
+    pub(crate) containers: Vec<ContainerEnergy>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProcessEnergy {
-    pub pid: Pid,
-    pub comm: String,
-    pub exe: std::sync::Arc<str>,
-    pub container: Option<ContainerId>,
+pub(crate) struct ProcessEnergy {
+    pub(crate) pid: Pid,
+    pub(crate) comm: String,
+    pub(crate) exe: std::sync::Arc<str>,
+    pub(crate) container: Option<ContainerId>,
     /// The process's CPU time over the interval.
-    pub cpu_time: CpuNanos,
-    pub joules: Vec<Joules>,
+    pub(crate) cpu_time: CpuNanos,
+    pub(crate) joules: Vec<Joules>,
 }
 
 /// The result of attributing one interval.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct IntervalEnergy {
-    pub zones: Vec<ZoneSplit>,
-    pub pods: Vec<PodEnergy>,
+    pub(crate) zones: Vec<ZoneSplit>,
+    pub(crate) pods: Vec<PodEnergy>,
     /// Informational: a process's share of active energy by its own CPU time. Processes are not part
     /// of the conservation identities (a /proc walk misses short-lived processes).
-    pub processes: Vec<ProcessEnergy>,
+    pub(crate) processes: Vec<ProcessEnergy>,
 }
 
 /// The activity of one interval as the model sees it.

@@ -28,20 +28,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A started eBPF activity source, or why it cannot run.
-pub type EbpfProbe = Result<Box<dyn ActivitySource>, ebpf::Error>;
+pub(crate) type EbpfProbe = Result<Box<dyn ActivitySource>, ebpf::Error>;
 
 /// How `build` finds the hardware: each probe opens one kind of input or says why it cannot.
 #[derive(Clone, Copy)]
 pub struct Probes {
     /// Powercap zones under a sysfs root.
-    pub rapl: fn(&Path) -> Result<Rapl, rapl::Error>,
+    pub(crate) rapl: fn(&Path) -> Result<Rapl, rapl::Error>,
     /// The eBPF activity source (loaded and attached).
-    pub ebpf: fn(&HostRoots, CpuCountersChoice) -> EbpfProbe,
+    pub(crate) ebpf: fn(&HostRoots, CpuCountersChoice) -> EbpfProbe,
     /// Whether hardware CPU counters (cycles, instructions) open on every CPU under a sysfs root:
     /// `--cpu-source auto` loads eBPF for them. Opened and closed again; nothing is loaded.
-    pub pmu: fn(&Path) -> Result<(), CounterError>,
+    pub(crate) pmu: fn(&Path) -> Result<(), CounterError>,
     /// The GPU driver chosen by `--gpu` (see `gpu::open`).
-    pub gpu: fn(GpuChoice) -> Result<Option<DeviceSampler>, String>,
+    pub(crate) gpu: fn(GpuChoice) -> Result<Option<DeviceSampler>, String>,
 }
 
 impl Probes {
@@ -85,9 +85,11 @@ pub struct Built {
     /// Where pod names come from, when pod metadata is on: `main` starts its watcher.
     pub pod_cache: Option<Arc<PodCache>>,
     /// Inputs found unusable at start (already noted in the monitor, which reports them as down).
-    pub unavailable: Vec<SourceIssue>,
+    #[cfg(test)]
+    pub(crate) unavailable: Vec<SourceIssue>,
     /// GPUs measured (0: GPU support off or no GPU).
-    pub gpu_devices: usize,
+    #[cfg(test)]
+    pub(crate) gpu_devices: usize,
 }
 
 /// Chooses every input from `config` and builds the monitor over them.
@@ -122,9 +124,10 @@ pub fn build(config: &Config, probes: &Probes) -> Result<Built, BuildError> {
     for issue in &unavailable {
         monitor.note_unavailable(issue.clone());
     }
-    let mut gpu_devices = 0;
-    if let Some(sampler) = (probes.gpu)(config.gpu).map_err(BuildError::Gpu)? {
-        gpu_devices = sampler.devices().count();
+    let gpu = (probes.gpu)(config.gpu).map_err(BuildError::Gpu)?;
+    #[cfg(test)]
+    let gpu_devices = gpu.as_ref().map_or(0, |sampler| sampler.devices().count());
+    if let Some(sampler) = gpu {
         let gpu = GpuMonitor::new(sampler, config.roots.procfs.clone(), config.grace_period)
             .with_assignments(
                 Box::new(gpu::grpc::PodResourcesSocket::new(
@@ -140,7 +143,9 @@ pub fn build(config: &Config, probes: &Probes) -> Result<Built, BuildError> {
     Ok(Built {
         monitor,
         pod_cache,
+        #[cfg(test)]
         unavailable,
+        #[cfg(test)]
         gpu_devices,
     })
 }

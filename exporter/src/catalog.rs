@@ -5,13 +5,13 @@
 
 /// Prometheus metric type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Counter,
     Gauge,
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
@@ -21,7 +21,7 @@ impl Kind {
 
 /// What one series of the family describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// One CPU energy zone of the node (`zone`).
     NodeZone,
     /// One zone on one CPU socket (`zone`, `socket`).
@@ -45,14 +45,14 @@ pub enum Scope {
 
 impl Scope {
     /// A family served only with `--metrics-compat kepler-0.7`, which kepler-rs's own clients skip.
-    pub fn is_kepler07(self) -> bool {
+    pub(crate) fn is_kepler07(self) -> bool {
         matches!(self, Scope::Kepler07Node | Scope::Kepler07Container)
     }
 }
 
 /// Which hardware the energy comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Resource {
+pub(crate) enum Resource {
     Cpu,
     Gpu,
     /// Not energy: names, self-metrics.
@@ -61,7 +61,7 @@ pub enum Resource {
 
 /// Which part of a scope's energy a series holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Part {
+pub(crate) enum Part {
     /// All of it: `total = idle + active`.
     Total,
     Idle,
@@ -78,7 +78,7 @@ pub enum Part {
 
 /// What the value measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Measure {
+pub(crate) enum Measure {
     /// Cumulative joules.
     Joules(Part),
     /// Average watts over the last interval.
@@ -92,8 +92,9 @@ pub enum Measure {
 }
 
 /// The conservation rule a joules family takes part in (docs/metrics.md, "Identities").
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Identity {
+pub(crate) enum Identity {
     /// Per node zone: `total = idle + active`, `active = Σ pods + system + terminated_pods`.
     CpuZone,
     /// Per pod and zone: `pod = Σ containers`.
@@ -110,31 +111,32 @@ pub enum Identity {
 
 /// One family: everything a reader needs to know about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Family {
+pub(crate) struct Family {
     /// The sample name as exposed (counters end in `_total`).
-    pub name: &'static str,
-    pub help: &'static str,
-    pub kind: Kind,
+    pub(crate) name: &'static str,
+    pub(crate) help: &'static str,
+    pub(crate) kind: Kind,
     /// Labels every series carries, in exposition order.
-    pub labels: &'static [&'static str],
+    pub(crate) labels: &'static [&'static str],
     /// Labels only some series carry (`hub_user`/`hub_server` on JupyterHub user servers).
-    pub optional_labels: &'static [&'static str],
-    pub scope: Scope,
-    pub resource: Resource,
-    pub measure: Measure,
+    pub(crate) optional_labels: &'static [&'static str],
+    pub(crate) scope: Scope,
+    pub(crate) resource: Resource,
+    pub(crate) measure: Measure,
 }
 
 impl Family {
     /// The name without `_total`, as the text encoder wants it for counters.
-    pub fn descriptor_name(&self) -> &'static str {
+    pub(crate) fn descriptor_name(&self) -> &'static str {
         match self.kind {
             Kind::Counter => self.name.strip_suffix("_total").unwrap_or(self.name),
             Kind::Gauge => self.name,
         }
     }
 
+    #[cfg(test)]
     /// The identity a joules family takes part in, if any.
-    pub fn identity(&self) -> Option<Identity> {
+    pub(crate) fn identity(&self) -> Option<Identity> {
         let Measure::Joules(part) = self.measure else {
             return None;
         };
@@ -154,7 +156,7 @@ impl Family {
 /// The node-total rule for one CPU zone, given whether the node has `psys`: psys alone when there
 /// is one, else package + dram. Zones overlap (core and uncore are inside package), so summing all
 /// of them would count energy twice. The one place this rule is written.
-pub fn counts_toward_node_total(has_psys: bool, zone: &str) -> bool {
+pub(crate) fn counts_toward_node_total(has_psys: bool, zone: &str) -> bool {
     if has_psys {
         zone == PSYS_ZONE
     } else {
@@ -163,9 +165,9 @@ pub fn counts_toward_node_total(has_psys: bool, zone: &str) -> bool {
 }
 
 /// The zones whose sum is the node's CPU energy where there is no psys.
-pub const NODE_TOTAL_ZONES: [&str; 2] = ["package", "dram"];
+pub(crate) const NODE_TOTAL_ZONES: [&str; 2] = ["package", "dram"];
 /// The platform zone: where present, it alone is the node's energy.
-pub const PSYS_ZONE: &str = "psys";
+pub(crate) const PSYS_ZONE: &str = "psys";
 
 const NODE_ZONE_LABELS: &[&str] = &["node_name", "zone", "source"];
 const SOCKET_LABELS: &[&str] = &["node_name", "zone", "socket", "source"];
@@ -267,7 +269,7 @@ macro_rules! catalog {
         $scope:ident, $resource:ident, $measure:expr, $help:literal;)*) => {
         $(
             $(#[$doc])*
-            pub const $id: Family = Family {
+            pub(crate) const $id: Family = Family {
                 name: $name,
                 help: $help,
                 kind: Kind::$kind,
@@ -283,7 +285,7 @@ macro_rules! catalog {
             };
         )*
         /// Every family, in the order the exposition serves them.
-        pub const ALL: &[Family] = &[$($id),*];
+        pub(crate) const ALL: &[Family] = &[$($id),*];
     };
 }
 
@@ -460,12 +462,12 @@ catalog! {
 }
 
 /// The family of an exposed sample name (`kepler_node_cpu_joules_total`, not the descriptor name).
-pub fn find(name: &str) -> Option<&'static Family> {
+pub(crate) fn find(name: &str) -> Option<&'static Family> {
     ALL.iter().find(|f| f.name == name)
 }
 
 /// The families a reader wants, as a PromQL `__name__` regex alternation (`a|b|c`).
-pub fn name_regex(families: &[&Family]) -> String {
+pub(crate) fn name_regex(families: &[&Family]) -> String {
     families
         .iter()
         .map(|f| f.name)

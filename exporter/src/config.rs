@@ -17,32 +17,32 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:28282";
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3);
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:28282";
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(120);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest `--grace-period`: a day keeps an ended pod's series far longer than any query needs.
-pub const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Most idle watts of one RAPL zone (all sockets): the RAPL plausibility bound of one socket's zone
 /// ([`crate::source::rapl::DEFAULT_MAX_ZONE_WATTS`]) times two sockets.
-pub const MAX_ZONE_IDLE_WATTS: f64 = 10_000.0;
+pub(crate) const MAX_ZONE_IDLE_WATTS: f64 = 10_000.0;
 /// Most idle watts of one GPU (the largest accelerators draw about 1.2 kW at full load).
-pub const MAX_GPU_IDLE_WATTS: f64 = 2_000.0;
-pub const MAX_INTERVAL: Duration = Duration::from_secs(600);
+pub(crate) const MAX_GPU_IDLE_WATTS: f64 = 2_000.0;
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(600);
 /// How long the stop after SIGTERM/SIGINT waits for the measurement loop by default.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The range of `--stop-timeout`: long enough for one read of a slow input, short enough to fit the
 /// longest termination grace an operator would give a DaemonSet pod.
-pub const STOP_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+pub(crate) const STOP_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(600);
 /// The kubelet's PodResources socket on a stock kubelet (MicroK8s:
 /// `/var/snap/microk8s/common/var/lib/kubelet/pod-resources/kubelet.sock`).
-pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
+pub(crate) const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
 
 /// Where the host's sysfs and procfs are mounted (`/host/sys`, `/host/proc` in the DaemonSet).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRoots {
-    pub sysfs: PathBuf,
+    pub(crate) sysfs: PathBuf,
     pub procfs: PathBuf,
 }
 
@@ -66,7 +66,7 @@ pub enum LogFormat {
 /// Which node energy source to use. `auto`: RAPL where it can be read, otherwise the estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum EnergySourceChoice {
+pub(crate) enum EnergySourceChoice {
     #[default]
     Auto,
     Rapl,
@@ -76,7 +76,7 @@ pub enum EnergySourceChoice {
 /// Which CPU-activity source to use for pods. `auto`: eBPF where it loads, otherwise cgroup counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum CpuSourceChoice {
+pub(crate) enum CpuSourceChoice {
     /// eBPF only where process metrics or live CPU counters need it, else cgroup counters, /proc last.
     #[default]
     Auto,
@@ -91,7 +91,7 @@ pub enum CpuSourceChoice {
 /// a PMU (pods are then split by cycles), on-CPU time otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum CpuCountersChoice {
+pub(crate) enum CpuCountersChoice {
     #[default]
     Auto,
     /// On-CPU time only, even where a PMU exists.
@@ -117,7 +117,7 @@ pub enum PodMetadataSource {
 /// `nvml`: required (exit 2 when NVML is unusable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum GpuChoice {
+pub(crate) enum GpuChoice {
     #[default]
     Auto,
     Off,
@@ -140,7 +140,7 @@ pub enum MetricsCompat {
 /// `--hub-user-label`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum HubUserLabelChoice {
+pub(crate) enum HubUserLabelChoice {
     #[default]
     Raw,
     Hash,
@@ -150,7 +150,7 @@ pub enum HubUserLabelChoice {
 /// `--idle-watts` before validation: `zone=watts,...` on the command line and in the environment,
 /// a table (`idle_watts: {package: 20}`) in the file.
 #[derive(Debug, Clone, PartialEq)]
-pub enum IdleWattsSpec {
+pub(crate) enum IdleWattsSpec {
     List(String),
     Table(BTreeMap<String, f64>),
 }
@@ -183,105 +183,105 @@ fn list_or_null<'de, D: serde::Deserializer<'de>>(
 pub struct RunArgs {
     /// Address to serve /metrics on [default: 0.0.0.0:28282]
     #[arg(long, env = "KEPLER_RS_LISTEN")]
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
     /// Measurement interval, e.g. 3s, 500ms [default: 3s]
     #[arg(long, env = "KEPLER_RS_INTERVAL")]
-    pub interval: Option<String>,
+    pub(crate) interval: Option<String>,
     /// Root of the host's sysfs [default: /sys]
     #[arg(long, env = "KEPLER_RS_SYSFS")]
-    pub sysfs: Option<PathBuf>,
+    pub(crate) sysfs: Option<PathBuf>,
     /// Root of the host's procfs [default: /proc]
     #[arg(long, env = "KEPLER_RS_PROCFS")]
-    pub procfs: Option<PathBuf>,
+    pub(crate) procfs: Option<PathBuf>,
     /// Node name for the node_name label [default: $NODE_NAME, else the hostname]
     #[arg(long, env = "KEPLER_RS_NODE_NAME")]
-    pub node_name: Option<String>,
+    pub(crate) node_name: Option<String>,
     /// YAML configuration file (keys as the long flags, with underscores)
     #[arg(long, env = "KEPLER_RS_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Log format [default: human]
     #[arg(long, env = "KEPLER_RS_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
+    pub(crate) log_format: Option<LogFormat>,
     /// Log filter, e.g. info, debug, kepler_rs=debug [default: info]
     #[arg(long, env = "KEPLER_RS_LOG_LEVEL")]
-    pub log_level: Option<String>,
+    pub(crate) log_level: Option<String>,
     /// Node energy source [default: auto]
     #[arg(long, env = "KEPLER_RS_ENERGY_SOURCE", value_enum)]
-    pub energy_source: Option<EnergySourceChoice>,
+    pub(crate) energy_source: Option<EnergySourceChoice>,
     /// CPU-activity source for pods [default: auto]
     #[arg(long, env = "KEPLER_RS_CPU_SOURCE", value_enum)]
-    pub cpu_source: Option<CpuSourceChoice>,
+    pub(crate) cpu_source: Option<CpuSourceChoice>,
     /// eBPF source: CPU cycles/instructions counters where a PMU exists [default: auto]
     #[arg(long, env = "KEPLER_RS_CPU_COUNTERS", value_enum)]
-    pub cpu_counters: Option<CpuCountersChoice>,
+    pub(crate) cpu_counters: Option<CpuCountersChoice>,
     /// Export per-process series (kepler_process_*); off by default (cardinality)
     #[arg(long, env = "KEPLER_RS_PROCESS_METRICS", num_args = 0..=1, default_missing_value = "true")]
-    pub process_metrics: Option<bool>,
+    pub(crate) process_metrics: Option<bool>,
     /// Also serve an older Kepler's metric families: off, kepler-0.7 [default: off]
     #[arg(long, env = "KEPLER_RS_METRICS_COMPAT", value_enum)]
-    pub metrics_compat: Option<MetricsCompat>,
+    pub(crate) metrics_compat: Option<MetricsCompat>,
     /// How long series of ended pods, containers and processes stay [default: 120s]
     #[arg(long, env = "KEPLER_RS_GRACE_PERIOD")]
-    pub grace_period: Option<String>,
+    pub(crate) grace_period: Option<String>,
     /// After SIGTERM/SIGINT, how long to wait for the measurement loop before exiting without it
     /// (exit code 1, naming the stuck input) [default: 5s]
     #[arg(long, env = "KEPLER_RS_STOP_TIMEOUT")]
-    pub stop_timeout: Option<String>,
+    pub(crate) stop_timeout: Option<String>,
     /// Fixed idle power per RAPL zone instead of learning it, e.g. package=20,dram=3 (ignored, with
     /// a warning, by the estimate: see --estimate-idle-watts-per-cpu)
     #[arg(long, env = "KEPLER_RS_IDLE_WATTS")]
     #[serde(deserialize_with = "idle_watts_table")]
-    pub idle_watts: Option<IdleWattsSpec>,
+    pub(crate) idle_watts: Option<IdleWattsSpec>,
     /// Estimate model: idle watts per logical CPU [default: 0.74]
     #[arg(long, env = "KEPLER_RS_ESTIMATE_IDLE_WATTS_PER_CPU")]
-    pub estimate_idle_watts_per_cpu: Option<f64>,
+    pub(crate) estimate_idle_watts_per_cpu: Option<f64>,
     /// Estimate model: watts per logical CPU at 100% utilisation [default: 3.5]
     #[arg(long, env = "KEPLER_RS_ESTIMATE_MAX_WATTS_PER_CPU")]
-    pub estimate_max_watts_per_cpu: Option<f64>,
+    pub(crate) estimate_max_watts_per_cpu: Option<f64>,
     /// Kubeconfig for pod names when running outside a cluster [default: in-cluster service account]
     #[arg(long, env = "KEPLER_RS_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
     /// Run without Kubernetes: pods carry pod_id only
     #[arg(long, env = "KEPLER_RS_NO_KUBE", num_args = 0..=1, default_missing_value = "true")]
-    pub no_kube: Option<bool>,
+    pub(crate) no_kube: Option<bool>,
     /// GPU energy through NVML: auto, off, nvml [default: auto]
     #[arg(long, env = "KEPLER_RS_GPU", value_enum)]
-    pub gpu: Option<GpuChoice>,
+    pub(crate) gpu: Option<GpuChoice>,
     /// Fixed idle power of each GPU in watts, instead of the lowest power seen
     #[arg(long, env = "KEPLER_RS_GPU_IDLE_WATTS")]
-    pub gpu_idle_watts: Option<f64>,
+    pub(crate) gpu_idle_watts: Option<f64>,
     /// Kubelet PodResources socket, for GPU assignments [default: /var/lib/kubelet/pod-resources/kubelet.sock]
     #[arg(long, env = "KEPLER_RS_POD_RESOURCES_SOCKET")]
-    pub pod_resources_socket: Option<PathBuf>,
+    pub(crate) pod_resources_socket: Option<PathBuf>,
     /// Web configuration (exporter-toolkit format): TLS, basic auth, response headers
     #[arg(long = "web.config.file", env = "KEPLER_RS_WEB_CONFIG_FILE")]
-    pub web_config_file: Option<PathBuf>,
+    pub(crate) web_config_file: Option<PathBuf>,
     /// Most open HTTP connections; at the limit, slow or idle ones make room [default: 64]
     #[arg(long = "web.max-connections", env = "KEPLER_RS_WEB_MAX_CONNECTIONS")]
-    pub web_max_connections: Option<usize>,
+    pub(crate) web_max_connections: Option<usize>,
     /// Time for a request head to arrive (TLS handshake included) [default: 10s]
     #[arg(
         long = "web.header-read-timeout",
         env = "KEPLER_RS_WEB_HEADER_READ_TIMEOUT"
     )]
-    pub web_header_read_timeout: Option<String>,
+    pub(crate) web_header_read_timeout: Option<String>,
     /// Keep-alive connections idle longer than this are closed [default: 120s]
     #[arg(long = "web.idle-timeout", env = "KEPLER_RS_WEB_IDLE_TIMEOUT")]
-    pub web_idle_timeout: Option<String>,
+    pub(crate) web_idle_timeout: Option<String>,
     /// Largest request head in bytes (larger: 431) [default: 16384]
     #[arg(long = "web.max-header-bytes", env = "KEPLER_RS_WEB_MAX_HEADER_BYTES")]
-    pub web_max_header_bytes: Option<usize>,
+    pub(crate) web_max_header_bytes: Option<usize>,
     /// Namespace of JupyterHub user servers; only pods there get hub_user (repeatable, or comma-separated)
     #[arg(long, env = "KEPLER_RS_JUPYTERHUB_NAMESPACE", value_delimiter = ',')]
     #[serde(deserialize_with = "list_or_null")]
-    pub jupyterhub_namespace: Vec<String>,
+    pub(crate) jupyterhub_namespace: Vec<String>,
     /// hub_user label: raw user name, keyed hash, or off [default: raw]
     #[arg(long, env = "KEPLER_RS_HUB_USER_LABEL", value_enum)]
-    pub hub_user_label: Option<HubUserLabelChoice>,
+    pub(crate) hub_user_label: Option<HubUserLabelChoice>,
     /// Key file for --hub-user-label hash (at least 16 bytes; keep it in a Secret)
     #[arg(long, env = "KEPLER_RS_HUB_USER_HASH_KEY_FILE")]
-    pub hub_user_hash_key_file: Option<PathBuf>,
+    pub(crate) hub_user_hash_key_file: Option<PathBuf>,
 }
 
 /// The validated configuration passed down to every component.
@@ -293,20 +293,20 @@ pub struct Config {
     pub node_name: String,
     pub log_format: LogFormat,
     pub log_level: String,
-    pub energy_source: EnergySourceChoice,
-    pub cpu_source: CpuSourceChoice,
-    pub cpu_counters: CpuCountersChoice,
-    pub process_metrics: bool,
+    pub(crate) energy_source: EnergySourceChoice,
+    pub(crate) cpu_source: CpuSourceChoice,
+    pub(crate) cpu_counters: CpuCountersChoice,
+    pub(crate) process_metrics: bool,
     pub metrics_compat: MetricsCompat,
     pub grace_period: Duration,
     /// `--stop-timeout`: the stop's wait for the measurement loop.
     pub stop_timeout: Duration,
-    pub idle_watts: BTreeMap<ZoneKind, Watts>,
-    pub estimate: EstimateModel,
+    pub(crate) idle_watts: BTreeMap<ZoneKind, Watts>,
+    pub(crate) estimate: EstimateModel,
     pub pod_metadata: PodMetadataSource,
-    pub gpu: GpuChoice,
-    pub gpu_idle_watts: Option<Watts>,
-    pub pod_resources_socket: PathBuf,
+    pub(crate) gpu: GpuChoice,
+    pub(crate) gpu_idle_watts: Option<Watts>,
+    pub(crate) pod_resources_socket: PathBuf,
     /// `--web.config.file`: loaded and validated by `web::WebState::load` at start.
     pub web_config_file: Option<PathBuf>,
     pub web_limits: Limits,
@@ -316,8 +316,8 @@ pub struct Config {
 /// A bad value: names the flag and says what is wrong. `main` prints it and exits with code 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub flag: &'static str,
-    pub message: String,
+    pub(crate) flag: &'static str,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ConfigError {

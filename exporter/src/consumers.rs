@@ -20,7 +20,7 @@ pub(crate) trait Energy: Clone {
 
 /// One consumer: its energy, its containers' energy, and whether it was seen this interval.
 #[derive(Debug, Clone)]
-pub(crate) struct Consumer<E> {
+pub struct Consumer<E> {
     pub(crate) energy: E,
     pub(crate) containers: HashMap<ContainerId, E>,
     /// Not seen in the last interval; its series stay (0 W) for the grace period.

@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 /// One logical CPU as `/proc/cpuinfo` names it (empty where the kernel does not say).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CpuInfo {
-    pub processor: String,
-    pub vendor_id: String,
-    pub model_name: String,
-    pub physical_id: String,
-    pub core_id: String,
+    pub(crate) processor: String,
+    pub(crate) vendor_id: String,
+    pub(crate) model_name: String,
+    pub(crate) physical_id: String,
+    pub(crate) core_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("{path}: {source}")]
     Read {
         path: PathBuf,
@@ -30,7 +30,7 @@ const MAX_BYTES: usize = 4 << 20;
 
 /// Reads and parses `<procfs>/cpuinfo`: a regular file of at most `MAX_BYTES`, read with the one
 /// bounded helper (a FIFO or a device in its place is refused, never waited on).
-pub fn read(procfs: &Path) -> Result<Vec<CpuInfo>, Error> {
+pub(crate) fn read(procfs: &Path) -> Result<Vec<CpuInfo>, Error> {
     let path = procfs.join("cpuinfo");
     let text =
         crate::files::read_small_text_io(&path, MAX_BYTES).map_err(|source| Error::Read {
@@ -58,7 +58,7 @@ pub fn discover(procfs: &Path) -> Vec<CpuInfo> {
 /// Parses the blank-line separated blocks of `key : value` lines. A block counts when it has a
 /// `processor` number and a `vendor_id` or `model name`: ARM kernels list processors with other keys
 /// only, and a summary block (s390, some ARM) has no `processor` number.
-pub fn parse(text: &str) -> Vec<CpuInfo> {
+pub(crate) fn parse(text: &str) -> Vec<CpuInfo> {
     let mut cpus = Vec::new();
     for block in text.split("\n\n") {
         let mut cpu = CpuInfo::default();

@@ -31,7 +31,7 @@ pub enum FileError {
 
 impl FileError {
     /// What failed, as the `kind` of a source issue.
-    pub fn issue_kind(&self) -> IssueKind {
+    pub(crate) fn issue_kind(&self) -> IssueKind {
         match self {
             FileError::Open { source, .. } | FileError::Read { source, .. } => {
                 IssueKind::of_io(source)
@@ -43,12 +43,12 @@ impl FileError {
     }
 
     /// Short, stable name for self-metric labels.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         self.issue_kind().as_str()
     }
 
     /// The operating system's error, where the failure was one.
-    pub fn io_error(&self) -> Option<&std::io::Error> {
+    pub(crate) fn io_error(&self) -> Option<&std::io::Error> {
         match self {
             FileError::Open { source, .. } | FileError::Read { source, .. } => Some(source),
             FileError::NotRegular { .. }
@@ -59,14 +59,15 @@ impl FileError {
 
     /// As an `io::Error`: the operating system's own where there is one, else this error inside one
     /// (found again by [`IssueKind::of_io`]).
-    pub fn into_io(self) -> std::io::Error {
+    pub(crate) fn into_io(self) -> std::io::Error {
         match self {
             FileError::Open { source, .. } | FileError::Read { source, .. } => source,
             other => std::io::Error::other(other),
         }
     }
 
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         match self {
             FileError::Open { path, .. }
             | FileError::NotRegular { path, .. }
@@ -95,13 +96,13 @@ fn describe(file_type: std::fs::FileType) -> &'static str {
 }
 
 /// Longest kernel attribute read (a `cpu.stat`, `/proc/stat` of a large machine, a mountinfo).
-pub const MAX_ATTRIBUTE_BYTES: usize = 1 << 20;
+pub(crate) const MAX_ATTRIBUTE_BYTES: usize = 1 << 20;
 
 /// Open `path` for reading if it is a regular file (sysfs, cgroupfs and procfs attributes are).
 /// `O_NONBLOCK` makes opening a FIFO return at once; the type check on the open descriptor then refuses
 /// it, a device or a directory before any read. The file can be kept and re-read with
 /// [`pread_from_start`].
-pub fn open_regular(path: &Path) -> Result<File, FileError> {
+pub(crate) fn open_regular(path: &Path) -> Result<File, FileError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -125,19 +126,19 @@ pub fn open_regular(path: &Path) -> Result<File, FileError> {
 
 /// [`open_regular`] for readers whose errors are `io::Error`s: the `FileError` travels inside it, and
 /// [`IssueKind::of_io`] finds its kind again.
-pub fn open_regular_io(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_regular_io(path: &Path) -> std::io::Result<File> {
     open_regular(path).map_err(FileError::into_io)
 }
 
 /// [`read_small_text`] for readers whose errors are `io::Error`s (see [`open_regular_io`]).
-pub fn read_small_text_io(path: &Path, limit: usize) -> std::io::Result<String> {
+pub(crate) fn read_small_text_io(path: &Path, limit: usize) -> std::io::Result<String> {
     read_small_text(path, limit).map_err(FileError::into_io)
 }
 
 /// `pread`s a file from offset 0 into `buf` (kernfs and procfs regenerate a file's content on a read
 /// at offset 0, so a file kept open is re-read without a path lookup): to its end, or to the end of
 /// its first line with `first_line`. More than `limit` bytes is an `ErrorKind::FileTooLarge` error.
-pub fn pread_from_start(
+pub(crate) fn pread_from_start(
     file: &File,
     buf: &mut Vec<u8>,
     first_line: bool,
@@ -168,7 +169,7 @@ pub fn pread_from_start(
 }
 
 /// Read an open file from offset 0, at most `limit` bytes. `path` names it in errors.
-pub fn read_at_most(file: &File, path: &Path, limit: usize) -> Result<Vec<u8>, FileError> {
+pub(crate) fn read_at_most(file: &File, path: &Path, limit: usize) -> Result<Vec<u8>, FileError> {
     let mut out = Vec::new();
     match pread_from_start(file, &mut out, false, limit) {
         Ok(()) => Ok(out),
@@ -184,13 +185,13 @@ pub fn read_at_most(file: &File, path: &Path, limit: usize) -> Result<Vec<u8>, F
 }
 
 /// Read a regular file of at most `limit` bytes ([`open_regular`], then [`read_at_most`]).
-pub fn read_small_file(path: &Path, limit: usize) -> Result<Vec<u8>, FileError> {
+pub(crate) fn read_small_file(path: &Path, limit: usize) -> Result<Vec<u8>, FileError> {
     let file = open_regular(path)?;
     read_at_most(&file, path, limit)
 }
 
 /// [`read_small_file`] as UTF-8 text.
-pub fn read_small_text(path: &Path, limit: usize) -> Result<String, FileError> {
+pub(crate) fn read_small_text(path: &Path, limit: usize) -> Result<String, FileError> {
     String::from_utf8(read_small_file(path, limit)?).map_err(|_| FileError::NotUtf8 {
         path: path.to_path_buf(),
     })
@@ -199,15 +200,15 @@ pub fn read_small_text(path: &Path, limit: usize) -> Result<String, FileError> {
 /// What identifies one version of a file: a rewrite or a symlink swap (Kubernetes Secret volumes,
 /// cert-manager rotation) changes at least one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
-    pub device: u64,
-    pub inode: u64,
-    pub len: u64,
-    pub modified_ns: i128,
+pub(crate) struct FileStamp {
+    pub(crate) device: u64,
+    pub(crate) inode: u64,
+    pub(crate) len: u64,
+    pub(crate) modified_ns: i128,
 }
 
 /// The stamp of the file `path` resolves to now; `None` when it cannot be stat'ed.
-pub fn stamp(path: &Path) -> Option<FileStamp> {
+pub(crate) fn stamp(path: &Path) -> Option<FileStamp> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     Some(FileStamp {

@@ -5,7 +5,7 @@
 use crate::activity::cgroup::mounts::parse_mountinfo;
 use crate::activity::cgroup::CounterFile;
 use crate::activity::ebpf::btf_ids;
-use crate::activity::procfs::parse_proc_stat_cpu;
+use crate::activity::procfs::node_cpu::parse_proc_stat_cpu;
 use crate::remote::{exposition, prometheus};
 use crate::report::{Aggregator, Format, Grouping, Query};
 use crate::resource::{cgroup_path, jupyterhub::HubUserPolicy, record};
@@ -27,7 +27,7 @@ pub fn cgroup_paths(data: &[u8]) {
         if let Some(uid) = cgroup_path::pod_dir_uid(line) {
             assert!(!uid.as_str().is_empty());
         }
-        let _ = cgroup_path::container_dir_id(line);
+        let _ = cgroup_path::container_dir(line);
     }
 }
 

@@ -1,22 +1,10 @@
-//! The process's heap policy under glibc malloc: large buffers stay out of the heap, and freed
-//! memory goes back to the system after a crowd of connections or after the node shrank (long-lived
-//! maps give back their room, the heap is trimmed). It decides
+//! The process's heap policy under glibc malloc: freed memory goes back to the system after a crowd
+//! of connections or after the node shrank (long-lived maps give back their room, the heap is
+//! trimmed). It decides
 //! when to trim from counts it is given; it reads no files and holds no global state.
 
-/// Allocations from this size up are mapped on their own and unmapped when freed. glibc otherwise
-/// raises this threshold to the size of each large buffer freed (up to 32 MiB), after which the
-/// exposition of a huge node and its encoding buffers are carved from the heap and stay there as
-/// fragments when the node shrinks.
-const MMAP_THRESHOLD_BYTES: libc::c_int = 256 * 1024;
-
-/// Fix the mmap threshold (call once at start). Returns whether glibc accepted it.
-pub fn keep_large_buffers_out_of_the_heap() -> bool {
-    // SAFETY: mallopt only changes glibc's allocator parameters; it has no preconditions.
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 }
-}
-
 /// Give free heap pages back to the system (every arena).
-pub fn trim() {
+pub(crate) fn trim() {
     // SAFETY: malloc_trim only walks glibc's own heap; it has no preconditions.
     unsafe {
         libc::malloc_trim(0);
@@ -31,7 +19,9 @@ const KEEP_ROOM_ENTRIES: usize = 1024;
 /// Give back the room of a long-lived map whose entries went (a node that shrank): a `HashMap` keeps
 /// its table at the largest size it reached, which `trim` cannot return since it is still in use.
 /// Keeps room for twice the entries left. Returns whether it shrank.
-pub fn release_room<K: std::hash::Hash + Eq, V>(map: &mut std::collections::HashMap<K, V>) -> bool {
+pub(crate) fn release_room<K: std::hash::Hash + Eq, V>(
+    map: &mut std::collections::HashMap<K, V>,
+) -> bool {
     let room = map.capacity();
     if room <= KEEP_ROOM_ENTRIES || map.len() * SPARSE_FILL_DIVISOR >= room {
         return false;
@@ -44,7 +34,7 @@ pub fn release_room<K: std::hash::Hash + Eq, V>(map: &mut std::collections::Hash
 /// when they fell to half of the most seen since the last trim, by at least `MIN_DROP`: the series,
 /// the ledger entries and the exposition of the ones gone were freed, and the heap can shrink.
 #[derive(Debug, Default)]
-pub struct ShrinkWatch {
+pub(crate) struct ShrinkWatch {
     high_water: usize,
 }
 
@@ -53,7 +43,7 @@ const MIN_DROP: usize = 1000;
 
 impl ShrinkWatch {
     /// Record the current count; true when the heap should be trimmed now.
-    pub fn shrank(&mut self, consumers: usize) -> bool {
+    pub(crate) fn shrank(&mut self, consumers: usize) -> bool {
         self.high_water = self.high_water.max(consumers);
         let shrank = consumers <= self.high_water / 2 && self.high_water - consumers >= MIN_DROP;
         if shrank {
@@ -95,11 +85,5 @@ mod tests {
         // Growing again and shrinking again trims again.
         assert!(!w.shrank(10_000));
         assert!(w.shrank(0));
-    }
-
-    #[test]
-    fn the_threshold_is_accepted() {
-        assert!(keep_large_buffers_out_of_the_heap());
-        trim();
     }
 }

@@ -26,9 +26,9 @@ pub enum Scope {
 }
 
 /// Intervals older than this leave the fit's window.
-pub const WINDOW_SECS: f64 = 300.0;
+pub(crate) const WINDOW_SECS: f64 = 300.0;
 /// At most this many intervals in the window (3 minutes at the default 3 s tick; 3,540 slopes per fit).
-pub const MAX_SAMPLES: usize = 60;
+pub(crate) const MAX_SAMPLES: usize = 60;
 /// The line is refitted every this many intervals (between fits the last one stands).
 const REFIT_EVERY: u32 = 10;
 /// Two intervals whose utilisations differ by less than this give no slope (too noisy).
@@ -38,7 +38,7 @@ const MIN_PAIRS: usize = 20;
 /// Before the first fit, idle is the lowest power averaged over this long (one interval's power is
 /// noisy, and the lowest of many noisy readings is biased low: an H200's lowest 1 s reading at rest was
 /// 10 % under its real idle).
-pub const SHORT_WINDOW_SECS: f64 = 10.0;
+pub(crate) const SHORT_WINDOW_SECS: f64 = 10.0;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -186,7 +186,7 @@ pub struct IdleEstimator {
 
 impl IdleEstimator {
     /// `cpu`: configured idle power per CPU zone; `gpu`: configured idle power of every GPU device.
-    pub fn new(cpu: BTreeMap<ZoneKind, Watts>, gpu: Option<Watts>) -> IdleEstimator {
+    pub(crate) fn new(cpu: BTreeMap<ZoneKind, Watts>, gpu: Option<Watts>) -> IdleEstimator {
         IdleEstimator {
             configured_cpu: cpu,
             configured_gpu: gpu,
@@ -237,14 +237,16 @@ impl IdleEstimator {
         Joules((idle_watts * elapsed_secs).clamp(0.0, total_j))
     }
 
+    #[cfg(test)]
     /// Current idle power of a scope (configured or learned), for logs and tests.
-    pub fn idle_watts(&self, scope: Scope) -> Option<Watts> {
+    pub(crate) fn idle_watts(&self, scope: Scope) -> Option<Watts> {
         self.configured(scope)
             .or_else(|| self.learned.get(&scope).and_then(Learner::watts).map(Watts))
     }
 
+    #[cfg(test)]
     /// Whether a scope's learned idle comes from a fit (not the before-the-fit upper bound).
-    pub fn is_fitted(&self, scope: Scope) -> bool {
+    pub(crate) fn is_fitted(&self, scope: Scope) -> bool {
         self.learned.get(&scope).is_some_and(|l| l.fitted.is_some())
     }
 }

@@ -5,13 +5,13 @@
 /// An enum whose every variant has a label: `as_str()`, and `Ord`/`Display` by that label (so the
 /// self-metric's series keep the order of their label values).
 macro_rules! labelled {
-    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal,)* }) => {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal,)* }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vmeta])* $variant,)* }
+        $vis enum $name { $($(#[$vmeta])* $variant,)* }
 
         impl $name {
-            pub const fn as_str(self) -> &'static str {
+            pub(crate) const fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $label,)* }
             }
         }
@@ -138,7 +138,7 @@ labelled! {
 
 impl IssueKind {
     /// The kind of an `io::Error`.
-    pub fn of_io(err: &std::io::Error) -> IssueKind {
+    pub(crate) fn of_io(err: &std::io::Error) -> IssueKind {
         if let Some(file) = err
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<crate::files::FileError>())
@@ -159,13 +159,13 @@ impl IssueKind {
 /// `detail` goes to the log only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceIssue {
-    pub input: Input,
-    pub kind: IssueKind,
-    pub detail: String,
+    pub(crate) input: Input,
+    pub(crate) kind: IssueKind,
+    pub(crate) detail: String,
 }
 
 impl SourceIssue {
-    pub fn new(input: Input, kind: IssueKind, detail: impl Into<String>) -> SourceIssue {
+    pub(crate) fn new(input: Input, kind: IssueKind, detail: impl Into<String>) -> SourceIssue {
         SourceIssue {
             input,
             kind,

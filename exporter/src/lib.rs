@@ -5,17 +5,17 @@
 pub mod activity;
 pub mod attribution;
 pub mod build;
-pub mod catalog;
+pub(crate) mod catalog;
 pub mod config;
 pub(crate) mod consumers;
 pub mod cpuinfo;
-pub mod files;
+pub(crate) mod files;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod gpu;
-pub mod heap;
+pub(crate) mod heap;
 pub mod idle;
-pub mod issue;
+pub(crate) mod issue;
 pub mod ledger;
 pub mod metrics;
 pub mod monitor;
@@ -29,4 +29,4 @@ pub mod source;
 pub mod top;
 pub mod units;
 pub mod web;
-pub mod yaml_depth;
+pub(crate) mod yaml_depth;

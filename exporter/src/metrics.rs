@@ -21,18 +21,18 @@ use prometheus_client::registry::Registry;
 use std::cell::Cell;
 use std::sync::Arc;
 
-pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Build facts for `kepler_exporter_build_info` / `kepler_build_info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildInfo {
-    pub version: &'static str,
-    pub revision: &'static str,
-    pub branch: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) revision: &'static str,
+    pub(crate) branch: &'static str,
     /// The target architecture (`x86_64`, `aarch64`).
-    pub arch: &'static str,
+    pub(crate) arch: &'static str,
     /// The compiler that built it (`rust1.83.0`), in Kepler's `goversion` label.
-    pub rust_version: &'static str,
+    pub(crate) rust_version: &'static str,
 }
 
 impl BuildInfo {

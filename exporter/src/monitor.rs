@@ -38,7 +38,7 @@ impl InFlight {
     }
 
     /// The input being read and for how long; `None` between reads.
-    pub fn current(&self) -> Option<(&'static str, Duration)> {
+    pub(crate) fn current(&self) -> Option<(&'static str, Duration)> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -55,13 +55,13 @@ impl InFlight {
 }
 
 /// Everything the tick loop reads from.
-pub struct Inputs {
-    pub energy: Box<dyn EnergySource>,
-    pub activity: Box<dyn ActivitySource>,
-    pub node_cpu: NodeCpuReader,
+pub(crate) struct Inputs {
+    pub(crate) energy: Box<dyn EnergySource>,
+    pub(crate) activity: Box<dyn ActivitySource>,
+    pub(crate) node_cpu: NodeCpuReader,
     /// Per-process scanning; `None` unless process metrics are on.
-    pub processes: Option<ProcessScanner>,
-    pub pod_metadata: Arc<dyn PodMetadata>,
+    pub(crate) processes: Option<ProcessScanner>,
+    pub(crate) pod_metadata: Arc<dyn PodMetadata>,
 }
 
 pub struct Monitor {
@@ -89,7 +89,7 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn new(
+    pub(crate) fn new(
         inputs: Inputs,
         node_name: String,
         idle: IdleEstimator,
@@ -116,7 +116,7 @@ impl Monitor {
     }
 
     /// Says why the CPU-activity source was chosen (`SourceReason::Flag` unless set).
-    pub fn with_cpu_source_reason(mut self, reason: SourceReason) -> Monitor {
+    pub(crate) fn with_cpu_source_reason(mut self, reason: SourceReason) -> Monitor {
         self.cpu_source_reason = reason;
         self
     }
@@ -132,14 +132,14 @@ impl Monitor {
     }
 
     /// Measure GPUs too, on the same tick.
-    pub fn with_gpu(mut self, gpu: GpuMonitor) -> Monitor {
+    pub(crate) fn with_gpu(mut self, gpu: GpuMonitor) -> Monitor {
         self.gpu = Some(gpu);
         self
     }
 
     /// Record an input that could not be used at start: counted once in the errors self-metric (and
     /// logged by the caller), and reported as down (`kepler_exporter_source_up 0`) from then on.
-    pub fn note_unavailable(&mut self, issue: SourceIssue) {
+    pub(crate) fn note_unavailable(&mut self, issue: SourceIssue) {
         self.warned.insert((issue.input, issue.kind));
         *self
             .health
@@ -161,7 +161,7 @@ impl Monitor {
 
     /// One tick at monotonic time `now`: sample everything, attribute the interval, return the snapshot.
     /// The first tick only sets baselines (the snapshot is not ready).
-    pub fn tick(&mut self, now: Instant) -> Snapshot {
+    pub(crate) fn tick(&mut self, now: Instant) -> Snapshot {
         let tick_started = Instant::now();
         let elapsed = self.last_sample.map(|t| now.saturating_duration_since(t));
         let mut issues: Vec<SourceIssue> = Vec::new();
@@ -629,7 +629,7 @@ mod tests {
         };
         write_stat(busy, quiet);
         let (mut m, t0) = monitor_over(
-            Box::new(crate::source::rapl::Rapl::discover(sys.path()).unwrap()),
+            Box::new(crate::source::rapl::discover(sys.path()).unwrap()),
             Box::new(ScriptedPods),
             procfs.path(),
             IdleEstimator::default(),

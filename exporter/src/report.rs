@@ -13,23 +13,23 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub const JOULES_PER_KWH: f64 = 3.6e6;
+pub(crate) const JOULES_PER_KWH: f64 = 3.6e6;
 
 /// Flags of `kepler-rs report`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
     /// The Prometheus server that scrapes the exporters
     #[arg(long, value_name = "URL")]
-    pub prometheus: String,
+    pub(crate) prometheus: String,
     /// The period: this long until --to (default 7d unless --from is given)
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "from")]
-    pub since: Option<Duration>,
+    pub(crate) since: Option<Duration>,
     /// Start of the period: RFC 3339 (2024-05-01T00:00:00Z, 2024-05-01) or Unix seconds
     #[arg(long)]
-    pub from: Option<String>,
+    pub(crate) from: Option<String>,
     /// End of the period (default: now)
     #[arg(long)]
-    pub to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Groupings to report, in order
     #[arg(
         long,
@@ -37,26 +37,26 @@ pub struct ReportArgs {
         value_delimiter = ',',
         default_value = "user,namespace"
     )]
-    pub by: Vec<Grouping>,
+    pub(crate) by: Vec<Grouping>,
     /// Grams of CO₂ per kWh of the electricity, to add emissions
     #[arg(long, value_name = "G_PER_KWH")]
-    pub carbon_intensity: Option<f64>,
+    pub(crate) carbon_intensity: Option<f64>,
     /// Output format
     #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Also bill idle energy: each node's idle CPU and GPU energy split by each consumer's share
     /// of that node's active energy; "(outside pods)" gets what no pod was billed
     #[arg(long)]
-    pub include_idle: bool,
+    pub(crate) include_idle: bool,
     /// Give up on a query after this long
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     #[command(flatten)]
-    pub remote: RemoteArgs,
+    pub(crate) remote: RemoteArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
-pub enum Grouping {
+pub(crate) enum Grouping {
     User,
     Namespace,
     Pod,
@@ -80,7 +80,7 @@ impl Grouping {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Csv,
     Markdown,
@@ -108,20 +108,20 @@ impl ReportError {
 
 /// Validated flags.
 #[derive(Debug, Clone)]
-pub struct ReportConfig {
-    pub prometheus: BaseUrl,
-    pub from: f64,
-    pub to: f64,
-    pub by: Vec<Grouping>,
-    pub carbon_g_per_kwh: Option<f64>,
-    pub format: Format,
-    pub include_idle: bool,
+pub(crate) struct ReportConfig {
+    pub(crate) prometheus: BaseUrl,
+    pub(crate) from: f64,
+    pub(crate) to: f64,
+    pub(crate) by: Vec<Grouping>,
+    pub(crate) carbon_g_per_kwh: Option<f64>,
+    pub(crate) format: Format,
+    pub(crate) include_idle: bool,
     /// Timeout, TLS roots and credentials of every query.
-    pub client: ClientOptions,
+    pub(crate) client: ClientOptions,
 }
 
 /// RFC 3339 (a bare date means midnight UTC) or Unix seconds.
-pub fn parse_time(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_time(text: &str) -> Result<f64, String> {
     if let Ok(seconds) = text.parse::<f64>() {
         return if seconds.is_finite() && seconds >= 0.0 {
             Ok(seconds)
@@ -147,7 +147,7 @@ pub fn parse_time(text: &str) -> Result<f64, String> {
 
 impl ReportArgs {
     /// `password_env`: the value of `KEPLER_RS_BASIC_AUTH_PASSWORD`, if set.
-    pub fn resolve(
+    pub(crate) fn resolve(
         self,
         now: f64,
         password_env: Option<String>,
@@ -193,7 +193,7 @@ impl ReportArgs {
 
 /// The report's queries, each an `increase()` over the period (or a `max_over_time`), at its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Query {
+pub(crate) enum Query {
     /// CPU energy per node and zone.
     Nodes,
     /// CPU idle energy per node and zone.
@@ -214,7 +214,7 @@ pub enum Query {
 
 impl Query {
     /// The catalog family the query reads, to name a series in a warning.
-    pub fn family(self) -> &'static Family {
+    pub(crate) fn family(self) -> &'static Family {
         match self {
             Query::Nodes => &catalog::NODE_CPU_JOULES,
             Query::NodeIdle => &catalog::NODE_CPU_IDLE_JOULES,
@@ -232,7 +232,7 @@ impl Query {
 const POD_LABELS: &str = "pod_id, pod_name, pod_namespace, hub_user";
 
 /// The PromQL of each query, for a period of `range` (a PromQL duration) ending at the query time.
-pub fn queries(range: &str) -> [(Query, String); 8] {
+pub(crate) fn queries(range: &str) -> [(Query, String); 8] {
     let increase =
         |by: &str, family: &Family| format!("sum by ({by}) (increase({}[{range}]))", family.name);
     [
@@ -285,7 +285,7 @@ pub fn queries(range: &str) -> [(Query, String); 8] {
 
 /// Run every query and sum the answers as they stream in: no answer is ever held whole, so the
 /// memory follows the number of pods and nodes, not the size of the answers.
-pub fn query(client: &Client, config: &ReportConfig) -> Result<Aggregator, ClientError> {
+pub(crate) fn query(client: &Client, config: &ReportConfig) -> Result<Aggregator, ClientError> {
     let range = format!("{}s", (config.to - config.from).round().max(1.0) as u64);
     let at = Some(config.to);
     let mut aggregator = Aggregator::default();
@@ -299,13 +299,13 @@ pub fn query(client: &Client, config: &ReportConfig) -> Result<Aggregator, Clien
 
 /// Energy split by where it was drawn.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Energy {
-    pub cpu_joules: f64,
-    pub gpu_joules: f64,
+pub(crate) struct Energy {
+    pub(crate) cpu_joules: f64,
+    pub(crate) gpu_joules: f64,
 }
 
 impl Energy {
-    pub fn total(&self) -> f64 {
+    pub(crate) fn total(&self) -> f64 {
         self.cpu_joules + self.gpu_joules
     }
     fn add(&mut self, other: Energy) {
@@ -316,33 +316,33 @@ impl Energy {
 
 /// One line of a grouping.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Line {
-    pub name: String,
-    pub energy: Energy,
+pub(crate) struct Line {
+    pub(crate) name: String,
+    pub(crate) energy: Energy,
 }
 
 /// The aggregated report.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub from: f64,
-    pub to: f64,
-    pub nodes: usize,
+pub(crate) struct Report {
+    pub(crate) from: f64,
+    pub(crate) to: f64,
+    pub(crate) nodes: usize,
     /// All nodes' energy: CPU by the node-total rule (package + dram, or psys), GPU per device.
-    pub node: Energy,
+    pub(crate) node: Energy,
     /// Idle part of `node` (by the same rules).
-    pub node_idle: Energy,
+    pub(crate) node_idle: Energy,
     /// What the pods were billed (with `include_idle`, their share of idle too).
-    pub pods: Energy,
+    pub(crate) pods: Energy,
     /// Idle energy billed to consumers by their share of active energy on each node.
-    pub include_idle: bool,
+    pub(crate) include_idle: bool,
     /// Nodes whose CPU energy was estimated (no RAPL) in the period.
-    pub estimated_nodes: Vec<String>,
+    pub(crate) estimated_nodes: Vec<String>,
     /// Per grouping: lines sorted by total energy, largest first; or why there are none.
-    pub groups: Vec<(Grouping, Result<Vec<Line>, &'static str>)>,
+    pub(crate) groups: Vec<(Grouping, Result<Vec<Line>, &'static str>)>,
     /// Series whose value was NaN or infinite, named (the figures they enter show "n/a").
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// There are pods but none has a namespace: the namespace grouping says so above its one line.
-    pub no_namespaces: bool,
+    pub(crate) no_namespaces: bool,
 }
 
 const NO_USERS: &str = "no JupyterHub user data in this period: no hub_user label on kepler_pod_cpu_joules_total or kepler_pod_info (it comes with Kubernetes metadata)";
@@ -354,7 +354,7 @@ const NO_POD_ENERGY: &str = "no pod energy in this period";
 /// The consumer that holds, with `--include-idle`, everything no pod was billed: host daemons and
 /// the kernel, pods ended before the period's last grace period, GPU work no pod could be tied to,
 /// and idle energy of nodes where nothing was active.
-pub const OUTSIDE_PODS: &str = "(outside pods)";
+pub(crate) const OUTSIDE_PODS: &str = "(outside pods)";
 
 /// Series named in full in the warnings; the rest are counted.
 const MAX_WARNINGS: usize = 10;
@@ -470,7 +470,7 @@ struct PodSums {
 /// Sums the answers of the report's queries as their samples arrive, in any order, then builds
 /// the report. Holds one entry per node and per (node, pod), never the samples.
 #[derive(Debug, Default)]
-pub struct Aggregator {
+pub(crate) struct Aggregator {
     nodes: BTreeMap<String, NodeSums>,
     /// Per (node, pod UID).
     pods: BTreeMap<(String, String), PodSums>,
@@ -483,7 +483,7 @@ pub struct Aggregator {
 
 impl Aggregator {
     /// Add one sample of `query`'s answer.
-    pub fn add(&mut self, query: Query, s: &PromSample) {
+    pub(crate) fn add(&mut self, query: Query, s: &PromSample) {
         let node = || s.label("node_name").to_string();
         match query {
             Query::PodInfo => {
@@ -560,7 +560,7 @@ impl Aggregator {
     /// per MIG instance, so nothing is counted twice. With `include_idle`, each node's idle energy
     /// is split by each consumer's share of that node's active energy (CPU and GPU separately),
     /// and `(outside pods)` gets what no pod was billed, so the lines add up to the nodes' energy.
-    pub fn finish(self, from: f64, to: f64, by: &[Grouping], include_idle: bool) -> Report {
+    pub(crate) fn finish(self, from: f64, to: f64, by: &[Grouping], include_idle: bool) -> Report {
         let Aggregator {
             nodes,
             pods: pod_sums,
@@ -810,11 +810,11 @@ impl Report {
     }
 
     /// The series that were NaN or infinite, one line each; `report` prints them on stderr.
-    pub fn warnings(&self) -> &[String] {
+    pub(crate) fn warnings(&self) -> &[String] {
         &self.warnings
     }
 
-    pub fn render(&self, format: Format, source: &str, carbon: Option<f64>) -> String {
+    pub(crate) fn render(&self, format: Format, source: &str, carbon: Option<f64>) -> String {
         match format {
             Format::Table => self.table(source, carbon),
             Format::Csv => self.csv(carbon),

@@ -79,10 +79,6 @@ impl ServerState {
         self
     }
 
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
-
     fn exposition(&self) -> Result<Bytes, std::fmt::Error> {
         let snapshot = self.snapshots.borrow().clone();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -162,7 +158,7 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Route one request. Public so tests can drive it without sockets.
-pub fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<ScrapeBody> {
+pub(crate) fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<ScrapeBody> {
     let path = req.uri().path();
     let known = matches!(path, "/" | "/metrics" | "/healthz" | "/readyz");
     if !known {
@@ -219,13 +215,13 @@ pub fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<ScrapeB
 
 /// A response body of one or more shared chunks (the cached exposition is never copied). When the
 /// connection is known, dropping the body (hyper does once it is written) marks it idle again.
-pub struct ScrapeBody {
+pub(crate) struct ScrapeBody {
     chunks: VecDeque<Bytes>,
     conn: Option<Arc<Conn>>,
 }
 
 impl ScrapeBody {
-    pub fn new(chunks: impl IntoIterator<Item = Bytes>) -> ScrapeBody {
+    pub(crate) fn new(chunks: impl IntoIterator<Item = Bytes>) -> ScrapeBody {
         ScrapeBody {
             chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
             conn: None,
@@ -234,11 +230,6 @@ impl ScrapeBody {
 
     fn from_static(text: &'static str) -> ScrapeBody {
         ScrapeBody::new([Bytes::from_static(text.as_bytes())])
-    }
-
-    /// The whole body in one buffer (tests).
-    pub fn concat(&self) -> Vec<u8> {
-        self.chunks.iter().flat_map(|c| c.iter().copied()).collect()
     }
 
     fn tracking(mut self, conn: Arc<Conn>) -> ScrapeBody {
@@ -370,7 +361,7 @@ async fn authorized(
 }
 
 /// Authenticate (except the probes), route, add the configured headers.
-pub async fn handle(state: &ServerState, req: Request<Incoming>) -> Response<ScrapeBody> {
+pub(crate) async fn handle(state: &ServerState, req: Request<Incoming>) -> Response<ScrapeBody> {
     let web = state.web.current();
     let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
     let mut response = match &web.auth {

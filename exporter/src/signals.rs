@@ -63,9 +63,9 @@ impl ConfigFile {
 #[derive(Debug)]
 pub struct Hangup {
     /// `Ok(true)`: the web configuration was reloaded; `Ok(false)`: there is none.
-    pub web: Result<bool, WebError>,
+    pub(crate) web: Result<bool, WebError>,
     /// The `--config` file, when it changed since start (not reloaded: needs a restart).
-    pub config_changed: Option<PathBuf>,
+    pub(crate) config_changed: Option<PathBuf>,
 }
 
 /// One SIGHUP: reload the web configuration and every file it names, changed or not, and look at

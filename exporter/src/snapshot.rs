@@ -13,59 +13,59 @@ use std::collections::BTreeMap;
 /// `total = idle + active` and `active = Σ pods (live + terminated) + system`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeZone {
-    pub total_joules: Joules,
-    pub idle_joules: Joules,
-    pub active_joules: Joules,
-    pub system_joules: Joules,
+    pub(crate) total_joules: Joules,
+    pub(crate) idle_joules: Joules,
+    pub(crate) active_joules: Joules,
+    pub(crate) system_joules: Joules,
     /// Energy of pods whose series were removed after the grace period.
-    pub terminated_pods_joules: Joules,
-    pub total_watts: Watts,
-    pub idle_watts: Watts,
-    pub active_watts: Watts,
-    pub system_watts: Watts,
+    pub(crate) terminated_pods_joules: Joules,
+    pub(crate) total_watts: Watts,
+    pub(crate) idle_watts: Watts,
+    pub(crate) active_watts: Watts,
+    pub(crate) system_watts: Watts,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerSeries {
-    pub id: ContainerId,
-    pub name: Option<String>,
+    pub(crate) id: ContainerId,
+    pub(crate) name: Option<String>,
     /// From the container's cgroup name, where it shows the runtime.
-    pub runtime: Option<ContainerRuntime>,
+    pub(crate) runtime: Option<ContainerRuntime>,
     /// Cumulative CPU time its energy was split by, in seconds.
-    pub cpu_seconds: f64,
+    pub(crate) cpu_seconds: f64,
     /// Indexed like `Snapshot::zones`.
-    pub joules: Vec<Joules>,
-    pub watts: Vec<Watts>,
+    pub(crate) joules: Vec<Joules>,
+    pub(crate) watts: Vec<Watts>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodSeries {
-    pub uid: PodUid,
-    pub name: Option<String>,
-    pub namespace: Option<String>,
+    pub(crate) uid: PodUid,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// JupyterHub user server: `hub_user`/`hub_server` labels; `None` for every other pod.
-    pub hub: Option<HubServer>,
+    pub(crate) hub: Option<HubServer>,
     /// The pod's cgroup is gone; its series stay for the grace period.
-    pub ended: bool,
+    pub(crate) ended: bool,
     /// Indexed like `Snapshot::zones`.
     pub joules: Vec<Joules>,
-    pub watts: Vec<Watts>,
+    pub(crate) watts: Vec<Watts>,
     pub containers: Vec<ContainerSeries>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessSeries {
-    pub pid: Pid,
-    pub comm: String,
+    pub(crate) pid: Pid,
+    pub(crate) comm: String,
     /// The executable's path; empty where it could not be read.
-    pub exe: std::sync::Arc<str>,
-    pub container: Option<ContainerId>,
+    pub(crate) exe: std::sync::Arc<str>,
+    pub(crate) container: Option<ContainerId>,
     /// Not seen in the last walk; its series stay for the grace period.
-    pub ended: bool,
+    pub(crate) ended: bool,
     /// Cumulative CPU time while watched, in seconds.
-    pub cpu_seconds: f64,
-    pub joules: Vec<Joules>,
-    pub watts: Vec<Watts>,
+    pub(crate) cpu_seconds: f64,
+    pub(crate) joules: Vec<Joules>,
+    pub(crate) watts: Vec<Watts>,
 }
 
 /// Health of one input (energy or CPU-activity source), for `kepler_exporter_source_up`.
@@ -101,39 +101,39 @@ pub struct ExporterHealth {
 /// One zone of one socket (RAPL only): cumulative joules and the last interval's watts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SocketZone {
-    pub zone: ZoneKind,
-    pub socket: u32,
-    pub joules: Joules,
-    pub watts: Watts,
+    pub(crate) zone: ZoneKind,
+    pub(crate) socket: u32,
+    pub(crate) joules: Joules,
+    pub(crate) watts: Watts,
 }
 
 /// Cumulative energy of one device (or the whole GPU where MIG is on).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GpuDeviceSeries {
     /// NVML index, the `gpu` label.
-    pub index: u32,
-    pub uuid: String,
-    pub name: String,
+    pub(crate) index: u32,
+    pub(crate) uuid: String,
+    pub(crate) name: String,
     /// `energy_counter` or `power_integral`, empty before the first reading.
-    pub method: &'static str,
-    pub total_joules: Joules,
-    pub idle_joules: Joules,
+    pub(crate) method: &'static str,
+    pub(crate) total_joules: Joules,
+    pub(crate) idle_joules: Joules,
     pub active_joules: Joules,
     /// Active energy no pod received (host processes, unplaceable processes, no process at all).
-    pub unattributed_joules: Joules,
+    pub(crate) unattributed_joules: Joules,
     /// Energy of pods whose series were removed after the grace period.
-    pub terminated_pods_joules: Joules,
-    pub watts: Watts,
-    pub idle_watts: Watts,
-    pub active_watts: Watts,
+    pub(crate) terminated_pods_joules: Joules,
+    pub(crate) watts: Watts,
+    pub(crate) idle_watts: Watts,
+    pub(crate) active_watts: Watts,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct GpuContainerSeries {
-    pub id: ContainerId,
-    pub name: Option<String>,
-    pub joules: Joules,
-    pub watts: Watts,
+pub(crate) struct GpuContainerSeries {
+    pub(crate) id: ContainerId,
+    pub(crate) name: Option<String>,
+    pub(crate) joules: Joules,
+    pub(crate) watts: Watts,
 }
 
 /// A pod's energy on one device (or MIG instance). `joules ≥ Σ containers`: the rest is pod-level
@@ -141,18 +141,18 @@ pub struct GpuContainerSeries {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuPodSeries {
     /// Position in `GpuSnapshot::devices`.
-    pub device: usize,
+    pub(crate) device: usize,
     /// MIG device UUID, where MIG is on.
-    pub instance: Option<String>,
-    pub uid: PodUid,
-    pub name: Option<String>,
-    pub namespace: Option<String>,
+    pub(crate) instance: Option<String>,
+    pub(crate) uid: PodUid,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// JupyterHub user and server, for user servers only.
-    pub hub: Option<HubServer>,
-    pub ended: bool,
+    pub(crate) hub: Option<HubServer>,
+    pub(crate) ended: bool,
     pub joules: Joules,
-    pub watts: Watts,
-    pub containers: Vec<GpuContainerSeries>,
+    pub(crate) watts: Watts,
+    pub(crate) containers: Vec<GpuContainerSeries>,
 }
 
 /// The GPU part of a snapshot; empty when GPU support is off.
@@ -210,36 +210,14 @@ impl Snapshot {
     }
 
     /// Pods, containers and processes with series in this snapshot (what its size grows with).
-    pub fn consumers(&self) -> usize {
+    pub(crate) fn consumers(&self) -> usize {
         self.pods.len()
             + self.pods.iter().map(|p| p.containers.len()).sum::<usize>()
             + self.processes.len()
     }
 
     /// Ready once the first complete interval has been measured.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.health.intervals > 0
-    }
-
-    /// Node total joules: package + dram, or psys alone where present (zones overlap).
-    pub fn node_total_joules(&self) -> Joules {
-        let has_psys = self.zones.contains(&ZoneKind::Psys);
-        self.zones
-            .iter()
-            .zip(&self.node)
-            .filter(|(z, _)| z.counts_toward_node_total(has_psys))
-            .map(|(_, n)| n.total_joules)
-            .sum()
-    }
-
-    /// Node total power over the last interval, by the same rule.
-    pub fn node_total_watts(&self) -> Watts {
-        let has_psys = self.zones.contains(&ZoneKind::Psys);
-        self.zones
-            .iter()
-            .zip(&self.node)
-            .filter(|(z, _)| z.counts_toward_node_total(has_psys))
-            .map(|(_, n)| n.total_watts)
-            .sum()
     }
 }

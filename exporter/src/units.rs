@@ -9,12 +9,9 @@ use std::ops::{Add, AddAssign, Sub};
 pub struct Joules(pub f64);
 
 impl Joules {
-    pub const ZERO: Joules = Joules(0.0);
-    pub fn as_f64(self) -> f64 {
-        self.0
-    }
+    pub(crate) const ZERO: Joules = Joules(0.0);
     /// Average power over `secs` seconds; zero when the interval is empty.
-    pub fn per_seconds(self, secs: f64) -> Watts {
+    pub(crate) fn per_seconds(self, secs: f64) -> Watts {
         if secs > 0.0 {
             Watts(self.0 / secs)
         } else {
@@ -48,10 +45,10 @@ impl std::iter::Sum for Joules {
 
 /// Power in watts.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
-pub struct Watts(pub f64);
+pub(crate) struct Watts(pub(crate) f64);
 
 impl Watts {
-    pub fn over_seconds(self, secs: f64) -> Joules {
+    pub(crate) fn over_seconds(self, secs: f64) -> Joules {
         Joules(self.0 * secs.max(0.0))
     }
 }
@@ -86,10 +83,10 @@ compares_with_f64!(Joules, Watts);
 
 /// Energy in microjoules, as RAPL's `energy_uj` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct MicroJoules(pub u64);
+pub(crate) struct MicroJoules(pub(crate) u64);
 
 impl MicroJoules {
-    pub fn to_joules(self) -> Joules {
+    pub(crate) fn to_joules(self) -> Joules {
         Joules(self.0 as f64 / 1e6)
     }
 }
@@ -99,14 +96,14 @@ impl MicroJoules {
 pub struct CpuNanos(pub u64);
 
 impl CpuNanos {
-    pub const ZERO: CpuNanos = CpuNanos(0);
-    pub fn from_micros(us: u64) -> CpuNanos {
+    pub(crate) const ZERO: CpuNanos = CpuNanos(0);
+    pub(crate) fn from_micros(us: u64) -> CpuNanos {
         CpuNanos(us.saturating_mul(1_000))
     }
-    pub fn as_f64(self) -> f64 {
+    pub(crate) fn as_f64(self) -> f64 {
         self.0 as f64
     }
-    pub fn saturating_sub(self, rhs: CpuNanos) -> CpuNanos {
+    pub(crate) fn saturating_sub(self, rhs: CpuNanos) -> CpuNanos {
         CpuNanos(self.0.saturating_sub(rhs.0))
     }
 }
@@ -160,7 +157,7 @@ impl PodUid {
         }
         Some(PodUid(out))
     }
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -207,7 +204,7 @@ pub enum ZoneKind {
 }
 
 impl ZoneKind {
-    pub const ALL: [ZoneKind; 5] = [
+    pub(crate) const ALL: [ZoneKind; 5] = [
         ZoneKind::Package,
         ZoneKind::Core,
         ZoneKind::Uncore,
@@ -216,7 +213,7 @@ impl ZoneKind {
     ];
 
     /// The `zone` label value, as Kepler spells it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ZoneKind::Package => "package",
             ZoneKind::Core => "core",
@@ -227,7 +224,7 @@ impl ZoneKind {
     }
 
     /// Parses a powercap zone `name` (`package-0`, `core`, `dram`, `psys`, ...), dropping a socket suffix.
-    pub fn from_powercap_name(name: &str) -> Option<ZoneKind> {
+    pub(crate) fn from_powercap_name(name: &str) -> Option<ZoneKind> {
         let base = match name.rsplit_once('-') {
             Some((base, idx)) if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) => base,
             _ => name,
@@ -241,11 +238,6 @@ impl ZoneKind {
             _ => None,
         }
     }
-
-    /// Whether this zone counts toward the node total: package + dram, or psys alone where present.
-    pub fn counts_toward_node_total(self, has_psys: bool) -> bool {
-        crate::catalog::counts_toward_node_total(has_psys, self.as_str())
-    }
 }
 
 impl fmt::Display for ZoneKind {
@@ -256,7 +248,7 @@ impl fmt::Display for ZoneKind {
 
 /// The difference between two readings of a wrapping hardware counter (after Alumet's design).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CounterDiff {
+pub(crate) enum CounterDiff {
     /// No previous reading: this one only sets the baseline.
     FirstTime,
     /// current >= previous.
@@ -268,7 +260,7 @@ pub enum CounterDiff {
 impl CounterDiff {
     /// Difference of a counter that counts from 0 to `max` inclusive and then wraps to 0.
     /// `max == 0` (unknown range) treats a decrease as a reset: only `current` is counted.
-    pub fn compute(previous: Option<u64>, current: u64, max: u64) -> CounterDiff {
+    pub(crate) fn compute(previous: Option<u64>, current: u64, max: u64) -> CounterDiff {
         match previous {
             None => CounterDiff::FirstTime,
             Some(prev) if current >= prev => CounterDiff::Difference(current - prev),
@@ -279,7 +271,7 @@ impl CounterDiff {
         }
     }
 
-    pub fn value(self) -> Option<u64> {
+    pub(crate) fn value(self) -> Option<u64> {
         match self {
             CounterDiff::FirstTime => None,
             CounterDiff::Difference(d) | CounterDiff::CorrectedDifference(d) => Some(d),
@@ -290,7 +282,7 @@ impl CounterDiff {
 /// A number for a message: plain where short (`3.5`, `1000`), in exponent form where plain would
 /// be long (`1e308`, `2.5e-7`).
 #[derive(Debug, Clone, Copy)]
-pub struct Readable(pub f64);
+pub(crate) struct Readable(pub(crate) f64);
 
 impl fmt::Display for Readable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

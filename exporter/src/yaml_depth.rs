@@ -5,14 +5,14 @@
 //! may over-count in rare layouts (the lines of a flow collection spread over several indentations).
 
 /// The most levels a configuration file may nest (the exporter's own files use three).
-pub const MAX_YAML_DEPTH: usize = 64;
+pub(crate) const MAX_YAML_DEPTH: usize = 64;
 
 /// A text nested deeper than the limit, at its first line that is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("nested deeper than {limit} levels (line {line})")]
-pub struct TooDeep {
-    pub limit: usize,
-    pub line: usize,
+pub(crate) struct TooDeep {
+    pub(crate) limit: usize,
+    pub(crate) line: usize,
 }
 
 /// What the scan is inside of when a line ends.
@@ -42,7 +42,7 @@ struct Parent {
 /// and compact `- ` or `? ` entries, over the lines it is indented under) plus open flow collections (`[`, `{` where a node may start,
 /// or inside a flow collection). Quoted, plain and block scalars and comments are text: their
 /// brackets, dashes and quotes do not count. Linear in the length of `text`.
-pub fn check_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
+pub(crate) fn check_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
     let mut parents: Vec<Parent> = Vec::new();
     let mut parents_levels = 0usize;
     let mut flow = 0usize;
@@ -230,7 +230,7 @@ fn scan(
 /// How deeply a parsed YAML value nests (collections only; a tag adds no level): the oracle the
 /// scan is tested and fuzzed against.
 #[cfg(any(test, feature = "fuzzing"))]
-pub fn parsed_depth(value: &serde_yaml_ng::Value) -> usize {
+pub(crate) fn parsed_depth(value: &serde_yaml_ng::Value) -> usize {
     use serde_yaml_ng::Value;
     match value {
         Value::Sequence(items) => 1 + items.iter().map(parsed_depth).max().unwrap_or(0),

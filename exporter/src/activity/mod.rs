@@ -5,7 +5,7 @@
 
 pub mod cgroup;
 pub mod ebpf;
-pub mod procfs;
+pub(crate) mod procfs;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,13 +54,13 @@ pub struct PodActivity {
 /// CPU time summed per pod and container from per-process (or per-cgroup) times and their owners:
 /// how the sources that see processes (eBPF, the /proc walk) build their `PodActivity`.
 #[derive(Debug, Default)]
-pub struct PodTimes(BTreeMap<PodUid, (CpuNanos, ContainerTimes)>);
+pub(crate) struct PodTimes(BTreeMap<PodUid, (CpuNanos, ContainerTimes)>);
 
 type ContainerTimes = BTreeMap<ContainerId, (CpuNanos, Option<ContainerRuntime>)>;
 
 impl PodTimes {
     /// Adds `time` to its owner's pod and container; anything outside a pod counts toward none.
-    pub fn add(&mut self, owner: CgroupOwner, time: CpuNanos) {
+    pub(crate) fn add(&mut self, owner: CgroupOwner, time: CpuNanos) {
         match owner {
             CgroupOwner::Container {
                 pod,
@@ -82,7 +82,7 @@ impl PodTimes {
     }
 
     /// The pods in UID order, containers in ID order.
-    pub fn into_pods(self) -> impl Iterator<Item = PodActivity> {
+    pub(crate) fn into_pods(self) -> impl Iterator<Item = PodActivity> {
         self.0
             .into_iter()
             .map(|(uid, (cpu_time, containers))| PodActivity {
@@ -127,12 +127,12 @@ pub trait ActivitySource: Send {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SourceStats {
     /// What consumers are split by: `cpu_time`, plus `cycles`/`instructions` where a PMU is read.
-    pub counters: Vec<&'static str>,
+    pub(crate) counters: Vec<&'static str>,
     /// Cumulative `(event, count)` pairs, e.g. `("sched_switch", n)`, `("dropped_slice", n)`.
-    pub events: Vec<(&'static str, u64)>,
+    pub(crate) events: Vec<(&'static str, u64)>,
     /// Cumulative in-kernel run time of each eBPF program, `(program, ns)`, by the kernel's own
     /// accounting: only while `kernel.bpf_stats_enabled` is 1 (empty otherwise, and for other sources).
-    pub bpf_run_ns: Vec<(&'static str, u64)>,
+    pub(crate) bpf_run_ns: Vec<(&'static str, u64)>,
 }
 
 /// Node-wide CPU time over one interval, from `/proc/stat`.
@@ -157,11 +157,11 @@ impl NodeCpu {
 /// CPU time of one process over one interval (process metrics, off by default).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessActivity {
-    pub pid: Pid,
-    pub comm: String,
+    pub(crate) pid: Pid,
+    pub(crate) comm: String,
     /// The executable's path (`/proc/<pid>/exe`, read once per process); empty where it cannot be
     /// read (kernel threads, no permission).
-    pub exe: Arc<str>,
-    pub container: Option<ContainerId>,
-    pub cpu_time: CpuNanos,
+    pub(crate) exe: Arc<str>,
+    pub(crate) container: Option<ContainerId>,
+    pub(crate) cpu_time: CpuNanos,
 }

@@ -11,11 +11,11 @@ use crate::activity::{NodeCpu, PodActivity};
 use crate::units::{ContainerId, CpuNanos, PodUid};
 
 /// The least that may be owed, as a fraction of the interval's CPU capacity (elapsed time × CPUs).
-pub const MIN_BOUND: f64 = 0.01;
+pub(crate) const MIN_BOUND: f64 = 0.01;
 
 /// CPU time owed to pods from earlier intervals, per pod and container.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Carry {
+pub(crate) struct Carry {
     pods: BTreeMap<PodUid, Owed>,
 }
 
@@ -27,18 +27,19 @@ struct Owed {
 
 /// One interval's pods, fitted within the node's busy time.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fitted {
+pub(crate) struct Fitted {
     /// The pods with what was owed to them added, scaled down where they exceed the busy time.
-    pub pods: Vec<PodActivity>,
+    pub(crate) pods: Vec<PodActivity>,
     /// Pod time above the busy time, moved into the next interval.
-    pub carried: CpuNanos,
+    pub(crate) carried: CpuNanos,
     /// Pod time dropped: above the bound, or owed to a pod that is no longer reported.
-    pub clipped: CpuNanos,
+    pub(crate) clipped: CpuNanos,
 }
 
 impl Carry {
+    #[cfg(test)]
     /// Pod time owed from earlier intervals, in all.
-    pub fn owed(&self) -> CpuNanos {
+    pub(crate) fn owed(&self) -> CpuNanos {
         CpuNanos(self.pods.values().map(|o| o.pod).sum::<f64>().round() as u64)
     }
 
@@ -47,7 +48,7 @@ impl Carry {
     /// it in the next interval; what is owed in all is bounded by this interval's busy time (at
     /// least `MIN_BOUND` of its capacity), the excess beyond it is clipped. Pods without containers are left as they are (the model gives
     /// their share to system). An unknown node (a failed /proc/stat read: no capacity) caps nothing.
-    pub fn fit(&mut self, pods: &[PodActivity], node: NodeCpu) -> Fitted {
+    pub(crate) fn fit(&mut self, pods: &[PodActivity], node: NodeCpu) -> Fitted {
         let mut owed = std::mem::take(&mut self.pods);
         let mut demand: Vec<(PodActivity, bool)> = pods
             .iter()

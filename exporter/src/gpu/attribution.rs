@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Who receives a consumer's share.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum GpuOwner {
+pub(crate) enum GpuOwner {
     Container {
         pod: PodUid,
         container: ContainerId,
@@ -30,19 +30,19 @@ pub enum GpuOwner {
 /// One weighted claim on a device's active energy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuConsumer {
-    pub owner: GpuOwner,
+    pub(crate) owner: GpuOwner,
     /// MIG instance, where MIG is on.
-    pub instance: Option<usize>,
+    pub(crate) instance: Option<usize>,
     /// Relative weight; the weights of a device need not sum to 1.
-    pub weight: f64,
+    pub(crate) weight: f64,
 }
 
 /// What the kubelet assigned a device (or its MIG instances) to: `Some` only for exactly one pod.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assignment {
-    pub whole: Option<PodUid>,
+    pub(crate) whole: Option<PodUid>,
     /// By MIG instance position; missing entries mean unassigned.
-    pub instances: Vec<Option<PodUid>>,
+    pub(crate) instances: Vec<Option<PodUid>>,
 }
 
 impl Assignment {
@@ -159,32 +159,32 @@ pub struct DeviceInput {
 
 /// One device's energy split for the interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DeviceSplit {
-    pub slot: usize,
-    pub total: Joules,
-    pub idle: Joules,
-    pub active: Joules,
+pub(crate) struct DeviceSplit {
+    pub(crate) slot: usize,
+    pub(crate) total: Joules,
+    pub(crate) idle: Joules,
+    pub(crate) active: Joules,
     /// Active energy not given to any pod.
-    pub unattributed: Joules,
+    pub(crate) unattributed: Joules,
 }
 
 /// A pod's (or one of its containers') energy on one device or MIG instance.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GpuShare {
-    pub slot: usize,
-    pub instance: Option<usize>,
-    pub pod: PodUid,
+pub(crate) struct GpuShare {
+    pub(crate) slot: usize,
+    pub(crate) instance: Option<usize>,
+    pub(crate) pod: PodUid,
     /// `None`: the pod-level part (no container known).
-    pub container: Option<ContainerId>,
-    pub joules: Joules,
+    pub(crate) container: Option<ContainerId>,
+    pub(crate) joules: Joules,
 }
 
 /// The result of attributing one interval over every device.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GpuInterval {
-    pub devices: Vec<DeviceSplit>,
+    pub(crate) devices: Vec<DeviceSplit>,
     /// Merged by (slot, instance, pod, container), sorted by that key.
-    pub shares: Vec<GpuShare>,
+    pub(crate) shares: Vec<GpuShare>,
 }
 
 /// Split every device's active energy over its consumers.

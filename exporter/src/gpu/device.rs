@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A delta implying more than this per device is rejected as an anomaly (no GPU draws 5 kW).
-pub const MAX_PLAUSIBLE_WATTS: f64 = 5_000.0;
+pub(crate) const MAX_PLAUSIBLE_WATTS: f64 = 5_000.0;
 
 /// How a device's energy is measured, decided at its first reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnergyMethod {
+pub(crate) enum EnergyMethod {
     /// `nvmlDeviceGetTotalEnergyConsumption` (millijoules, Volta and newer).
     Counter,
     /// Power readings integrated over the interval (trapezoid), where the counter is unsupported.
@@ -22,7 +22,7 @@ pub enum EnergyMethod {
 }
 
 impl EnergyMethod {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EnergyMethod::Counter => "energy_counter",
             EnergyMethod::PowerIntegral => "power_integral",
@@ -42,25 +42,25 @@ pub struct ProcessUse {
 
 /// One device's reading for the interval.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeviceReading {
+pub(crate) struct DeviceReading {
     /// Stable position of the device in `DeviceSampler::devices()`.
-    pub slot: usize,
+    pub(crate) slot: usize,
     /// Energy over the interval; `None` when this reading only set the baseline.
-    pub energy: Option<Joules>,
+    pub(crate) energy: Option<Joules>,
     /// Seconds that `energy` covers: since the device's last good reading, so longer than the tick
     /// after the device failed for a while (its energy arrives late, not lost).
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Device utilisation (0..=1) at the reading; `None` where the device cannot say.
-    pub utilization: Option<f64>,
-    pub processes: Vec<ProcessUse>,
+    pub(crate) utilization: Option<f64>,
+    pub(crate) processes: Vec<ProcessUse>,
 }
 
 /// One tick's readings. A device that failed this tick is absent (its energy arrives with the next
 /// good reading); `issues` are counted by the monitor.
 #[derive(Debug, Clone, Default)]
-pub struct GpuSample {
-    pub devices: Vec<DeviceReading>,
-    pub issues: Vec<SourceIssue>,
+pub(crate) struct GpuSample {
+    pub(crate) devices: Vec<DeviceReading>,
+    pub(crate) issues: Vec<SourceIssue>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,26 +115,22 @@ impl DeviceSampler {
         Ok(DeviceSampler { driver, devices })
     }
 
-    pub fn driver_name(&self) -> &'static str {
-        self.driver.name()
-    }
-
     /// Every device seen since start, by slot.
-    pub fn devices(&self) -> impl Iterator<Item = &DeviceInfo> {
+    pub(crate) fn devices(&self) -> impl Iterator<Item = &DeviceInfo> {
         self.devices.iter().map(|d| &d.info)
     }
 
-    pub fn device(&self, slot: usize) -> Option<&DeviceInfo> {
+    pub(crate) fn device(&self, slot: usize) -> Option<&DeviceInfo> {
         self.devices.get(slot).map(|d| &d.info)
     }
 
     /// How the device's energy is measured (`None` before its first reading).
-    pub fn method(&self, slot: usize) -> Option<EnergyMethod> {
+    pub(crate) fn method(&self, slot: usize) -> Option<EnergyMethod> {
         self.devices.get(slot).and_then(|d| d.method)
     }
 
     /// Read every device; `elapsed` is the time since the previous call (used by the power integral).
-    pub fn sample(&mut self, elapsed: Duration) -> GpuSample {
+    pub(crate) fn sample(&mut self, elapsed: Duration) -> GpuSample {
         let mut out = GpuSample::default();
         let mut driver_failures = 0usize;
         for d in &mut self.devices {

@@ -11,18 +11,18 @@ pub struct DeviceInfo {
     /// NVML index (not necessarily the CUDA index).
     pub index: u32,
     /// `GPU-...`, as the NVIDIA device plugin names the device.
-    pub uuid: String,
-    pub name: String,
-    pub mig: Vec<MigInstance>,
+    pub(crate) uuid: String,
+    pub(crate) name: String,
+    pub(crate) mig: Vec<MigInstance>,
 }
 
 /// One MIG device (a GPU instance with its compute instance) of a physical GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MigInstance {
+pub(crate) struct MigInstance {
     /// `MIG-...`, as the device plugin's `mixed` strategy names it.
-    pub uuid: String,
+    pub(crate) uuid: String,
     /// Framebuffer size: the instance's share of the GPU (slices are proportional to memory).
-    pub memory_bytes: u64,
+    pub(crate) memory_bytes: u64,
 }
 
 /// One `nvmlDeviceGetProcessUtilization` sample.
@@ -46,8 +46,6 @@ pub struct RunningProcess {
 /// What the exporter needs from NVML, one call per fact, so that a scripted device can stand in.
 /// Devices are addressed by their NVML index.
 pub trait GpuDriver: Send {
-    /// `nvml` or `scripted`: for logs.
-    fn name(&self) -> &'static str;
     /// Enumerate the GPUs (and their MIG instances).
     fn devices(&mut self) -> Result<Vec<DeviceInfo>, GpuError>;
     /// Energy since the driver was loaded, in millijoules (Volta and newer; `NotSupported` before).
@@ -98,7 +96,7 @@ pub enum GpuError {
 
 impl GpuError {
     /// The kind counted in `kepler_exporter_source_errors_total{source="gpu",kind}`.
-    pub fn kind(&self) -> IssueKind {
+    pub(crate) fn kind(&self) -> IssueKind {
         match self {
             GpuError::Unavailable { .. } => IssueKind::Unavailable,
             GpuError::NotSupported { .. } => IssueKind::NotSupported,
@@ -107,7 +105,7 @@ impl GpuError {
     }
 
     /// The driver as a whole is gone (lost GPU, unloaded driver): worth re-initialising NVML.
-    pub fn is_driver_failure(&self) -> bool {
+    pub(crate) fn is_driver_failure(&self) -> bool {
         matches!(
             self.kind(),
             IssueKind::GpuLost | IssueKind::Driver | IssueKind::Unavailable

@@ -13,19 +13,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Longest wait for one List call.
-pub const LIST_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const LIST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest response accepted (a node with hundreds of pods answers a few hundred KiB).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The kubelet's PodResources API on `path`. A missing socket means "no kubelet here" (`Ok(None)`).
-pub struct PodResourcesSocket {
+pub(crate) struct PodResourcesSocket {
     path: PathBuf,
     runtime: Option<tokio::runtime::Runtime>,
     seen: Option<bool>,
 }
 
 impl PodResourcesSocket {
-    pub fn new(path: PathBuf) -> PodResourcesSocket {
+    pub(crate) fn new(path: PathBuf) -> PodResourcesSocket {
         PodResourcesSocket {
             path,
             runtime: None,
@@ -130,7 +130,7 @@ fn grpc_status(headers: &hyper::HeaderMap) -> Option<(u32, String)> {
 }
 
 /// Strip the gRPC length-prefixed frame (1 byte compressed flag, 4 bytes big-endian length).
-pub fn unframe(body: &[u8]) -> Result<Vec<u8>, PodResourcesError> {
+pub(crate) fn unframe(body: &[u8]) -> Result<Vec<u8>, PodResourcesError> {
     let err = |detail: &'static str| PodResourcesError::Decode { detail, offset: 0 };
     if body.is_empty() {
         // An empty message may be sent without a frame by some servers: no pods.

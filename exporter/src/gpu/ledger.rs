@@ -10,7 +10,7 @@
 use super::attribution::GpuInterval;
 use crate::consumers::{Consumers, Energy};
 use crate::resource::pods::PodMetadata;
-pub use crate::snapshot::{GpuContainerSeries, GpuDeviceSeries, GpuPodSeries, GpuSnapshot};
+pub(crate) use crate::snapshot::{GpuContainerSeries, GpuDeviceSeries, GpuPodSeries, GpuSnapshot};
 use crate::units::{Joules, PodUid, Watts};
 use std::time::Duration;
 
@@ -39,13 +39,13 @@ type PodKey = (usize, Option<usize>, PodUid);
 
 /// Cumulative GPU counters of one node; devices by stable slot.
 #[derive(Debug, Clone)]
-pub struct GpuLedger {
+pub(crate) struct GpuLedger {
     devices: Vec<GpuDeviceSeries>,
     pods: Consumers<PodKey, Share>,
 }
 
 impl GpuLedger {
-    pub fn new(grace: Duration) -> GpuLedger {
+    pub(crate) fn new(grace: Duration) -> GpuLedger {
         GpuLedger {
             devices: Vec::new(),
             pods: Consumers::new(grace),
@@ -53,7 +53,7 @@ impl GpuLedger {
     }
 
     /// Make sure slot `slot` exists, with its identity.
-    pub fn describe(
+    pub(crate) fn describe(
         &mut self,
         slot: usize,
         index: u32,
@@ -77,7 +77,7 @@ impl GpuLedger {
 
     /// Add one interval. Devices absent from `interval` (failed this tick) keep their counters and
     /// show 0 W until their next good reading brings the energy in.
-    pub fn apply(&mut self, interval: &GpuInterval, elapsed_secs: f64, now: Duration) {
+    pub(crate) fn apply(&mut self, interval: &GpuInterval, elapsed_secs: f64, now: Duration) {
         let per_sec = |j: Joules| j.per_seconds(elapsed_secs);
         for d in &mut self.devices {
             (d.watts, d.idle_watts, d.active_watts) = Default::default();
@@ -119,7 +119,7 @@ impl GpuLedger {
     }
 
     /// The GPU snapshot, with names from `meta` and MIG UUIDs from `instance_uuid(slot, instance)`.
-    pub fn series(
+    pub(crate) fn series(
         &self,
         meta: &dyn PodMetadata,
         instance_uuid: impl Fn(usize, usize) -> Option<String>,

@@ -6,10 +6,10 @@
 pub mod attribution;
 pub mod device;
 pub mod driver;
-pub mod grpc;
-pub mod ledger;
-pub mod nvml;
-pub mod podresources;
+pub(crate) mod grpc;
+pub(crate) mod ledger;
+pub(crate) mod nvml;
+pub(crate) mod podresources;
 #[cfg(any(test, feature = "test-doubles"))]
 pub mod scripted;
 
@@ -33,7 +33,7 @@ use std::time::Duration;
 /// Open the GPU driver chosen by `--gpu`. `Ok(None)`: GPU support off (chosen, or `auto` without a
 /// driver or without devices; logged at info). `Err`: `--gpu nvml` and NVML is not usable, with the
 /// one-line reason.
-pub fn open(choice: GpuChoice) -> Result<Option<DeviceSampler>, String> {
+pub(crate) fn open(choice: GpuChoice) -> Result<Option<DeviceSampler>, String> {
     if choice == GpuChoice::Off {
         tracing::info!("GPU support off (--gpu off)");
         return Ok(None);
@@ -73,20 +73,20 @@ pub struct GpuMonitor {
 /// One device's reading, ready for the model: its energy, the span it covers, its utilisation (for
 /// the idle estimator) and its consumers.
 #[derive(Debug, Clone)]
-pub struct GpuDeviceRead {
-    pub slot: usize,
-    pub total: Joules,
-    pub seconds: f64,
-    pub utilization: Option<f64>,
-    pub consumers: Vec<attribution::GpuConsumer>,
+pub(crate) struct GpuDeviceRead {
+    pub(crate) slot: usize,
+    pub(crate) total: Joules,
+    pub(crate) seconds: f64,
+    pub(crate) utilization: Option<f64>,
+    pub(crate) consumers: Vec<attribution::GpuConsumer>,
 }
 
 /// What `GpuMonitor::read` returns: the devices read this tick (none on the baseline tick) and the
 /// issues met, like the other inputs' samples.
 #[derive(Debug, Clone, Default)]
-pub struct GpuRead {
-    pub devices: Vec<GpuDeviceRead>,
-    pub issues: Vec<SourceIssue>,
+pub(crate) struct GpuRead {
+    pub(crate) devices: Vec<GpuDeviceRead>,
+    pub(crate) issues: Vec<SourceIssue>,
 }
 
 impl GpuMonitor {
@@ -104,7 +104,7 @@ impl GpuMonitor {
     }
 
     /// Use the kubelet's device assignments, with pod UIDs by name from `pod_uids`.
-    pub fn with_assignments(
+    pub(crate) fn with_assignments(
         mut self,
         assignments: Box<dyn DeviceAssignments>,
         pod_uids: Arc<dyn PodUidByName>,
@@ -115,13 +115,13 @@ impl GpuMonitor {
     }
 
     /// Whether every device was read in the last tick.
-    pub fn up(&self) -> bool {
+    pub(crate) fn up(&self) -> bool {
         self.up
     }
 
     /// Read every device: energy, utilisation and who used it. `elapsed` is `None` on the first tick
     /// (baselines only: no devices in the result).
-    pub fn read(&mut self, elapsed: Option<Duration>) -> GpuRead {
+    pub(crate) fn read(&mut self, elapsed: Option<Duration>) -> GpuRead {
         let sample = self.sampler.sample(elapsed.unwrap_or(Duration::ZERO));
         self.up = sample
             .issues
@@ -184,7 +184,7 @@ impl GpuMonitor {
 
     /// The GPU part of the monitor's model step for an interval of `secs` ending at `now`: each
     /// device's idle from `idle` (the estimator every scope shares), the split, the ledger.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         devices: Vec<GpuDeviceRead>,
         idle: &mut IdleEstimator,
@@ -274,7 +274,7 @@ impl GpuMonitor {
 
 /// The longest span one device reading may cover (a device failing for a whole year): beyond it the
 /// span, and so the energy bound, is not a measurement.
-pub const MAX_READING_SPAN_SECS: f64 = 366.0 * 86_400.0;
+pub(crate) const MAX_READING_SPAN_SECS: f64 = 366.0 * 86_400.0;
 
 /// The gate between the devices and the model, as `source::plausible::admit` is for RAPL: removes
 /// every reading whose energy is non-finite or negative, or whose span is not a number, negative or
@@ -283,7 +283,7 @@ pub const MAX_READING_SPAN_SECS: f64 = 366.0 * 86_400.0;
 /// covers the power integral), and returns one issue per refused device. A refused device has no
 /// energy this interval, as a failed read does. A utilisation that is not a finite number is dropped
 /// (the idle estimator then goes by power alone).
-pub fn admit(devices: &mut Vec<GpuDeviceRead>) -> Vec<SourceIssue> {
+pub(crate) fn admit(devices: &mut Vec<GpuDeviceRead>) -> Vec<SourceIssue> {
     let mut issues = Vec::new();
     devices.retain_mut(|d| {
         if d.seconds > MAX_READING_SPAN_SECS {

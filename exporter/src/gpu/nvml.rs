@@ -51,7 +51,7 @@ fn driver_error(call: &'static str, e: NvmlError) -> GpuError {
 }
 
 /// NVML, loaded. Devices are looked up by index on each call (a handle lookup, no I/O).
-pub struct NvmlDriver {
+pub(crate) struct NvmlDriver {
     nvml: Nvml,
     /// Per device index: the NVML MIG-handle indices of its MIG devices, in `DeviceInfo::mig` order.
     mig_handles: HashMap<u32, Vec<u32>>,
@@ -59,7 +59,7 @@ pub struct NvmlDriver {
 
 impl NvmlDriver {
     /// Load `libnvidia-ml.so.1` and initialise it. Fails in well under a millisecond without a driver.
-    pub fn open() -> Result<NvmlDriver, GpuError> {
+    pub(crate) fn open() -> Result<NvmlDriver, GpuError> {
         let nvml = Nvml::init().map_err(|e| GpuError::Unavailable {
             detail: e.to_string(),
         })?;
@@ -77,10 +77,6 @@ impl NvmlDriver {
 }
 
 impl GpuDriver for NvmlDriver {
-    fn name(&self) -> &'static str {
-        "nvml"
-    }
-
     fn devices(&mut self) -> Result<Vec<DeviceInfo>, GpuError> {
         let count = self
             .nvml

@@ -9,25 +9,25 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// A pod by name, as the PodResources API names it (it carries no UID).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PodRef {
-    pub namespace: String,
-    pub name: String,
+pub(crate) struct PodRef {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
 }
 
 /// One device the kubelet assigned to one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceAssignment {
+pub(crate) struct DeviceAssignment {
     /// `nvidia.com/gpu`, `nvidia.com/mig-1g.10gb`, ...
-    pub resource: String,
+    pub(crate) resource: String,
     /// As the device plugin reports it: `GPU-<uuid>`, `MIG-<uuid>`, an index, or a time-slicing
     /// replica `GPU-<uuid>::<n>`.
-    pub device_id: String,
-    pub pod: PodRef,
-    pub container: String,
+    pub(crate) device_id: String,
+    pub(crate) pod: PodRef,
+    pub(crate) container: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PodResourcesError {
+pub(crate) enum PodResourcesError {
     #[error("pod-resources socket {path}: {detail}")]
     Connect { path: String, detail: String },
     #[error("pod-resources List: {detail}")]
@@ -37,7 +37,7 @@ pub enum PodResourcesError {
 }
 
 impl PodResourcesError {
-    pub fn kind(&self) -> IssueKind {
+    pub(crate) fn kind(&self) -> IssueKind {
         match self {
             PodResourcesError::Connect { .. } => IssueKind::Connect,
             PodResourcesError::Rpc { .. } => IssueKind::Rpc,
@@ -48,13 +48,13 @@ impl PodResourcesError {
 
 /// Where device assignments come from. `Ok(None)`: not available on this node (no socket), which is
 /// not an error.
-pub trait DeviceAssignments: Send {
+pub(crate) trait DeviceAssignments: Send {
     fn list(&mut self) -> Result<Option<Vec<DeviceAssignment>>, PodResourcesError>;
 }
 
 /// No kubelet: no assignments.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct NoAssignments;
+pub(crate) struct NoAssignments;
 
 impl DeviceAssignments for NoAssignments {
     fn list(&mut self) -> Result<Option<Vec<DeviceAssignment>>, PodResourcesError> {
@@ -64,7 +64,7 @@ impl DeviceAssignments for NoAssignments {
 
 /// Pod UID by namespace and name: PodResources names pods, the ledger keys them by UID. The
 /// Kubernetes-metadata cache can answer this from memory; without it, assignments cannot be used.
-pub trait PodUidByName: Send + Sync {
+pub(crate) trait PodUidByName: Send + Sync {
     fn uid(&self, pod: &PodRef) -> Option<PodUid>;
     /// False when no UID can ever be known: the kubelet is then not asked at all.
     fn available(&self) -> bool {
@@ -81,7 +81,7 @@ impl PodUidByName for crate::resource::kube::PodCache {
 
 /// No metadata: no UID is known.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct NoPodUids;
+pub(crate) struct NoPodUids;
 
 impl PodUidByName for NoPodUids {
     fn uid(&self, _pod: &PodRef) -> Option<PodUid> {
@@ -94,7 +94,7 @@ impl PodUidByName for NoPodUids {
 
 /// Device IDs (normalised: time-slicing replica suffix `::<n>` removed) held by exactly one pod.
 /// A device shared by several pods (time-slicing) is left out: its processes decide.
-pub fn exclusive_devices(assignments: &[DeviceAssignment]) -> BTreeMap<String, PodRef> {
+pub(crate) fn exclusive_devices(assignments: &[DeviceAssignment]) -> BTreeMap<String, PodRef> {
     let mut holders: BTreeMap<String, BTreeSet<&PodRef>> = BTreeMap::new();
     for a in assignments {
         let id = a
@@ -117,7 +117,9 @@ pub fn exclusive_devices(assignments: &[DeviceAssignment]) -> BTreeMap<String, P
 
 /// Decode a `v1.ListPodResourcesResponse` (the protobuf message, without the gRPC frame header).
 /// Only devices are kept; CPU IDs, memory and dynamic resources are skipped.
-pub fn decode_list_response(bytes: &[u8]) -> Result<Vec<DeviceAssignment>, PodResourcesError> {
+pub(crate) fn decode_list_response(
+    bytes: &[u8],
+) -> Result<Vec<DeviceAssignment>, PodResourcesError> {
     let mut out = Vec::new();
     for field in Fields::new(bytes, 0) {
         let (number, value) = field?;

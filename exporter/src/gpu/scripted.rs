@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct ScriptedDevice {
     pub info: DeviceInfo,
     pub energy_mj: Option<u64>,
-    pub power_mw: u32,
+    pub(crate) power_mw: u32,
     /// `None`: per-process utilisation unsupported.
     pub util: Option<Vec<UtilSample>>,
     pub running: Vec<RunningProcess>,
     /// Device utilisation in percent; `None`: unsupported.
-    pub gpu_util: Option<u32>,
+    pub(crate) gpu_util: Option<u32>,
     /// Every call on this device fails with this error kind (`GpuLost`, `Unknown`, ...).
-    pub fail: Option<IssueKind>,
+    pub(crate) fail: Option<IssueKind>,
 }
 
 impl ScriptedDevice {
@@ -45,8 +45,8 @@ impl ScriptedDevice {
 pub struct Script {
     pub devices: Vec<ScriptedDevice>,
     /// `reinit` fails while this is set (driver still down).
-    pub driver_down: bool,
-    pub reinit_calls: u32,
+    pub(crate) driver_down: bool,
+    pub(crate) reinit_calls: u32,
 }
 
 /// Shared handle on a script.
@@ -106,10 +106,6 @@ impl ScriptedGpu {
 }
 
 impl GpuDriver for ScriptedGpu {
-    fn name(&self) -> &'static str {
-        "scripted"
-    }
-
     fn devices(&mut self) -> Result<Vec<DeviceInfo>, GpuError> {
         Ok(self
             .0

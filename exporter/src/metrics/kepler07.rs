@@ -20,9 +20,9 @@ pub(super) const DYNAMIC: &str = "dynamic";
 const IDLE: &str = "idle";
 
 /// The pseudo-container of everything outside pods (and of all idle energy).
-pub const SYSTEM_PROCESSES: &str = "system_processes";
+pub(crate) const SYSTEM_PROCESSES: &str = "system_processes";
 /// The pseudo-container of pods whose series were removed after the grace period.
-pub const TERMINATED_PODS: &str = "terminated_pods";
+pub(crate) const TERMINATED_PODS: &str = "terminated_pods";
 
 /// The node and container families of one zone.
 fn zone_families(zone: ZoneKind) -> (&'static Family, &'static Family) {

@@ -18,11 +18,11 @@ use std::io::{self, Read};
 use std::time::Duration;
 
 /// Larger answers are refused: a 1,000-pod exposition is about 2 MiB.
-pub const MAX_BODY_BYTES: usize = 64 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 64 << 20;
 
 /// Larger streamed answers are refused. A streamed answer is decoded as it arrives and never held
 /// whole, so this only stops an endless body; 100,000 series of a Prometheus query are about 25 MB.
-pub const MAX_STREAMED_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_STREAMED_BYTES: u64 = 1 << 30;
 
 /// The start of an unexpected answer that is read to explain it.
 const STATUS_BODY_BYTES: usize = 64 << 10;
@@ -79,7 +79,8 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    pub fn kind(&self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ClientError::Runtime(_) => "runtime",
             ClientError::Request { .. } => "request",
@@ -120,17 +121,17 @@ fn status_hint(status: StatusCode) -> &'static str {
 }
 
 /// What an answer said, with the body.
-pub struct Answer {
-    pub url: String,
-    pub content_type: String,
-    pub body: Bytes,
+pub(crate) struct Answer {
+    pub(crate) url: String,
+    pub(crate) content_type: String,
+    pub(crate) body: Bytes,
 }
 
 type Https = HttpsConnector<HttpConnector>;
 
 /// A GET client with its own single-threaded runtime and connection pool; one per thread that
 /// fetches (`top` refreshes reuse the connection and its TLS session).
-pub struct Client {
+pub(crate) struct Client {
     runtime: tokio::runtime::Runtime,
     http: hyper_util::client::legacy::Client<Https, Empty<Bytes>>,
     timeout: Duration,
@@ -138,7 +139,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(options: &ClientOptions) -> Result<Client, ClientError> {
+    pub(crate) fn new(options: &ClientOptions) -> Result<Client, ClientError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -163,7 +164,7 @@ impl Client {
 
     /// GET `path` plus an encoded `query` under `base`. Any status but 200 is an error carrying
     /// the start of the body; a redirect is an error naming its target.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         base: &BaseUrl,
         path: &str,
@@ -252,7 +253,7 @@ impl Client {
     /// for answers too large to keep (a Prometheus query over 100,000 series). `read` gets the
     /// status (200, or one of `also_read`; any other status is an error as in `get`), the URL and
     /// the body. The timeout covers the whole answer; a stalled or endless body is an error.
-    pub fn get_streamed<T>(
+    pub(crate) fn get_streamed<T>(
         &self,
         base: &BaseUrl,
         path: &str,

@@ -6,7 +6,7 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 /// A parsed base URL: scheme, authority and an optional path prefix (no query, no user info).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseUrl {
+pub(crate) struct BaseUrl {
     scheme: Scheme,
     authority: Authority,
     /// The prefix without its trailing slash ("" for none).
@@ -16,7 +16,7 @@ pub struct BaseUrl {
 impl BaseUrl {
     /// `node:28282`, `http://node:28282/` and `https://prom.example/prometheus` are all fine; a
     /// URL without a scheme is http.
-    pub fn parse(url: &str) -> Result<BaseUrl, SetupError> {
+    pub(crate) fn parse(url: &str) -> Result<BaseUrl, SetupError> {
         let bad = |reason: &str| SetupError::BadUrl {
             url: url.to_string(),
             reason: reason.to_string(),
@@ -54,12 +54,12 @@ impl BaseUrl {
         })
     }
 
-    pub fn is_https(&self) -> bool {
+    pub(crate) fn is_https(&self) -> bool {
         self.scheme == Scheme::HTTPS
     }
 
     /// `host:port`, with the scheme's default port when none was given (for error messages).
-    pub fn host_port(&self) -> String {
+    pub(crate) fn host_port(&self) -> String {
         let port = self
             .authority
             .port_u16()
@@ -68,12 +68,13 @@ impl BaseUrl {
     }
 
     /// The path prefix, without a trailing slash ("" for none).
-    pub fn path(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &str {
         &self.path
     }
 
     /// What to GET for an exposition: the given path, or `/metrics` when none was given.
-    pub fn exposition_path(&self) -> &'static str {
+    pub(crate) fn exposition_path(&self) -> &'static str {
         if self.path.is_empty() {
             "/metrics"
         } else {
@@ -83,7 +84,7 @@ impl BaseUrl {
 
     /// The URI of `path` (starting with `/`, or empty) plus an already encoded `query` under
     /// this base.
-    pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+    pub(crate) fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         let mut path_and_query = format!("{}{path}", self.path);
         if path_and_query.is_empty() {
             path_and_query.push('/');
@@ -100,7 +101,7 @@ impl BaseUrl {
     }
 
     /// The URL of `path` under this base, as text (for messages; never fails).
-    pub fn join(&self, path: &str) -> String {
+    pub(crate) fn join(&self, path: &str) -> String {
         format!("{}://{}{}{path}", self.scheme, self.authority, self.path)
     }
 }

@@ -8,14 +8,14 @@ use std::borrow::Cow;
 /// One sample line: `name{label="value",...} value [timestamp]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample<'a> {
-    pub name: Cow<'a, str>,
-    pub labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
-    pub value: f64,
+    pub(crate) name: Cow<'a, str>,
+    pub(crate) labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub(crate) value: f64,
 }
 
 impl Sample<'_> {
     /// The value of `label`, or "" when absent (Prometheus treats empty and absent alike).
-    pub fn label(&self, label: &str) -> &str {
+    pub(crate) fn label(&self, label: &str) -> &str {
         self.labels
             .iter()
             .find(|(k, _)| k == label)
@@ -33,7 +33,8 @@ pub enum ExpositionError {
 }
 
 impl ExpositionError {
-    pub fn kind(&self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ExpositionError::Truncated { .. } => "truncated",
             ExpositionError::Malformed { .. } => "malformed",

@@ -3,14 +3,14 @@
 //! Prometheus query API and the series rules readers apply. Nothing here touches the exporter's
 //! internals (sources, monitor, server) or the host.
 
-pub mod client;
-pub mod endpoint;
+pub(crate) mod client;
+pub(crate) mod endpoint;
 pub mod exposition;
-pub mod options;
-pub mod prometheus;
-pub mod series;
+pub(crate) mod options;
+pub(crate) mod prometheus;
+pub(crate) mod series;
 
-pub use client::{Answer, Client, ClientError};
-pub use endpoint::BaseUrl;
-pub use options::{ClientOptions, RemoteArgs, SetupError};
-pub use prometheus::PromSample;
+pub(crate) use client::{Client, ClientError};
+pub(crate) use endpoint::BaseUrl;
+pub(crate) use options::{ClientOptions, RemoteArgs, SetupError};
+pub(crate) use prometheus::PromSample;

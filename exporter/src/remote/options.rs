@@ -11,24 +11,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The environment variable that holds the basic-auth password when no file is given.
-pub const PASSWORD_ENV: &str = "KEPLER_RS_BASIC_AUTH_PASSWORD";
+pub(crate) const PASSWORD_ENV: &str = "KEPLER_RS_BASIC_AUTH_PASSWORD";
 
 /// How to reach a server that wants TLS or credentials (flattened into `top` and `report`).
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct RemoteArgs {
+pub(crate) struct RemoteArgs {
     /// PEM file of CA certificates trusted for https://, in addition to the system roots
     #[arg(long, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// User for HTTP basic auth; the password comes from --basic-auth-password-file or from
     /// the environment variable KEPLER_RS_BASIC_AUTH_PASSWORD
     #[arg(long, value_name = "USER", conflicts_with = "bearer_token_file")]
-    pub basic_auth_user: Option<String>,
+    pub(crate) basic_auth_user: Option<String>,
     /// File that holds the basic-auth password (surrounding whitespace is ignored)
     #[arg(long, value_name = "FILE", requires = "basic_auth_user")]
-    pub basic_auth_password_file: Option<PathBuf>,
+    pub(crate) basic_auth_password_file: Option<PathBuf>,
     /// File that holds a bearer token, sent as `Authorization: Bearer ...`
     #[arg(long, value_name = "FILE")]
-    pub bearer_token_file: Option<PathBuf>,
+    pub(crate) bearer_token_file: Option<PathBuf>,
 }
 
 /// Flags or files that cannot work: reported before any request, exit code 2.
@@ -73,7 +73,8 @@ pub enum SetupError {
 }
 
 impl SetupError {
-    pub fn kind(&self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             SetupError::BadUrl { .. } => "bad_url",
             SetupError::CaFile { .. }
@@ -91,18 +92,18 @@ impl SetupError {
 
 /// What a `Client` needs, validated: cheap to clone into the thread that fetches.
 #[derive(Debug, Clone)]
-pub struct ClientOptions {
+pub(crate) struct ClientOptions {
     /// The limit of one request, from connect to the last byte of the body.
-    pub timeout: Duration,
-    pub tls: Arc<rustls::ClientConfig>,
+    pub(crate) timeout: Duration,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
     /// The `Authorization` header (marked sensitive: never shown by `Debug`).
-    pub authorization: Option<HeaderValue>,
+    pub(crate) authorization: Option<HeaderValue>,
 }
 
 impl RemoteArgs {
     /// Read the CA file and the credentials; `password_env` is the value of
     /// `KEPLER_RS_BASIC_AUTH_PASSWORD` (passed in so tests need no process environment).
-    pub fn resolve(
+    pub(crate) fn resolve(
         &self,
         timeout: Duration,
         password_env: Option<String>,
@@ -115,7 +116,7 @@ impl RemoteArgs {
     }
 
     /// `resolve` with the password variable from the process environment.
-    pub fn resolve_from_env(&self, timeout: Duration) -> Result<ClientOptions, SetupError> {
+    pub(crate) fn resolve_from_env(&self, timeout: Duration) -> Result<ClientOptions, SetupError> {
         self.resolve(timeout, password_env()?)
     }
 
@@ -157,7 +158,7 @@ impl RemoteArgs {
 }
 
 /// The value of `KEPLER_RS_BASIC_AUTH_PASSWORD`, if set.
-pub fn password_env() -> Result<Option<String>, SetupError> {
+pub(crate) fn password_env() -> Result<Option<String>, SetupError> {
     match std::env::var(PASSWORD_ENV) {
         Ok(p) => Ok(Some(p)),
         Err(std::env::VarError::NotPresent) => Ok(None),

@@ -16,20 +16,20 @@ use std::io::Read;
 
 /// One element of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PromSample {
-    pub labels: BTreeMap<String, String>,
-    pub timestamp: f64,
-    pub value: f64,
+pub(crate) struct PromSample {
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) timestamp: f64,
+    pub(crate) value: f64,
 }
 
 impl PromSample {
     /// The value of `name`, or "" when absent (Prometheus treats empty and absent alike).
-    pub fn label(&self, name: &str) -> &str {
+    pub(crate) fn label(&self, name: &str) -> &str {
         self.labels.get(name).map(String::as_str).unwrap_or("")
     }
 
     /// The same sample as an exposition line would give (`__name__` becomes the name).
-    pub fn as_sample(&self) -> Sample<'_> {
+    pub(crate) fn as_sample(&self) -> Sample<'_> {
         Sample {
             name: Cow::Borrowed(self.label("__name__")),
             labels: self
@@ -55,7 +55,7 @@ fn query_string(promql: &str, time: Option<f64>) -> String {
 
 impl Client {
     /// An instant query; `time` is Unix seconds (None: now).
-    pub fn prometheus_query(
+    pub(crate) fn prometheus_query(
         &self,
         base: &BaseUrl,
         promql: &str,
@@ -69,7 +69,7 @@ impl Client {
     /// An instant query whose samples are handed to `each` as the answer arrives, so a result of
     /// any size is never held whole. Returns how many samples came. On an error some samples may
     /// already have been handed over; the caller drops what it built.
-    pub fn prometheus_query_each(
+    pub(crate) fn prometheus_query_each(
         &self,
         base: &BaseUrl,
         promql: &str,
@@ -92,7 +92,7 @@ impl Client {
 /// Decode an instant query's answer from `body`, handing each sample to `each` as it is read.
 /// Never panics on input: anything but a vector answer is a typed error, its text made safe to
 /// print.
-pub fn decode(
+pub(crate) fn decode(
     body: &mut dyn Read,
     url: &str,
     each: &mut dyn FnMut(PromSample),

@@ -3,21 +3,21 @@
 //! functions; no I/O.
 
 /// Longest label value shown; longer ones are cut with an ellipsis.
-pub const MAX_LABEL_CHARS: usize = 120;
+pub(crate) const MAX_LABEL_CHARS: usize = 120;
 
 /// Longest message from a server (an error text, a reason) shown; longer ones are cut.
-pub const MAX_MESSAGE_CHARS: usize = 200;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 200;
 
 /// A label value made safe to print on a terminal: control characters (escape sequences could
 /// garble the screen) and bidirectional overrides (they reorder what is shown) become `?`, and
 /// very long values are cut with an ellipsis.
-pub fn clean(value: &str) -> String {
+pub(crate) fn clean(value: &str) -> String {
     cut(value, MAX_LABEL_CHARS)
 }
 
 /// A message from a server (an error text, a status line, a JSON reason) made safe to print:
 /// the rule of [`clean`], cut at [`MAX_MESSAGE_CHARS`].
-pub fn clean_message(message: &str) -> String {
+pub(crate) fn clean_message(message: &str) -> String {
     cut(message, MAX_MESSAGE_CHARS)
 }
 
@@ -34,7 +34,7 @@ fn is_unsafe(c: char) -> bool {
 
 /// A number from a server with `decimals` decimals: "n/a" for NaN and infinities (never "NaN" or
 /// "inf"), and never "-0.0".
-pub fn figure(value: f64, decimals: usize) -> String {
+pub(crate) fn figure(value: f64, decimals: usize) -> String {
     if !value.is_finite() {
         return "n/a".to_string();
     }
@@ -48,7 +48,7 @@ pub fn figure(value: f64, decimals: usize) -> String {
 }
 
 /// A ratio as a percentage with one decimal ("12.5%"), or "n/a".
-pub fn percent(ratio: f64) -> String {
+pub(crate) fn percent(ratio: f64) -> String {
     if ratio.is_finite() {
         format!("{}%", figure(ratio * 100.0, 1))
     } else {
@@ -58,7 +58,7 @@ pub fn percent(ratio: f64) -> String {
 
 /// Names a series whose value is NaN or infinite, for a warning: `family{label="value",...}`,
 /// labels made safe to print.
-pub fn non_finite_series<'a>(
+pub(crate) fn non_finite_series<'a>(
     family: &str,
     labels: impl Iterator<Item = (&'a str, &'a str)>,
     value: f64,

@@ -15,7 +15,7 @@ pub enum ContainerRuntime {
 
 impl ContainerRuntime {
     /// The `runtime` label value, as Kepler spells it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ContainerRuntime::Containerd => "containerd",
             ContainerRuntime::CriO => "cri-o",
@@ -56,14 +56,14 @@ pub enum CgroupOwner {
 }
 
 impl CgroupOwner {
-    pub fn pod(&self) -> Option<&PodUid> {
+    pub(crate) fn pod(&self) -> Option<&PodUid> {
         match self {
             CgroupOwner::Container { pod, .. } | CgroupOwner::PodLevel { pod } => Some(pod),
             CgroupOwner::OtherContainer { .. } | CgroupOwner::System => None,
         }
     }
 
-    pub fn container(&self) -> Option<&ContainerId> {
+    pub(crate) fn container(&self) -> Option<&ContainerId> {
         match self {
             CgroupOwner::Container { container, .. }
             | CgroupOwner::OtherContainer { container } => Some(container),
@@ -133,7 +133,7 @@ fn container_mark(name: &str) -> Option<ContainerMark> {
 
 /// The pod UID of a pod cgroup directory name: `pod<uid>` (cgroupfs driver) or
 /// `[kubelet-]kubepods[-<qos>]-pod<uid_with_underscores>.slice` (systemd driver). None for anything else.
-pub fn pod_dir_uid(name: &str) -> Option<PodUid> {
+pub(crate) fn pod_dir_uid(name: &str) -> Option<PodUid> {
     if name.contains(':') {
         // A colon-form container directory, not a pod.
         return None;
@@ -152,12 +152,13 @@ pub fn pod_dir_uid(name: &str) -> Option<PodUid> {
 /// The container ID of a container cgroup directory name (`<64 hex>`, `cri-containerd-<id>.scope`,
 /// `crio-<id>.scope`, `docker-<id>.scope`, `libpod-<id>.scope`, colon form). None for runtime monitors
 /// (`crio-conmon-<id>`), whose time stays with the pod, and for anything else.
-pub fn container_dir_id(name: &str) -> Option<ContainerId> {
+#[cfg(test)]
+pub(crate) fn container_dir_id(name: &str) -> Option<ContainerId> {
     container_dir(name).map(|(id, _)| id)
 }
 
 /// The container ID of a container cgroup directory name, with the runtime its name shows.
-pub fn container_dir(name: &str) -> Option<(ContainerId, Option<ContainerRuntime>)> {
+pub(crate) fn container_dir(name: &str) -> Option<(ContainerId, Option<ContainerRuntime>)> {
     match container_mark(name)? {
         ContainerMark::Container(id, runtime) => Some((id, runtime)),
         ContainerMark::Monitor => None,
@@ -167,7 +168,7 @@ pub fn container_dir(name: &str) -> Option<(ContainerId, Option<ContainerRuntime
 /// Classifies a cgroup path relative to the hierarchy root, as it appears in `/proc/<pid>/cgroup`.
 /// The deepest pod and container components win, so nested layouts (kind nodes, Docker-in-Docker)
 /// resolve to the innermost pod. A pod is only recognised below a component naming `kubepods`.
-pub fn classify(path: &str) -> CgroupOwner {
+pub(crate) fn classify(path: &str) -> CgroupOwner {
     let mut below_kubepods = false;
     // Positions are 2 * component index, +1 for a container found in the same component as a pod
     // (colon form), so that "deeper" is a plain comparison.

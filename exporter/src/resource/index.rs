@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Container IDs remembered per pod (current ones always; restarted instances up to this many).
-pub const MAX_CONTAINER_IDS_PER_POD: usize = 64;
+pub(crate) const MAX_CONTAINER_IDS_PER_POD: usize = 64;
 
 #[derive(Debug, Clone)]
 struct PodEntry {
@@ -82,7 +82,7 @@ impl PodIndex {
     }
 
     /// Mark a pod deleted (a watch `Delete`); it is kept until `prune` drops it.
-    pub fn delete(&mut self, uid: &PodUid, now: Instant) {
+    pub(crate) fn delete(&mut self, uid: &PodUid, now: Instant) {
         if let Some(entry) = self.pods.get_mut(uid) {
             entry.deleted_at.get_or_insert(now);
         }
@@ -103,7 +103,7 @@ impl PodIndex {
     }
 
     /// Drop pods deleted more than `retention` ago; returns how many went.
-    pub fn prune(&mut self, now: Instant, retention: Duration) -> usize {
+    pub(crate) fn prune(&mut self, now: Instant, retention: Duration) -> usize {
         let expired: Vec<PodUid> = self
             .pods
             .iter()
@@ -134,7 +134,7 @@ impl PodIndex {
     /// The pod and name of a container, by ID alone.
     /// The UID of the live pod `namespace/name` (kubelet PodResources names pods, not UIDs). A
     /// deleted pod answers only while no live pod has taken its name (StatefulSets reuse names).
-    pub fn uid_by_name(&self, namespace: &str, name: &str) -> Option<&PodUid> {
+    pub(crate) fn uid_by_name(&self, namespace: &str, name: &str) -> Option<&PodUid> {
         self.pods
             .iter()
             .filter(|(_, e)| e.meta.namespace == namespace && e.meta.name == name)
@@ -142,7 +142,8 @@ impl PodIndex {
             .map(|(uid, _)| uid)
     }
 
-    pub fn container(&self, id: &ContainerId) -> Option<(&PodUid, &str)> {
+    #[cfg(test)]
+    pub(crate) fn container(&self, id: &ContainerId) -> Option<(&PodUid, &str)> {
         self.containers.get(id).map(|c| (&c.pod, c.name.as_str()))
     }
 

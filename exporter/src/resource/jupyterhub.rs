@@ -12,9 +12,9 @@ pub struct HubUserKey(Vec<u8>);
 
 impl HubUserKey {
     /// Shorter keys make the hash guessable by trying every login.
-    pub const MIN_BYTES: usize = 16;
+    pub(crate) const MIN_BYTES: usize = 16;
 
-    pub fn new(bytes: Vec<u8>) -> Option<HubUserKey> {
+    pub(crate) fn new(bytes: Vec<u8>) -> Option<HubUserKey> {
         (bytes.len() >= Self::MIN_BYTES).then_some(HubUserKey(bytes))
     }
 }
@@ -57,7 +57,7 @@ impl HubUserPolicy {
     }
 
     /// The user server a pod in `namespace` runs, as this policy exports it.
-    pub fn hub_server(
+    pub(crate) fn hub_server(
         &self,
         namespace: &str,
         labels: &BTreeMap<String, String>,
@@ -79,7 +79,7 @@ impl HubUserPolicy {
 }
 
 /// `u-` and the first 64 bits of HMAC-SHA256(key, user), in hex.
-pub fn hashed_user(key: &HubUserKey, user: &str) -> String {
+pub(crate) fn hashed_user(key: &HubUserKey, user: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key.0);
     let tag = ring::hmac::sign(&key, user.as_bytes());
     let mut out = String::from("u-");
@@ -90,19 +90,19 @@ pub fn hashed_user(key: &HubUserKey, user: &str) -> String {
 }
 
 /// Label that KubeSpawner sets on every user server (and its `app.kubernetes.io/` twin).
-pub const COMPONENT_LABELS: [&str; 2] = ["component", "app.kubernetes.io/component"];
-pub const SINGLEUSER_COMPONENT: &str = "singleuser-server";
+pub(crate) const COMPONENT_LABELS: [&str; 2] = ["component", "app.kubernetes.io/component"];
+pub(crate) const SINGLEUSER_COMPONENT: &str = "singleuser-server";
 /// Raw username in the annotation; escaped (slug) form in the label of the same key.
-pub const USERNAME_KEY: &str = "hub.jupyter.org/username";
+pub(crate) const USERNAME_KEY: &str = "hub.jupyter.org/username";
 /// Raw server name in the annotation (named servers only); escaped in the label.
-pub const SERVERNAME_KEY: &str = "hub.jupyter.org/servername";
+pub(crate) const SERVERNAME_KEY: &str = "hub.jupyter.org/servername";
 
 /// The user server a pod runs, or `None` for any pod that is not a JupyterHub user server.
 /// The username comes from the annotation; a pod that lacks it (a spawner that only sets labels)
 /// falls back to the escaped label value rather than losing the user. Values are bounded
 /// (`MAX_LABEL_BYTES`) and control characters replaced; quotes and newlines are left for the
 /// exposition to escape.
-pub fn hub_server(
+pub(crate) fn hub_server(
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
 ) -> Option<HubServer> {

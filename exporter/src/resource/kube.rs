@@ -51,7 +51,7 @@ impl KubeError {
 }
 
 /// Short, stable name of a list/watch error for the errors self-metric (never the error text).
-pub fn watch_error_kind(err: &watcher::Error) -> &'static str {
+pub(crate) fn watch_error_kind(err: &watcher::Error) -> &'static str {
     match err {
         watcher::Error::InitialListFailed(_) => "list_failed",
         watcher::Error::WatchStartFailed(::kube::Error::Api(s)) if s.code == 410 => "gone",
@@ -113,8 +113,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl PodCache {
+    #[cfg(test)]
     /// A cache whose pods name no JupyterHub user (see `with_hub_users`).
-    pub fn new() -> PodCache {
+    pub(crate) fn new() -> PodCache {
         PodCache::default()
     }
 
@@ -135,7 +136,7 @@ impl PodCache {
     }
 
     /// Read the index (tests, benchmarks).
-    pub fn with_index<R>(&self, f: impl FnOnce(&PodIndex) -> R) -> R {
+    pub(crate) fn with_index<R>(&self, f: impl FnOnce(&PodIndex) -> R) -> R {
         f(&self.read())
     }
 
@@ -151,7 +152,7 @@ impl PodCache {
 
     /// Apply one watcher event at monotonic time `now`. Pods this node should not have are counted
     /// and skipped; a complete (re-)list replaces the index in one step at `InitDone`.
-    pub fn apply_event(&self, event: Event<Pod>, node: &str, now: Instant) {
+    pub(crate) fn apply_event(&self, event: Event<Pod>, node: &str, now: Instant) {
         let record = |pod: &Pod| match pod_record(pod, node, &self.hub_users) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -199,7 +200,7 @@ impl PodCache {
     }
 
     /// Drop deleted pods past their retention.
-    pub fn prune(&self, now: Instant, retention: Duration) -> usize {
+    pub(crate) fn prune(&self, now: Instant, retention: Duration) -> usize {
         self.write().prune(now, retention)
     }
 }

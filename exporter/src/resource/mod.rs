@@ -7,5 +7,5 @@ pub mod index;
 pub mod jupyterhub;
 pub mod kube;
 pub mod pods;
-pub mod process_owner;
+pub(crate) mod process_owner;
 pub mod record;

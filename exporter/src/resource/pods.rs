@@ -6,7 +6,7 @@ use crate::units::{ContainerId, PodUid};
 use std::collections::BTreeMap;
 
 /// Longest label value taken from the API server, in bytes (usernames and annotations are unbounded).
-pub const MAX_LABEL_BYTES: usize = 256;
+pub(crate) const MAX_LABEL_BYTES: usize = 256;
 
 /// A JupyterHub user server (pods labelled `component=singleuser-server`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl PodMetadata for NoPodMetadata {
 /// A label value from untrusted input: control characters other than newline (which the exposition
 /// escapes) become U+FFFD, and the value is cut to at most `MAX_LABEL_BYTES` bytes at a character
 /// boundary.
-pub fn bounded_label_value(raw: &str) -> String {
+pub(crate) fn bounded_label_value(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len().min(MAX_LABEL_BYTES));
     for c in raw.chars() {
         let c = if c.is_control() && c != '\n' {

@@ -13,14 +13,14 @@ use crate::units::Pid;
 /// A `/proc/<pid>/cgroup` that could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read {path}: {source}")]
-pub struct OwnerError {
-    pub path: PathBuf,
-    pub source: io::Error,
+pub(crate) struct OwnerError {
+    pub(crate) path: PathBuf,
+    pub(crate) source: io::Error,
 }
 
 impl OwnerError {
     /// `Vanished` when the process exited before or during the read, else the I/O error's kind.
-    pub fn kind(&self) -> IssueKind {
+    pub(crate) fn kind(&self) -> IssueKind {
         if process_gone(&self.source) {
             IssueKind::Vanished
         } else {
@@ -30,12 +30,12 @@ impl OwnerError {
 }
 
 /// A process that exited between listing and reading shows up as ENOENT or ESRCH.
-pub fn process_gone(err: &io::Error) -> bool {
+pub(crate) fn process_gone(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ESRCH)
 }
 
 /// The cgroup owner of process `pid` under `procfs` (the host's /proc).
-pub fn owner_of(procfs: &Path, pid: Pid) -> Result<CgroupOwner, OwnerError> {
+pub(crate) fn owner_of(procfs: &Path, pid: Pid) -> Result<CgroupOwner, OwnerError> {
     let path = procfs.join(pid.0.to_string()).join("cgroup");
     match read_small_text_io(&path, MAX_ATTRIBUTE_BYTES) {
         Ok(content) => Ok(parse_proc_cgroup(&content)),

@@ -41,7 +41,7 @@ pub enum RecordError {
 
 impl RecordError {
     /// Short, stable name for the errors self-metric.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             RecordError::NoUid { .. } => "pod_without_uid",
             RecordError::BadUid { .. } => "pod_bad_uid",
@@ -59,7 +59,7 @@ fn names(pod: &Pod) -> (String, String) {
 }
 
 /// The pod's UID, for deletes (which need nothing else).
-pub fn pod_uid(pod: &Pod) -> Result<PodUid, RecordError> {
+pub(crate) fn pod_uid(pod: &Pod) -> Result<PodUid, RecordError> {
     let Some(raw) = pod.metadata.uid.as_deref() else {
         let (namespace, name) = names(pod);
         return Err(RecordError::NoUid { namespace, name });
@@ -76,7 +76,7 @@ pub fn pod_uid(pod: &Pod) -> Result<PodUid, RecordError> {
 
 /// A container ID from pod status (`containerd://<64 hex>`, `cri-o://...`, `docker://...`) without
 /// its runtime prefix; `None` for an empty or malformed ID (a container still waiting has none).
-pub fn container_id(raw: &str) -> Option<ContainerId> {
+pub(crate) fn container_id(raw: &str) -> Option<ContainerId> {
     let id = raw.rsplit_once("://").map_or(raw, |(_, id)| id);
     ContainerId::parse(id.trim())
 }

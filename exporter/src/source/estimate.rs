@@ -13,9 +13,9 @@ use crate::units::{Joules, Readable, ZoneKind};
 /// (per architecture they range, for example, from 0.64 W to 4.05 W for Skylake).
 /// See <https://www.cloudcarbonfootprint.org/docs/methodology/#energy-estimate-watt-hours>.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EstimateModel {
-    pub idle_watts_per_cpu: f64,
-    pub max_watts_per_cpu: f64,
+pub(crate) struct EstimateModel {
+    pub(crate) idle_watts_per_cpu: f64,
+    pub(crate) max_watts_per_cpu: f64,
 }
 
 impl Default for EstimateModel {
@@ -29,11 +29,11 @@ impl Default for EstimateModel {
 
 /// The most watts one logical CPU can draw: far above any server CPU (a 500 W package has more than
 /// 64 of them), low enough that a typo (`1e308`) cannot overflow the node's energy counters.
-pub const MAX_WATTS_PER_CPU: f64 = 1000.0;
+pub(crate) const MAX_WATTS_PER_CPU: f64 = 1000.0;
 
 /// Which coefficient of the estimate model is wrong, and how.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ModelError {
+pub(crate) enum ModelError {
     #[error("{} watts per CPU is out of range (0 to {MAX_WATTS_PER_CPU})", Readable(*.0))]
     Idle(f64),
     #[error("{} watts per CPU is out of range (more than 0, at most {MAX_WATTS_PER_CPU})", Readable(*.0))]
@@ -44,7 +44,7 @@ pub enum ModelError {
 
 impl EstimateModel {
     /// Idle within [0, [`MAX_WATTS_PER_CPU`]], max within (0, [`MAX_WATTS_PER_CPU`]], `max >= idle`.
-    pub fn validate(&self) -> Result<(), ModelError> {
+    pub(crate) fn validate(&self) -> Result<(), ModelError> {
         let (idle, max) = (self.idle_watts_per_cpu, self.max_watts_per_cpu);
         if !(0.0..=MAX_WATTS_PER_CPU).contains(&idle) {
             return Err(ModelError::Idle(idle));
@@ -65,7 +65,7 @@ impl EstimateModel {
 /// that Kepler dashboards selecting `zone="package"` keep working; the `source="estimate"` label says
 /// what it really is. Its idle share is known exactly and given as `idle_hint`.
 #[derive(Debug, Clone)]
-pub struct Estimate {
+pub(crate) struct Estimate {
     model: EstimateModel,
     logical_cpus: u32,
 }
@@ -73,7 +73,7 @@ pub struct Estimate {
 impl Estimate {
     /// `model` should have passed [`EstimateModel::validate`]; an invalid one is replaced by the
     /// default (logged). A CPU count of 0 is treated as 1 (logged) rather than reporting 0 W.
-    pub fn new(model: EstimateModel, logical_cpus: u32) -> Estimate {
+    pub(crate) fn new(model: EstimateModel, logical_cpus: u32) -> Estimate {
         let model = match model.validate() {
             Ok(()) => model,
             Err(reason) => {
@@ -93,11 +93,13 @@ impl Estimate {
         }
     }
 
-    pub fn model(&self) -> EstimateModel {
+    #[cfg(test)]
+    pub(crate) fn model(&self) -> EstimateModel {
         self.model
     }
 
-    pub fn logical_cpus(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn logical_cpus(&self) -> u32 {
         self.logical_cpus
     }
 }

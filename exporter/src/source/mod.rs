@@ -2,9 +2,9 @@
 //! A source discovers its zones once, then reports per-interval energy deltas per zone kind.
 //! Sources never attribute energy; that is `attribution`'s job.
 
-pub mod estimate;
-pub mod plausible;
-pub mod rapl;
+pub(crate) mod estimate;
+pub(crate) mod plausible;
+pub(crate) mod rapl;
 
 use crate::issue::{Input, SourceIssue};
 use crate::units::{Joules, ZoneKind};
@@ -18,7 +18,7 @@ pub enum EnergySourceKind {
 }
 
 impl EnergySourceKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EnergySourceKind::Rapl => "rapl",
             EnergySourceKind::Estimate => "estimate",
@@ -37,45 +37,45 @@ impl From<EnergySourceKind> for Input {
 
 /// What a source may use to produce one interval's energy (the estimate needs utilisation).
 #[derive(Debug, Clone, Copy)]
-pub struct IntervalContext {
+pub(crate) struct IntervalContext {
     /// Monotonic time since the previous sample.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// Node CPU busy time / capacity over the interval, in [0, 1].
-    pub cpu_usage_ratio: f64,
+    pub(crate) cpu_usage_ratio: f64,
 }
 
 /// Energy of one zone kind (summed over sockets) over one interval.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ZoneEnergy {
-    pub zone: ZoneKind,
-    pub energy: Joules,
+pub(crate) struct ZoneEnergy {
+    pub(crate) zone: ZoneKind,
+    pub(crate) energy: Joules,
     /// Idle energy of this interval when the source knows it (the estimate does); RAPL leaves it to
     /// the idle estimator.
-    pub idle_hint: Option<Joules>,
+    pub(crate) idle_hint: Option<Joules>,
 }
 
 /// Energy of one zone of one socket over one interval (RAPL only; the estimate has no sockets).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SocketEnergy {
-    pub zone: ZoneKind,
+pub(crate) struct SocketEnergy {
+    pub(crate) zone: ZoneKind,
     /// The powercap zone's socket index (`intel-rapl:<socket>[:<subzone>]`).
-    pub socket: u32,
-    pub energy: Joules,
+    pub(crate) socket: u32,
+    pub(crate) energy: Joules,
 }
 
 /// One interval's readings. `zones` holds only zones with a valid delta this interval (a zone that
 /// failed to read, or whose first reading only set the baseline, is absent, and its energy shows up in
 /// the next good interval). `issues` are counted by the monitor.
 #[derive(Debug, Clone, Default)]
-pub struct EnergySample {
-    pub zones: Vec<ZoneEnergy>,
+pub(crate) struct EnergySample {
+    pub(crate) zones: Vec<ZoneEnergy>,
     /// The same energy per socket (its sum per zone kind is `zones`), where the source knows it.
-    pub sockets: Vec<SocketEnergy>,
-    pub issues: Vec<SourceIssue>,
+    pub(crate) sockets: Vec<SocketEnergy>,
+    pub(crate) issues: Vec<SourceIssue>,
 }
 
 /// A node energy source. Implementations own their open files and counter state.
-pub trait EnergySource: Send {
+pub(crate) trait EnergySource: Send {
     fn kind(&self) -> EnergySourceKind;
     /// The zone kinds this source reports, fixed at discovery, in a stable order.
     fn zones(&self) -> &[ZoneKind];

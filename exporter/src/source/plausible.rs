@@ -10,7 +10,7 @@ use crate::issue::{Input, IssueKind, SourceIssue};
 /// bound; [`IssueKind::CounterAnomaly`]), and returns one issue per refused reading. A refused zone
 /// reads as no energy this interval, as a failed read does; an idle hint that is not finite is
 /// dropped (the idle estimator decides instead).
-pub fn admit(
+pub(crate) fn admit(
     sample: &mut EnergySample,
     input: Input,
     secs: f64,
@@ -45,7 +45,7 @@ pub fn admit(
 
 /// Why one energy reading of `joules` over `secs` is refused, if it is.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub kind: IssueKind,
     joules: f64,
     secs: f64,
@@ -75,7 +75,7 @@ impl Refusal {
 /// The one rule every energy reading passes before the model: `joules` must be finite and
 /// non-negative over a finite, non-negative span ([`IssueKind::BadInput`]), and at most `max_watts`
 /// over `secs`, judged over at least one second ([`IssueKind::CounterAnomaly`]).
-pub fn refusal(joules: f64, secs: f64, max_watts: f64) -> Option<Refusal> {
+pub(crate) fn refusal(joules: f64, secs: f64, max_watts: f64) -> Option<Refusal> {
     let kind = if !joules.is_finite() || joules < 0.0 || secs.is_nan() || secs < 0.0 {
         IssueKind::BadInput
     } else if joules > max_watts * if secs.is_finite() { secs.max(1.0) } else { 1.0 } {

@@ -19,9 +19,9 @@ const INPUT: Input = Input::Rapl;
 
 /// Default plausibility bound for one zone of one socket: far above any real package, low enough to
 /// catch a counter that jumped (firmware reset, a bogus wrap).
-pub const DEFAULT_MAX_ZONE_WATTS: f64 = 5000.0;
+pub(crate) const DEFAULT_MAX_ZONE_WATTS: f64 = 5000.0;
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why RAPL could not be used on this node.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ pub enum Error {
 
 impl Error {
     /// Short kind for self-metric labels.
-    pub fn kind(&self) -> IssueKind {
+    pub(crate) fn kind(&self) -> IssueKind {
         match self {
             Error::NotFound { .. } => IssueKind::NotFound,
             Error::PermissionDenied { .. } => IssueKind::PermissionDenied,
@@ -60,7 +60,8 @@ impl Error {
     }
 
     /// The file or directory the error is about.
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         match self {
             Error::NotFound { path }
             | Error::PermissionDenied { path }
@@ -86,7 +87,7 @@ const MAX_RANGE_BYTES: usize = 32;
 
 /// RAPL through powercap: one open `energy_uj` per (zone kind, socket).
 #[derive(Debug)]
-pub struct Rapl {
+pub(crate) struct Rapl {
     zones: Vec<Zone>,
     kinds: Vec<ZoneKind>,
     max_zone_watts: f64,
@@ -94,25 +95,22 @@ pub struct Rapl {
 }
 
 /// Discovers the RAPL zones under `<sysfs_root>/class/powercap` and checks that they can be read.
-pub fn discover(sysfs_root: &Path) -> Result<Rapl> {
+pub(crate) fn discover(sysfs_root: &Path) -> Result<Rapl> {
     discover_with(sysfs_root, open_read_only)
 }
 
 impl Rapl {
-    /// Same as [`discover`].
-    pub fn discover(sysfs_root: &Path) -> Result<Rapl> {
-        discover(sysfs_root)
-    }
-
+    #[cfg(test)]
     /// Sets the plausibility bound per socket zone (default [`DEFAULT_MAX_ZONE_WATTS`]).
-    pub fn with_max_zone_watts(mut self, watts: f64) -> Rapl {
+    pub(crate) fn with_max_zone_watts(mut self, watts: f64) -> Rapl {
         self.set_max_zone_watts(watts);
         self
     }
 
+    #[cfg(test)]
     /// Sets the plausibility bound per socket zone; a non-finite or non-positive value is ignored
     /// (logged).
-    pub fn set_max_zone_watts(&mut self, watts: f64) {
+    pub(crate) fn set_max_zone_watts(&mut self, watts: f64) {
         if watts.is_finite() && watts > 0.0 {
             self.max_zone_watts = watts;
         } else {
@@ -124,13 +122,14 @@ impl Rapl {
         }
     }
 
-    pub fn max_zone_watts(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn max_zone_watts(&self) -> f64 {
         self.max_zone_watts
     }
 
     /// Number of CPU sockets seen: distinct sockets of package zones (of any non-psys zone when there
     /// is no package zone).
-    pub fn socket_count(&self) -> usize {
+    pub(crate) fn socket_count(&self) -> usize {
         let sockets_of = |pred: &dyn Fn(ZoneKind) -> bool| {
             self.zones
                 .iter()
@@ -652,7 +651,7 @@ mod tests {
             .zones
             .iter()
             .find(|z| z.zone == kind)
-            .map(|z| z.energy.as_f64())
+            .map(|z| z.energy.0)
     }
 
     fn approx(a: Option<f64>, b: f64) -> bool {

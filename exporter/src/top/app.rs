@@ -8,11 +8,11 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use std::collections::{HashMap, VecDeque};
 
 /// Points kept per sparkline (one per refresh).
-pub const HISTORY_POINTS: usize = 240;
+pub(crate) const HISTORY_POINTS: usize = 240;
 
 /// The outcome of the last fetch.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Status {
+pub(crate) enum Status {
     Waiting,
     Ok,
     /// The last fetch failed; the screen keeps the last good reading and retries.
@@ -25,24 +25,24 @@ pub enum Status {
 #[derive(Debug)]
 pub struct App {
     /// Where readings come from, for the title.
-    pub source: String,
-    pub refresh_seconds: f64,
-    pub view: View,
-    pub sort: Sort,
-    pub filter: String,
-    pub editing_filter: bool,
-    pub help: bool,
-    pub selected: usize,
-    pub status: Status,
-    pub reading: Option<Reading>,
+    pub(crate) source: String,
+    pub(crate) refresh_seconds: f64,
+    pub(crate) view: View,
+    pub(crate) sort: Sort,
+    pub(crate) filter: String,
+    pub(crate) editing_filter: bool,
+    pub(crate) help: bool,
+    pub(crate) selected: usize,
+    pub(crate) status: Status,
+    pub(crate) reading: Option<Reading>,
     /// The current view's rows (filtered, sorted), rebuilt when the reading or a key changes them.
-    pub rows: Vec<Row>,
+    pub(crate) rows: Vec<Row>,
     /// Node (all nodes) total watts, oldest first.
-    pub node_history: VecDeque<f64>,
+    pub(crate) node_history: VecDeque<f64>,
     /// Power history of the current view's rows, by row key.
     row_history: HashMap<String, VecDeque<f64>>,
     rates: RateTracker,
-    pub quit: bool,
+    pub(crate) quit: bool,
 }
 
 impl App {
@@ -104,11 +104,11 @@ impl App {
         self.row_history = kept;
     }
 
-    pub fn selected_row(&self) -> Option<&Row> {
+    pub(crate) fn selected_row(&self) -> Option<&Row> {
         self.rows.get(self.selected)
     }
 
-    pub fn selected_history(&self) -> Option<&VecDeque<f64>> {
+    pub(crate) fn selected_history(&self) -> Option<&VecDeque<f64>> {
         let row = self.selected_row()?;
         self.row_history.get(&row.key)
     }
@@ -160,7 +160,7 @@ impl App {
         self.rebuild();
     }
 
-    pub fn on_key(&mut self, key: KeyEvent) {
+    pub(crate) fn on_key(&mut self, key: KeyEvent) {
         if key.kind == KeyEventKind::Release {
             return;
         }

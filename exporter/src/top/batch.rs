@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     Text,
     Json,
 }
@@ -86,7 +86,7 @@ struct JsonTable<'a> {
     warnings: &'a [String],
 }
 
-pub fn json(
+pub(crate) fn json(
     source: &str,
     view: View,
     reading: &Reading,
@@ -135,7 +135,7 @@ pub fn json(
 }
 
 /// Aligned plain text: the header lines, then the table (rows under a parent indented).
-pub fn text(view: View, reading: &Reading, rows: &[Row], note: Option<&str>) -> String {
+pub(crate) fn text(view: View, reading: &Reading, rows: &[Row], note: Option<&str>) -> String {
     let columns = table::columns(Some(reading), view);
     let mut lines: Vec<Vec<String>> =
         vec![columns.iter().map(|c| c.header(view).to_string()).collect()];

@@ -11,17 +11,17 @@ use std::collections::BTreeMap;
 /// The parts of one GPU's energy (joules) or power (watts): `total = idle + active`,
 /// `active = Σ pods + unattributed` (+ pods ended after their grace period).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct GpuParts {
-    pub total: f64,
-    pub idle: f64,
-    pub active: f64,
+pub(crate) struct GpuParts {
+    pub(crate) total: f64,
+    pub(crate) idle: f64,
+    pub(crate) active: f64,
     /// Active energy no pod received (host processes, unplaceable PIDs, no process).
-    pub unattributed: f64,
+    pub(crate) unattributed: f64,
 }
 
 /// Which part of a GPU's energy a counter or gauge holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GpuPart {
+pub(crate) enum GpuPart {
     Total,
     Idle,
     Active,
@@ -29,7 +29,7 @@ pub enum GpuPart {
 }
 
 impl GpuPart {
-    pub const ALL: [GpuPart; 4] = [
+    pub(crate) const ALL: [GpuPart; 4] = [
         GpuPart::Total,
         GpuPart::Idle,
         GpuPart::Active,
@@ -48,7 +48,7 @@ impl GpuPart {
 }
 
 impl GpuParts {
-    pub fn get(&self, part: GpuPart) -> f64 {
+    pub(crate) fn get(&self, part: GpuPart) -> f64 {
         match part {
             GpuPart::Total => self.total,
             GpuPart::Idle => self.idle,
@@ -57,7 +57,7 @@ impl GpuParts {
         }
     }
 
-    pub fn get_mut(&mut self, part: GpuPart) -> &mut f64 {
+    pub(crate) fn get_mut(&mut self, part: GpuPart) -> &mut f64 {
         match part {
             GpuPart::Total => &mut self.total,
             GpuPart::Idle => &mut self.idle,
@@ -69,43 +69,43 @@ impl GpuParts {
 
 /// One GPU of one node.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct GpuDevice {
-    pub node: String,
+pub(crate) struct GpuDevice {
+    pub(crate) node: String,
     /// What identifies the device on its node: its UUID, else `gpu <index>`, else `(no gpu_uuid)`.
-    pub id: String,
+    pub(crate) id: String,
     /// The NVML index (`gpu` label); empty when the series had none.
-    pub index: String,
+    pub(crate) index: String,
     /// `gpu_uuid`; empty when the series had none.
-    pub uuid: String,
+    pub(crate) uuid: String,
     /// The product name (`gpu_name`).
-    pub name: String,
+    pub(crate) name: String,
     /// `energy_counter` or `power_integral` (from `kepler_node_gpu_info`).
-    pub method: String,
+    pub(crate) method: String,
     /// False when only pod or container series named this device: its power is unknown.
-    pub has_device_series: bool,
-    pub joules: GpuParts,
-    pub gauge_watts: GpuParts,
+    pub(crate) has_device_series: bool,
+    pub(crate) joules: GpuParts,
+    pub(crate) gauge_watts: GpuParts,
     /// The rates between two readings where known, else the gauges.
-    pub watts: GpuParts,
+    pub(crate) watts: GpuParts,
 }
 
 /// A pod's use of one GPU (or one MIG instance of it).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct GpuUse {
-    pub node: String,
+pub(crate) struct GpuUse {
+    pub(crate) node: String,
     /// The device's `GpuDevice::id`.
-    pub device: String,
+    pub(crate) device: String,
     /// The MIG instance (`gpu_instance`); empty without MIG.
-    pub instance: String,
-    pub pod_id: String,
-    pub joules: f64,
-    pub gauge_watts: f64,
+    pub(crate) instance: String,
+    pub(crate) pod_id: String,
+    pub(crate) joules: f64,
+    pub(crate) gauge_watts: f64,
     /// The rate between two readings where known, else the gauge.
-    pub watts: f64,
+    pub(crate) watts: f64,
 }
 
 /// The device id of a series: its UUID, else its index, else a marker that says neither was given.
-pub fn device_id(s: &Sample<'_>) -> String {
+pub(crate) fn device_id(s: &Sample<'_>) -> String {
     let (uuid, index) = (s.label("gpu_uuid"), s.label("gpu"));
     if !uuid.is_empty() {
         clean(uuid)
@@ -118,7 +118,7 @@ pub fn device_id(s: &Sample<'_>) -> String {
 
 /// Collects GPU series while the reading is built.
 #[derive(Debug, Default)]
-pub struct GpuBuilder {
+pub(crate) struct GpuBuilder {
     devices: BTreeMap<(String, String), GpuDevice>,
     uses: BTreeMap<(String, String, String, String), GpuUse>,
 }
@@ -137,7 +137,7 @@ impl GpuBuilder {
     }
 
     /// Take one sample of a GPU family (`family.resource == Resource::Gpu`).
-    pub fn add(&mut self, family: &Family, s: &Sample<'_>) {
+    pub(crate) fn add(&mut self, family: &Family, s: &Sample<'_>) {
         match family.scope {
             Scope::GpuDevice => {
                 let value = s.value;
@@ -208,7 +208,7 @@ impl GpuBuilder {
 
     /// Devices sorted by node and index, and the uses; every watts figure starts as its gauge. The
     /// unattributed power has no gauge: until there is a rate it is active minus the pods' gauges.
-    pub fn finish(self) -> (Vec<GpuDevice>, Vec<GpuUse>) {
+    pub(crate) fn finish(self) -> (Vec<GpuDevice>, Vec<GpuUse>) {
         let mut uses: Vec<GpuUse> = self.uses.into_values().collect();
         for u in uses.iter_mut() {
             u.watts = u.gauge_watts;
@@ -243,7 +243,7 @@ fn natural_key(index: &str) -> (u64, &str) {
 
 impl GpuDevice {
     /// What to show: `index: product name`, with markers for what the series did not say.
-    pub fn display_name(&self) -> String {
+    pub(crate) fn display_name(&self) -> String {
         let index = if self.index.is_empty() {
             "?"
         } else {

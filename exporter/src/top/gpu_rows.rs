@@ -8,7 +8,7 @@ use super::table::{Figures, GpuPlace, GpuRowKind, Row};
 use std::collections::{BTreeSet, HashMap};
 
 /// Every device of every node, each followed by what it is split into.
-pub fn rows(reading: &Reading) -> Vec<Row> {
+pub(crate) fn rows(reading: &Reading) -> Vec<Row> {
     let pods: HashMap<(&str, &str), &Consumer> = reading
         .pods
         .iter()

@@ -3,13 +3,13 @@
 //! It never touches sysfs. This file validates the flags and runs the event loop.
 
 pub mod app;
-pub mod batch;
-pub mod gpu;
-pub mod gpu_rows;
+pub(crate) mod batch;
+pub(crate) mod gpu;
+pub(crate) mod gpu_rows;
 pub mod model;
-pub mod source;
+pub(crate) mod source;
 pub mod table;
-pub mod terminal;
+pub(crate) mod terminal;
 pub mod view;
 
 use crate::remote::{BaseUrl, Client, ClientError, ClientOptions, RemoteArgs, SetupError};
@@ -17,7 +17,7 @@ use app::App;
 use batch::Output;
 use model::Reading;
 use ratatui::crossterm::event::{self, Event};
-pub use source::{FetchError, Source};
+pub(crate) use source::{FetchError, Source};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,36 +32,36 @@ pub struct TopArgs {
         default_value = "http://127.0.0.1:28282",
         conflicts_with = "prometheus"
     )]
-    pub url: String,
+    pub(crate) url: String,
     /// Read the whole cluster from this Prometheus server instead
     #[arg(long, value_name = "URL")]
-    pub prometheus: Option<String>,
+    pub(crate) prometheus: Option<String>,
     /// Time between refreshes
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub refresh: Duration,
+    pub(crate) refresh: Duration,
     /// Give up on a request after this long (then retry at the next refresh)
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Print the table once and exit (for scripts and `watch`)
     #[arg(long, alias = "batch")]
-    pub once: bool,
+    pub(crate) once: bool,
     /// Output of --once
     #[arg(long, value_enum, default_value = "text", requires = "once")]
-    pub output: Output,
+    pub(crate) output: Output,
     /// The view to start with
     #[arg(long, value_enum, default_value = "pods")]
-    pub view: View,
+    pub(crate) view: View,
     /// The column to sort by, named after its heading (numbers largest first)
     #[arg(long, value_enum, default_value = "watts")]
-    pub sort: Column,
+    pub(crate) sort: Column,
     /// Reverse the sort
     #[arg(long)]
-    pub reverse: bool,
+    pub(crate) reverse: bool,
     /// Show only rows whose name, detail or node contains this text
     #[arg(long, default_value = "")]
-    pub filter: String,
+    pub(crate) filter: String,
     #[command(flatten)]
-    pub remote: RemoteArgs,
+    pub(crate) remote: RemoteArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,19 +96,19 @@ impl TopError {
 
 /// Validated flags.
 #[derive(Debug, Clone)]
-pub struct TopConfig {
-    pub source: Source,
-    pub refresh: Duration,
+pub(crate) struct TopConfig {
+    pub(crate) source: Source,
+    pub(crate) refresh: Duration,
     /// Timeout, TLS roots and credentials of every request.
-    pub client: ClientOptions,
-    pub once: Option<Output>,
-    pub view: View,
-    pub sort: Sort,
-    pub filter: String,
+    pub(crate) client: ClientOptions,
+    pub(crate) once: Option<Output>,
+    pub(crate) view: View,
+    pub(crate) sort: Sort,
+    pub(crate) filter: String,
 }
 
 impl TopArgs {
-    pub fn resolve(self) -> Result<TopConfig, TopError> {
+    pub(crate) fn resolve(self) -> Result<TopConfig, TopError> {
         let source = match &self.prometheus {
             Some(url) => Source::Prometheus(BaseUrl::parse(url)?),
             None => Source::Exporter(BaseUrl::parse(&self.url)?),

@@ -19,7 +19,7 @@ pub enum ModelError {
 
 /// What kind of consumer a series describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
+pub(crate) enum Family {
     Pod,
     Container,
     Process,
@@ -27,36 +27,36 @@ pub enum Family {
 
 /// One zone of one node.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ZoneFigures {
-    pub joules: f64,
-    pub watts: f64,
-    pub idle_watts: f64,
-    pub active_watts: f64,
-    pub system_watts: f64,
+pub(crate) struct ZoneFigures {
+    pub(crate) joules: f64,
+    pub(crate) watts: f64,
+    pub(crate) idle_watts: f64,
+    pub(crate) active_watts: f64,
+    pub(crate) system_watts: f64,
 }
 
 /// One node as its exporter reports it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Node {
-    pub name: String,
+pub(crate) struct Node {
+    pub(crate) name: String,
     /// `rapl` or `estimate` (from `kepler_exporter_energy_source_info`).
-    pub energy_source: String,
+    pub(crate) energy_source: String,
     /// `cgroup`, `ebpf` or `none` (from `kepler_exporter_cpu_source_info`).
-    pub cpu_source: String,
-    pub usage_ratio: Option<f64>,
+    pub(crate) cpu_source: String,
+    pub(crate) usage_ratio: Option<f64>,
     /// Unix time of the exporter's snapshot; the clock of the rates.
-    pub tick_seconds: Option<f64>,
-    pub zones: BTreeMap<String, ZoneFigures>,
+    pub(crate) tick_seconds: Option<f64>,
+    pub(crate) zones: BTreeMap<String, ZoneFigures>,
     /// Watts of the node's CPU total: the rate between two readings where known, else the gauge.
-    pub cpu_watts: f64,
+    pub(crate) cpu_watts: f64,
     /// Watts of the node's GPUs together (0 without GPU series), rates where known.
-    pub gpu_watts: f64,
+    pub(crate) gpu_watts: f64,
 }
 
 impl Node {
     /// The node-total rule: `psys` alone where present, else `package + dram`. Zones overlap, so
     /// summing all of them would count core and uncore twice.
-    pub fn counts_zone(&self, zone: &str) -> bool {
+    pub(crate) fn counts_zone(&self, zone: &str) -> bool {
         counts_zone(self.zones.contains_key(catalog::PSYS_ZONE), zone)
     }
 
@@ -69,24 +69,24 @@ impl Node {
     }
 
     /// CPU and GPU power together.
-    pub fn total_watts(&self) -> f64 {
+    pub(crate) fn total_watts(&self) -> f64 {
         self.cpu_watts + self.gpu_watts
     }
 
     /// CPU energy since the exporter started (the node-total rule).
-    pub fn total_joules(&self) -> f64 {
+    pub(crate) fn total_joules(&self) -> f64 {
         self.sum(|z| z.joules)
     }
-    pub fn gauge_watts(&self) -> f64 {
+    pub(crate) fn gauge_watts(&self) -> f64 {
         self.sum(|z| z.watts)
     }
-    pub fn idle_watts(&self) -> f64 {
+    pub(crate) fn idle_watts(&self) -> f64 {
         self.sum(|z| z.idle_watts)
     }
-    pub fn active_watts(&self) -> f64 {
+    pub(crate) fn active_watts(&self) -> f64 {
         self.sum(|z| z.active_watts)
     }
-    pub fn system_watts(&self) -> f64 {
+    pub(crate) fn system_watts(&self) -> f64 {
         self.sum(|z| z.system_watts)
     }
 }
@@ -95,60 +95,51 @@ impl Node {
 /// its devices (and MIG instances).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Consumer {
-    pub node: String,
+    pub(crate) node: String,
     /// pod UID, container ID or PID.
-    pub id: String,
+    pub(crate) id: String,
     /// What to show: the pod or container name, else its UID/ID; the process's comm.
-    pub name: String,
-    pub namespace: String,
-    pub pod_id: String,
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) pod_id: String,
     /// The pod's name (or UID) for containers and processes.
-    pub pod: String,
-    pub hub_user: String,
-    pub cpu_joules: f64,
-    pub cpu_gauge_watts: f64,
+    pub(crate) pod: String,
+    pub(crate) hub_user: String,
+    pub(crate) cpu_joules: f64,
+    pub(crate) cpu_gauge_watts: f64,
     /// The rate between two readings where known, else the gauge.
-    pub cpu_watts: f64,
-    pub gpu_joules: f64,
-    pub gpu_gauge_watts: f64,
+    pub(crate) cpu_watts: f64,
+    pub(crate) gpu_joules: f64,
+    pub(crate) gpu_gauge_watts: f64,
     /// The rate between two readings where known, else the gauge.
-    pub gpu_watts: f64,
+    pub(crate) gpu_watts: f64,
 }
 
-impl Consumer {
-    /// CPU and GPU power together.
-    pub fn watts(&self) -> f64 {
-        self.cpu_watts + self.gpu_watts
-    }
-
-    pub fn joules(&self) -> f64 {
-        self.cpu_joules + self.gpu_joules
-    }
-}
+impl Consumer {}
 
 /// Everything one fetch saw.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reading {
-    pub nodes: BTreeMap<String, Node>,
+    pub(crate) nodes: BTreeMap<String, Node>,
     pub pods: Vec<Consumer>,
     pub containers: Vec<Consumer>,
-    pub processes: Vec<Consumer>,
+    pub(crate) processes: Vec<Consumer>,
     /// Every GPU of every node, by node and index.
-    pub gpus: Vec<GpuDevice>,
+    pub(crate) gpus: Vec<GpuDevice>,
     /// Each pod's use of each GPU or MIG instance.
-    pub gpu_uses: Vec<GpuUse>,
+    pub(crate) gpu_uses: Vec<GpuUse>,
     /// True when the source exposed any GPU family of the catalog.
-    pub has_gpu_series: bool,
+    pub(crate) has_gpu_series: bool,
     /// Series whose value was NaN or infinite, named (the figures they enter show "n/a"); after
     /// the first few, one line counts the rest.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Series named in full in `Reading::warnings`.
 const MAX_WARNINGS: usize = 10;
 
 impl Reading {
-    pub fn consumers(&self, family: Family) -> &[Consumer] {
+    pub(crate) fn consumers(&self, family: Family) -> &[Consumer] {
         match family {
             Family::Pod => &self.pods,
             Family::Container => &self.containers,
@@ -157,17 +148,20 @@ impl Reading {
     }
 
     /// All nodes' CPU and GPU power.
-    pub fn total_watts(&self) -> f64 {
+    pub(crate) fn total_watts(&self) -> f64 {
         self.nodes.values().map(Node::total_watts).sum()
     }
 
     /// One node's CPU and GPU power.
-    pub fn node_total_watts(&self, node: &str) -> f64 {
+    pub(crate) fn node_total_watts(&self, node: &str) -> f64 {
         self.nodes.get(node).map(Node::total_watts).unwrap_or(0.0)
     }
 
     /// The GPUs of one node.
-    pub fn node_gpus<'r>(&'r self, node: &'r str) -> impl Iterator<Item = &'r GpuDevice> + 'r {
+    pub(crate) fn node_gpus<'r>(
+        &'r self,
+        node: &'r str,
+    ) -> impl Iterator<Item = &'r GpuDevice> + 'r {
         self.gpus.iter().filter(move |g| g.node == node)
     }
 
@@ -183,7 +177,7 @@ impl Reading {
         }
     }
 
-    pub fn has_hub_users(&self) -> bool {
+    pub(crate) fn has_hub_users(&self) -> bool {
         self.pods.iter().any(|p| !p.hub_user.is_empty())
     }
 
@@ -476,7 +470,7 @@ fn short_id(id: &str) -> &str {
 /// snapshot time (not the fetch time) as the clock, so a refresh that saw no new tick does not
 /// read as 0 W. A counter that went down (exporter restart) falls back to the watts gauge.
 #[derive(Debug, Default)]
-pub struct RateTracker {
+pub(crate) struct RateTracker {
     previous: HashMap<Counter, Previous>,
 }
 
@@ -549,7 +543,7 @@ impl Step<'_> {
 impl RateTracker {
     /// Set `watts` on every node, GPU and consumer of `reading`. `fetched_seconds` is used where
     /// the exporter did not say when its snapshot was taken.
-    pub fn update(&mut self, reading: &mut Reading, fetched_seconds: f64) {
+    pub(crate) fn update(&mut self, reading: &mut Reading, fetched_seconds: f64) {
         let mut step = Step {
             old: &self.previous,
             new: HashMap::with_capacity(self.previous.len()),
@@ -795,8 +789,9 @@ pub(crate) mod tests {
             (pod("uid-alice").cpu_watts, pod("uid-alice").gpu_watts),
             (5.0, 187.5)
         );
-        assert_eq!(pod("uid-alice").watts(), 192.5);
-        assert_eq!(pod("uid-alice").joules(), 19750.0);
+        let alice = pod("uid-alice");
+        assert_eq!(alice.cpu_watts + alice.gpu_watts, 192.5);
+        assert_eq!(alice.cpu_joules + alice.gpu_joules, 19750.0);
         assert_eq!(
             (pod("uid-bob").cpu_watts, pod("uid-bob").gpu_watts),
             (0.0, 62.5)

@@ -29,7 +29,7 @@ fn prometheus_series() -> String {
 
 /// Where readings come from.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub(crate) enum Source {
     Exporter(BaseUrl),
     Prometheus(BaseUrl),
 }
@@ -48,14 +48,14 @@ pub enum FetchError {
 }
 
 impl Source {
-    pub fn fetch(&self, client: &Client) -> Result<Reading, FetchError> {
+    pub(crate) fn fetch(&self, client: &Client) -> Result<Reading, FetchError> {
         match self {
             Source::Exporter(base) => exporter_reading(client, base),
             Source::Prometheus(base) => prometheus_reading(client, base),
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Source::Exporter(base) => base.join(base.exposition_path()),
             Source::Prometheus(base) => format!("prometheus {}", base.join("")),

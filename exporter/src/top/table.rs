@@ -21,7 +21,7 @@ pub enum View {
 }
 
 impl View {
-    pub const ALL: [View; 6] = [
+    pub(crate) const ALL: [View; 6] = [
         View::Pods,
         View::Namespaces,
         View::Users,
@@ -30,7 +30,7 @@ impl View {
         View::Gpus,
     ];
 
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             View::Pods => "Pods",
             View::Namespaces => "Namespaces",
@@ -42,7 +42,7 @@ impl View {
     }
 
     /// Header of the name and detail columns.
-    pub fn headers(self) -> (&'static str, &'static str) {
+    pub(crate) fn headers(self) -> (&'static str, &'static str) {
         match self {
             View::Pods => ("POD", "NAMESPACE"),
             View::Namespaces => ("NAMESPACE", "PODS"),
@@ -53,12 +53,12 @@ impl View {
         }
     }
 
-    pub fn next(self) -> View {
+    pub(crate) fn next(self) -> View {
         let i = View::ALL.iter().position(|v| *v == self).unwrap_or(0);
         View::ALL[(i + 1) % View::ALL.len()]
     }
 
-    pub fn previous(self) -> View {
+    pub(crate) fn previous(self) -> View {
         let i = View::ALL.iter().position(|v| *v == self).unwrap_or(0);
         View::ALL[(i + View::ALL.len() - 1) % View::ALL.len()]
     }
@@ -67,7 +67,7 @@ impl View {
 /// A sortable column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Column {
+pub(crate) enum Column {
     /// The first column: POD, NAMESPACE, HUB USER, CONTAINER, COMM or GPU / POD
     Name,
     /// The second column: NAMESPACE, PODS, POD, PID or DETAIL
@@ -89,7 +89,7 @@ pub enum Column {
 
 impl Column {
     /// In screen order; keys 1 to 8 sort by them.
-    pub const ALL: [Column; 8] = [
+    pub(crate) const ALL: [Column; 8] = [
         Column::Name,
         Column::Detail,
         Column::Node,
@@ -100,18 +100,18 @@ impl Column {
         Column::Share,
     ];
 
-    pub fn next(self) -> Column {
+    pub(crate) fn next(self) -> Column {
         let i = Column::ALL.iter().position(|c| *c == self).unwrap_or(0);
         Column::ALL[(i + 1) % Column::ALL.len()]
     }
 
     /// Numbers sort largest first by default, text A to Z.
-    pub fn descending_by_default(self) -> bool {
+    pub(crate) fn descending_by_default(self) -> bool {
         !matches!(self, Column::Name | Column::Detail | Column::Node)
     }
 
     /// The column's heading in `view`.
-    pub fn header(self, view: View) -> &'static str {
+    pub(crate) fn header(self, view: View) -> &'static str {
         match self {
             Column::Name => view.headers().0,
             Column::Detail => view.headers().1,
@@ -127,7 +127,7 @@ impl Column {
 
 /// The columns a view shows: CPU and GPU watts apart where the source has GPU series (the GPU view's
 /// rows are all GPU, so it has no split).
-pub fn columns(reading: Option<&Reading>, view: View) -> Vec<Column> {
+pub(crate) fn columns(reading: Option<&Reading>, view: View) -> Vec<Column> {
     let split = view != View::Gpus && reading.is_some_and(|r| r.has_gpu_series);
     Column::ALL
         .into_iter()
@@ -137,8 +137,8 @@ pub fn columns(reading: Option<&Reading>, view: View) -> Vec<Column> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sort {
-    pub column: Column,
-    pub descending: bool,
+    pub(crate) column: Column,
+    pub(crate) descending: bool,
 }
 
 impl Default for Sort {
@@ -153,7 +153,7 @@ impl Default for Sort {
 /// What a row of the GPU view is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum GpuRowKind {
+pub(crate) enum GpuRowKind {
     Device,
     /// A MIG instance: the pods on it, summed (NVML measures power per device only).
     MigInstance,
@@ -166,42 +166,42 @@ pub enum GpuRowKind {
 
 /// Where a row of the GPU view sits.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GpuPlace {
-    pub kind: GpuRowKind,
-    pub gpu_uuid: String,
+pub(crate) struct GpuPlace {
+    pub(crate) kind: GpuRowKind,
+    pub(crate) gpu_uuid: String,
     #[serde(skip_serializing_if = "String::is_empty")]
-    pub gpu_instance: String,
+    pub(crate) gpu_instance: String,
 }
 
 /// One line of the table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// Stable identity across refreshes (selection, sparkline history).
     #[serde(skip)]
-    pub key: String,
+    pub(crate) key: String,
     /// The key of the row this one is listed under (GPU view: a device's pods); sorting and
     /// filtering keep it under its parent.
     #[serde(skip)]
-    pub parent: Option<String>,
+    pub(crate) parent: Option<String>,
     /// How deep under its parents (0 for a top-level row).
     #[serde(skip_serializing_if = "is_zero")]
-    pub depth: u8,
-    pub name: String,
-    pub detail: String,
-    pub node: String,
+    pub(crate) depth: u8,
+    pub(crate) name: String,
+    pub(crate) detail: String,
+    pub(crate) node: String,
     /// CPU and GPU power together.
-    pub watts: f64,
-    pub cpu_watts: f64,
-    pub gpu_watts: f64,
+    pub(crate) watts: f64,
+    pub(crate) cpu_watts: f64,
+    pub(crate) gpu_watts: f64,
     /// CPU and GPU energy together.
-    pub joules: f64,
-    pub cpu_joules: f64,
-    pub gpu_joules: f64,
+    pub(crate) joules: f64,
+    pub(crate) cpu_joules: f64,
+    pub(crate) gpu_joules: f64,
     /// Of the node's total power (of the cluster's, for rows that span nodes), 0..1; in the GPU
     /// view, a device's of its node's power and anything under a device of the device's power.
-    pub share: f64,
+    pub(crate) share: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu: Option<GpuPlace>,
+    pub(crate) gpu: Option<GpuPlace>,
 }
 
 fn is_zero(depth: &u8) -> bool {
@@ -210,7 +210,7 @@ fn is_zero(depth: &u8) -> bool {
 
 impl Row {
     /// The text of one cell (names indented by depth), unpadded.
-    pub fn cell(&self, column: Column) -> String {
+    pub(crate) fn cell(&self, column: Column) -> String {
         match column {
             Column::Name => format!("{}{}", "  ".repeat(usize::from(self.depth)), self.name),
             Column::Detail => self.detail.clone(),
@@ -236,7 +236,7 @@ impl Row {
 }
 
 /// Joules in the largest unit that keeps the number short; "n/a" when not a number.
-pub fn joules_text(joules: f64) -> String {
+pub(crate) fn joules_text(joules: f64) -> String {
     if !joules.is_finite() {
         return "n/a".to_string();
     }
@@ -250,7 +250,7 @@ pub fn joules_text(joules: f64) -> String {
 }
 
 /// Why a view has no rows, said on screen instead of an empty table.
-pub fn empty_reason(reading: &Reading, view: View) -> Option<&'static str> {
+pub(crate) fn empty_reason(reading: &Reading, view: View) -> Option<&'static str> {
     match view {
         View::Users if !reading.has_hub_users() => Some(
             "no JupyterHub user data: no pod series carries a hub_user label \
@@ -272,7 +272,7 @@ pub fn empty_reason(reading: &Reading, view: View) -> Option<&'static str> {
 }
 
 /// All rows of a view, unsorted and unfiltered.
-pub fn rows(reading: &Reading, view: View) -> Vec<Row> {
+pub(crate) fn rows(reading: &Reading, view: View) -> Vec<Row> {
     match view {
         View::Pods => consumer_rows(reading, Family::Pod, |c| c.namespace.clone()),
         View::Containers => consumer_rows(reading, Family::Container, |c| c.pod.clone()),
@@ -300,10 +300,10 @@ pub(super) fn share(watts: f64, total: f64) -> f64 {
 /// The power and energy columns of a row: CPU and GPU apart and together.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Figures {
-    pub cpu_watts: f64,
-    pub gpu_watts: f64,
-    pub cpu_joules: f64,
-    pub gpu_joules: f64,
+    pub(crate) cpu_watts: f64,
+    pub(crate) gpu_watts: f64,
+    pub(crate) cpu_joules: f64,
+    pub(crate) gpu_joules: f64,
 }
 
 impl Figures {
@@ -317,7 +317,7 @@ impl Figures {
     }
 
     /// GPU power and energy only (GPU view).
-    pub fn gpu(watts: f64, joules: f64) -> Figures {
+    pub(crate) fn gpu(watts: f64, joules: f64) -> Figures {
         Figures {
             gpu_watts: watts,
             gpu_joules: joules,
@@ -332,12 +332,19 @@ impl Figures {
         self.gpu_joules += other.gpu_joules;
     }
 
-    pub fn watts(&self) -> f64 {
+    pub(crate) fn watts(&self) -> f64 {
         self.cpu_watts + self.gpu_watts
     }
 
     /// A top-level row with these figures; `share` is of `total_watts`.
-    pub fn row(self, key: String, name: String, detail: String, node: String, total: f64) -> Row {
+    pub(crate) fn row(
+        self,
+        key: String,
+        name: String,
+        detail: String,
+        node: String,
+        total: f64,
+    ) -> Row {
         Row {
             key,
             parent: None,
@@ -414,7 +421,7 @@ fn matches(row: &Row, needle: &str) -> bool {
 
 /// Keep the rows whose name, detail or node contains `filter` (case-insensitive). A row listed
 /// under another stays when its parent matches, and a parent stays when one of its rows matches.
-pub fn filter(rows: &mut Vec<Row>, filter: &str) {
+pub(crate) fn filter(rows: &mut Vec<Row>, filter: &str) {
     if filter.is_empty() {
         return;
     }
@@ -455,7 +462,7 @@ pub fn filter(rows: &mut Vec<Row>, filter: &str) {
 
 /// Sort in place; ties are broken by name so the order is stable between refreshes. Rows listed
 /// under another stay right after it, sorted among themselves.
-pub fn sort(rows: &mut Vec<Row>, sort: Sort) {
+pub(crate) fn sort(rows: &mut Vec<Row>, sort: Sort) {
     let compare = |a: &Row, b: &Row| {
         let primary = match sort.column {
             Column::Name => a.name.cmp(&b.name),
@@ -512,7 +519,7 @@ fn natural(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Rows of a view, filtered and sorted: what every output shows.
-pub fn table(reading: &Reading, view: View, sort_by: Sort, filter_by: &str) -> Vec<Row> {
+pub(crate) fn table(reading: &Reading, view: View, sort_by: Sort, filter_by: &str) -> Vec<Row> {
     let mut out = rows(reading, view);
     filter(&mut out, filter_by);
     sort(&mut out, sort_by);

@@ -19,12 +19,12 @@ pub enum TerminalError {
 }
 
 /// The terminal in raw mode on the alternate screen; restored when dropped.
-pub struct TerminalGuard {
-    pub terminal: DefaultTerminal,
+pub(crate) struct TerminalGuard {
+    pub(crate) terminal: DefaultTerminal,
 }
 
 impl TerminalGuard {
-    pub fn enter() -> Result<TerminalGuard, TerminalError> {
+    pub(crate) fn enter() -> Result<TerminalGuard, TerminalError> {
         if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
             return Err(TerminalError::NotATerminal);
         }
@@ -47,7 +47,7 @@ impl Drop for TerminalGuard {
 }
 
 /// A flag raised by SIGTERM and SIGINT (instead of dying with the terminal in raw mode).
-pub fn stop_flag() -> Result<Arc<AtomicBool>, TerminalError> {
+pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>, TerminalError> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, flag.clone())

@@ -18,8 +18,8 @@ use ratatui::Frame;
 use std::collections::{BTreeSet, VecDeque};
 
 /// Below this the full screen does not fit; a message says so instead.
-pub const MIN_WIDTH: u16 = 60;
-pub const MIN_HEIGHT: u16 = 14;
+pub(crate) const MIN_WIDTH: u16 = 60;
+pub(crate) const MIN_HEIGHT: u16 = 14;
 
 pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
@@ -85,7 +85,7 @@ fn title_line(app: &App) -> Line<'static> {
 /// The header: CPU and GPU power and their total, then idle vs active of each, then the zones and
 /// sources; one line each, so an 80-column terminal shows them whole. Several nodes (Prometheus)
 /// are summed.
-pub fn node_summary(reading: &Reading) -> Vec<String> {
+pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
     let nodes: Vec<_> = reading.nodes.values().collect();
     let cpu: f64 = nodes.iter().map(|n| n.cpu_watts).sum();
     let gpu: f64 = nodes.iter().map(|n| n.gpu_watts).sum();
@@ -357,7 +357,7 @@ fn footer_line(app: &App) -> Line<'static> {
     ))
 }
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 kepler-rs top: power of this node's (or cluster's) consumers
 
   q, Ctrl-C    quit

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 /// What a request's `Authorization` header came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthOutcome {
+pub(crate) enum AuthOutcome {
     Allowed,
     /// No credentials, malformed credentials, unknown user or wrong password: all answer 401.
     Denied,
@@ -17,9 +17,9 @@ pub enum AuthOutcome {
 
 /// Credentials sent with a request: `Authorization: Basic base64(user:password)`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
+pub(crate) struct Credentials {
+    pub(crate) user: String,
+    pub(crate) password: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -29,7 +29,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// Parse a basic `Authorization` header value; `None` for anything else.
-pub fn parse_basic(header: &[u8]) -> Option<Credentials> {
+pub(crate) fn parse_basic(header: &[u8]) -> Option<Credentials> {
     let header = std::str::from_utf8(header).ok()?.trim();
     let (scheme, encoded) = header.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -57,7 +57,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(users: BTreeMap<String, BcryptHash>) -> Authenticator {
+    pub(crate) fn new(users: BTreeMap<String, BcryptHash>) -> Authenticator {
         let cost = users.values().map(BcryptHash::cost).max().unwrap_or(10);
         let mut salt = [0u8; 16];
         // A fixed salt would only weaken the in-memory cache, never the check itself.
@@ -90,7 +90,7 @@ impl Authenticator {
     }
 
     /// The answer from the cache, without bcrypt: `Some` when this exact password was verified before.
-    pub fn cached(&self, credentials: &Credentials) -> Option<AuthOutcome> {
+    pub(crate) fn cached(&self, credentials: &Credentials) -> Option<AuthOutcome> {
         let hash = self.users.get(&credentials.user)?;
         let digest = self.digest(&credentials.user, hash, &credentials.password);
         let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,7 +103,7 @@ impl Authenticator {
     }
 
     /// The full check (a bcrypt round: tens of milliseconds at cost 10; run it off the event loop).
-    pub fn verify(&self, credentials: Option<&Credentials>) -> AuthOutcome {
+    pub(crate) fn verify(&self, credentials: Option<&Credentials>) -> AuthOutcome {
         let Some(credentials) = credentials else {
             return AuthOutcome::Denied;
         };

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A web configuration is a few hundred bytes; anything near this is not one.
-pub const MAX_WEB_CONFIG_BYTES: usize = 1 << 20;
+pub(crate) const MAX_WEB_CONFIG_BYTES: usize = 1 << 20;
 
 /// Why a web configuration cannot be used. Each message is one line naming the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum WebConfigError {
 
 impl WebConfigError {
     /// Short, stable name for self-metric labels.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             WebConfigError::File(e) => e.kind(),
             WebConfigError::NotUtf8 { .. } | WebConfigError::Syntax { .. } => "syntax",
@@ -72,7 +72,7 @@ struct RawHttp {
 
 /// TLS protocol versions rustls speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsVersion {
+pub(crate) enum TlsVersion {
     Tls12,
     Tls13,
 }
@@ -81,7 +81,7 @@ pub enum TlsVersion {
 /// `RequireAnyClientCert` accept a certificate without verifying it; kepler-rs never disables
 /// verification, so those two are refused with an explanation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     NoClientCert,
     /// Verify a certificate when the client sends one; allow clients without one.
     VerifyClientCertIfGiven,
@@ -90,34 +90,34 @@ pub enum ClientAuth {
 
 /// Validated TLS settings: paths are absolute or relative to the web config's directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub client_auth: ClientAuth,
-    pub client_ca_file: Option<PathBuf>,
-    pub min_version: TlsVersion,
-    pub max_version: TlsVersion,
+pub(crate) struct TlsSettings {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
+    pub(crate) client_auth: ClientAuth,
+    pub(crate) client_ca_file: Option<PathBuf>,
+    pub(crate) min_version: TlsVersion,
+    pub(crate) max_version: TlsVersion,
 }
 
 /// A bcrypt hash as exporter-toolkit accepts it (`$2a$`, `$2b$`, `$2x$` or `$2y$`, cost 4-31).
 #[derive(Clone, PartialEq, Eq)]
-pub struct BcryptHash {
+pub(crate) struct BcryptHash {
     text: String,
     cost: u32,
 }
 
 impl BcryptHash {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 
     /// The work factor (log2 of the rounds).
-    pub fn cost(&self) -> u32 {
+    pub(crate) fn cost(&self) -> u32 {
         self.cost
     }
 
     /// Check the shape of a hash without hashing anything: `$2y$10$` + 53 characters of bcrypt's base64.
-    pub fn parse(raw: &str) -> Result<BcryptHash, String> {
+    pub(crate) fn parse(raw: &str) -> Result<BcryptHash, String> {
         let raw = raw.trim();
         let Some(rest) = raw.strip_prefix("$2") else {
             return Err(
@@ -161,18 +161,18 @@ impl std::fmt::Debug for BcryptHash {
 
 /// The validated web configuration.
 #[derive(Debug, Clone, Default)]
-pub struct WebConfig {
+pub(crate) struct WebConfig {
     /// `None`: plain HTTP (exporter-toolkit's rule when neither cert_file nor key_file is set).
-    pub tls: Option<TlsSettings>,
+    pub(crate) tls: Option<TlsSettings>,
     /// Basic-auth users; empty: no authentication.
-    pub users: BTreeMap<String, BcryptHash>,
+    pub(crate) users: BTreeMap<String, BcryptHash>,
     /// Extra response headers (`http_server_config.headers`).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl WebConfig {
     /// Every file this configuration depends on, for change detection (the config itself first).
-    pub fn files(&self, config_path: &Path) -> Vec<PathBuf> {
+    pub(crate) fn files(&self, config_path: &Path) -> Vec<PathBuf> {
         let mut files = vec![config_path.to_path_buf()];
         if let Some(tls) = &self.tls {
             files.push(tls.cert_file.clone());
@@ -193,7 +193,7 @@ const ALLOWED_HEADERS: [(&str, Option<&[&str]>); 5] = [
 ];
 
 /// Read and validate the web configuration at `path`.
-pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+pub(crate) fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
     let bytes = read_small_file(path, MAX_WEB_CONFIG_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|_| WebConfigError::NotUtf8 {
         path: path.to_path_buf(),
@@ -203,7 +203,7 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
 }
 
 /// Validate the text of a web configuration; relative file names are resolved against `dir`.
-pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<WebConfig, WebConfigError> {
+pub(crate) fn parse(text: &str, path: &Path, dir: &Path) -> Result<WebConfig, WebConfigError> {
     let raw: RawWebConfig = if text.trim().is_empty() {
         RawWebConfig::default()
     } else {
@@ -416,7 +416,7 @@ mod tests {
     use super::*;
 
     /// `htpasswd -nbBC 10 prometheus secret`
-    pub const HASH: &str = "$2y$10$ZxBmh8Xm2wYj4GKpTJIbUOFfSrMJ1BOFUQW5whm0p9H6Ea/KnpLFq";
+    pub(crate) const HASH: &str = "$2y$10$ZxBmh8Xm2wYj4GKpTJIbUOFfSrMJ1BOFUQW5whm0p9H6Ea/KnpLFq";
 
     fn check(text: &str) -> Result<WebConfig, String> {
         parse(text, Path::new("/etc/web.yml"), Path::new("/etc/kepler")).map_err(|e| e.to_string())

@@ -22,27 +22,27 @@ pub struct Limits {
     pub max_connections: usize,
     /// Accepted connections without a slot (first request head not complete, or waiting for a
     /// slot); `waiting_room_for(max_connections)` unless a test sets it.
-    pub max_waiting: usize,
+    pub(crate) max_waiting: usize,
     /// From accept (TLS handshake included) or from the first byte of a later request to its last
     /// header byte.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// A kept-alive connection with no request in progress.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Writing one response (a client that stops reading).
-    pub write_timeout: Duration,
-    pub max_header_bytes: usize,
+    pub(crate) write_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
     /// A connection that has sent part of a request head is not evicted before this: time for the
     /// rest of the head to arrive.
-    pub eviction_grace: Duration,
+    pub(crate) eviction_grace: Duration,
     /// A connection that has sent nothing yet is not evicted before this: a client busy elsewhere
     /// (a loaded scraper) may take a while to write its first request.
-    pub silent_grace: Duration,
+    pub(crate) silent_grace: Duration,
 }
 
 impl Limits {
     /// The waiting room for `max_connections` slots: sixteen per slot, between 256 and 65,536. A
     /// waiting connection costs a socket, a small task and the bytes it has sent.
-    pub fn waiting_room_for(max_connections: usize) -> usize {
+    pub(crate) fn waiting_room_for(max_connections: usize) -> usize {
         max_connections.saturating_mul(16).clamp(256, 65_536)
     }
 }
@@ -64,7 +64,7 @@ impl Default for Limits {
 
 /// Where a connection is. `Queued` and `Busy` connections are never closed to make room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Accepted; nothing received yet.
     Opening = 0,
     /// Bytes of a request (or of the TLS handshake) arrived; the request head is not complete.
@@ -92,7 +92,7 @@ impl Phase {
 
 /// Why the server closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// Made room for a new connection at the limit.
     Evicted,
     HeaderTimeout,
@@ -104,7 +104,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 5] = [
+    pub(crate) const ALL: [CloseReason; 5] = [
         CloseReason::Evicted,
         CloseReason::HeaderTimeout,
         CloseReason::IdleTimeout,
@@ -112,7 +112,7 @@ impl CloseReason {
         CloseReason::Overloaded,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CloseReason::Evicted => "evicted",
             CloseReason::HeaderTimeout => "header_timeout",
@@ -125,7 +125,7 @@ impl CloseReason {
 
 /// One connection's state, shared by its task, its I/O wrapper and the registry.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     epoch: Instant,
     phase: AtomicU8,
     since_ms: AtomicU64,
@@ -148,11 +148,11 @@ impl Conn {
         }
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         Phase::from_u8(self.phase.load(Ordering::Relaxed))
     }
 
-    pub fn set_phase(&self, phase: Phase, now: Instant) {
+    pub(crate) fn set_phase(&self, phase: Phase, now: Instant) {
         self.since_ms.store(ms(self.epoch, now), Ordering::Relaxed);
         self.phase.store(phase as u8, Ordering::Relaxed);
         if phase == Phase::Idle {
@@ -163,7 +163,7 @@ impl Conn {
 
     /// The first bytes of a fresh connection arrived: `Opening` becomes `Reading`, keeping the time
     /// of accept (the header timeout counts from there).
-    pub fn received(&self) {
+    pub(crate) fn received(&self) {
         let _ = self.phase.compare_exchange(
             Phase::Opening as u8,
             Phase::Reading as u8,
@@ -173,7 +173,7 @@ impl Conn {
     }
 
     /// Remember the connection's socket (the registry asks it about unread bytes before evicting).
-    pub fn set_fd(&self, fd: i32) {
+    pub(crate) fn set_fd(&self, fd: i32) {
         self.fd.store(fd, Ordering::Relaxed);
     }
 
@@ -196,7 +196,7 @@ impl Conn {
     }
 
     /// Resolves when the registry closes this connection (also if that happened before the call).
-    pub async fn killed(&self) {
+    pub(crate) async fn killed(&self) {
         self.kill.notified().await
     }
 }
@@ -207,16 +207,16 @@ fn ms(epoch: Instant, now: Instant) -> u64 {
 
 /// Counters of the server's own work, for `kepler_exporter_http_*`.
 #[derive(Debug, Default)]
-pub struct ConnStats {
-    pub accepted: AtomicU64,
-    pub accept_errors: AtomicU64,
-    pub tls_handshake_failures: AtomicU64,
-    pub auth_failures: AtomicU64,
+pub(crate) struct ConnStats {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) tls_handshake_failures: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
     closed: [AtomicU64; 5],
 }
 
 impl ConnStats {
-    pub fn closed(&self, reason: CloseReason) -> u64 {
+    pub(crate) fn closed(&self, reason: CloseReason) -> u64 {
         self.closed[reason as usize].load(Ordering::Relaxed)
     }
 }
@@ -259,21 +259,22 @@ impl Slots {
 
 /// The open connections of one server.
 #[derive(Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     limits: Limits,
     epoch: Instant,
     slots: Mutex<Slots>,
     /// Signalled (one waiter at a time) when a slot is freed or a connection goes idle.
     freed: Arc<Notify>,
-    pub stats: ConnStats,
+    pub(crate) stats: ConnStats,
 }
 
 /// A connection's slot; dropping it frees the slot.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     registry: Arc<Registry>,
     id: u64,
-    pub conn: Arc<Conn>,
+    #[cfg(test)]
+    pub(crate) conn: Arc<Conn>,
 }
 
 impl Drop for Slot {
@@ -285,10 +286,10 @@ impl Drop for Slot {
 
 /// An accepted connection in the waiting room; dropping it (or turning it into a `Slot`) leaves.
 #[derive(Debug)]
-pub struct Waiting {
+pub(crate) struct Waiting {
     registry: Arc<Registry>,
     id: u64,
-    pub conn: Arc<Conn>,
+    pub(crate) conn: Arc<Conn>,
 }
 
 impl Drop for Waiting {
@@ -300,7 +301,7 @@ impl Drop for Waiting {
 impl Waiting {
     /// The connection's request head is complete (or its TLS ClientHello): from now on it is never
     /// closed to make room, and it competes for a slot.
-    pub fn queued(&self, now: Instant) {
+    pub(crate) fn queued(&self, now: Instant) {
         self.conn.set_phase(Phase::Queued, now);
     }
 
@@ -309,7 +310,7 @@ impl Waiting {
     /// a closed idle connection), else the one that has waited longest (beyond `eviction_grace`) with
     /// part of a later request head and nothing more pending. `Err(self)` when every slot is
     /// answering a request or within its grace: wait with `Registry::freed`, then try again.
-    pub fn take_slot(self, now: Instant) -> Result<Slot, Waiting> {
+    pub(crate) fn take_slot(self, now: Instant) -> Result<Slot, Waiting> {
         let registry = self.registry.clone();
         let mut slots = registry.lock();
         if !slots.waiting.contains_key(&self.id) {
@@ -342,13 +343,14 @@ impl Waiting {
         Ok(Slot {
             registry,
             id: self.id,
+            #[cfg(test)]
             conn: self.conn.clone(),
         })
     }
 }
 
 impl Registry {
-    pub fn new(limits: Limits, epoch: Instant) -> Arc<Registry> {
+    pub(crate) fn new(limits: Limits, epoch: Instant) -> Arc<Registry> {
         Arc::new(Registry {
             limits,
             epoch,
@@ -358,7 +360,7 @@ impl Registry {
         })
     }
 
-    pub fn limits(&self) -> &Limits {
+    pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }
 
@@ -366,7 +368,7 @@ impl Registry {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.lock().open.len()
     }
 
@@ -385,7 +387,7 @@ impl Registry {
     /// connection that has waited longest (beyond `eviction_grace`) with part of a request head and
     /// nothing more pending leaves (a slow client), else one that has sent nothing for `silent_grace`.
     /// Never one with a complete request head. `None` when none can go: answer 503.
-    pub fn arrive(self: &Arc<Self>, now: Instant) -> Option<Waiting> {
+    pub(crate) fn arrive(self: &Arc<Self>, now: Instant) -> Option<Waiting> {
         let mut slots = self.lock();
         if slots.waiting.len() >= self.limits.max_waiting {
             let now_ms = Duration::from_millis(ms(self.epoch, now));
@@ -419,18 +421,18 @@ impl Registry {
     }
 
     /// Count a connection answered 503 and closed (the waiting room was full, or no slot came).
-    pub fn overloaded(&self) {
+    pub(crate) fn overloaded(&self) {
         self.stats.closed[CloseReason::Overloaded as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Connections in the waiting room (no slot yet).
-    pub fn waiting(&self) -> usize {
+    pub(crate) fn waiting(&self) -> usize {
         self.lock().waiting.len()
     }
 
     /// Resolves after a slot is freed or a connection went idle (or after `max_wait`, to re-check:
     /// a slow connection becomes evictable with time alone).
-    pub async fn freed(&self, max_wait: Duration) {
+    pub(crate) async fn freed(&self, max_wait: Duration) {
         let _ = tokio::time::timeout(max_wait, self.freed.notified()).await;
     }
 
@@ -438,7 +440,7 @@ impl Registry {
     /// the registry just emptied after a crowd (then the allocator may give memory back). A complete
     /// request that found no slot within the header-read timeout is closed as `Overloaded` (its task
     /// answers 503).
-    pub fn reap(&self, now: Instant) -> (usize, bool) {
+    pub(crate) fn reap(&self, now: Instant) -> (usize, bool) {
         let mut slots = self.lock();
         let now = Duration::from_millis(ms(self.epoch, now));
         let limits = &self.limits;
@@ -478,14 +480,14 @@ impl Registry {
 /// A stream that first gives back the bytes read while the connection waited (`prefix`), then
 /// moves its connection from `Idle` to `Reading` when bytes of a new request arrive, so a client that
 /// dribbles a request head on a kept-alive connection meets the header timeout.
-pub struct Tracked<S> {
+pub(crate) struct Tracked<S> {
     prefix: bytes::Bytes,
     inner: S,
     conn: Arc<Conn>,
 }
 
 impl<S> Tracked<S> {
-    pub fn new(prefix: bytes::Bytes, inner: S, conn: Arc<Conn>) -> Tracked<S> {
+    pub(crate) fn new(prefix: bytes::Bytes, inner: S, conn: Arc<Conn>) -> Tracked<S> {
         Tracked {
             prefix,
             inner,

@@ -2,10 +2,10 @@
 //! (TLS, basic auth, headers), its reload when a file changes, and the bounds on what a client may
 //! cost. Never measures anything.
 
-pub mod auth;
-pub mod config;
-pub mod conns;
-pub mod tls;
+pub(crate) mod auth;
+pub(crate) mod config;
+pub(crate) mod conns;
+pub(crate) mod tls;
 
 use crate::files::{stamp, FileStamp};
 use auth::Authenticator;
@@ -31,7 +31,7 @@ pub enum WebError {
 }
 
 impl WebError {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             WebError::Config(e) => e.kind(),
             WebError::Tls(e) => e.kind(),
@@ -44,12 +44,12 @@ impl WebError {
 pub struct ActiveWeb {
     pub tls: Option<TlsAcceptor>,
     pub auth: Option<Arc<Authenticator>>,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ActiveWeb {
     /// No web configuration: plain HTTP, no authentication.
-    pub fn plain() -> ActiveWeb {
+    pub(crate) fn plain() -> ActiveWeb {
         ActiveWeb {
             tls: None,
             auth: None,
@@ -77,8 +77,8 @@ pub struct WebState {
     path: Option<PathBuf>,
     active: Mutex<Arc<ActiveWeb>>,
     stamps: Mutex<Vec<(PathBuf, Option<FileStamp>)>>,
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
+    pub(crate) reloads_ok: AtomicU64,
+    pub(crate) reloads_failed: AtomicU64,
 }
 
 fn files_with_stamps(config: &WebConfig, path: &Path) -> Vec<(PathBuf, Option<FileStamp>)> {
@@ -125,14 +125,14 @@ impl WebState {
             .clone()
     }
 
-    pub fn is_file_based(&self) -> bool {
+    pub(crate) fn is_file_based(&self) -> bool {
         self.path.is_some()
     }
 
     /// Re-read the configuration when it or a file it names changed (cert-manager renews the
     /// certificate in place). `Ok(false)`: nothing changed. On an error the previous configuration
     /// stays in force, and the same broken files are not retried until they change again.
-    pub fn reload_if_changed(&self) -> Result<bool, WebError> {
+    pub(crate) fn reload_if_changed(&self) -> Result<bool, WebError> {
         if self.path.is_none() {
             return Ok(false);
         }
@@ -156,7 +156,7 @@ impl WebState {
 
     /// Re-read the configuration and every file it names now, changed or not (SIGHUP). `Ok(false)`:
     /// there is no web configuration file. On an error the previous configuration stays in force.
-    pub fn reload_now(&self) -> Result<bool, WebError> {
+    pub(crate) fn reload_now(&self) -> Result<bool, WebError> {
         let Some(path) = &self.path else {
             return Ok(false);
         };

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Certificates, keys and CA bundles are a few KiB; a limit keeps a wrong path from costing memory.
-pub const MAX_PEM_BYTES: usize = 1 << 20;
+pub(crate) const MAX_PEM_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -37,7 +37,7 @@ pub enum TlsError {
 }
 
 impl TlsError {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             TlsError::File(e) => e.kind(),
             TlsError::Empty { .. } | TlsError::Pem { .. } => "pem",
@@ -82,7 +82,7 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// Build the server configuration. A key that does not belong to the certificate is an error here,
 /// not at the first handshake.
-pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
         (TlsVersion::Tls12, &rustls::version::TLS12),

@@ -13,7 +13,7 @@ pub enum CounterFile {
 }
 
 impl CounterFile {
-    pub fn file_name(self) -> &'static str {
+    pub(crate) fn file_name(self) -> &'static str {
         match self {
             CounterFile::CpuacctUsage => "cpuacct.usage",
             CounterFile::CpuStat => "cpu.stat",
@@ -21,7 +21,7 @@ impl CounterFile {
     }
 
     /// Parses the counter file's content into CPU time.
-    pub fn parse(self, content: &str) -> Result<CpuNanos, &'static str> {
+    pub(crate) fn parse(self, content: &str) -> Result<CpuNanos, &'static str> {
         match self {
             CounterFile::CpuacctUsage => match content.trim() {
                 "" => Err("empty file"),

@@ -6,7 +6,7 @@
 
 mod counter;
 mod mode;
-pub mod mounts;
+pub(crate) mod mounts;
 mod open_files;
 mod walk;
 
@@ -28,10 +28,10 @@ use walk::Walk;
 
 const INPUT: Input = Input::Cgroup;
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("cannot read mountinfo {path}: {source}")]
     ReadMountinfo { path: PathBuf, source: io::Error },
     #[error("no cgroup v2 or cgroup v1 cpuacct mount listed in {path}")]
@@ -48,7 +48,7 @@ pub enum Error {
 
 impl Error {
     /// Short fixed label for self-metrics.
-    pub fn kind(&self) -> IssueKind {
+    pub(crate) fn kind(&self) -> IssueKind {
         match self {
             Error::ReadMountinfo { .. } => IssueKind::Mountinfo,
             Error::NoCgroupMount { .. } => IssueKind::NoCgroupMount,
@@ -88,7 +88,7 @@ pub struct CgroupActivity {
 impl CgroupActivity {
     /// Reads `<procfs_root>/1/mountinfo` (else `<procfs_root>/self/mountinfo`), rebases host mount
     /// points under `sysfs_root`, and picks the v1 cpuacct or v2 hierarchy that holds kubelet's pods.
-    pub fn discover(sysfs_root: &Path, procfs_root: &Path) -> Result<CgroupActivity> {
+    pub(crate) fn discover(sysfs_root: &Path, procfs_root: &Path) -> Result<CgroupActivity> {
         let mode = Mode::of(&CgroupMounts::read(procfs_root)?, sysfs_root)?;
         let (active, found) = mode.choose();
         info!(root = %active.root.display(), counter = active.counter.file_name(), kubepods_found = found,
@@ -113,7 +113,7 @@ impl CgroupActivity {
     /// The pods whose cgroup directories exist now, without reading any counter (a few readdirs:
     /// the walk stops at pod directories). Sources that only see busy consumers (eBPF) use it so an
     /// idle pod is not taken for an ended one.
-    pub fn present_pods(&mut self) -> (Vec<PodUid>, Vec<SourceIssue>) {
+    pub(crate) fn present_pods(&mut self) -> (Vec<PodUid>, Vec<SourceIssue>) {
         let (pods, issues) = self.walk(false);
         let mut uids: Vec<PodUid> = pods.into_iter().map(|p| p.uid).collect();
         uids.sort();
@@ -128,7 +128,7 @@ impl CgroupActivity {
     }
 
     /// The hierarchy root being walked.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.active.root
     }
 

@@ -18,22 +18,22 @@ const FLAGS: &str = "rw ro noprefix clone_children xattr cpuset_v2_mode";
 
 /// A cgroup hierarchy's version, with a v1 hierarchy's controllers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CgroupVersion {
+pub(crate) enum CgroupVersion {
     V1 { controllers: Vec<String> },
     V2,
 }
 
 /// One cgroup mount from mountinfo. `mount_point` is as the mounting namespace sees it (host path).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CgroupMount {
-    pub mount_point: PathBuf,
-    pub version: CgroupVersion,
+pub(crate) struct CgroupMount {
+    pub(crate) mount_point: PathBuf,
+    pub(crate) version: CgroupVersion,
 }
 
 impl CgroupMount {
     /// The mount point in this process's view: `/sys/<rest>` becomes `<sysfs_root>/<rest>`. Mount
     /// points elsewhere are used as they are.
-    pub fn rebased(&self, sysfs_root: &Path) -> PathBuf {
+    pub(crate) fn rebased(&self, sysfs_root: &Path) -> PathBuf {
         match self.mount_point.strip_prefix(HOST_SYSFS_MOUNT) {
             Ok(rest) => sysfs_root.join(rest),
             Err(_) => self.mount_point.clone(),
@@ -51,15 +51,15 @@ impl CgroupMount {
 const MAX_MOUNTINFO_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CgroupMounts {
+pub(crate) struct CgroupMounts {
     /// The mountinfo file read.
-    pub path: PathBuf,
-    pub mounts: Vec<CgroupMount>,
+    pub(crate) path: PathBuf,
+    pub(crate) mounts: Vec<CgroupMount>,
 }
 
 impl CgroupMounts {
     /// Reads the mountinfo of pid 1 (the host's, with `hostPID`), else this process's own.
-    pub fn read(procfs_root: &Path) -> Result<CgroupMounts> {
+    pub(crate) fn read(procfs_root: &Path) -> Result<CgroupMounts> {
         let init = procfs_root.join("1").join("mountinfo");
         let (path, content) = match read_small_text_io(&init, MAX_MOUNTINFO_BYTES) {
             Ok(content) => (init, content),
@@ -77,7 +77,7 @@ impl CgroupMounts {
     }
 
     /// The v1 hierarchy that has `controller` (e.g. `cpuacct`).
-    pub fn v1_with(&self, controller: &str) -> Option<&CgroupMount> {
+    pub(crate) fn v1_with(&self, controller: &str) -> Option<&CgroupMount> {
         self.pick(|m| match &m.version {
             CgroupVersion::V1 { controllers } => controllers.iter().any(|c| c == controller),
             CgroupVersion::V2 => false,
@@ -85,7 +85,7 @@ impl CgroupMounts {
     }
 
     /// The v2 (unified) hierarchy.
-    pub fn v2(&self) -> Option<&CgroupMount> {
+    pub(crate) fn v2(&self) -> Option<&CgroupMount> {
         self.pick(|m| m.version == CgroupVersion::V2)
     }
 
@@ -98,7 +98,7 @@ impl CgroupMounts {
 }
 
 /// Parses `/proc/<pid>/mountinfo`, keeping `cgroup` and `cgroup2` mounts. Malformed lines are skipped.
-pub fn parse_mountinfo(content: &str) -> Vec<CgroupMount> {
+pub(crate) fn parse_mountinfo(content: &str) -> Vec<CgroupMount> {
     content.lines().filter_map(parse_mountinfo_line).collect()
 }
 

@@ -46,7 +46,7 @@ struct BatchAttr {
 
 /// Reusable buffers for draining one map, sized for `chunk` entries per call.
 #[derive(Debug)]
-pub struct BatchBuffers {
+pub(crate) struct BatchBuffers {
     key_size: usize,
     /// Bytes of one entry's value: `round_up(value_size, 8) * cpus` for a per-CPU map.
     value_stride: usize,
@@ -57,7 +57,12 @@ pub struct BatchBuffers {
 
 impl BatchBuffers {
     /// `cpus` is the number of possible CPUs for a per-CPU map, 1 otherwise.
-    pub fn new(key_size: usize, value_size: usize, cpus: usize, chunk: usize) -> BatchBuffers {
+    pub(crate) fn new(
+        key_size: usize,
+        value_size: usize,
+        cpus: usize,
+        chunk: usize,
+    ) -> BatchBuffers {
         let value_stride = value_size.div_ceil(8) * 8 * cpus.max(1);
         let chunk = chunk.max(1);
         BatchBuffers {
@@ -69,14 +74,14 @@ impl BatchBuffers {
         }
     }
 
-    pub fn value_stride(&self) -> usize {
+    pub(crate) fn value_stride(&self) -> usize {
         self.value_stride
     }
 
     /// Moves every entry of the map out of the kernel, calling `visit(key, values)` for each, and
     /// returns how many `bpf(2)` calls it took. Entries added while it runs may be left for the next
     /// drain. An error leaves the remaining entries in the map.
-    pub fn drain(
+    pub(crate) fn drain(
         &mut self,
         map: BorrowedFd<'_>,
         mut visit: impl FnMut(&[u8], &[u8]),

@@ -18,7 +18,7 @@ const BPF_F_TEST_RUN_ON_CPU: u32 = 1;
 /// A CPU whose running slice started less than this long ago is left alone: what stays uncharged
 /// at a drain is below this per CPU (plus the run cache's windows, each under `PENDING_FLUSH_NS`),
 /// and a CPU that switches often costs no interrupt.
-pub const CHARGE_AFTER_NS: u64 = PENDING_FLUSH_NS;
+pub(crate) const CHARGE_AFTER_NS: u64 = PENDING_FLUSH_NS;
 
 /// `union bpf_attr`'s `test` member (`BPF_PROG_TEST_RUN`).
 #[repr(C)]
@@ -45,7 +45,7 @@ struct TestRunAttr {
 /// The CPUs (indexes of `states`, one per possible CPU) whose running slice should be charged at
 /// `now_ns` (`CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`): a switch was seen there, the CPU
 /// does not run its idle task, and the slice started at least `CHARGE_AFTER_NS` ago.
-pub fn cpus_to_charge(states: &[CpuState], now_ns: u64) -> Vec<u32> {
+pub(crate) fn cpus_to_charge(states: &[CpuState], now_ns: u64) -> Vec<u32> {
     states
         .iter()
         .enumerate()
@@ -64,12 +64,12 @@ pub struct Charged {
     /// CPUs whose running slice was charged.
     pub cpus: u32,
     /// CPUs that were offline (a possible CPU with stale state): skipped.
-    pub offline: u32,
+    pub(crate) offline: u32,
 }
 
 /// Runs the charge program `program` on each CPU of `cpus`. An offline CPU is skipped; any other
 /// failure stops and is returned with the CPU (the time stays with the next switch-out there).
-pub fn charge(program: BorrowedFd<'_>, cpus: &[u32]) -> Result<Charged, (u32, io::Error)> {
+pub(crate) fn charge(program: BorrowedFd<'_>, cpus: &[u32]) -> Result<Charged, (u32, io::Error)> {
     let prog_fd = u32::try_from(program.as_raw_fd()).unwrap_or(u32::MAX);
     let mut charged = Charged::default();
     for &cpu in cpus {
@@ -90,7 +90,7 @@ pub fn charge(program: BorrowedFd<'_>, cpus: &[u32]) -> Result<Charged, (u32, io
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds (what `bpf_ktime_get_ns` reads).
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

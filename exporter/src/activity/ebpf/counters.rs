@@ -19,7 +19,7 @@ pub enum CounterKind {
 
 impl CounterKind {
     /// The value of `kepler_exporter_cpu_source_measure_info{measure}` for (cycles, instructions).
-    pub fn measures(self) -> [&'static str; 2] {
+    pub(crate) fn measures(self) -> [&'static str; 2] {
         match self {
             CounterKind::Hardware => ["cpu_cycles", "cpu_instructions"],
             CounterKind::Software => ["cpu_clock_standin_cycles", "cpu_clock_standin_instructions"],
@@ -115,7 +115,7 @@ impl Counters {
     }
 
     /// Puts every CPU's counters into the program's two `PERF_EVENT_ARRAY` maps (key: CPU index).
-    pub fn install(
+    pub(crate) fn install(
         &self,
         cycles_map: BorrowedFd<'_>,
         instructions_map: BorrowedFd<'_>,
@@ -233,7 +233,7 @@ fn update_fd_array(map: BorrowedFd<'_>, index: u32, event: &OwnedFd) -> io::Resu
 }
 
 /// Parses a kernel CPU list such as `0-3,8,10-11`.
-pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+pub(crate) fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
     let mut cpus = Vec::new();
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
         match part.split_once('-') {

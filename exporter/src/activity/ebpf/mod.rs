@@ -4,7 +4,7 @@
 
 mod batch;
 pub mod btf_ids;
-pub mod charge;
+pub(crate) mod charge;
 pub mod counters;
 pub mod program;
 pub mod resolve;
@@ -27,7 +27,7 @@ const INPUT: Input = Input::Ebpf;
 /// The compiled program (`ebpf/build.sh` rebuilds it; CI checks it is not stale).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../../ebpf/kepler.bpf.o");
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -81,7 +81,7 @@ pub enum Error {
 
 impl Error {
     /// Short fixed label for self-metrics and the fallback log line.
-    pub fn kind(&self) -> IssueKind {
+    pub(crate) fn kind(&self) -> IssueKind {
         if self.os_error() == Some(libc::EPERM) || self.os_error() == Some(libc::EACCES) {
             return IssueKind::PermissionDenied;
         }
@@ -101,7 +101,7 @@ impl Error {
     }
 
     /// In words, why eBPF is not usable, for the one fallback log line.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match (self, self.kind()) {
             (_, IssueKind::PermissionDenied) => {
                 "not permitted (needs CAP_BPF and CAP_PERFMON, or root)"
@@ -133,24 +133,24 @@ impl Error {
 
 /// Cumulative counters of the source, exported as `kepler_exporter_cpu_source_events_total`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EbpfCounters {
-    pub switches: u64,
-    pub dropped_slices: u64,
-    pub dropped_ns: u64,
-    pub dropped_exits: u64,
+pub(crate) struct EbpfCounters {
+    pub(crate) switches: u64,
+    pub(crate) dropped_slices: u64,
+    pub(crate) dropped_ns: u64,
+    pub(crate) dropped_exits: u64,
     /// Slices added through the program's per-CPU run cache (no hash lookup).
-    pub cached_slices: u64,
+    pub(crate) cached_slices: u64,
     /// Cycles/instructions reads that failed in the program.
-    pub counter_errors: u64,
+    pub(crate) counter_errors: u64,
     /// Slices still running at a drain, charged up to it (one per busy CPU and drain).
-    pub running_charges: u64,
-    pub drained_entries: u64,
-    pub drain_syscalls: u64,
+    pub(crate) running_charges: u64,
+    pub(crate) drained_entries: u64,
+    pub(crate) drain_syscalls: u64,
 }
 
 /// Pod activity from eBPF on-CPU time.
 #[derive(Debug)]
-pub struct EbpfActivity {
+pub(crate) struct EbpfActivity {
     program: LoadedProgram,
     resolver: Resolver,
     drained: Drained,
@@ -205,7 +205,7 @@ impl ExitMemory {
 impl EbpfActivity {
     /// Loads and attaches the embedded program (with cycles/instructions counters where `counters`
     /// asks for them and the machine has them), and indexes the cgroup v2 hierarchy.
-    pub fn start(roots: &HostRoots, counters: CpuCountersChoice) -> Result<EbpfActivity> {
+    pub(crate) fn start(roots: &HostRoots, counters: CpuCountersChoice) -> Result<EbpfActivity> {
         let btf = roots.sysfs.join("kernel").join("btf").join("vmlinux");
         let kind = match counters {
             CpuCountersChoice::Auto => Some(CounterKind::Hardware),
@@ -252,10 +252,6 @@ impl EbpfActivity {
             stats_switch: roots.procfs.join("sys/kernel/bpf_stats_enabled"),
             run_ns: Vec::new(),
         })
-    }
-
-    pub fn counters(&self) -> EbpfCounters {
-        self.counters
     }
 
     /// One drain: moves the maps out of the kernel, resolves every entry, adds up pods.
@@ -354,7 +350,7 @@ impl EbpfActivity {
 }
 
 /// Adds pods that exist but did not run this interval, with no time, keeping the order by UID.
-pub fn add_idle_pods(pods: &mut Vec<PodActivity>, present: Vec<PodUid>) {
+pub(crate) fn add_idle_pods(pods: &mut Vec<PodActivity>, present: Vec<PodUid>) {
     let busy: std::collections::HashSet<PodUid> = pods.iter().map(|p| p.uid.clone()).collect();
     pods.extend(
         present

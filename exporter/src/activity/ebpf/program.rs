@@ -35,7 +35,7 @@ const TRACEPOINTS: [(&str, &str); 2] = [
 pub struct TaskSlice {
     pub tgid: u32,
     pub cgroup_id: u64,
-    pub ancestors: [u64; ANCESTOR_LEVELS],
+    pub(crate) ancestors: [u64; ANCESTOR_LEVELS],
     pub on_cpu_ns: u64,
     pub switches: u64,
     /// CPU cycles and instructions (0 unless the program's counters are live).
@@ -47,9 +47,9 @@ pub struct TaskSlice {
 #[derive(Debug, Default)]
 pub struct Drained {
     pub tasks: Vec<TaskSlice>,
-    pub exited: HashSet<u32>,
+    pub(crate) exited: HashSet<u32>,
     /// `bpf(2)` calls it took (both maps).
-    pub syscalls: u32,
+    pub(crate) syscalls: u32,
 }
 
 /// The loaded and attached program. Dropping it detaches and unloads everything.
@@ -329,7 +329,7 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 /// Parses one entry of `TASK_TIME` from the batch buffers: a `TaskKey`, and `cpus` values of
 /// `TaskTime`, `stride` bytes apart. Times and switches are summed; ancestors are taken from whichever
 /// CPU created its copy of the entry (the others hold zeros).
-pub fn parse_task(key: &[u8], values: &[u8], cpus: usize, stride: usize) -> TaskSlice {
+pub(crate) fn parse_task(key: &[u8], values: &[u8], cpus: usize, stride: usize) -> TaskSlice {
     let mut task = TaskSlice {
         tgid: u32_at(key, std::mem::offset_of!(TaskKey, tgid)),
         cgroup_id: u64_at(key, std::mem::offset_of!(TaskKey, cgroup_id)),

@@ -14,7 +14,7 @@ use crate::resource::process_owner::owner_of;
 use crate::units::Pid;
 
 /// Most cgroup directories the v2 walk records; a walk stops there.
-pub const MAX_CGROUPS: usize = 65_536;
+pub(crate) const MAX_CGROUPS: usize = 65_536;
 /// Deepest directory level the walk descends to.
 const MAX_DEPTH: usize = 32;
 /// Most cached `/proc/<tgid>/cgroup` answers.
@@ -22,23 +22,23 @@ const MAX_PROC_CACHE: usize = 65_536;
 
 /// One drained entry as the resolver needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskCgroup {
-    pub tgid: u32,
-    pub cgroup_id: u64,
+pub(crate) struct TaskCgroup {
+    pub(crate) tgid: u32,
+    pub(crate) cgroup_id: u64,
     /// Cgroup v2 ids of the ancestors at levels 1, 2, ... (0 above the cgroup's own level).
-    pub ancestors: Vec<u64>,
+    pub(crate) ancestors: Vec<u64>,
     /// The process's leader exited since the last drain: its pid may already be reused, so
     /// `/proc/<tgid>` is not asked about it.
-    pub exited: bool,
+    pub(crate) exited: bool,
 }
 
 /// Counters of the resolver's own work, cumulative.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ResolverStats {
-    pub walks: u64,
-    pub proc_reads: u64,
+pub(crate) struct ResolverStats {
+    pub(crate) walks: u64,
+    pub(crate) proc_reads: u64,
     /// Entries that could not be tied to anything and went to `System`.
-    pub unresolved: u64,
+    pub(crate) unresolved: u64,
 }
 
 #[derive(Debug)]
@@ -74,19 +74,19 @@ impl Resolver {
         resolver
     }
 
-    pub fn stats(&self) -> ResolverStats {
+    pub(crate) fn stats(&self) -> ResolverStats {
         self.stats
     }
 
     /// Known cgroup v2 ids (for tests and benchmarks).
-    pub fn known_cgroups(&self) -> usize {
+    pub(crate) fn known_cgroups(&self) -> usize {
         self.by_id.len()
     }
 
     /// Starts a drain: walks the v2 hierarchy again if one of `ids` (leaf ids of this drain's
     /// entries) is neither known nor already known to be missing; ids still unknown after that are
     /// remembered, so a removed cgroup costs one walk, not one per tick.
-    pub fn begin_drain(&mut self, ids: &[u64]) {
+    pub(crate) fn begin_drain(&mut self, ids: &[u64]) {
         self.drain += 1;
         let refresh = ids
             .iter()
@@ -102,31 +102,31 @@ impl Resolver {
     }
 
     /// Ends a drain: forgets `/proc` answers not used in it (the process did not run, or exited).
-    pub fn end_drain(&mut self, exited: &HashSet<u32>) {
+    pub(crate) fn end_drain(&mut self, exited: &HashSet<u32>) {
         let drain = self.drain;
         self.procs
             .retain(|(tgid, _), (_, seen)| *seen == drain && !exited.contains(tgid));
     }
 
     /// Forgets every `/proc` answer (when exits may have been missed, so pids may have been reused).
-    pub fn forget_processes(&mut self) {
+    pub(crate) fn forget_processes(&mut self) {
         self.procs.clear();
     }
 
     /// The owner of one entry.
-    pub fn resolve(&mut self, task: &TaskCgroup) -> CgroupOwner {
+    pub(crate) fn resolve(&mut self, task: &TaskCgroup) -> CgroupOwner {
         self.resolve_entries(task, 1)
     }
 
     /// True when owners come from the cgroup v2 tree alone (a v2 host with pods), so every process
     /// of one cgroup id resolves alike and a drain may resolve each cgroup once.
-    pub fn resolves_by_cgroup_id(&self) -> bool {
+    pub(crate) fn resolves_by_cgroup_id(&self) -> bool {
         self.v2_has_pods
     }
 
     /// `resolve` for `entries` drained entries that share `task`'s cgroup (they count as that many
     /// unresolved entries when it cannot be placed).
-    pub fn resolve_entries(&mut self, task: &TaskCgroup, entries: u64) -> CgroupOwner {
+    pub(crate) fn resolve_entries(&mut self, task: &TaskCgroup, entries: u64) -> CgroupOwner {
         let v2 = self.resolve_v2(task);
         if v2.pod().is_some() || self.v2_has_pods {
             if v2 == CgroupOwner::System && !self.by_id.contains_key(&task.cgroup_id) {

@@ -3,8 +3,8 @@
 //! `--cpu-source procfs`). Counters only: they never see energy, and processes vanishing mid-walk
 //! are normal, not errors.
 
-mod node_cpu;
-pub mod pods;
+pub(crate) mod node_cpu;
+pub(crate) mod pods;
 mod processes;
 
 use std::io;
@@ -14,17 +14,17 @@ use std::sync::OnceLock;
 use crate::issue::{Input, IssueKind};
 use crate::resource::process_owner::{process_gone, OwnerError};
 use crate::units::CpuNanos;
-pub use node_cpu::{logical_cpus, parse_proc_stat_cpu, CpuStatTicks, NodeCpuReader};
-pub use processes::{parse_pid_stat, PidStat, ProcessScanner};
+pub(crate) use node_cpu::{logical_cpus, NodeCpuReader};
+pub(crate) use processes::ProcessScanner;
 
 const INPUT: Input = Input::Procfs;
 /// USER_HZ on every mainstream Linux architecture; used when sysconf cannot tell.
 const FALLBACK_CLOCK_TICKS: u64 = 100;
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("cannot parse {path}: {reason}")]
@@ -35,7 +35,7 @@ pub enum Error {
 
 impl Error {
     /// Short fixed label for self-metrics.
-    pub fn kind(&self) -> IssueKind {
+    pub(crate) fn kind(&self) -> IssueKind {
         match self {
             Error::Read { source, .. } if process_gone(source) => IssueKind::Vanished,
             Error::Read { source, .. } => IssueKind::of_io(source),

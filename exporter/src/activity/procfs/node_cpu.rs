@@ -12,7 +12,7 @@ use crate::files::{open_regular_io, pread_from_start, read_small_text, MAX_ATTRI
 /// nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice (guest time is already inside
 /// user and nice). Fields missing on old kernels are 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CpuStatTicks(pub [u64; 10]);
+pub(crate) struct CpuStatTicks(pub(crate) [u64; 10]);
 
 /// user, nice, system, irq, softirq.
 const BUSY_FIELDS: [usize; 5] = [0, 1, 2, 5, 6];
@@ -21,12 +21,12 @@ const NOT_BUSY_FIELDS: [usize; 3] = [3, 4, 7];
 
 impl CpuStatTicks {
     /// user+nice+system+irq+softirq (guest time is inside user/nice; steal and idle excluded).
-    pub fn busy(&self) -> u64 {
+    pub(crate) fn busy(&self) -> u64 {
         self.sum(&BUSY_FIELDS)
     }
 
     /// Every state from user to steal: elapsed time x CPUs as the kernel counted it.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.busy().saturating_add(self.sum(&NOT_BUSY_FIELDS))
     }
 
@@ -45,7 +45,7 @@ impl CpuStatTicks {
 
 /// Parses the aggregate `cpu ` line of `/proc/stat` content. At least user, nice, system and idle
 /// must be present; an error says what is malformed.
-pub fn parse_proc_stat_cpu(content: &str) -> Result<CpuStatTicks, &'static str> {
+pub(crate) fn parse_proc_stat_cpu(content: &str) -> Result<CpuStatTicks, &'static str> {
     let line = content
         .lines()
         .find_map(|line| line.strip_prefix("cpu "))
@@ -66,7 +66,7 @@ pub fn parse_proc_stat_cpu(content: &str) -> Result<CpuStatTicks, &'static str> 
 }
 
 /// The number of `cpuN` lines in `<procfs_root>/stat`: online logical CPUs. None when unreadable.
-pub fn logical_cpus(procfs_root: &Path) -> Option<u32> {
+pub(crate) fn logical_cpus(procfs_root: &Path) -> Option<u32> {
     let content = read_small_text(&procfs_root.join("stat"), MAX_ATTRIBUTE_BYTES).ok()?;
     let count = content
         .lines()
@@ -81,7 +81,7 @@ pub fn logical_cpus(procfs_root: &Path) -> Option<u32> {
 /// Node CPU time between samples, from `<procfs_root>/stat`. The file stays open and is re-read
 /// with `pread` from offset 0.
 #[derive(Debug)]
-pub struct NodeCpuReader {
+pub(crate) struct NodeCpuReader {
     path: PathBuf,
     file: Option<File>,
     previous: Option<CpuStatTicks>,
@@ -89,7 +89,7 @@ pub struct NodeCpuReader {
 }
 
 impl NodeCpuReader {
-    pub fn new(procfs_root: &Path) -> NodeCpuReader {
+    pub(crate) fn new(procfs_root: &Path) -> NodeCpuReader {
         NodeCpuReader {
             path: procfs_root.join("stat"),
             file: None,
@@ -99,7 +99,7 @@ impl NodeCpuReader {
     }
 
     /// None on the first successful read (baseline), the CPU time since the previous read after.
-    pub fn sample(&mut self) -> Result<Option<NodeCpu>> {
+    pub(crate) fn sample(&mut self) -> Result<Option<NodeCpu>> {
         let content = self.read_first_line()?;
         let ticks = parse_proc_stat_cpu(&content).map_err(|reason| Error::Parse {
             path: self.path.clone(),

@@ -11,12 +11,12 @@ use crate::activity::{ActivitySample, ActivitySource, PodTimes};
 
 /// Pod activity from a /proc walk.
 #[derive(Debug)]
-pub struct ProcfsPods {
+pub(crate) struct ProcfsPods {
     processes: ProcessScanner,
 }
 
 impl ProcfsPods {
-    pub fn new(procfs_root: &Path) -> ProcfsPods {
+    pub(crate) fn new(procfs_root: &Path) -> ProcfsPods {
         ProcfsPods {
             processes: ProcessScanner::new(procfs_root),
         }

@@ -19,17 +19,17 @@ use crate::units::{CpuNanos, Pid};
 
 /// The fields of `/proc/<pid>/stat` this module uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PidStat {
-    pub comm: String,
+pub(crate) struct PidStat {
+    pub(crate) comm: String,
     /// utime + stime, in USER_HZ ticks (all threads, live and exited).
-    pub cpu_ticks: u64,
+    pub(crate) cpu_ticks: u64,
     /// Field 22, ticks since boot: tells a reused pid from the process it replaced.
-    pub start_time: u64,
+    pub(crate) start_time: u64,
 }
 
 /// Parses `/proc/<pid>/stat`. `comm` may hold spaces and parentheses, so fields are counted after
 /// the LAST `)`.
-pub fn parse_pid_stat(content: &str) -> Result<PidStat, &'static str> {
+pub(crate) fn parse_pid_stat(content: &str) -> Result<PidStat, &'static str> {
     let open = content.find('(').ok_or("no '(' before comm")?;
     let close = content.rfind(')').ok_or("no ')' after comm")?;
     let comm = content
@@ -75,14 +75,14 @@ struct KnownProcess {
 
 /// Per-process CPU time between walks of `<procfs_root>`, with the processes as of the last walk.
 #[derive(Debug)]
-pub struct ProcessScanner {
+pub(crate) struct ProcessScanner {
     root: PathBuf,
     known: HashMap<u32, KnownProcess>,
     baseline_taken: bool,
 }
 
 impl ProcessScanner {
-    pub fn new(procfs_root: &Path) -> ProcessScanner {
+    pub(crate) fn new(procfs_root: &Path) -> ProcessScanner {
         ProcessScanner {
             root: procfs_root.to_path_buf(),
             known: HashMap::new(),
@@ -197,7 +197,7 @@ impl ProcessScanner {
 
     /// Processes that used CPU since the previous sample (nothing on the first call, which sets the
     /// baseline). A process not seen before gets its whole CPU time; zero deltas are left out.
-    pub fn sample(&mut self) -> (Vec<ProcessActivity>, Vec<SourceIssue>) {
+    pub(crate) fn sample(&mut self) -> (Vec<ProcessActivity>, Vec<SourceIssue>) {
         let (deltas, issues) = self.walk();
         let busy = deltas
             .into_iter()
