@@ -76,6 +76,15 @@ struct DeviceState {
     device_util_supported: bool,
     /// Seconds since the last good energy reading (more than one tick while the device fails).
     unread_secs: f64,
+    /// The last counter reading, when it was refused as implausible: held for one reading.
+    refused: Option<Refused>,
+}
+
+/// An energy counter reading refused as implausible, and the seconds since it was read.
+#[derive(Debug, Clone, Copy)]
+struct Refused {
+    mj: u64,
+    secs: f64,
 }
 
 impl DeviceState {
@@ -89,7 +98,67 @@ impl DeviceState {
             util_supported: true,
             device_util_supported: true,
             unread_secs: 0.0,
+            refused: None,
         }
+    }
+
+    /// Takes an energy counter reading: the energy since the last good one, and the seconds it
+    /// covers. A delta above the plausible power is refused and carried like a failed read: the last
+    /// good reading stays the baseline for one more reading, so a misread loses nothing. A second
+    /// implausible delta in a row means the counter did jump: the delta since the refused reading is
+    /// taken instead, and the refused interval is reported lost.
+    fn take_counter(&mut self, mj: u64, issues: &mut Vec<SourceIssue>) -> (Option<Joules>, f64) {
+        let index = self.info.index;
+        let secs = self.unread_secs;
+        let refused = self.refused.take();
+        let previous = self.last_energy_mj.replace(mj);
+        let plausible =
+            |joules: f64, secs: f64| !(secs > 0.0 && joules / secs > MAX_PLAUSIBLE_WATTS);
+        let joules = match previous {
+            Some(prev) if mj >= prev => (mj - prev) as f64 / 1000.0,
+            Some(prev) => {
+                // The counter restarts at 0 when the driver is reloaded: new baseline.
+                issues.push(SourceIssue::new(
+                    Input::Gpu,
+                    IssueKind::CounterReset,
+                    format!("GPU {index}: energy counter went back from {prev} mJ to {mj} mJ (driver reloaded?); re-baselined"),
+                ));
+                self.unread_secs = 0.0;
+                return (None, secs);
+            }
+            None => {
+                self.unread_secs = 0.0;
+                return (None, secs);
+            }
+        };
+        if plausible(joules, secs) {
+            self.unread_secs = 0.0;
+            return (Some(Joules(joules)), secs);
+        }
+        let anomaly = |what: &str| {
+            SourceIssue::new(
+                Input::Gpu,
+                IssueKind::CounterAnomaly,
+                format!("GPU {index}: {joules} J in {secs} s is implausible; {what}"),
+            )
+        };
+        let Some(refused) = refused else {
+            self.last_energy_mj = previous;
+            self.refused = Some(Refused { mj, secs: 0.0 });
+            issues.push(anomaly(
+                "held: the next reading is measured from the last good one",
+            ));
+            return (None, secs);
+        };
+        issues.push(anomaly(
+            "twice: re-based at the refused reading, whose interval is lost",
+        ));
+        self.unread_secs = 0.0;
+        let from_refused = mj
+            .checked_sub(refused.mj)
+            .map(|delta| delta as f64 / 1000.0)
+            .filter(|joules| plausible(*joules, refused.secs));
+        (from_refused.map(Joules), refused.secs)
     }
 }
 
@@ -135,6 +204,9 @@ impl DeviceSampler {
         let mut driver_failures = 0usize;
         for d in &mut self.devices {
             d.unread_secs += elapsed.as_secs_f64();
+            if let Some(refused) = &mut d.refused {
+                refused.secs += elapsed.as_secs_f64();
+            }
         }
         for slot in 0..self.devices.len() {
             match self.sample_device(slot, &mut out.issues) {
@@ -179,8 +251,7 @@ impl DeviceSampler {
         slot: usize,
         issues: &mut Vec<SourceIssue>,
     ) -> Result<DeviceReading, GpuError> {
-        let energy = self.read_energy(slot, issues)?;
-        let seconds = std::mem::take(&mut self.devices[slot].unread_secs);
+        let (energy, seconds) = self.read_energy(slot, issues)?;
         let utilization = self.read_utilization(slot, issues);
         let processes = self.read_processes(slot, issues);
         Ok(DeviceReading {
@@ -192,13 +263,14 @@ impl DeviceSampler {
         })
     }
 
-    /// Energy since the last good reading (`unread_secs` ago: the anomaly bound and the power
-    /// integral use that span, not the tick, so a device that failed for a while loses nothing).
+    /// Energy since the last good reading, and the seconds it covers (`unread_secs`: the anomaly
+    /// bound and the power integral use that span, not the tick, so a device that failed for a while
+    /// loses nothing).
     fn read_energy(
         &mut self,
         slot: usize,
         issues: &mut Vec<SourceIssue>,
-    ) -> Result<Option<Joules>, GpuError> {
+    ) -> Result<(Option<Joules>, f64), GpuError> {
         let state = &mut self.devices[slot];
         let index = state.info.index;
         let secs = state.unread_secs;
@@ -206,32 +278,7 @@ impl DeviceSampler {
             match self.driver.total_energy_mj(index) {
                 Ok(mj) => {
                     state.method = Some(EnergyMethod::Counter);
-                    let previous = state.last_energy_mj.replace(mj);
-                    return Ok(match previous {
-                        None => None,
-                        Some(prev) if mj < prev => {
-                            // The counter restarts at 0 when the driver is reloaded: new baseline.
-                            issues.push(SourceIssue::new(
-                                Input::Gpu,
-                                IssueKind::CounterReset,
-                                format!("GPU {index}: energy counter went back from {prev} mJ to {mj} mJ (driver reloaded?); re-baselined"),
-                            ));
-                            None
-                        }
-                        Some(prev) => {
-                            let joules = (mj - prev) as f64 / 1000.0;
-                            if secs > 0.0 && joules / secs > MAX_PLAUSIBLE_WATTS {
-                                issues.push(SourceIssue::new(
-                                    Input::Gpu,
-                                    IssueKind::CounterAnomaly,
-                                    format!("GPU {index}: {joules} J in {secs} s is implausible; re-baselined"),
-                                ));
-                                None
-                            } else {
-                                Some(Joules(joules))
-                            }
-                        }
-                    });
+                    return Ok(state.take_counter(mj, issues));
                 }
                 Err(GpuError::NotSupported { .. }) if state.method.is_none() => {
                     tracing::info!(
@@ -246,7 +293,8 @@ impl DeviceSampler {
         let mw = self.driver.power_mw(index)?;
         let watts = f64::from(mw) / 1000.0;
         let previous = state.last_power_w.replace(watts);
-        Ok(previous.map(|p| Joules((p + watts) / 2.0 * secs)))
+        state.unread_secs = 0.0;
+        Ok((previous.map(|p| Joules((p + watts) / 2.0 * secs)), secs))
     }
 
     /// The device's utilisation; `None` (asked no more) where unsupported, or this tick on a failure.

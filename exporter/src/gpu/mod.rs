@@ -655,7 +655,7 @@ mod tests {
     }
 
     #[test]
-    fn implausible_jump_is_rejected_and_rebaselined() {
+    fn a_counter_that_jumped_is_held_then_measured_from_the_jump() {
         let proc_dir = procfs(&[]);
         let script = ScriptHandle::new(vec![ScriptedDevice::new(0, "GPU-0")]);
         let mut m = monitor(&script, proc_dir.path(), None);
@@ -664,9 +664,31 @@ mod tests {
         script.lock().devices[0].energy_mj = Some(60_000_000); // 60 kJ in 1 s
         issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1)));
         assert_eq!(issues[0].kind, IssueKind::CounterAnomaly);
+        assert!(issues[0].detail.contains("held"), "{}", issues[0].detail);
+        // Implausible again from the last good reading: measured from the refused one.
         script.lock().devices[0].energy_mj = Some(60_250_000);
-        issues.extend(m.tick(Some(Duration::from_secs(1)), Duration::from_secs(2)));
+        let second = m.tick(Some(Duration::from_secs(1)), Duration::from_secs(2));
+        assert_eq!(second.len(), 1);
+        assert!(second[0].detail.contains("lost"), "{}", second[0].detail);
         assert_eq!(m.snapshot(&NoPodMetadata).devices[0].total_joules, 250.0);
+    }
+
+    #[test]
+    fn a_misread_gpu_counter_loses_no_joule() {
+        let proc_dir = procfs(&[]);
+        let script = ScriptHandle::new(vec![ScriptedDevice::new(0, "GPU-0")]);
+        let mut m = monitor(&script, proc_dir.path(), None);
+        m.tick(None, Duration::ZERO);
+        let start = script.lock().devices[0].energy_mj.unwrap_or(0);
+        script.lock().devices[0].energy_mj = Some(start + 60_000_000); // a garbage reading
+        let held = m.tick(Some(Duration::from_secs(1)), Duration::from_secs(1));
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].kind, IssueKind::CounterAnomaly);
+        // True again: 600 J over the 2 s since the last good reading, all of it counted.
+        script.lock().devices[0].energy_mj = Some(start + 600_000);
+        let next = m.tick(Some(Duration::from_secs(1)), Duration::from_secs(2));
+        assert!(next.is_empty(), "{next:?}");
+        assert_eq!(m.snapshot(&NoPodMetadata).devices[0].total_joules, 600.0);
     }
 
     struct OnePod(Vec<DeviceAssignment>);
