@@ -843,6 +843,11 @@ mod tests {
     struct ScriptedGpuNode {
         script: crate::gpu::scripted::ScriptHandle,
         counter_mj: std::cell::Cell<u64>,
+        /// The counter device as its sampler sees it: the last good reading, the seconds since it,
+        /// and whether an implausible reading is held.
+        baseline_mj: std::cell::Cell<u64>,
+        span_secs: std::cell::Cell<f64>,
+        held: std::cell::Cell<bool>,
         /// The power-only device's last reading (the baseline tick reads the script's 0 mW).
         power_w: std::cell::Cell<f64>,
         util_us: std::cell::Cell<u64>,
@@ -877,6 +882,9 @@ mod tests {
             ScriptedGpuNode {
                 script: ScriptHandle::new(vec![ScriptedDevice::new(0, "GPU-0"), power_only]),
                 counter_mj: std::cell::Cell::new(0),
+                baseline_mj: std::cell::Cell::new(0),
+                span_secs: std::cell::Cell::new(0.0),
+                held: std::cell::Cell::new(false),
                 power_w: std::cell::Cell::new(0.0),
                 util_us: std::cell::Cell::new(0),
             }
@@ -898,11 +906,24 @@ mod tests {
             let mut refused = 0;
             let before = self.counter_mj.get();
             let after = counter_step.map_or(0, |d| before.saturating_add(d));
-            if after >= before {
-                let joules = (after - before) as f64 / 1000.0;
-                if joules / secs > MAX_PLAUSIBLE_WATTS {
+            // An implausible delta from the last good reading is held once (the baseline stays),
+            // then, if implausible again, re-based at the newest reading; a step back is a reset.
+            let span = self.span_secs.get() + secs;
+            let baseline = self.baseline_mj.get();
+            let mut rebase = true;
+            if after >= baseline {
+                let joules = (after - baseline) as f64 / 1000.0;
+                if span > 0.0 && joules / span > MAX_PLAUSIBLE_WATTS {
                     refused += 1;
+                    rebase = self.held.get();
                 }
+            }
+            self.held.set(!rebase);
+            if rebase {
+                self.baseline_mj.set(after);
+                self.span_secs.set(0.0);
+            } else {
+                self.span_secs.set(span);
             }
             self.counter_mj.set(after);
             let watts = f64::from(power_mw) / 1000.0;
