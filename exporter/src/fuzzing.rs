@@ -142,20 +142,26 @@ pub fn pod_record(data: &[u8]) {
     let _ = record::pod_record(&pod, "node-a", &HubUserPolicy::default());
 }
 
-/// A kernel BTF blob (`/sys/kernel/btf/vmlinux`): the typedef ids of the tracepoints. A typedef has
-/// one name, so two different names never get the same id, and no id is 0 (`void`).
+/// A kernel BTF blob (`/sys/kernel/btf/vmlinux`): the typedef ids of the tracepoints and the offsets
+/// of struct members. A typedef has one name, so two different names never get the same id, and no
+/// id is 0 (`void`); a member found is byte-aligned, so its offset fits a struct of 2^29 bytes.
 pub fn btf_typedefs(data: &[u8]) {
     let names = [
         "btf_trace_sched_switch",
         "btf_trace_sched_process_exit",
         "a",
     ];
-    if let Ok(found) = btf_ids::find_typedefs(data, names) {
+    let members = [("task_struct", "pid"), ("a", "b"), ("task_struct", "se")];
+    if let Ok((found, offsets)) = btf_ids::find(data, names, members) {
         let ids: Vec<u32> = found.into_iter().flatten().collect();
         assert!(ids.iter().all(|id| *id > 0), "{ids:?}");
         let mut distinct = ids.clone();
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+        assert!(
+            offsets.into_iter().flatten().all(|o| o < 1 << 29),
+            "{offsets:?}"
+        );
     }
 }

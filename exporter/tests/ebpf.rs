@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use kepler_rs::activity::ebpf::btf_ids::typedef_ids;
+use kepler_rs::activity::ebpf::btf_ids::kernel_ids;
 use kepler_rs::activity::ebpf::counters::{CounterKind, Counters};
 use kepler_rs::activity::ebpf::program::{Drained, LoadedProgram};
 use kepler_rs::activity::ebpf::OBJECT;
@@ -48,7 +48,7 @@ fn btf_walk_finds_the_ids_aya_finds() {
         "pid_t",
         "btf_trace_sys_exit",
     ];
-    let ours = typedef_ids(Path::new(BTF), names).expect("walk the kernel's BTF");
+    let (ours, []) = kernel_ids(Path::new(BTF), names, []).expect("walk the kernel's BTF");
     let btf = aya::Btf::parse_file(BTF, aya::Endianness::default()).expect("aya parses it");
     for (name, id) in names.into_iter().zip(ours) {
         let theirs = btf

@@ -24,6 +24,9 @@ use kepler_rs::activity::ebpf::counters::{CounterKind, Counters};
 use kepler_rs::activity::ebpf::program::{Drained, LoadedProgram};
 use kepler_rs::activity::ebpf::OBJECT;
 
+/// The kernel's BTF: attach ids and the offsets of the fields the program reads.
+const BTF: &str = "/sys/kernel/btf/vmlinux";
+
 fn node_ctxt() -> u64 {
     std::fs::read_to_string("/proc/stat")
         .ok()
@@ -137,7 +140,13 @@ fn alone(
     processes: bool,
 ) -> anyhow::Result<f64> {
     let btf = aya::Btf::from_sys_fs()?;
-    let mut ebpf = aya::EbpfLoader::new().btf(Some(&btf)).load(object)?;
+    // The offsets of the kernel fields the program reads, as the exporter sets them (an older
+    // build without them ignores the global).
+    let (_, offsets) = kepler_rs::activity::ebpf::program::kernel_btf(Path::new(BTF))?;
+    let mut ebpf = aya::EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global(names::KERNEL_OFFSETS, &offsets, false)
+        .load(object)?;
     let program: &mut aya::programs::BtfTracePoint = ebpf
         .program_mut(name)
         .ok_or_else(|| anyhow::anyhow!("no program {name} in the object"))?
@@ -263,8 +272,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(c) = &counters {
         println!("counters: {:?} on {} CPUs", c.kind(), c.cpus());
     }
-    let mut program =
-        LoadedProgram::load_with_counters(object, Path::new("/sys/kernel/btf/vmlinux"), counters)?;
+    let mut program = LoadedProgram::load_with_counters(object, Path::new(BTF), counters)?;
     let mut drained = Drained::default();
     program.drain(&mut drained)?;
     let load = Load::start(pairs, processes)?;

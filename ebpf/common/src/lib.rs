@@ -27,6 +27,48 @@ pub mod names {
     pub const INSTRUCTIONS: &str = "INSTRUCTIONS";
     /// `.rodata` `u32` set at load time: 1 when both counter arrays hold an event for every CPU.
     pub const COUNTERS_LIVE: &str = "COUNTERS_LIVE";
+    /// `.rodata` [`KernelOffsets`](super::KernelOffsets) set at load time from the kernel's BTF.
+    pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
+}
+
+/// Byte offsets of the kernel fields the switch program reads through the tracepoint's typed task
+/// pointers (`tp_btf` loads, no helper call), found by the loader in the running kernel's BTF and
+/// set in `.rodata` before the program is verified: the verifier sees them as constants and checks
+/// every load against the kernel's types. All 0 (the value in the object) means not set, and then
+/// the switch program records nothing.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KernelOffsets {
+    /// `task_struct.pid` (0 for a CPU's idle task).
+    pub task_pid: u64,
+    /// `task_struct.tgid`.
+    pub task_tgid: u64,
+    /// `task_struct.se.sum_exec_runtime`: the task's run time as the scheduler counts it (ns).
+    pub task_sum_exec_runtime: u64,
+    /// `task_struct.se.exec_start`: the CPU's task clock at the task's last accounting update (ns).
+    pub task_exec_start: u64,
+    /// `task_struct.cgroups` (`struct css_set *`).
+    pub task_cgroups: u64,
+    /// `css_set.dfl_cgrp` (`struct cgroup *`, the cgroup v2 cgroup).
+    pub css_set_dfl_cgrp: u64,
+    /// `cgroup.kn` (`struct kernfs_node *`).
+    pub cgroup_kn: u64,
+    /// `kernfs_node.id`: the cgroup id (the inode number of its directory).
+    pub kernfs_node_id: u64,
+}
+
+impl KernelOffsets {
+    /// Not set: what the object holds until the loader writes the kernel's offsets.
+    pub const UNSET: KernelOffsets = KernelOffsets {
+        task_pid: 0,
+        task_tgid: 0,
+        task_sum_exec_runtime: 0,
+        task_exec_start: 0,
+        task_cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+    };
 }
 
 /// Capacity of `TASK_TIME` (entries, each with one value per possible CPU). A node with more
@@ -88,7 +130,8 @@ pub struct Pending {
     pub switches: u64,
     pub cycles: u64,
     pub instructions: u64,
-    /// `bpf_ktime_get_ns()` at the start of the slot's first slice.
+    /// The CPU's task clock (`se.exec_start` of the process) at the end of the slot's first slice:
+    /// when its window started.
     pub since_ns: u64,
     /// Cgroup v2 ancestors of the process at levels 1..=ANCESTOR_LEVELS, captured when the slot was
     /// filled (the process was `current` then; at flush time it may not be).
@@ -99,9 +142,12 @@ pub struct Pending {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuState {
-    /// `bpf_ktime_get_ns()` of the last switch on this CPU (0 before the first one), or of the last
-    /// charge of the running slice: the time up to which this CPU's time has been charged.
-    pub last_switch_ns: u64,
+    /// The task this CPU switched to last (its `task_struct` address; 0 before the first switch):
+    /// compared with the next switch's outgoing task, never dereferenced.
+    pub running_task: u64,
+    /// `se.sum_exec_runtime` of `running_task` up to which its run time has been charged: its value
+    /// when the task was switched in, moved on by each charge of the running slice.
+    pub charged_exec_ns: u64,
     /// Context switches seen (every one: the program does not sample).
     pub switches: u64,
     /// Slices that could not be recorded because `TASK_TIME` was full.
@@ -112,11 +158,8 @@ pub struct CpuState {
     pub exits_dropped: u64,
     /// Slices added to the run cache without a `TASK_TIME` lookup (hits that did not flush).
     pub cached: u64,
-    /// This CPU's idle task, as `bpf_get_current_task()` returned it at a switch away from it (0
-    /// until then). Only compared with the next task at each switch; userspace never reads it.
-    pub idle_task: u64,
-    /// 1 while this CPU runs its idle task (the last switch's next task was the idle task): there is
-    /// no running slice to charge, and userspace does not interrupt (wake) the CPU.
+    /// 1 while this CPU runs its idle task (the last switch's next task has pid 0): there is no
+    /// running slice to charge, and userspace does not interrupt (wake) the CPU.
     pub on_idle: u64,
     /// Times `CHARGE_RUNNING` ran on this CPU and charged its running slice up to then.
     pub charges: u64,
@@ -148,6 +191,8 @@ mod user {
     unsafe impl aya::Pod for super::CpuState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Pending {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }
 
 #[cfg(test)]
@@ -166,5 +211,6 @@ mod tests {
         );
         assert!(PENDING_SLOTS.is_power_of_two());
         assert_eq!(align_of::<TaskTime>(), 8);
+        assert_eq!(size_of::<KernelOffsets>(), 64);
     }
 }

@@ -1,5 +1,5 @@
 //! The cap on pods' CPU time without loss: when pods report more time in an interval than the node
-//! was busy (clock skew between sources, time stolen by a hypervisor that eBPF counts and /proc/stat
+//! was busy (clock skew between sources, time stolen by a hypervisor that a source counts and /proc/stat
 //! does not, a slice straddling a tick), the excess is carried into the next interval instead of
 //! clipped, up to one interval of the node's busy time (at least 1 % of the interval's CPU
 //! capacity: /proc/stat samples busy time in scheduler ticks, so a nearly idle node can read 0).

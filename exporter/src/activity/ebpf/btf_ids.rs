@@ -1,6 +1,7 @@
-//! Finds the type ids of named typedefs in the kernel's BTF (`<sysfs>/kernel/btf/vmlinux`) by walking
-//! its type records in bounded chunks: the attach ids of the `tp_btf` programs, without parsing the
-//! whole BTF into memory (aya's parsed copy of a 5.5 MiB vmlinux BTF costs ~19 MiB). It knows the BTF
+//! Finds the type ids of named typedefs and the byte offsets of named struct members in the kernel's
+//! BTF (`<sysfs>/kernel/btf/vmlinux`) by walking its type records in bounded chunks: the attach ids
+//! of the `tp_btf` programs and the offsets of the fields they read, without parsing the whole BTF
+//! into memory (aya's parsed copy of a 5.5 MiB vmlinux BTF costs ~19 MiB). It knows the BTF
 //! layout (Documentation/bpf/btf.rst), not the programs; it does not validate what it skips over.
 
 use std::fs::File;
@@ -19,7 +20,10 @@ const VERSION: u8 = 1;
 const HEADER_BYTES: usize = 24;
 /// `btf_type`: name_off, info, size/type.
 const TYPE_BYTES: usize = 12;
+const KIND_STRUCT: u8 = 4;
 const KIND_TYPEDEF: u8 = 8;
+/// `btf_member`: name_off, type, offset.
+const MEMBER_BYTES: u64 = 12;
 /// Bytes of type records read per `pread`.
 const CHUNK_BYTES: usize = 64 * 1024;
 /// Longest type or string section walked (a vmlinux BTF of a large distribution kernel has ~6 MiB).
@@ -50,6 +54,12 @@ pub enum Malformed {
     NameOutside { type_id: u32, name_off: u32 },
     #[error("type {type_id}'s name runs to the end of the string section without a NUL")]
     UnterminatedName { type_id: u32 },
+    #[error("member {member} of type {type_id} is a bit field (bit offset {bit_offset})")]
+    BitField {
+        type_id: u32,
+        member: String,
+        bit_offset: u32,
+    },
 }
 
 /// Why the ids could not be found.
@@ -67,11 +77,18 @@ pub enum BtfError {
     Malformed { path: PathBuf, what: Malformed },
     #[error("{path} holds no typedef {name}")]
     MissingTypedef { path: PathBuf, name: String },
+    #[error("{path} holds no struct {structure} with a member {member}")]
+    MissingMember {
+        path: PathBuf,
+        structure: String,
+        member: String,
+    },
 }
 
 impl BtfError {
     /// What failed, as the `kind` of a source issue. A missing `btf_trace_*` typedef is a kernel
-    /// without that tracepoint (older than 5.5): the program cannot attach.
+    /// without that tracepoint (older than 5.5), a missing member a kernel whose types differ from
+    /// what the program reads: the program cannot attach.
     pub fn issue_kind(&self) -> IssueKind {
         match self {
             BtfError::File(file) => file.issue_kind(),
@@ -81,7 +98,7 @@ impl BtfError {
                 ..
             } => IssueKind::TooLarge,
             BtfError::Malformed { .. } => IssueKind::Parse,
-            BtfError::MissingTypedef { .. } => IssueKind::Attach,
+            BtfError::MissingTypedef { .. } | BtfError::MissingMember { .. } => IssueKind::Attach,
         }
     }
 }
@@ -154,19 +171,34 @@ impl From<Malformed> for WalkError {
     }
 }
 
-/// The ids of the typedefs called `names` in the BTF file at `path`, in the order asked: the first
-/// typedef of each name, as `aya::Btf::id_by_type_name_kind(name, BtfKind::Typedef)` finds it.
-pub fn typedef_ids<const N: usize>(path: &Path, names: [&str; N]) -> Result<[u32; N], BtfError> {
+/// The ids of the typedefs called `typedefs` and the byte offsets of the struct members `members`
+/// (`(struct, member)`) in the BTF file at `path`, in the order asked: the first typedef of each
+/// name, as `aya::Btf::id_by_type_name_kind(name, BtfKind::Typedef)` finds it, and the member of
+/// the first struct of that name that has members.
+pub fn kernel_ids<const N: usize, const M: usize>(
+    path: &Path,
+    typedefs: [&str; N],
+    members: [(&str, &str); M],
+) -> Result<([u32; N], [u32; M]), BtfError> {
     let file = files::open_regular(path)?;
-    let found = find_typedefs(&file, names).map_err(|e| e.at(path))?;
+    let (found_typedefs, found_members) = find(&file, typedefs, members).map_err(|e| e.at(path))?;
     let mut ids = [0u32; N];
-    for ((id, found), name) in ids.iter_mut().zip(found).zip(names) {
+    for ((id, found), name) in ids.iter_mut().zip(found_typedefs).zip(typedefs) {
         *id = found.ok_or_else(|| BtfError::MissingTypedef {
             path: path.to_path_buf(),
             name: name.to_string(),
         })?;
     }
-    Ok(ids)
+    let mut offsets = [0u32; M];
+    for ((offset, found), (structure, member)) in offsets.iter_mut().zip(found_members).zip(members)
+    {
+        *offset = found.ok_or_else(|| BtfError::MissingMember {
+            path: path.to_path_buf(),
+            structure: structure.to_string(),
+            member: member.to_string(),
+        })?;
+    }
+    Ok((ids, offsets))
 }
 
 /// The header fields the walk needs, in the file's byte order.
@@ -265,16 +297,30 @@ fn trailing_bytes(kind: u8, vlen: u64) -> Option<u64> {
     })
 }
 
-/// Walks the type section of the BTF in `source` and returns, for each of `names`, the id of the
-/// first typedef of that name (ids count from 1: id 0 is `void`). The walk stops once every name is
-/// found; until then a record of an unknown kind or one that runs past its section is an error.
-pub fn find_typedefs<R: ReadAt + ?Sized, const N: usize>(
+/// What [`find`] found: the id of each typedef and the byte offset of each member asked, in order.
+pub type Found<const N: usize, const M: usize> = ([Option<u32>; N], [Option<u32>; M]);
+
+/// Walks the type section of the BTF in `source` and returns, for each of `typedefs`, the id of the
+/// first typedef of that name (ids count from 1: id 0 is `void`), and for each of `members`
+/// (`(struct, member)`), the byte offset of that member in the first struct of that name with
+/// members. The walk stops once everything is found; until then a record of an unknown kind or one
+/// that runs past its section is an error.
+pub fn find<R: ReadAt + ?Sized, const N: usize, const M: usize>(
     source: &R,
-    names: [&str; N],
-) -> Result<[Option<u32>; N], WalkError> {
+    typedefs: [&str; N],
+    members: [(&str, &str); M],
+) -> Result<Found<N, M>, WalkError> {
     let header = read_header(source)?;
     let mut found = [None; N];
-    let longest = names.iter().map(|n| n.len()).max().unwrap_or(0);
+    let mut offsets = [None; M];
+    // Structs already searched (the first one of each wanted name with members).
+    let mut searched = [false; M];
+    let longest = typedefs
+        .iter()
+        .chain(members.iter().flat_map(|(s, m)| [s, m]))
+        .map(|n| n.len())
+        .max()
+        .unwrap_or(0);
     // A name and its terminating NUL.
     let mut name_buf = vec![0u8; longest + 1];
     let mut chunk = vec![0u8; CHUNK_BYTES];
@@ -282,7 +328,9 @@ pub fn find_typedefs<R: ReadAt + ?Sized, const N: usize>(
     let (mut chunk_at, mut filled) = (header.types.start, 0usize);
     let mut at = header.types.start;
     let mut type_id: u32 = 1;
-    while at < header.types.end && found.iter().any(Option::is_none) {
+    while at < header.types.end
+        && (found.iter().any(Option::is_none) || searched.iter().any(|done| !done))
+    {
         if at + TYPE_BYTES as u64 > header.types.end {
             return Err(Malformed::TypePastEnd { type_id }.into());
         }
@@ -309,21 +357,117 @@ pub fn find_typedefs<R: ReadAt + ?Sized, const N: usize>(
         let vlen = u64::from(info & 0xffff);
         let trailing =
             trailing_bytes(kind, vlen).ok_or(Malformed::UnknownKind { type_id, kind })?;
-        if kind == KIND_TYPEDEF && name_off != 0 {
+        if at + TYPE_BYTES as u64 + trailing > header.types.end {
+            return Err(Malformed::TypePastEnd { type_id }.into());
+        }
+        if kind == KIND_TYPEDEF && name_off != 0 && found.iter().any(Option::is_none) {
             let name = read_name(source, &header, name_off, type_id, &mut name_buf)?;
-            for (slot, wanted) in found.iter_mut().zip(names) {
+            for (slot, wanted) in found.iter_mut().zip(typedefs) {
                 if slot.is_none() && name == wanted.as_bytes() {
                     *slot = Some(type_id);
                 }
             }
         }
-        at += TYPE_BYTES as u64 + trailing;
-        if at > header.types.end {
-            return Err(Malformed::TypePastEnd { type_id }.into());
+        if kind == KIND_STRUCT && name_off != 0 && vlen > 0 && searched.iter().any(|done| !done) {
+            let name = read_name(source, &header, name_off, type_id, &mut name_buf)?.to_vec();
+            if members
+                .iter()
+                .zip(&searched)
+                .any(|((structure, _), done)| !done && name == structure.as_bytes())
+            {
+                let kind_flag = info >> 31 == 1;
+                let fields = Fields {
+                    at: at + TYPE_BYTES as u64,
+                    count: vlen,
+                    kind_flag,
+                    type_id,
+                };
+                fields.search(source, &header, &name, members, &mut offsets, &mut name_buf)?;
+                for ((structure, _), done) in members.iter().zip(searched.iter_mut()) {
+                    if name == structure.as_bytes() {
+                        *done = true;
+                    }
+                }
+            }
         }
+        at += TYPE_BYTES as u64 + trailing;
         type_id = type_id.saturating_add(1);
     }
-    Ok(found)
+    Ok((found, offsets))
+}
+
+/// The `btf_member` records of one struct.
+struct Fields {
+    /// Where the first record starts.
+    at: u64,
+    count: u64,
+    /// The struct's `kind_flag`: member offsets carry a bit-field size in their high 8 bits.
+    kind_flag: bool,
+    type_id: u32,
+}
+
+impl Fields {
+    /// Records in `offsets` the byte offset of every member of `members` asked of the struct
+    /// `structure` that it has.
+    fn search<R: ReadAt + ?Sized, const M: usize>(
+        &self,
+        source: &R,
+        header: &Header,
+        structure: &[u8],
+        members: [(&str, &str); M],
+        offsets: &mut [Option<u32>; M],
+        name_buf: &mut [u8],
+    ) -> Result<(), WalkError> {
+        for index in 0..self.count {
+            let record_at = self.at + index * MEMBER_BYTES;
+            let mut record = [0u8; MEMBER_BYTES as usize];
+            let n = source
+                .read_at_most(&mut record, record_at)
+                .map_err(|source| WalkError::Read {
+                    offset: record_at,
+                    source,
+                })?;
+            if n < record.len() {
+                return Err(Malformed::SectionPastEnd { section: "type" }.into());
+            }
+            let name_off = header.u32_at(&record, 0);
+            if name_off == 0 {
+                continue; // an anonymous struct or union: its members are not searched
+            }
+            let offset = header.u32_at(&record, 8);
+            let bit_offset = if self.kind_flag {
+                offset & 0x00ff_ffff
+            } else {
+                offset
+            };
+            let name = read_name(source, header, name_off, self.type_id, name_buf)?;
+            for (slot, (wanted_struct, wanted_member)) in offsets.iter_mut().zip(members) {
+                if slot.is_none()
+                    && structure == wanted_struct.as_bytes()
+                    && name == wanted_member.as_bytes()
+                {
+                    if bit_offset % 8 != 0 {
+                        return Err(Malformed::BitField {
+                            type_id: self.type_id,
+                            member: wanted_member.to_string(),
+                            bit_offset,
+                        }
+                        .into());
+                    }
+                    *slot = Some(bit_offset / 8);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`find`] for typedefs only.
+pub fn find_typedefs<R: ReadAt + ?Sized, const N: usize>(
+    source: &R,
+    names: [&str; N],
+) -> Result<[Option<u32>; N], WalkError> {
+    find(source, names, []).map(|(found, _)| found)
 }
 
 /// The name at `name_off` in the string section, read into `buf` (its length is the longest name
@@ -420,6 +564,29 @@ mod tests {
             self.ty(name, KIND_TYPEDEF, 0, 0)
         }
 
+        /// A struct with `members` (`(name, offset word)`; "" is anonymous) and `kind_flag`.
+        fn structure(&mut self, name: &str, members: &[(&str, u32)], kind_flag: bool) -> u32 {
+            let id = self.ty(name, KIND_STRUCT, members.len() as u16, 0);
+            if kind_flag {
+                let info_at = self.types.len() - TYPE_BYTES + 4;
+                let info = (u32::from(KIND_STRUCT) << 24) | members.len() as u32 | 1 << 31;
+                let word = self.word(info);
+                self.types[info_at..info_at + 4].copy_from_slice(&word);
+            }
+            for (member, offset) in members {
+                let name_off = if member.is_empty() {
+                    0
+                } else {
+                    self.string(member)
+                };
+                for value in [name_off, 1, *offset] {
+                    let word = self.word(value);
+                    self.types.extend_from_slice(&word);
+                }
+            }
+            id
+        }
+
         fn bytes(&self) -> Vec<u8> {
             let mut out = Vec::new();
             out.extend_from_slice(&if self.big_endian {
@@ -500,6 +667,130 @@ mod tests {
         }
     }
 
+    const TASK_FIELDS: [(&str, &str); 4] = [
+        ("task_struct", "tgid"),
+        ("sched_entity", "sum_exec_runtime"),
+        ("task_struct", "se"),
+        ("kernfs_node", "id"),
+    ];
+
+    /// Structs named like the wanted ones in every way that must not count, then the real ones.
+    fn kernel_like(big_endian: bool) -> Blob {
+        let mut blob = Blob::new(big_endian);
+        blob.ty("int", 1, 0, 4);
+        blob.ty("", 2, 0, 0);
+        // A declaration without members, and a union of the name: neither is searched.
+        blob.structure("task_struct", &[], false);
+        blob.ty("task_struct", 5, 0, 0);
+        blob.structure(
+            "task_struct",
+            &[
+                ("", 0),
+                ("pid", 1264 * 8),
+                ("tgid", 1268 * 8),
+                ("se", 128 * 8),
+            ],
+            false,
+        );
+        // Offsets with a bit-field size in their high byte (kind_flag), of byte-aligned members.
+        blob.structure(
+            "sched_entity",
+            &[
+                ("exec_start", (96 * 8) | (64 << 24)),
+                ("sum_exec_runtime", (104 * 8) | (64 << 24)),
+            ],
+            true,
+        );
+        blob.typedef(SWITCH);
+        blob.structure("kernfs_node", &[("id", 96 * 8)], false);
+        // A second struct of a found name: the first one wins.
+        blob.structure("task_struct", &[("tgid", 8)], false);
+        blob
+    }
+
+    #[test]
+    fn finds_struct_members_in_either_byte_order() {
+        for big_endian in [false, true] {
+            let bytes = kernel_like(big_endian).bytes();
+            let (typedefs, members) = find(bytes.as_slice(), [SWITCH], TASK_FIELDS).unwrap();
+            assert_eq!(typedefs, [Some(7)], "big endian: {big_endian}");
+            assert_eq!(
+                members,
+                [Some(1268), Some(104), Some(128), Some(96)],
+                "big endian: {big_endian}"
+            );
+            // A member the struct does not have, and a struct the BTF does not have.
+            let (_, missing) = find(
+                bytes.as_slice(),
+                [],
+                [
+                    ("task_struct", "comm"),
+                    ("css_set", "dfl_cgrp"),
+                    ("task_struct", "pid"),
+                ],
+            )
+            .unwrap();
+            assert_eq!(missing, [None, None, Some(1264)]);
+        }
+    }
+
+    #[test]
+    fn a_bit_field_member_is_refused() {
+        let mut blob = Blob::new(false);
+        blob.structure("task_struct", &[("tgid", 1268 * 8 + 3)], false);
+        assert_eq!(
+            find(blob.bytes().as_slice(), [], [("task_struct", "tgid")]).unwrap_err_malformed(),
+            Malformed::BitField {
+                type_id: 1,
+                member: "tgid".into(),
+                bit_offset: 1268 * 8 + 3
+            }
+        );
+    }
+
+    trait UnwrapMalformed {
+        fn unwrap_err_malformed(self) -> Malformed;
+    }
+
+    impl<T: std::fmt::Debug> UnwrapMalformed for Result<T, WalkError> {
+        fn unwrap_err_malformed(self) -> Malformed {
+            match self {
+                Err(WalkError::Malformed(what)) => what,
+                other => panic!("expected a malformed blob, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_the_members_is_an_error_never_a_panic() {
+        let bytes = kernel_like(false).bytes();
+        for len in 0..bytes.len() {
+            if let Ok(found) = find(&bytes[..len], [SWITCH], TASK_FIELDS) {
+                panic!("cut at {len}: {found:?}");
+            }
+        }
+    }
+
+    /// The running kernel's own BTF, where it has one: every offset the switch program reads is
+    /// found, and the nested ones lie inside `task_struct`.
+    #[test]
+    fn the_running_kernel_has_every_member_the_program_reads() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        if !path.exists() {
+            assert_ne!(
+                std::env::var("KEPLER_RS_REQUIRE_PRIVILEGED").as_deref(),
+                Ok("1"),
+                "CI runs on a kernel with BTF"
+            );
+            eprintln!("SKIP the_running_kernel_has_every_member_the_program_reads: no {path:?}");
+            return;
+        }
+        let (ids, offsets) =
+            kernel_ids(path, [SWITCH], super::super::program::KERNEL_FIELDS).unwrap();
+        assert!(ids[0] > 0);
+        assert!(offsets.iter().all(|o| *o < 16 * 1024), "{offsets:?}");
+    }
+
     #[test]
     fn walks_across_chunks_and_over_large_members() {
         let mut blob = Blob::new(false);
@@ -520,10 +811,7 @@ mod tests {
     }
 
     fn malformed(bytes: &[u8]) -> Malformed {
-        match find_typedefs(bytes, [SWITCH]) {
-            Err(WalkError::Malformed(what)) => what,
-            other => panic!("expected a malformed blob, got {other:?}"),
-        }
+        find_typedefs(bytes, [SWITCH]).unwrap_err_malformed()
     }
 
     #[test]
@@ -613,10 +901,10 @@ mod tests {
         let (blob, ids) = every_kind(true);
         std::fs::write(&path, blob.bytes()).unwrap();
         assert_eq!(
-            typedef_ids(&path, [EXIT, SWITCH]).unwrap(),
-            [ids[1], ids[0]]
+            kernel_ids(&path, [EXIT, SWITCH], []).unwrap(),
+            ([ids[1], ids[0]], [])
         );
-        let missing = typedef_ids(&path, [SWITCH, "btf_trace_nothing"]).unwrap_err();
+        let missing = kernel_ids(&path, [SWITCH, "btf_trace_nothing"], []).unwrap_err();
         assert!(
             matches!(&missing, BtfError::MissingTypedef { name, .. } if name == "btf_trace_nothing")
         );
@@ -624,13 +912,23 @@ mod tests {
         assert!(missing.to_string().contains("vmlinux"), "{missing}");
 
         std::fs::write(&path, &blob.bytes()[..100]).unwrap();
-        let cut = typedef_ids(&path, [SWITCH]).unwrap_err();
+        let cut = kernel_ids(&path, [SWITCH], []).unwrap_err();
         assert_eq!(cut.issue_kind(), IssueKind::Parse);
         assert!(cut.to_string().contains("vmlinux"), "{cut}");
 
-        let absent = typedef_ids(&dir.path().join("absent"), [SWITCH]).unwrap_err();
+        let absent = kernel_ids(&dir.path().join("absent"), [SWITCH], []).unwrap_err();
         assert_eq!(absent.issue_kind(), IssueKind::NotFound);
-        let directory = typedef_ids(dir.path(), [SWITCH]).unwrap_err();
+        let directory = kernel_ids(dir.path(), [SWITCH], []).unwrap_err();
         assert_eq!(directory.issue_kind(), IssueKind::NotRegular);
+
+        std::fs::write(&path, kernel_like(false).bytes()).unwrap();
+        let missing = kernel_ids(&path, [SWITCH], [("css_set", "dfl_cgrp")]).unwrap_err();
+        assert!(
+            matches!(&missing, BtfError::MissingMember { structure, member, .. }
+                if structure == "css_set" && member == "dfl_cgrp"),
+            "{missing}"
+        );
+        assert_eq!(missing.issue_kind(), IssueKind::Attach);
+        assert!(missing.to_string().contains("css_set"), "{missing}");
     }
 }

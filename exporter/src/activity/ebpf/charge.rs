@@ -1,12 +1,12 @@
 //! Charges the slices still running at a drain: runs the program's never-attached
-//! `kepler_charge_running` on each CPU that runs a task whose slice started at least
-//! `CHARGE_AFTER_NS` ago (`BPF_PROG_TEST_RUN` with `BPF_F_TEST_RUN_ON_CPU`, kernel ≥ 5.10). Idle
-//! CPUs are never interrupted. It decides which CPUs from the per-CPU state; it does not drain.
+//! `kepler_charge_running` on each CPU that runs a task (`BPF_PROG_TEST_RUN` with
+//! `BPF_F_TEST_RUN_ON_CPU`, kernel ≥ 5.10). Idle CPUs are never interrupted. It decides which CPUs
+//! from the per-CPU state; it does not drain.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use kepler_ebpf_common::{CpuState, PENDING_FLUSH_NS};
+use kepler_ebpf_common::CpuState;
 
 use super::batch::sys_bpf;
 
@@ -14,11 +14,6 @@ use super::batch::sys_bpf;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 /// `BPF_F_TEST_RUN_ON_CPU`: run on `cpu` (an interrupt there) instead of the calling CPU.
 const BPF_F_TEST_RUN_ON_CPU: u32 = 1;
-
-/// A CPU whose running slice started less than this long ago is left alone: what stays uncharged
-/// at a drain is below this per CPU (plus the run cache's windows, each under `PENDING_FLUSH_NS`),
-/// and a CPU that switches often costs no interrupt.
-pub(crate) const CHARGE_AFTER_NS: u64 = PENDING_FLUSH_NS;
 
 /// `union bpf_attr`'s `test` member (`BPF_PROG_TEST_RUN`).
 #[repr(C)]
@@ -42,18 +37,13 @@ struct TestRunAttr {
     _pad: u32,
 }
 
-/// The CPUs (indexes of `states`, one per possible CPU) whose running slice should be charged at
-/// `now_ns` (`CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`): a switch was seen there, the CPU
-/// does not run its idle task, and the slice started at least `CHARGE_AFTER_NS` ago.
-pub(crate) fn cpus_to_charge(states: &[CpuState], now_ns: u64) -> Vec<u32> {
+/// The CPUs (indexes of `states`, one per possible CPU) whose running slice should be charged: a
+/// switch was seen there and the CPU does not run its idle task.
+pub(crate) fn cpus_to_charge(states: &[CpuState]) -> Vec<u32> {
     states
         .iter()
         .enumerate()
-        .filter(|(_, s)| {
-            s.last_switch_ns != 0
-                && s.on_idle == 0
-                && now_ns.saturating_sub(s.last_switch_ns) >= CHARGE_AFTER_NS
-        })
+        .filter(|(_, s)| s.running_task != 0 && s.on_idle == 0)
         .filter_map(|(cpu, _)| u32::try_from(cpu).ok())
         .collect()
 }
@@ -89,41 +79,27 @@ pub(crate) fn charge(program: BorrowedFd<'_>, cpus: &[u32]) -> Result<Charged, (
     Ok(charged)
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds (what `bpf_ktime_get_ns` reads).
-pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn state(last_switch_ns: u64, on_idle: u64) -> CpuState {
+    fn state(running_task: u64, on_idle: u64) -> CpuState {
         CpuState {
-            last_switch_ns,
+            running_task,
             on_idle,
             ..CpuState::default()
         }
     }
 
     #[test]
-    fn only_busy_cpus_with_an_old_slice_are_charged() {
-        let now = 10_000_000_000;
+    fn only_cpus_running_a_task_are_charged() {
         let states = [
-            state(now - 500_000_000, 0),     // a long slice: charged
-            state(now - 500_000_000, 1),     // idle for 0.5 s: never woken
-            state(now - 200_000, 0),         // switched 0.2 ms ago: left alone
+            state(0xffff_8880_0000_1000, 0), // runs a task: charged
+            state(0xffff_8880_0000_2000, 1), // runs its idle task: never woken
             state(0, 0),                     // no switch seen yet (or not a CPU)
-            state(now - CHARGE_AFTER_NS, 0), // exactly the threshold: charged
-            state(now + 5_000, 0),           // a switch after `now` was read: left alone
+            state(0xffff_8880_0000_3000, 0), // runs a task: charged
         ];
-        assert_eq!(cpus_to_charge(&states, now), vec![0, 4]);
+        assert_eq!(cpus_to_charge(&states), vec![0, 3]);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use kepler_ebpf_common::{
-    names, CpuState, TaskKey, TaskTime, ANCESTOR_LEVELS, EXITED_ENTRIES, TASK_TIME_ENTRIES,
+    names, CpuState, KernelOffsets, TaskKey, TaskTime, ANCESTOR_LEVELS, EXITED_ENTRIES,
+    TASK_TIME_ENTRIES,
 };
 
 use super::batch::BatchBuffers;
@@ -29,6 +30,55 @@ const TRACEPOINTS: [(&str, &str); 2] = [
     (names::SCHED_SWITCH, "btf_trace_sched_switch"),
     (names::SCHED_PROCESS_EXIT, "btf_trace_sched_process_exit"),
 ];
+
+/// The kernel struct members the switch program reads (`(struct, member)`), in the order
+/// [`kernel_offsets`] combines them.
+pub(crate) const KERNEL_FIELDS: [(&str, &str); 9] = [
+    ("task_struct", "pid"),
+    ("task_struct", "tgid"),
+    ("task_struct", "se"),
+    ("sched_entity", "sum_exec_runtime"),
+    ("sched_entity", "exec_start"),
+    ("task_struct", "cgroups"),
+    ("css_set", "dfl_cgrp"),
+    ("cgroup", "kn"),
+    ("kernfs_node", "id"),
+];
+
+/// What the program needs from the kernel's BTF at `btf_path`: the attach ids of `TRACEPOINTS`
+/// and the offsets of the fields it reads. Public for the overhead benchmark, which loads other
+/// builds of the program the same way.
+pub fn kernel_btf(btf_path: &Path) -> Result<([u32; 2], KernelOffsets)> {
+    if !btf_path.exists() {
+        return Err(Error::NoBtf {
+            path: btf_path.to_path_buf(),
+        });
+    }
+    let (attach_ids, fields) = btf_ids::kernel_ids(
+        btf_path,
+        TRACEPOINTS.map(|(_, typedef)| typedef),
+        KERNEL_FIELDS,
+    )
+    .map_err(Error::Btf)?;
+    Ok((attach_ids, kernel_offsets(fields)))
+}
+
+/// The program's offsets from the members of `KERNEL_FIELDS`, in its order (`se`'s fields are
+/// nested in `task_struct`).
+fn kernel_offsets(
+    [pid, tgid, se, sum_exec_runtime, exec_start, cgroups, dfl_cgrp, kn, id]: [u32; 9],
+) -> KernelOffsets {
+    KernelOffsets {
+        task_pid: pid.into(),
+        task_tgid: tgid.into(),
+        task_sum_exec_runtime: u64::from(se) + u64::from(sum_exec_runtime),
+        task_exec_start: u64::from(se) + u64::from(exec_start),
+        task_cgroups: cgroups.into(),
+        css_set_dfl_cgrp: dfl_cgrp.into(),
+        cgroup_kn: kn.into(),
+        kernfs_node_id: id.into(),
+    }
+}
 
 /// One drained entry: a process in a cgroup, its time summed over CPUs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,18 +138,13 @@ impl LoadedProgram {
         btf_path: &Path,
         counters: Option<Counters>,
     ) -> Result<LoadedProgram> {
-        if !btf_path.exists() {
-            return Err(Error::NoBtf {
-                path: btf_path.to_path_buf(),
-            });
-        }
-        // The kernel's BTF is needed only for the tracepoints' attach ids: the object has no BTF
-        // relocations. They are found by a walk of the file in small chunks, and the loader is made
-        // without BTF (`EbpfLoader::new` would parse the whole of /sys/kernel/btf/vmlinux, ~19 MiB
-        // for a 5.5 MiB file, for nothing).
-        let attach_ids = btf_ids::typedef_ids(btf_path, TRACEPOINTS.map(|(_, typedef)| typedef))
-            .map_err(Error::Btf)?;
+        // The kernel's BTF is needed only for the tracepoints' attach ids and the offsets of the
+        // fields the program reads: the object has no BTF relocations. They are found by a walk of
+        // the file in small chunks, and the loader is made without BTF (`EbpfLoader::new` would
+        // parse the whole of /sys/kernel/btf/vmlinux, ~19 MiB for a 5.5 MiB file, for nothing).
+        let (attach_ids, offsets) = kernel_btf(btf_path)?;
         let mut loader = EbpfLoader::without_btf();
+        loader.override_global(names::KERNEL_OFFSETS, &offsets, true);
         let live: u32 = 1;
         if counters.is_some() {
             loader.override_global(names::COUNTERS_LIVE, &live, true);
@@ -172,7 +217,7 @@ impl LoadedProgram {
             .get(&0, 0)
             .map_err(|e| map_error(names::CPU_STATE, e))?;
         let states: Vec<CpuState> = states.iter().copied().collect();
-        let cpus = charge::cpus_to_charge(&states, charge::monotonic_ns());
+        let cpus = charge::cpus_to_charge(&states);
         let program = names::CHARGE_RUNNING;
         let fd = self
             ._ebpf
@@ -218,9 +263,9 @@ impl LoadedProgram {
         Ok(())
     }
 
-    /// The per-CPU counters, summed (`last_switch_ns` is the latest of them; `idle_task`, `on_idle`
-    /// and `pending` are left empty:
-    /// the run caches are the program's, read only as a whole by `pending_ns`).
+    /// The per-CPU counters, summed (`running_task`, `charged_exec_ns`, `on_idle` and `pending`
+    /// are left empty: they only mean something per CPU, and the run caches are the program's,
+    /// read only as a whole by `pending_ns`).
     pub fn cpu_state(&self) -> Result<CpuState> {
         let values = self
             .cpu_state
@@ -229,7 +274,6 @@ impl LoadedProgram {
         Ok(values
             .iter()
             .fold(CpuState::default(), |sum, cpu| CpuState {
-                last_switch_ns: sum.last_switch_ns.max(cpu.last_switch_ns),
                 switches: sum.switches + cpu.switches,
                 dropped: sum.dropped + cpu.dropped,
                 dropped_ns: sum.dropped_ns + cpu.dropped_ns,
