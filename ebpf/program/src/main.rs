@@ -254,7 +254,7 @@ fn record(
     if slot.on_cpu_ns != 0 && slot.tgid == tgid {
         // A hit while the slot's window is fresh. A short slice is taken to be in the slot's cgroup
         // (a process that moved keeps its old cgroup for at most the rest of the window); a long
-        // one is checked, the helper's cost being small against it.
+        // one is checked, the four loads' cost being small against it.
         if now.wrapping_sub(slot.since_ns) < PENDING_FLUSH_NS
             && (slice_ns < CHECK_CGROUP_NS || cgroup_id() == slot.cgroup_id)
         {
