@@ -33,7 +33,7 @@ pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("no kernel BTF at {path} (kernel built without CONFIG_DEBUG_INFO_BTF?)")]
     NoBtf { path: PathBuf },
-    #[error("cannot find the tracepoints' attach ids: {0}")]
+    #[error("cannot find the tracepoints' attach ids and fields in the kernel's BTF: {0}")]
     Btf(#[source] btf_ids::BtfError),
     #[error("cannot load the eBPF object: {0}")]
     Load(#[source] Box<aya::EbpfError>),
@@ -107,6 +107,9 @@ impl Error {
                 "not permitted (needs CAP_BPF and CAP_PERFMON, or root)"
             }
             (_, IssueKind::NoBtf) => "the kernel has no BTF",
+            (Error::Btf(btf_ids::BtfError::MissingMember { .. }), _) => {
+                "the kernel's types lack a field the program reads"
+            }
             (_, IssueKind::Verifier | IssueKind::Attach) => {
                 "the kernel refused the program (kernel older than 5.5, or a verifier rejection)"
             }
