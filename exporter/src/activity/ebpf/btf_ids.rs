@@ -462,14 +462,6 @@ impl Fields {
     }
 }
 
-/// [`find`] for typedefs only.
-pub fn find_typedefs<R: ReadAt + ?Sized, const N: usize>(
-    source: &R,
-    names: [&str; N],
-) -> Result<[Option<u32>; N], WalkError> {
-    find(source, names, []).map(|(found, _)| found)
-}
-
 /// The name at `name_off` in the string section, read into `buf` (its length is the longest name
 /// asked plus one): the bytes before the first NUL, or all of `buf` when the name is longer than
 /// any asked (then it matches none).
@@ -508,6 +500,14 @@ fn read_name<'b, R: ReadAt + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`find`] for typedefs only.
+    fn find_typedefs<const N: usize>(
+        source: &[u8],
+        names: [&str; N],
+    ) -> Result<[Option<u32>; N], WalkError> {
+        find(source, names, []).map(|(found, _)| found)
+    }
 
     /// A BTF blob built by hand: types and strings, in either byte order.
     struct Blob {
