@@ -115,11 +115,6 @@ impl RemoteArgs {
         })
     }
 
-    /// `resolve` with the password variable from the process environment.
-    pub(crate) fn resolve_from_env(&self, timeout: Duration) -> Result<ClientOptions, SetupError> {
-        self.resolve(timeout, password_env()?)
-    }
-
     fn authorization(
         &self,
         password_env: Option<String>,
@@ -214,14 +209,12 @@ fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, SetupErro
     roots.add_parsable_certificates(native.certs);
     if let Some(path) = ca_file {
         let mut added = 0;
-        for cert in CertificateDer::pem_file_iter(path).map_err(|source| SetupError::CaFile {
+        let unreadable = |source| SetupError::CaFile {
             path: path.to_path_buf(),
             source,
-        })? {
-            let cert = cert.map_err(|source| SetupError::CaFile {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        };
+        for cert in CertificateDer::pem_file_iter(path).map_err(unreadable)? {
+            let cert = cert.map_err(unreadable)?;
             roots
                 .add(cert)
                 .map_err(|source| SetupError::CaCertificate {
