@@ -19,50 +19,18 @@ pub(crate) struct GpuParts {
     pub(crate) unattributed: f64,
 }
 
-/// Which part of a GPU's energy a counter or gauge holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum GpuPart {
-    Total,
-    Idle,
-    Active,
-    Unattributed,
-}
-
-impl GpuPart {
-    pub(crate) const ALL: [GpuPart; 4] = [
-        GpuPart::Total,
-        GpuPart::Idle,
-        GpuPart::Active,
-        GpuPart::Unattributed,
-    ];
-
-    fn of(part: Part) -> Option<GpuPart> {
-        match part {
-            Part::Total => Some(GpuPart::Total),
-            Part::Idle => Some(GpuPart::Idle),
-            Part::Active => Some(GpuPart::Active),
-            Part::Unattributed => Some(GpuPart::Unattributed),
-            _ => None,
-        }
-    }
-}
+/// The parts of a GPU's energy that `GpuParts` holds.
+pub(crate) const GPU_PARTS: [Part; 4] = [Part::Total, Part::Idle, Part::Active, Part::Unattributed];
 
 impl GpuParts {
-    pub(crate) fn get(&self, part: GpuPart) -> f64 {
+    /// The figure of `part`; None for a part a GPU does not have.
+    pub(crate) fn get_mut(&mut self, part: Part) -> Option<&mut f64> {
         match part {
-            GpuPart::Total => self.total,
-            GpuPart::Idle => self.idle,
-            GpuPart::Active => self.active,
-            GpuPart::Unattributed => self.unattributed,
-        }
-    }
-
-    pub(crate) fn get_mut(&mut self, part: GpuPart) -> &mut f64 {
-        match part {
-            GpuPart::Total => &mut self.total,
-            GpuPart::Idle => &mut self.idle,
-            GpuPart::Active => &mut self.active,
-            GpuPart::Unattributed => &mut self.unattributed,
+            Part::Total => Some(&mut self.total),
+            Part::Idle => Some(&mut self.idle),
+            Part::Active => Some(&mut self.active),
+            Part::Unattributed => Some(&mut self.unattributed),
+            _ => None,
         }
     }
 }
@@ -124,49 +92,48 @@ pub(crate) struct GpuBuilder {
 }
 
 impl GpuBuilder {
+    /// The device a series names, with its UUID and index filled from the first series that
+    /// gives them.
     fn device(&mut self, s: &Sample<'_>) -> &mut GpuDevice {
         let node = clean(s.label("node_name"));
         let id = device_id(s);
-        self.devices
+        let device = self
+            .devices
             .entry((node.clone(), id.clone()))
             .or_insert_with(|| GpuDevice {
                 node,
                 id,
                 ..GpuDevice::default()
-            })
+            });
+        if device.uuid.is_empty() {
+            device.uuid = clean(s.label("gpu_uuid"));
+        }
+        if device.index.is_empty() {
+            device.index = clean(s.label("gpu"));
+        }
+        device
     }
 
     /// Take one sample of a GPU family (`family.resource == Resource::Gpu`).
     pub(crate) fn add(&mut self, family: &Family, s: &Sample<'_>) {
         match family.scope {
             Scope::GpuDevice => {
-                let value = s.value;
                 let device = self.device(s);
                 device.has_device_series = true;
-                if device.uuid.is_empty() {
-                    device.uuid = clean(s.label("gpu_uuid"));
-                }
-                if device.index.is_empty() {
-                    device.index = clean(s.label("gpu"));
-                }
                 if device.name.is_empty() {
                     device.name = clean(s.label("gpu_name"));
                 }
-                match family.measure {
-                    Measure::Joules(part) => {
-                        if let Some(p) = GpuPart::of(part) {
-                            *device.joules.get_mut(p) += value;
-                        }
-                    }
-                    Measure::Watts(part) => {
-                        if let Some(p) = GpuPart::of(part) {
-                            *device.gauge_watts.get_mut(p) += value;
-                        }
-                    }
-                    Measure::Info if family == &catalog::NODE_GPU_INFO && value > 0.0 => {
+                let figure = match family.measure {
+                    Measure::Joules(part) => device.joules.get_mut(part),
+                    Measure::Watts(part) => device.gauge_watts.get_mut(part),
+                    Measure::Info if family == &catalog::NODE_GPU_INFO && s.value > 0.0 => {
                         device.method = clean(s.label("method"));
+                        None
                     }
-                    _ => {}
+                    _ => None,
+                };
+                if let Some(figure) = figure {
+                    *figure += s.value;
                 }
             }
             Scope::Pod => {
@@ -177,12 +144,6 @@ impl GpuBuilder {
                 };
                 // A pod series names its device: make sure it is listed, even without device series.
                 let device = self.device(s);
-                if device.index.is_empty() {
-                    device.index = clean(s.label("gpu"));
-                }
-                if device.uuid.is_empty() {
-                    device.uuid = clean(s.label("gpu_uuid"));
-                }
                 let key = (
                     device.node.clone(),
                     device.id.clone(),

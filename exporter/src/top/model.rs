@@ -3,7 +3,7 @@
 //! `RateTracker`, which computes watts between two readings from the energy counters (resets
 //! handled). No I/O.
 
-use super::gpu::{GpuBuilder, GpuDevice, GpuPart, GpuUse};
+use super::gpu::{GpuBuilder, GpuDevice, GpuUse, GPU_PARTS};
 use crate::catalog::{
     self, counts_toward_node_total as counts_zone, Measure, Part, Resource, Scope,
 };
@@ -115,8 +115,6 @@ pub struct Consumer {
     pub(crate) gpu_watts: f64,
 }
 
-impl Consumer {}
-
 /// Everything one fetch saw.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reading {
@@ -144,6 +142,14 @@ impl Reading {
             Family::Pod => &self.pods,
             Family::Container => &self.containers,
             Family::Process => &self.processes,
+        }
+    }
+
+    fn consumers_mut(&mut self, family: Family) -> &mut Vec<Consumer> {
+        match family {
+            Family::Pod => &mut self.pods,
+            Family::Container => &mut self.containers,
+            Family::Process => &mut self.processes,
         }
     }
 
@@ -264,14 +270,13 @@ impl Reading {
                 .push(format!("{more} more series were NaN or infinite"));
         }
         // Pass 2: consumers, keyed by (family, node, id).
-        let psys: HashMap<&str, bool> = reading
+        let psys: HashMap<String, bool> = reading
             .nodes
             .iter()
-            .map(|(name, n)| (name.as_str(), n.zones.contains_key(catalog::PSYS_ZONE)))
+            .map(|(name, n)| (name.clone(), n.zones.contains_key(catalog::PSYS_ZONE)))
             .collect();
         let mut index: HashMap<(Family, &str, &str), usize> = HashMap::new();
         let mut info: HashMap<&str, (&str, &str, &str)> = HashMap::new();
-        let mut builder = Builders::default();
         let mut gpus = GpuBuilder::default();
         let mut last_node: (&str, bool) = ("\u{0}", false);
         for s in samples {
@@ -320,7 +325,7 @@ impl Reading {
                 Family::Container => s.label("container_id"),
                 Family::Process => s.label("pid"),
             };
-            let list = builder.list(family);
+            let list = reading.consumers_mut(family);
             let slot = *index.entry((family, node, id)).or_insert_with(|| {
                 list.push(new_consumer(family, s));
                 list.len() - 1
@@ -334,19 +339,19 @@ impl Reading {
                 (true, false) => consumer.gpu_gauge_watts += value,
             }
         }
-        for c in builder.pods.iter_mut() {
+        for c in reading.pods.iter_mut() {
             if let Some((name, namespace, user)) = info.get(c.pod_id.as_str()) {
                 fill(&mut c.name, name, &c.pod_id);
                 fill(&mut c.namespace, namespace, "");
                 fill(&mut c.hub_user, user, "");
             }
         }
-        let pod_names: HashMap<(&str, &str), &Consumer> = builder
+        let pod_names: HashMap<(&str, &str), &Consumer> = reading
             .pods
             .iter()
             .map(|p| ((p.node.as_str(), p.pod_id.as_str()), p))
             .collect();
-        for c in builder.containers.iter_mut() {
+        for c in reading.containers.iter_mut() {
             if let Some(pod) = pod_names.get(&(c.node.as_str(), c.pod_id.as_str())) {
                 c.pod = pod.name.clone();
                 c.namespace = pod.namespace.clone();
@@ -354,9 +359,9 @@ impl Reading {
             }
         }
         for list in [
-            &mut builder.pods,
-            &mut builder.containers,
-            &mut builder.processes,
+            &mut reading.pods,
+            &mut reading.containers,
+            &mut reading.processes,
         ] {
             for c in list.iter_mut() {
                 c.cpu_watts = c.cpu_gauge_watts;
@@ -366,42 +371,17 @@ impl Reading {
         for n in reading.nodes.values_mut() {
             n.cpu_watts = n.gauge_watts();
         }
-        reading.pods = builder.pods;
-        reading.containers = builder.containers;
-        reading.processes = builder.processes;
         (reading.gpus, reading.gpu_uses) = gpus.finish();
         // A node known only from its GPU series still gets a header entry.
         for g in &reading.gpus {
-            if !reading.nodes.contains_key(&g.node) {
-                let name = g.node.clone();
-                reading.nodes.insert(
-                    name.clone(),
-                    Node {
-                        name,
-                        ..Node::default()
-                    },
-                );
-            }
+            let name = || g.node.clone();
+            reading.nodes.entry(name()).or_insert_with(|| Node {
+                name: name(),
+                ..Node::default()
+            });
         }
         reading.sum_gpu_watts();
         Ok(reading)
-    }
-}
-
-#[derive(Default)]
-struct Builders {
-    pods: Vec<Consumer>,
-    containers: Vec<Consumer>,
-    processes: Vec<Consumer>,
-}
-
-impl Builders {
-    fn list(&mut self, family: Family) -> &mut Vec<Consumer> {
-        match family {
-            Family::Pod => &mut self.pods,
-            Family::Container => &mut self.containers,
-            Family::Process => &mut self.processes,
-        }
     }
 }
 
@@ -488,7 +468,7 @@ enum Counter {
     },
     /// One part of one GPU's energy.
     Gpu {
-        part: GpuPart,
+        part: Part,
         node: String,
         device: String,
     },
@@ -578,18 +558,20 @@ impl RateTracker {
         }
         for g in reading.gpus.iter_mut() {
             let seconds = clock(&g.node);
-            for part in GpuPart::ALL {
+            for part in GPU_PARTS {
                 let counter = Counter::Gpu {
                     part,
                     node: g.node.clone(),
                     device: g.id.clone(),
                 };
-                *g.watts.get_mut(part) = step.watts(
-                    counter,
-                    g.joules.get(part),
-                    seconds,
-                    g.gauge_watts.get(part),
-                );
+                let (Some(&mut joules), Some(&mut gauge), Some(watts)) = (
+                    g.joules.get_mut(part),
+                    g.gauge_watts.get_mut(part),
+                    g.watts.get_mut(part),
+                ) else {
+                    continue;
+                };
+                *watts = step.watts(counter, joules, seconds, gauge);
             }
         }
         for u in reading.gpu_uses.iter_mut() {

@@ -54,14 +54,18 @@ impl View {
     }
 
     pub(crate) fn next(self) -> View {
-        let i = View::ALL.iter().position(|v| *v == self).unwrap_or(0);
-        View::ALL[(i + 1) % View::ALL.len()]
+        step(&View::ALL, self, 1)
     }
 
     pub(crate) fn previous(self) -> View {
-        let i = View::ALL.iter().position(|v| *v == self).unwrap_or(0);
-        View::ALL[(i + View::ALL.len() - 1) % View::ALL.len()]
+        step(&View::ALL, self, View::ALL.len() - 1)
     }
+}
+
+/// The item `by` places after `current` in `all`, going round.
+fn step<T: Copy + PartialEq>(all: &[T], current: T, by: usize) -> T {
+    let i = all.iter().position(|x| *x == current).unwrap_or(0);
+    all[(i + by) % all.len()]
 }
 
 /// A sortable column.
@@ -101,8 +105,7 @@ impl Column {
     ];
 
     pub(crate) fn next(self) -> Column {
-        let i = Column::ALL.iter().position(|c| *c == self).unwrap_or(0);
-        Column::ALL[(i + 1) % Column::ALL.len()]
+        step(&Column::ALL, self, 1)
     }
 
     /// Numbers sort largest first by default, text A to Z.

@@ -120,7 +120,7 @@ pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
             figure(active, 1)
         )
     };
-    match nodes.as_slice() {
+    let (who, usage, sources) = match nodes.as_slice() {
         [node] => {
             let zones: Vec<String> = node
                 .zones
@@ -134,21 +134,13 @@ pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
                 .usage_ratio
                 .map(|u| format!("  cpu {}%", figure(u * 100.0, 0)))
                 .unwrap_or_default();
-            vec![
-                format!(
-                    "{}  CPU {} W  {gpu_power}  total {} W{usage}",
-                    node.name,
-                    figure(cpu, 1),
-                    figure(total, 1)
-                ),
-                format!("{cpu_split}{gpu_split}"),
-                format!(
-                    "[{}]  energy:{}  cpu:{}",
-                    zones.join(", "),
-                    or_unknown(&node.energy_source),
-                    or_unknown(&node.cpu_source),
-                ),
-            ]
+            let sources = format!(
+                "[{}]  energy:{}  cpu:{}",
+                zones.join(", "),
+                or_unknown(&node.energy_source),
+                or_unknown(&node.cpu_source),
+            );
+            (node.name.clone(), usage, sources)
         }
         many => {
             let estimated = many
@@ -156,21 +148,22 @@ pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
                 .filter(|n| n.energy_source == "estimate")
                 .count();
             let with_gpus: BTreeSet<&str> = gpus.iter().map(|g| g.node.as_str()).collect();
-            vec![
-                format!(
-                    "{} nodes  CPU {} W  {gpu_power}  total {} W",
-                    many.len(),
-                    figure(cpu, 1),
-                    figure(total, 1)
-                ),
-                format!("{cpu_split}{gpu_split}"),
-                format!(
-                    "estimated: {estimated} nodes  with GPUs: {} nodes",
-                    with_gpus.len()
-                ),
-            ]
+            let sources = format!(
+                "estimated: {estimated} nodes  with GPUs: {} nodes",
+                with_gpus.len()
+            );
+            (format!("{} nodes", many.len()), String::new(), sources)
         }
-    }
+    };
+    vec![
+        format!(
+            "{who}  CPU {} W  {gpu_power}  total {} W{usage}",
+            figure(cpu, 1),
+            figure(total, 1)
+        ),
+        format!("{cpu_split}{gpu_split}"),
+        sources,
+    ]
 }
 
 fn or_unknown(s: &str) -> &str {
@@ -279,15 +272,12 @@ fn screen_columns(app: &App, width: u16) -> Vec<Column> {
         .collect()
 }
 
-/// A cell as the screen shows it: numbers right-aligned in their column.
+/// A cell as the screen shows it: numbers right-aligned in their column, one space short of it.
 fn cell_text(row: &table::Row, column: Column) -> String {
     let text = row.cell(column);
-    match column {
-        Column::Name | Column::Detail | Column::Node => text,
-        Column::Watts => format!("{text:>8}"),
-        Column::CpuWatts | Column::GpuWatts => format!("{text:>7}"),
-        Column::Joules => format!("{text:>10}"),
-        Column::Share => format!("{text:>6}"),
+    match width(column) {
+        Constraint::Length(width) => format!("{text:>0$}", usize::from(width - 1)),
+        _ => text,
     }
 }
 
