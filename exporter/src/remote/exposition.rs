@@ -95,17 +95,21 @@ fn is_name_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b':'
 }
 
-fn parse_line(line: &str) -> Result<Sample<'_>, &'static str> {
-    let bytes = line.as_bytes();
+/// A metric or label name at the start of `text`, and what follows it.
+fn split_name(text: &str) -> Option<(&str, &str)> {
+    let bytes = text.as_bytes();
     if !bytes.first().copied().is_some_and(is_name_start) {
-        return Err("a sample must start with a metric name");
+        return None;
     }
-    let name_end = bytes
+    let end = bytes
         .iter()
         .position(|b| !is_name_char(*b))
         .unwrap_or(bytes.len());
-    let name = &line[..name_end];
-    let mut rest = &line[name_end..];
+    Some(text.split_at(end))
+}
+
+fn parse_line(line: &str) -> Result<Sample<'_>, &'static str> {
+    let (name, mut rest) = split_name(line).ok_or("a sample must start with a metric name")?;
     let mut labels = Vec::with_capacity(8);
     if let Some(after) = rest.strip_prefix('{') {
         rest = parse_labels(after, &mut labels)?;
@@ -138,16 +142,8 @@ fn parse_labels<'a>(
         if let Some(after) = rest.strip_prefix('}') {
             return Ok(after);
         }
-        let bytes = rest.as_bytes();
-        if !bytes.first().copied().is_some_and(is_name_start) {
-            return Err("bad label name");
-        }
-        let key_end = bytes
-            .iter()
-            .position(|b| !is_name_char(*b))
-            .unwrap_or(bytes.len());
-        let key = &rest[..key_end];
-        rest = rest[key_end..]
+        let (key, after) = split_name(rest).ok_or("bad label name")?;
+        rest = after
             .strip_prefix("=\"")
             .ok_or("expected =\" after a label name")?;
         let (value, after) = parse_label_value(rest)?;
