@@ -4,7 +4,7 @@
 
 use crate::catalog::counts_toward_node_total as counts_zone;
 use crate::catalog::{self, Family};
-use crate::remote::series::{clean, figure, non_finite_series, percent};
+use crate::remote::series::{clean, figure, non_finite_series, or_if_empty, percent};
 use crate::remote::{
     unix_now, BaseUrl, Client, ClientError, ClientOptions, PromSample, RemoteArgs, SetupError,
 };
@@ -570,8 +570,10 @@ impl Aggregator {
                 let mut sums: BTreeMap<String, Energy> = BTreeMap::new();
                 for (pod, energy) in &pods {
                     let key = match grouping {
-                        Grouping::User => or(&pod.user, "(not a hub user)"),
-                        Grouping::Namespace => or(&pod.namespace, "(no namespace)"),
+                        Grouping::User => or_if_empty(&pod.user, "(not a hub user)").to_string(),
+                        Grouping::Namespace => {
+                            or_if_empty(&pod.namespace, "(no namespace)").to_string()
+                        }
                         Grouping::Pod if pod.namespace.is_empty() => pod.name.clone(),
                         Grouping::Pod => format!("{}/{}", pod.namespace, pod.name),
                     };
@@ -614,14 +616,6 @@ impl Aggregator {
     }
 }
 
-fn or(value: &str, unnamed: &str) -> String {
-    if value.is_empty() {
-        unnamed.to_string()
-    } else {
-        value.to_string()
-    }
-}
-
 /// `x` below 0 is 0; NaN stays NaN (`f64::max` would turn it into 0, a silent zero).
 fn non_negative(x: f64) -> f64 {
     if x.is_nan() {
@@ -653,13 +647,8 @@ fn share(joules: f64, total: f64) -> f64 {
 
 /// A figure for JSON: NaN and infinities become `null` (JSON has no such numbers), -0 becomes 0.
 fn json_figure(value: f64) -> Option<f64> {
-    if !value.is_finite() {
-        None
-    } else if value == 0.0 {
-        Some(0.0)
-    } else {
-        Some(value)
-    }
+    // -0 + 0 is +0.
+    value.is_finite().then_some(value + 0.0)
 }
 
 /// A line as the JSON output writes it (`null` for a figure that is NaN or infinite).

@@ -5,7 +5,7 @@
 
 use crate::catalog::{self, Family, Measure, Part, Scope};
 use crate::remote::exposition::Sample;
-use crate::remote::series::clean;
+use crate::remote::series::{clean, or_if_empty};
 use std::collections::BTreeMap;
 
 /// The parts of one GPU's energy (joules) or power (watts): `total = idle + active`,
@@ -205,18 +205,7 @@ fn natural_key(index: &str) -> (u64, &str) {
 impl GpuDevice {
     /// What to show: `index: product name`, with markers for what the series did not say.
     pub(crate) fn display_name(&self) -> String {
-        let index = if self.index.is_empty() {
-            "?"
-        } else {
-            &self.index
-        };
-        let name = if !self.name.is_empty() {
-            self.name.as_str()
-        } else if !self.uuid.is_empty() {
-            self.uuid.as_str()
-        } else {
-            "GPU"
-        };
-        format!("{index}: {name}")
+        let name = or_if_empty(or_if_empty(&self.name, &self.uuid), "GPU");
+        format!("{}: {name}", or_if_empty(&self.index, "?"))
     }
 }

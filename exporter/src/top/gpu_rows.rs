@@ -5,6 +5,7 @@
 use super::gpu::{GpuDevice, GpuUse};
 use super::model::{Consumer, Reading};
 use super::table::{Figures, GpuPlace, GpuRowKind, Row};
+use crate::remote::series::or_if_empty;
 use std::collections::{BTreeSet, HashMap};
 
 /// Every device of every node, each followed by what it is split into.
@@ -166,26 +167,15 @@ impl Device<'_> {
                 (format!("{key}/{}", u.instance), 2)
             };
             let pod = self.pods.get(&(u.node.as_str(), u.pod_id.as_str()));
-            let name = match pod {
-                Some(p) if !p.name.is_empty() => p.name.clone(),
-                _ if !u.pod_id.is_empty() => u.pod_id.clone(),
-                _ => "(no pod_id)".to_string(),
-            };
+            let pod_name = pod.map_or("", |p| p.name.as_str());
+            let name = or_if_empty(pod_name, or_if_empty(&u.pod_id, "(no pod_id)"));
             // The pod's user where it is a JupyterHub server, else its namespace.
-            let detail = pod
-                .map(|p| {
-                    if p.hub_user.is_empty() {
-                        p.namespace.clone()
-                    } else {
-                        p.hub_user.clone()
-                    }
-                })
-                .unwrap_or_default();
+            let detail = pod.map_or("", |p| or_if_empty(&p.hub_user, &p.namespace));
             out.push(self.child(
                 Figures::gpu(u.watts, u.joules),
                 format!("{parent}/{}", u.pod_id),
-                name,
-                detail,
+                name.to_string(),
+                detail.to_string(),
                 &parent,
                 depth,
                 self.place(GpuRowKind::Pod, &u.instance),

@@ -8,7 +8,7 @@ use crate::catalog::{
     self, counts_toward_node_total as counts_zone, Measure, Part, Resource, Scope,
 };
 use crate::remote::exposition::Sample;
-use crate::remote::series::{clean, non_finite_series};
+use crate::remote::series::{clean, non_finite_series, or_if_empty};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -153,6 +153,16 @@ impl Reading {
         }
     }
 
+    /// The node a series names, added on first sight; keyed by the printable name, as pods and
+    /// GPUs name their node.
+    fn node_mut(&mut self, label: &str) -> &mut Node {
+        let name = clean(label);
+        self.nodes.entry(name.clone()).or_insert_with(|| Node {
+            name,
+            ..Node::default()
+        })
+    }
+
     /// All nodes' CPU and GPU power.
     pub(crate) fn total_watts(&self) -> f64 {
         self.nodes.values().map(Node::total_watts).sum()
@@ -215,18 +225,6 @@ impl Reading {
                 reading.has_gpu_series = true;
             }
             let node_name = s.label("node_name");
-            let node = || Node {
-                name: clean(node_name),
-                ..Node::default()
-            };
-            fn entry<'r>(
-                r: &'r mut Reading,
-                name: &str,
-                node: impl FnOnce() -> Node,
-            ) -> &'r mut Node {
-                // Keyed by the printable name, as pods and GPUs name their node.
-                r.nodes.entry(clean(name)).or_insert_with(node)
-            }
             if (family.scope, family.resource) == (Scope::NodeZone, Resource::Cpu) {
                 let zone_field: fn(&mut ZoneFigures) -> &mut f64 = match family.measure {
                     Measure::Joules(Part::Total) => |z| &mut z.joules,
@@ -236,7 +234,7 @@ impl Reading {
                     Measure::Watts(Part::System) => |z| &mut z.system_watts,
                     _ => continue,
                 };
-                let n = entry(&mut reading, node_name, node);
+                let n = reading.node_mut(node_name);
                 let zone = n.zones.entry(s.label("zone").to_string()).or_default();
                 *zone_field(zone) += s.value;
                 if family == &catalog::NODE_CPU_JOULES && n.energy_source.is_empty() {
@@ -245,17 +243,17 @@ impl Reading {
                 continue;
             }
             if family == &catalog::ENERGY_SOURCE_INFO && s.value > 0.0 {
-                entry(&mut reading, node_name, node).energy_source = clean(s.label("source"))
+                reading.node_mut(node_name).energy_source = clean(s.label("source"))
             } else if family == &catalog::CPU_SOURCE_INFO && s.value > 0.0 {
-                entry(&mut reading, node_name, node).cpu_source = clean(s.label("source"))
+                reading.node_mut(node_name).cpu_source = clean(s.label("source"))
             } else if family == &catalog::NODE_CPU_USAGE_RATIO {
-                entry(&mut reading, node_name, node).usage_ratio = Some(s.value)
+                reading.node_mut(node_name).usage_ratio = Some(s.value)
             } else if family == &catalog::LAST_TICK_TIMESTAMP_SECONDS
                 && s.value > 0.0
                 && s.value.is_finite()
             {
                 // A clock, not a figure: one that is not a number is no clock.
-                entry(&mut reading, node_name, node).tick_seconds = Some(s.value)
+                reading.node_mut(node_name).tick_seconds = Some(s.value)
             }
         }
         if kepler == 0 {
@@ -392,7 +390,7 @@ fn new_consumer(family: Family, s: &Sample<'_>) -> Consumer {
             let pod_id = clean(s.label("pod_id"));
             Consumer {
                 node,
-                name: name_or(s.label("pod_name"), &pod_id),
+                name: clean(or_if_empty(s.label("pod_name"), &pod_id)),
                 namespace: clean(s.label("pod_namespace")),
                 hub_user: clean(s.label("hub_user")),
                 id: pod_id.clone(),
@@ -406,7 +404,7 @@ fn new_consumer(family: Family, s: &Sample<'_>) -> Consumer {
             let pod_id = clean(s.label("pod_id"));
             Consumer {
                 node,
-                name: name_or(s.label("container_name"), short_id(&id)),
+                name: clean(or_if_empty(s.label("container_name"), short_id(&id))),
                 pod: pod_id.clone(),
                 pod_id,
                 id,
@@ -426,14 +424,6 @@ fn new_consumer(family: Family, s: &Sample<'_>) -> Consumer {
 fn fill(target: &mut String, value: &str, unless_equal_to: &str) {
     if !value.is_empty() && (target.is_empty() || target == unless_equal_to) {
         *target = clean(value);
-    }
-}
-
-fn name_or(name: &str, fallback: &str) -> String {
-    if name.is_empty() {
-        clean(fallback)
-    } else {
-        clean(name)
     }
 }
 

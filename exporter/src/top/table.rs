@@ -4,7 +4,7 @@
 //! Pure; shared by the live screen, `--once` text and JSON.
 
 use super::model::{Consumer, Family, Reading};
-use crate::remote::series::{figure, percent};
+use crate::remote::series::{figure, or_if_empty, percent};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -404,7 +404,7 @@ fn grouped(reading: &Reading, group: impl Fn(&Consumer) -> &str, unnamed: &str) 
         .map(|(name, (figures, pods, nodes))| {
             figures.row(
                 name.to_string(),
-                if name.is_empty() { unnamed } else { name }.to_string(),
+                or_if_empty(name, unnamed).to_string(),
                 pods.to_string(),
                 match nodes.as_slice() {
                     [one] => one.to_string(),

@@ -7,7 +7,7 @@ use super::model::Reading;
 #[cfg(test)]
 use super::table::joules_text;
 use super::table::{self, Column, View};
-use crate::remote::series::figure;
+use crate::remote::series::{figure, or_if_empty};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -137,8 +137,8 @@ pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
             let sources = format!(
                 "[{}]  energy:{}  cpu:{}",
                 zones.join(", "),
-                or_unknown(&node.energy_source),
-                or_unknown(&node.cpu_source),
+                or_if_empty(&node.energy_source, "?"),
+                or_if_empty(&node.cpu_source, "?"),
             );
             (node.name.clone(), usage, sources)
         }
@@ -164,14 +164,6 @@ pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
         format!("{cpu_split}{gpu_split}"),
         sources,
     ]
-}
-
-fn or_unknown(s: &str) -> &str {
-    if s.is_empty() {
-        "?"
-    } else {
-        s
-    }
 }
 
 fn status_line(app: &App) -> Line<'static> {
