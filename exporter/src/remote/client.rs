@@ -25,7 +25,7 @@ pub(crate) const MAX_BODY_BYTES: u64 = 64 << 20;
 pub(crate) const MAX_STREAMED_BYTES: u64 = 1 << 30;
 
 /// The start of an unexpected answer that is read to explain it.
-const STATUS_BODY_BYTES: usize = 64 << 10;
+const STATUS_BODY_BYTES: u64 = 64 << 10;
 
 /// What went wrong with one request.
 #[derive(Debug, thiserror::Error)]
@@ -255,14 +255,6 @@ impl Client {
                 .await
                 .map_err(|_| timeout())?
         })?;
-        if status != StatusCode::OK && !also_read.contains(&status) {
-            let start = self.runtime.block_on(async {
-                tokio::time::timeout_at(deadline, read_start(body, STATUS_BODY_BYTES))
-                    .await
-                    .unwrap_or_default()
-            });
-            return Err(status_error(url, status, &start));
-        }
         let mut reader = BodyReader {
             runtime: &self.runtime,
             body,
@@ -272,6 +264,14 @@ impl Client {
             max_bytes,
             failure: None,
         };
+        if status != StatusCode::OK && !also_read.contains(&status) {
+            // The start of the body explains the status; a failed read keeps what came.
+            let mut start = Vec::new();
+            let _ = (&mut reader)
+                .take(STATUS_BODY_BYTES)
+                .read_to_end(&mut start);
+            return Err(status_error(url, status, &start));
+        }
         let result = read(
             &content_type,
             &url,
@@ -358,23 +358,6 @@ impl Read for BodyReader<'_> {
         self.chunk.advance(n);
         Ok(n)
     }
-}
-
-/// Up to `max` bytes of the start of a body, for an error message; a failed read gives what came.
-async fn read_start(mut body: Incoming, max: usize) -> Vec<u8> {
-    let mut start = Vec::new();
-    while start.len() < max {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    let take = data.len().min(max - start.len());
-                    start.extend_from_slice(&data[..take]);
-                }
-            }
-            _ => break,
-        }
-    }
-    start
 }
 
 /// Any status but 200: an error carrying the start of the body, made safe to print.

@@ -50,23 +50,19 @@ pub fn parse(text: &str) -> Result<Vec<Sample<'_>>, ExpositionError> {
     // split, not lines: the segment after the last newline is the (possibly cut) final line.
     let mut lines = text.split('\n').enumerate().peekable();
     while let Some((index, line)) = lines.next() {
-        let number = index + 1;
-        let last = lines.peek().is_none();
         let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() || line.starts_with('#') {
-            if last && !complete {
+        let sample = if line.trim().is_empty() || line.starts_with('#') {
+            Ok(None)
+        } else {
+            parse_line(line).map(Some)
+        };
+        let number = index + 1;
+        match sample {
+            // The cut final line: its own error where it has one.
+            _ if lines.peek().is_none() && !complete => {
                 return Err(ExpositionError::Truncated {
                     line: number,
-                    reason: "the body ends inside a line",
-                });
-            }
-            continue;
-        }
-        match parse_line(line) {
-            Err(reason) if last && !complete => {
-                return Err(ExpositionError::Truncated {
-                    line: number,
-                    reason,
+                    reason: sample.err().unwrap_or("the body ends inside a line"),
                 })
             }
             Err(reason) => {
@@ -75,13 +71,7 @@ pub fn parse(text: &str) -> Result<Vec<Sample<'_>>, ExpositionError> {
                     reason,
                 })
             }
-            Ok(_) if last && !complete => {
-                return Err(ExpositionError::Truncated {
-                    line: number,
-                    reason: "the body ends inside a line",
-                })
-            }
-            Ok(sample) => samples.push(sample),
+            Ok(sample) => samples.extend(sample),
         }
     }
     Ok(samples)

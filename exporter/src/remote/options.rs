@@ -119,7 +119,7 @@ impl RemoteArgs {
         &self,
         password_env: Option<String>,
     ) -> Result<Option<HeaderValue>, SetupError> {
-        let value = if let Some(user) = &self.basic_auth_user {
+        let mut value = if let Some(user) = &self.basic_auth_user {
             if user.contains(':') || user.chars().any(char::is_control) {
                 return Err(SetupError::BadUser);
             }
@@ -146,7 +146,6 @@ impl RemoteArgs {
         } else {
             return Ok(None);
         };
-        let mut value = value;
         value.set_sensitive(true);
         Ok(Some(value))
     }
