@@ -717,18 +717,17 @@ impl Report {
 
     /// What the lines leave out, and which figures are modelled rather than measured.
     fn notes(&self) -> Vec<String> {
-        let mut notes = Vec::new();
         let idle_cpu = figure(kwh(self.node_idle.cpu_joules), 6);
         let idle_gpu = figure(kwh(self.node_idle.gpu_joules), 6);
-        if self.include_idle {
-            notes.push(format!(
+        let mut notes = vec![if self.include_idle {
+            format!(
                 "idle energy ({idle_cpu} kWh CPU, {idle_gpu} kWh GPU) is billed by each consumer's share of active energy on its node; {OUTSIDE_PODS} holds host daemons, ended pods and GPU work no pod could be tied to"
-            ));
+            )
         } else {
-            notes.push(format!(
+            format!(
                 "not billed to anyone: idle energy ({idle_cpu} kWh CPU, {idle_gpu} kWh GPU; the node's standing cost, which --include-idle splits by share of active energy) and active energy outside pods (host daemons, ended pods, unattributed GPU work)"
-            ));
-        }
+            )
+        }];
         if !self.estimated_nodes.is_empty() {
             notes.push(format!(
                 "estimated, not measured (no RAPL: CPU energy modelled from utilisation): {}",

@@ -270,7 +270,17 @@ impl Client {
             let _ = (&mut reader)
                 .take(STATUS_BODY_BYTES)
                 .read_to_end(&mut start);
-            return Err(status_error(url, status, &start));
+            let start = clean_message(String::from_utf8_lossy(&start).trim());
+            let detail = if start.is_empty() {
+                start
+            } else {
+                format!(": {start}")
+            };
+            return Err(ClientError::Status {
+                url,
+                status,
+                detail,
+            });
         }
         let result = read(
             &content_type,
@@ -357,21 +367,6 @@ impl Read for BodyReader<'_> {
         buf[..n].copy_from_slice(&self.chunk[..n]);
         self.chunk.advance(n);
         Ok(n)
-    }
-}
-
-/// Any status but 200: an error carrying the start of the body, made safe to print.
-fn status_error(url: String, status: StatusCode, body_start: &[u8]) -> ClientError {
-    let start = String::from_utf8_lossy(body_start);
-    let start = clean_message(start.trim());
-    ClientError::Status {
-        url,
-        status,
-        detail: if start.is_empty() {
-            String::new()
-        } else {
-            format!(": {start}")
-        },
     }
 }
 

@@ -115,17 +115,15 @@ impl TopArgs {
             Some(url) => Source::Prometheus(BaseUrl::parse(url)?),
             None => Source::Exporter(BaseUrl::parse(&self.url)?),
         };
+        let flag = |flag, message: &str| {
+            let message = message.to_string();
+            Err(TopError::Flag { flag, message })
+        };
         if self.refresh < Duration::from_millis(100) {
-            return Err(TopError::Flag {
-                flag: "refresh",
-                message: "must be at least 100ms".into(),
-            });
+            return flag("refresh", "must be at least 100ms");
         }
         if self.timeout.is_zero() {
-            return Err(TopError::Flag {
-                flag: "timeout",
-                message: "must be more than 0".into(),
-            });
+            return flag("timeout", "must be more than 0");
         }
         let client = self
             .remote

@@ -94,19 +94,14 @@ pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
     let active: f64 = nodes.iter().map(|n| n.active_watts()).sum();
     let system: f64 = nodes.iter().map(|n| n.system_watts()).sum();
     let gpus = &reading.gpus;
-    let gpu_power = if gpus.is_empty() {
-        "GPU none".to_string()
-    } else {
-        format!("GPU {} W", figure(gpu, 1))
-    };
     let cpu_split = format!(
         "CPU idle {} active {} system {}",
         figure(idle, 1),
         figure(active, 1),
         figure(system, 1)
     );
-    let gpu_split = if gpus.is_empty() {
-        String::new()
+    let (gpu_power, gpu_split) = if gpus.is_empty() {
+        ("GPU none".to_string(), String::new())
     } else {
         let idle: f64 = gpus.iter().map(|g| g.watts.idle).sum();
         let active: f64 = gpus.iter().map(|g| g.watts.active).sum();
@@ -114,11 +109,12 @@ pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
             1 => "1 GPU".to_string(),
             n => format!("{n} GPUs"),
         };
-        format!(
+        let split = format!(
             "  {count} idle {} active {}",
             figure(idle, 1),
             figure(active, 1)
-        )
+        );
+        (format!("GPU {} W", figure(gpu, 1)), split)
     };
     let (who, usage, sources) = match nodes.as_slice() {
         [node] => {
