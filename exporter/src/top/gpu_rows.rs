@@ -46,10 +46,7 @@ impl Device<'_> {
         if self.device.has_device_series {
             Figures::gpu(self.device.watts.total, self.device.joules.total)
         } else {
-            Figures::gpu(
-                self.uses.iter().map(|u| u.watts).sum(),
-                self.uses.iter().map(|u| u.joules).sum(),
-            )
+            used(self.uses.iter().copied())
         }
     }
 
@@ -142,19 +139,16 @@ impl Device<'_> {
             ));
         }
         for instance in &instances {
-            let on: Vec<&&GpuUse> = self
+            let on = self
                 .uses
                 .iter()
-                .filter(|u| u.instance == *instance)
-                .collect();
+                .copied()
+                .filter(|u| u.instance == *instance);
             out.push(self.child(
-                Figures::gpu(
-                    on.iter().map(|u| u.watts).sum(),
-                    on.iter().map(|u| u.joules).sum(),
-                ),
+                used(on.clone()),
                 format!("{key}/{instance}"),
                 instance.to_string(),
-                format!("MIG, {}", pod_count(on.len())),
+                format!("MIG, {}", pod_count(on.count())),
                 key,
                 1,
                 self.place(GpuRowKind::MigInstance, instance),
@@ -182,6 +176,14 @@ impl Device<'_> {
             ));
         }
     }
+}
+
+/// The GPU power and energy of `uses` together.
+fn used<'u>(uses: impl Iterator<Item = &'u GpuUse> + Clone) -> Figures {
+    Figures::gpu(
+        uses.clone().map(|u| u.watts).sum(),
+        uses.map(|u| u.joules).sum(),
+    )
 }
 
 fn pod_count(pods: usize) -> String {

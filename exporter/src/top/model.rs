@@ -444,31 +444,17 @@ pub(crate) struct RateTracker {
     previous: HashMap<Counter, Previous>,
 }
 
-/// One counter `top` turns into watts.
+/// One counter `top` turns into watts (a private key: the fields are named in each doc).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Counter {
-    /// A node's CPU total.
-    NodeCpu { node: String },
-    /// A consumer's CPU or GPU energy.
-    Consumer {
-        family: Family,
-        gpu: bool,
-        node: String,
-        id: String,
-    },
-    /// One part of one GPU's energy.
-    Gpu {
-        part: Part,
-        node: String,
-        device: String,
-    },
-    /// A pod's energy on one GPU or MIG instance.
-    GpuUse {
-        node: String,
-        device: String,
-        instance: String,
-        pod_id: String,
-    },
+    /// A node's CPU total: (node).
+    NodeCpu(String),
+    /// A consumer's CPU or GPU energy: (family, resource, node, consumer id).
+    Consumer(Family, Resource, String, String),
+    /// One part of one GPU's energy: (part, node, device id).
+    Gpu(Part, String, String),
+    /// A pod's energy on one GPU or MIG instance: (node, device id, MIG instance, pod UID).
+    GpuUse(String, String, String, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -522,7 +508,7 @@ impl RateTracker {
         for (name, node) in reading.nodes.iter_mut() {
             let seconds = node.tick_seconds.unwrap_or(fetched_seconds);
             clocks.insert(node.name.clone(), seconds);
-            let counter = Counter::NodeCpu { node: name.clone() };
+            let counter = Counter::NodeCpu(name.clone());
             node.cpu_watts = step.watts(counter, node.total_joules(), seconds, node.gauge_watts());
         }
         let clock = |node: &str| clocks.get(node).copied().unwrap_or(fetched_seconds);
@@ -533,27 +519,20 @@ impl RateTracker {
         ] {
             for c in list.iter_mut() {
                 let seconds = clock(&c.node);
-                let counter = |gpu| Counter::Consumer {
-                    family,
-                    gpu,
-                    node: c.node.clone(),
-                    id: c.id.clone(),
-                };
-                c.cpu_watts = step.watts(counter(false), c.cpu_joules, seconds, c.cpu_gauge_watts);
+                let counter =
+                    |resource| Counter::Consumer(family, resource, c.node.clone(), c.id.clone());
+                let cpu = counter(Resource::Cpu);
+                c.cpu_watts = step.watts(cpu, c.cpu_joules, seconds, c.cpu_gauge_watts);
                 if c.gpu_joules > 0.0 || c.gpu_gauge_watts > 0.0 {
-                    c.gpu_watts =
-                        step.watts(counter(true), c.gpu_joules, seconds, c.gpu_gauge_watts);
+                    let gpu = counter(Resource::Gpu);
+                    c.gpu_watts = step.watts(gpu, c.gpu_joules, seconds, c.gpu_gauge_watts);
                 }
             }
         }
         for g in reading.gpus.iter_mut() {
             let seconds = clock(&g.node);
             for part in GPU_PARTS {
-                let counter = Counter::Gpu {
-                    part,
-                    node: g.node.clone(),
-                    device: g.id.clone(),
-                };
+                let counter = Counter::Gpu(part, g.node.clone(), g.id.clone());
                 let (Some(&mut joules), Some(&mut gauge), Some(watts)) = (
                     g.joules.get_mut(part),
                     g.gauge_watts.get_mut(part),
@@ -565,12 +544,8 @@ impl RateTracker {
             }
         }
         for u in reading.gpu_uses.iter_mut() {
-            let counter = Counter::GpuUse {
-                node: u.node.clone(),
-                device: u.device.clone(),
-                instance: u.instance.clone(),
-                pod_id: u.pod_id.clone(),
-            };
+            let (node, device) = (u.node.clone(), u.device.clone());
+            let counter = Counter::GpuUse(node, device, u.instance.clone(), u.pod_id.clone());
             u.watts = step.watts(counter, u.joules, clock(&u.node), u.gauge_watts);
         }
         self.previous = step.new;

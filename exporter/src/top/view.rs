@@ -197,45 +197,45 @@ fn status_line(app: &App) -> Line<'static> {
     }
 }
 
-fn bars(history: &VecDeque<f64>, width: u16) -> Vec<u64> {
-    let skip = history.len().saturating_sub(usize::from(width));
-    history
-        .iter()
-        .skip(skip)
-        .map(|w| (w.max(0.0) * 100.0).round() as u64)
-        .collect()
-}
-
 fn draw_sparklines(frame: &mut Frame, app: &App, area: Rect) {
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
-    let inner = left.width.saturating_sub(2);
     let now = app.node_history.back().copied().unwrap_or(0.0);
     let what = match &app.reading {
         Some(r) if !r.gpus.is_empty() => "node CPU+GPU",
         _ => "node",
     };
-    let node = Sparkline::default()
-        .block(
-            Block::new()
-                .borders(Borders::ALL)
-                .title(format!("{what} {} W", figure(now, 1))),
-        )
-        .data(bars(&app.node_history, inner))
-        .style(Style::new().fg(Color::Cyan));
-    frame.render_widget(node, left);
-    let (title, data) = match (app.selected_row(), app.selected_history()) {
-        (Some(row), Some(history)) => (
-            format!("{} {} W", row.name, figure(row.watts, 2)),
-            bars(history, right.width.saturating_sub(2)),
-        ),
-        _ => ("no row selected".to_string(), Vec::new()),
+    let title = format!("{what} {} W", figure(now, 1));
+    draw_sparkline(frame, left, title, Some(&app.node_history), Color::Cyan);
+    let (title, history) = match (app.selected_row(), app.selected_history()) {
+        (Some(row), Some(history)) => {
+            let title = format!("{} {} W", row.name, figure(row.watts, 2));
+            (title, Some(history))
+        }
+        _ => ("no row selected".to_string(), None),
     };
-    let selected = Sparkline::default()
+    draw_sparkline(frame, right, title, history, Color::Magenta);
+}
+
+/// A boxed sparkline of the latest points of `history` (watts, oldest first) that fit in `area`.
+fn draw_sparkline(
+    frame: &mut Frame,
+    area: Rect,
+    title: String,
+    history: Option<&VecDeque<f64>>,
+    color: Color,
+) {
+    let width = usize::from(area.width.saturating_sub(2));
+    let bars: Vec<u64> = history
+        .into_iter()
+        .flat_map(|h| h.iter().skip(h.len().saturating_sub(width)))
+        .map(|w| (w.max(0.0) * 100.0).round() as u64)
+        .collect();
+    let sparkline = Sparkline::default()
         .block(Block::new().borders(Borders::ALL).title(title))
-        .data(data)
-        .style(Style::new().fg(Color::Magenta));
-    frame.render_widget(selected, right);
+        .data(bars)
+        .style(Style::new().fg(color));
+    frame.render_widget(sparkline, area);
 }
 
 fn header_cell(app: &App, column: Column) -> Cell<'static> {
