@@ -109,8 +109,7 @@ impl App {
     }
 
     pub(crate) fn selected_history(&self) -> Option<&VecDeque<f64>> {
-        let row = self.selected_row()?;
-        self.row_history.get(&row.key)
+        self.row_history.get(&self.selected_row()?.key)
     }
 
     /// Recompute the rows, keeping the selection on the same row where it still exists; with

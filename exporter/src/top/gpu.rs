@@ -186,20 +186,20 @@ impl GpuBuilder {
             }
             d.watts = d.gauge_watts;
         }
-        devices.sort_by(|a, b| {
-            (a.node.as_str(), natural_key(&a.index), a.id.as_str()).cmp(&(
-                b.node.as_str(),
-                natural_key(&b.index),
-                b.id.as_str(),
-            ))
-        });
+        devices.sort_by(|a, b| order(a).cmp(&order(b)));
         (devices, uses)
     }
 }
 
-/// NVML indices sort as numbers (`2` before `10`); anything else after them.
-fn natural_key(index: &str) -> (u64, &str) {
-    (index.parse().unwrap_or(u64::MAX), index)
+/// Devices sort by node, then index (NVML indices as numbers, `2` before `10`; anything else after
+/// them), then id.
+fn order(d: &GpuDevice) -> (&str, u64, &str, &str) {
+    (
+        &d.node,
+        d.index.parse().unwrap_or(u64::MAX),
+        &d.index,
+        &d.id,
+    )
 }
 
 impl GpuDevice {
