@@ -4,14 +4,14 @@
 
 use crate::catalog::counts_toward_node_total as counts_zone;
 use crate::catalog::{self, Family};
-use crate::remote::series::{clean, figure, non_finite_series, percent};
+use crate::remote::series::{clean, figure, non_finite_series, or_if_empty, percent};
 use crate::remote::{
-    BaseUrl, Client, ClientError, ClientOptions, PromSample, RemoteArgs, SetupError,
+    unix_now, BaseUrl, Client, ClientError, ClientOptions, PromSample, RemoteArgs, SetupError,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 pub(crate) const JOULES_PER_KWH: f64 = 3.6e6;
 
@@ -233,53 +233,26 @@ const POD_LABELS: &str = "pod_id, pod_name, pod_namespace, hub_user";
 
 /// The PromQL of each query, for a period of `range` (a PromQL duration) ending at the query time.
 pub(crate) fn queries(range: &str) -> [(Query, String); 8] {
-    let increase =
-        |by: &str, family: &Family| format!("sum by ({by}) (increase({}[{range}]))", family.name);
+    let increase = |query: Query, by: &str| {
+        let name = query.family().name;
+        (query, format!("sum by ({by}) (increase({name}[{range}]))"))
+    };
+    let latest = |query: Query, by: &str, selector: &str| {
+        let name = query.family().name;
+        (
+            query,
+            format!("max by ({by}) (max_over_time({name}{selector}[{range}]))"),
+        )
+    };
     [
-        (
-            Query::Nodes,
-            increase("node_name, zone", &catalog::NODE_CPU_JOULES),
-        ),
-        (
-            Query::NodeIdle,
-            increase("node_name, zone", &catalog::NODE_CPU_IDLE_JOULES),
-        ),
-        (
-            Query::Pods,
-            increase(
-                &format!("node_name, zone, {POD_LABELS}"),
-                &catalog::POD_CPU_JOULES,
-            ),
-        ),
-        (
-            Query::PodInfo,
-            format!(
-                "max by ({POD_LABELS}) (max_over_time({}[{range}]))",
-                catalog::POD_INFO.name
-            ),
-        ),
-        (
-            Query::Gpus,
-            increase("node_name, gpu_uuid", &catalog::NODE_GPU_JOULES),
-        ),
-        (
-            Query::GpuIdle,
-            increase("node_name, gpu_uuid", &catalog::NODE_GPU_IDLE_JOULES),
-        ),
-        (
-            Query::PodGpus,
-            increase(
-                &format!("node_name, {POD_LABELS}"),
-                &catalog::POD_GPU_JOULES,
-            ),
-        ),
-        (
-            Query::Estimated,
-            format!(
-                "max by (node_name) (max_over_time({}{{source=\"estimate\"}}[{range}]))",
-                catalog::ENERGY_SOURCE_INFO.name
-            ),
-        ),
+        increase(Query::Nodes, "node_name, zone"),
+        increase(Query::NodeIdle, "node_name, zone"),
+        increase(Query::Pods, &format!("node_name, zone, {POD_LABELS}")),
+        latest(Query::PodInfo, POD_LABELS, ""),
+        increase(Query::Gpus, "node_name, gpu_uuid"),
+        increase(Query::GpuIdle, "node_name, gpu_uuid"),
+        increase(Query::PodGpus, &format!("node_name, {POD_LABELS}")),
+        latest(Query::Estimated, "node_name", "{source=\"estimate\"}"),
     ]
 }
 
@@ -311,6 +284,13 @@ impl Energy {
     fn add(&mut self, other: Energy) {
         self.cpu_joules += other.cpu_joules;
         self.gpu_joules += other.gpu_joules;
+    }
+    /// `self - other`, each part at least 0 (NaN stays NaN).
+    fn less(self, other: Energy) -> Energy {
+        Energy {
+            cpu_joules: non_negative(self.cpu_joules - other.cpu_joules),
+            gpu_joules: non_negative(self.gpu_joules - other.gpu_joules),
+        }
     }
 }
 
@@ -395,33 +375,19 @@ struct NodeSums {
     gpu_idle: f64,
 }
 
-/// One node's energy, for the node-total rule and the idle split.
-#[derive(Debug, Default)]
-struct NodeEnergy {
-    total: Energy,
-    idle: Energy,
-}
-
 impl NodeSums {
-    fn energy(&self) -> NodeEnergy {
-        NodeEnergy {
-            total: Energy {
-                cpu_joules: self.cpu.counted(self.has_psys),
-                gpu_joules: self.gpu,
-            },
-            idle: Energy {
-                cpu_joules: self.cpu_idle.counted(self.has_psys),
-                gpu_joules: self.gpu_idle,
-            },
+    /// The node's energy by the node-total rule.
+    fn total(&self) -> Energy {
+        Energy {
+            cpu_joules: self.cpu.counted(self.has_psys),
+            gpu_joules: self.gpu,
         }
     }
-}
-
-impl NodeEnergy {
-    fn active(&self) -> Energy {
+    /// The idle part of `total`.
+    fn idle(&self) -> Energy {
         Energy {
-            cpu_joules: non_negative(self.total.cpu_joules - self.idle.cpu_joules),
-            gpu_joules: non_negative(self.total.gpu_joules - self.idle.gpu_joules),
+            cpu_joules: self.cpu_idle.counted(self.has_psys),
+            gpu_joules: self.gpu_idle,
         }
     }
 }
@@ -435,28 +401,24 @@ struct PodNames {
 }
 
 impl PodNames {
-    fn fill(&mut self, s: &PromSample) {
-        for (slot, label) in [
-            (&mut self.name, "pod_name"),
-            (&mut self.namespace, "pod_namespace"),
-            (&mut self.user, "hub_user"),
-        ] {
+    /// Fill the names still empty from `known` (name, namespace, user).
+    fn fill(&mut self, known: [&str; 3]) {
+        let slots = [&mut self.name, &mut self.namespace, &mut self.user];
+        for (slot, value) in slots.into_iter().zip(known) {
             if slot.is_empty() {
-                slot.push_str(s.label(label));
+                slot.push_str(value);
             }
         }
     }
-    fn fill_from(&mut self, other: &PodNames) {
-        for (slot, known) in [
-            (&mut self.name, &other.name),
-            (&mut self.namespace, &other.namespace),
-            (&mut self.user, &other.user),
-        ] {
-            if slot.is_empty() {
-                slot.clone_from(known);
-            }
-        }
-    }
+}
+
+/// A sample's pod names (name, namespace, user).
+fn pod_names(s: &PromSample) -> [&str; 3] {
+    [
+        s.label("pod_name"),
+        s.label("pod_namespace"),
+        s.label("hub_user"),
+    ]
 }
 
 /// A pod's energy on one node as it arrives.
@@ -484,13 +446,10 @@ pub(crate) struct Aggregator {
 impl Aggregator {
     /// Add one sample of `query`'s answer.
     pub(crate) fn add(&mut self, query: Query, s: &PromSample) {
-        let node = || s.label("node_name").to_string();
-        match query {
+        let joules = match query {
             Query::PodInfo => {
-                self.info
-                    .entry(s.label("pod_id").to_string())
-                    .or_default()
-                    .fill(s);
+                let names = self.info.entry(s.label("pod_id").to_string()).or_default();
+                names.fill(pod_names(s));
                 return;
             }
             Query::Estimated => {
@@ -499,13 +458,13 @@ impl Aggregator {
                 }
                 return;
             }
-            _ => {}
-        }
-        let joules = self.joules(query, s);
+            _ => self.joules(query, s),
+        };
+        let node = s.label("node_name").to_string();
+        let zone = s.label("zone");
         match query {
             Query::Nodes | Query::NodeIdle => {
-                let n = self.nodes.entry(node()).or_default();
-                let zone = s.label("zone");
+                let n = self.nodes.entry(node).or_default();
                 n.has_psys |= zone == catalog::PSYS_ZONE;
                 let sums = if query == Query::Nodes {
                     &mut n.cpu
@@ -514,22 +473,14 @@ impl Aggregator {
                 };
                 sums.add(zone, joules);
             }
-            Query::Gpus | Query::GpuIdle => {
-                let n = self.nodes.entry(node()).or_default();
-                if query == Query::Gpus {
-                    n.gpu += joules;
-                } else {
-                    n.gpu_idle += joules;
-                }
-            }
+            Query::Gpus => self.nodes.entry(node).or_default().gpu += joules,
+            Query::GpuIdle => self.nodes.entry(node).or_default().gpu_idle += joules,
             Query::Pods | Query::PodGpus => {
-                let pod = self
-                    .pods
-                    .entry((node(), s.label("pod_id").to_string()))
-                    .or_default();
-                pod.names.fill(s);
+                let pod_id = s.label("pod_id").to_string();
+                let pod = self.pods.entry((node, pod_id)).or_default();
+                pod.names.fill(pod_names(s));
                 if query == Query::Pods {
-                    pod.cpu.add(s.label("zone"), joules);
+                    pod.cpu.add(zone, joules);
                 } else {
                     pod.gpu += joules;
                 }
@@ -575,52 +526,41 @@ impl Aggregator {
                 non_finite - warnings.len()
             ));
         }
-        let energies: BTreeMap<&str, NodeEnergy> = nodes
-            .iter()
-            .map(|(name, n)| (name.as_str(), n.energy()))
-            .collect();
-        let mut pods: Vec<(&str, PodNames, Energy)> = Vec::with_capacity(pod_sums.len());
+        let mut pods: Vec<(PodNames, Energy)> = Vec::with_capacity(pod_sums.len());
         for ((node, id), pod) in &pod_sums {
-            let has_psys = nodes.get(node).is_some_and(|n| n.has_psys);
+            let node = nodes.get(node);
             let mut names = pod.names.clone();
             if let Some(known) = info.get(id) {
-                names.fill_from(known);
+                names.fill([&known.name, &known.namespace, &known.user]);
             }
             if names.name.is_empty() {
                 names.name.clone_from(id);
             }
             let mut energy = Energy {
-                cpu_joules: pod.cpu.counted(has_psys),
+                cpu_joules: pod.cpu.counted(node.is_some_and(|n| n.has_psys)),
                 gpu_joules: pod.gpu,
             };
             // Bill each pod its share of its node's idle energy.
-            if include_idle {
-                if let Some(n) = energies.get(node.as_str()) {
-                    let active = n.active();
-                    energy.cpu_joules +=
-                        n.idle.cpu_joules * share(energy.cpu_joules, active.cpu_joules);
-                    energy.gpu_joules +=
-                        n.idle.gpu_joules * share(energy.gpu_joules, active.gpu_joules);
-                }
+            if let Some(n) = node.filter(|_| include_idle) {
+                let (idle, active) = (n.idle(), n.total().less(n.idle()));
+                energy.cpu_joules += idle.cpu_joules * share(energy.cpu_joules, active.cpu_joules);
+                energy.gpu_joules += idle.gpu_joules * share(energy.gpu_joules, active.gpu_joules);
             }
-            pods.push((node.as_str(), names, energy));
+            pods.push((names, energy));
         }
         let mut node = Energy::default();
         let mut node_idle = Energy::default();
-        for n in energies.values() {
-            node.add(n.total);
-            node_idle.add(n.idle);
+        for n in nodes.values() {
+            node.add(n.total());
+            node_idle.add(n.idle());
         }
         let mut billed = Energy::default();
-        for (_, _, energy) in &pods {
+        for (_, energy) in &pods {
             billed.add(*energy);
         }
-        let outside = Energy {
-            cpu_joules: non_negative(node.cpu_joules - billed.cpu_joules),
-            gpu_joules: non_negative(node.gpu_joules - billed.gpu_joules),
-        };
-        let has_users = pods.iter().any(|(_, p, _)| !p.user.is_empty());
-        let has_namespaces = pods.iter().any(|(_, p, _)| !p.namespace.is_empty());
+        let outside = node.less(billed);
+        let has_users = pods.iter().any(|(p, _)| !p.user.is_empty());
+        let has_namespaces = pods.iter().any(|(p, _)| !p.namespace.is_empty());
         let groups = by
             .iter()
             .map(|&grouping| {
@@ -628,10 +568,12 @@ impl Aggregator {
                     return (grouping, Err(NO_USERS));
                 }
                 let mut sums: BTreeMap<String, Energy> = BTreeMap::new();
-                for (_, pod, energy) in &pods {
+                for (pod, energy) in &pods {
                     let key = match grouping {
-                        Grouping::User => or(&pod.user, "(not a hub user)"),
-                        Grouping::Namespace => or(&pod.namespace, "(no namespace)"),
+                        Grouping::User => or_if_empty(&pod.user, "(not a hub user)").to_string(),
+                        Grouping::Namespace => {
+                            or_if_empty(&pod.namespace, "(no namespace)").to_string()
+                        }
                         Grouping::Pod if pod.namespace.is_empty() => pod.name.clone(),
                         Grouping::Pod => format!("{}/{}", pod.namespace, pod.name),
                     };
@@ -661,7 +603,7 @@ impl Aggregator {
         Report {
             from,
             to,
-            nodes: energies.len(),
+            nodes: nodes.len(),
             node,
             node_idle,
             pods: billed,
@@ -671,14 +613,6 @@ impl Aggregator {
             warnings,
             no_namespaces: !pods.is_empty() && !has_namespaces,
         }
-    }
-}
-
-fn or(value: &str, unnamed: &str) -> String {
-    if value.is_empty() {
-        unnamed.to_string()
-    } else {
-        value.to_string()
     }
 }
 
@@ -713,13 +647,8 @@ fn share(joules: f64, total: f64) -> f64 {
 
 /// A figure for JSON: NaN and infinities become `null` (JSON has no such numbers), -0 becomes 0.
 fn json_figure(value: f64) -> Option<f64> {
-    if !value.is_finite() {
-        None
-    } else if value == 0.0 {
-        Some(0.0)
-    } else {
-        Some(value)
-    }
+    // -0 + 0 is +0.
+    value.is_finite().then_some(value + 0.0)
 }
 
 /// A line as the JSON output writes it (`null` for a figure that is NaN or infinite).
@@ -788,18 +717,17 @@ impl Report {
 
     /// What the lines leave out, and which figures are modelled rather than measured.
     fn notes(&self) -> Vec<String> {
-        let mut notes = Vec::new();
         let idle_cpu = figure(kwh(self.node_idle.cpu_joules), 6);
         let idle_gpu = figure(kwh(self.node_idle.gpu_joules), 6);
-        if self.include_idle {
-            notes.push(format!(
+        let mut notes = vec![if self.include_idle {
+            format!(
                 "idle energy ({idle_cpu} kWh CPU, {idle_gpu} kWh GPU) is billed by each consumer's share of active energy on its node; {OUTSIDE_PODS} holds host daemons, ended pods and GPU work no pod could be tied to"
-            ));
+            )
         } else {
-            notes.push(format!(
+            format!(
                 "not billed to anyone: idle energy ({idle_cpu} kWh CPU, {idle_gpu} kWh GPU; the node's standing cost, which --include-idle splits by share of active energy) and active energy outside pods (host daemons, ended pods, unattributed GPU work)"
-            ));
-        }
+            )
+        }];
         if !self.estimated_nodes.is_empty() {
             notes.push(format!(
                 "estimated, not measured (no RAPL: CPU energy modelled from utilisation): {}",
@@ -1092,11 +1020,7 @@ fn csv_field(text: &str) -> String {
 
 /// Entry point of `kepler-rs report`.
 pub fn run(args: ReportArgs) -> Result<(), ReportError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let config = args.resolve(now, crate::remote::options::password_env()?)?;
+    let config = args.resolve(unix_now(), crate::remote::options::password_env()?)?;
     let client = Client::new(&config.client)?;
     let report =
         query(&client, &config)?.finish(config.from, config.to, &config.by, config.include_idle);

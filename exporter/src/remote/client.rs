@@ -8,7 +8,7 @@ use super::series::{clean, clean_message};
 use bytes::{Buf, Bytes};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use http::{HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,14 +18,14 @@ use std::io::{self, Read};
 use std::time::Duration;
 
 /// Larger answers are refused: a 1,000-pod exposition is about 2 MiB.
-pub(crate) const MAX_BODY_BYTES: usize = 64 << 20;
+pub(crate) const MAX_BODY_BYTES: u64 = 64 << 20;
 
 /// Larger streamed answers are refused. A streamed answer is decoded as it arrives and never held
 /// whole, so this only stops an endless body; 100,000 series of a Prometheus query are about 25 MB.
 pub(crate) const MAX_STREAMED_BYTES: u64 = 1 << 30;
 
 /// The start of an unexpected answer that is read to explain it.
-const STATUS_BODY_BYTES: usize = 64 << 10;
+const STATUS_BODY_BYTES: u64 = 64 << 10;
 
 /// What went wrong with one request.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +124,7 @@ fn status_hint(status: StatusCode) -> &'static str {
 pub(crate) struct Answer {
     pub(crate) url: String,
     pub(crate) content_type: String,
-    pub(crate) body: Bytes,
+    pub(crate) body: Vec<u8>,
 }
 
 type Https = HttpsConnector<HttpConnector>;
@@ -162,24 +162,26 @@ impl Client {
         })
     }
 
-    /// GET `path` plus an encoded `query` under `base`. Any status but 200 is an error carrying
-    /// the start of the body; a redirect is an error naming its target.
+    /// GET `path` plus an encoded `query` under `base`, the body read whole (at most
+    /// `MAX_BODY_BYTES`). Any status but 200 is an error carrying the start of the body; a
+    /// redirect is an error naming its target.
     pub(crate) fn get(
         &self,
         base: &BaseUrl,
         path: &str,
         query: Option<&str>,
     ) -> Result<Answer, ClientError> {
-        let (url, uri) = request_target(base, path, query)?;
-        let work = self.send(base, uri, url.clone());
-        self.runtime.block_on(async {
-            tokio::time::timeout(self.timeout, work)
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    url,
-                    timeout: self.timeout,
-                })?
-        })
+        let read = |content_type: &str, url: &str, body: &mut dyn Read| {
+            let mut bytes = Vec::new();
+            // A failed read is the body's failure, which `get_streamed` reports.
+            let _ = body.read_to_end(&mut bytes);
+            Ok(Answer {
+                url: url.to_string(),
+                content_type: content_type.to_string(),
+                body: bytes,
+            })
+        };
+        self.get_streamed(base, path, query, &[], MAX_BODY_BYTES, read)
     }
 
     /// Send the request and wait for the answer's head; a redirect is an error.
@@ -228,38 +230,19 @@ impl Client {
         Ok((status, content_type, response.into_body()))
     }
 
-    async fn send(&self, base: &BaseUrl, uri: Uri, url: String) -> Result<Answer, ClientError> {
-        let (status, content_type, body) = self.open(base, uri, &url).await?;
-        if status != StatusCode::OK {
-            let start = read_start(body, STATUS_BODY_BYTES).await;
-            return Err(status_error(url, status, &start));
-        }
-        let body = Limited::new(body, MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Body {
-                url: url.clone(),
-                reason: clean_message(&e.to_string()),
-            })?
-            .to_bytes();
-        Ok(Answer {
-            url,
-            content_type,
-            body,
-        })
-    }
-
-    /// GET like [`Client::get`], but the body is handed to `read` as it arrives, never held whole:
-    /// for answers too large to keep (a Prometheus query over 100,000 series). `read` gets the
-    /// status (200, or one of `also_read`; any other status is an error as in `get`), the URL and
-    /// the body. The timeout covers the whole answer; a stalled or endless body is an error.
+    /// GET whose body is handed to `read` as it arrives, never held whole: for answers too large
+    /// to keep (a Prometheus query over 100,000 series). The status must be 200 or one of
+    /// `also_read`; any other is an error carrying the start of the body. `read` gets the content
+    /// type, the URL and the body. The timeout covers the whole answer; a stalled body, or one of
+    /// more than `max_bytes`, is an error.
     pub(crate) fn get_streamed<T>(
         &self,
         base: &BaseUrl,
         path: &str,
         query: Option<&str>,
         also_read: &[StatusCode],
-        read: impl FnOnce(StatusCode, &str, &mut dyn Read) -> Result<T, ClientError>,
+        max_bytes: u64,
+        read: impl FnOnce(&str, &str, &mut dyn Read) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
         let (url, uri) = request_target(base, path, query)?;
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -267,29 +250,40 @@ impl Client {
             url: url.clone(),
             timeout: self.timeout,
         };
-        let (status, _, body) = self.runtime.block_on(async {
+        let (status, content_type, body) = self.runtime.block_on(async {
             tokio::time::timeout_at(deadline, self.open(base, uri, &url))
                 .await
                 .map_err(|_| timeout())?
         })?;
-        if status != StatusCode::OK && !also_read.contains(&status) {
-            let start = self.runtime.block_on(async {
-                tokio::time::timeout_at(deadline, read_start(body, STATUS_BODY_BYTES))
-                    .await
-                    .unwrap_or_default()
-            });
-            return Err(status_error(url, status, &start));
-        }
         let mut reader = BodyReader {
             runtime: &self.runtime,
             body,
             chunk: Bytes::new(),
             deadline,
             read: 0,
+            max_bytes,
             failure: None,
         };
+        if status != StatusCode::OK && !also_read.contains(&status) {
+            // The start of the body explains the status; a failed read keeps what came.
+            let mut start = Vec::new();
+            let _ = (&mut reader)
+                .take(STATUS_BODY_BYTES)
+                .read_to_end(&mut start);
+            let start = clean_message(String::from_utf8_lossy(&start).trim());
+            let detail = if start.is_empty() {
+                start
+            } else {
+                format!(": {start}")
+            };
+            return Err(ClientError::Status {
+                url,
+                status,
+                detail,
+            });
+        }
         let result = read(
-            status,
+            &content_type,
             &url,
             &mut io::BufReader::with_capacity(64 << 10, &mut reader),
         );
@@ -298,7 +292,7 @@ impl Client {
             Some(BodyFailure::Timeout) => Err(timeout()),
             Some(BodyFailure::TooLarge) => Err(ClientError::Body {
                 url,
-                reason: format!("more than {MAX_STREAMED_BYTES} bytes"),
+                reason: format!("more than {max_bytes} bytes"),
             }),
             Some(BodyFailure::Http(reason)) => Err(ClientError::Body { url, reason }),
             None => result,
@@ -337,6 +331,7 @@ struct BodyReader<'c> {
     chunk: Bytes,
     deadline: tokio::time::Instant,
     read: u64,
+    max_bytes: u64,
     failure: Option<BodyFailure>,
 }
 
@@ -359,7 +354,7 @@ impl Read for BodyReader<'_> {
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         self.read += data.len() as u64;
-                        if self.read > MAX_STREAMED_BYTES {
+                        if self.read > self.max_bytes {
                             self.failure = Some(BodyFailure::TooLarge);
                         } else {
                             self.chunk = data;
@@ -372,38 +367,6 @@ impl Read for BodyReader<'_> {
         buf[..n].copy_from_slice(&self.chunk[..n]);
         self.chunk.advance(n);
         Ok(n)
-    }
-}
-
-/// Up to `max` bytes of the start of a body, for an error message; a failed read gives what came.
-async fn read_start(mut body: Incoming, max: usize) -> Vec<u8> {
-    let mut start = Vec::new();
-    while start.len() < max {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    let take = data.len().min(max - start.len());
-                    start.extend_from_slice(&data[..take]);
-                }
-            }
-            _ => break,
-        }
-    }
-    start
-}
-
-/// Any status but 200: an error carrying the start of the body, made safe to print.
-fn status_error(url: String, status: StatusCode, body_start: &[u8]) -> ClientError {
-    let start = String::from_utf8_lossy(body_start);
-    let start = clean_message(start.trim());
-    ClientError::Status {
-        url,
-        status,
-        detail: if start.is_empty() {
-            String::new()
-        } else {
-            format!(": {start}")
-        },
     }
 }
 

@@ -50,23 +50,19 @@ pub fn parse(text: &str) -> Result<Vec<Sample<'_>>, ExpositionError> {
     // split, not lines: the segment after the last newline is the (possibly cut) final line.
     let mut lines = text.split('\n').enumerate().peekable();
     while let Some((index, line)) = lines.next() {
-        let number = index + 1;
-        let last = lines.peek().is_none();
         let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() || line.starts_with('#') {
-            if last && !complete {
+        let sample = if line.trim().is_empty() || line.starts_with('#') {
+            Ok(None)
+        } else {
+            parse_line(line).map(Some)
+        };
+        let number = index + 1;
+        match sample {
+            // The cut final line: its own error where it has one.
+            _ if lines.peek().is_none() && !complete => {
                 return Err(ExpositionError::Truncated {
                     line: number,
-                    reason: "the body ends inside a line",
-                });
-            }
-            continue;
-        }
-        match parse_line(line) {
-            Err(reason) if last && !complete => {
-                return Err(ExpositionError::Truncated {
-                    line: number,
-                    reason,
+                    reason: sample.err().unwrap_or("the body ends inside a line"),
                 })
             }
             Err(reason) => {
@@ -75,13 +71,7 @@ pub fn parse(text: &str) -> Result<Vec<Sample<'_>>, ExpositionError> {
                     reason,
                 })
             }
-            Ok(_) if last && !complete => {
-                return Err(ExpositionError::Truncated {
-                    line: number,
-                    reason: "the body ends inside a line",
-                })
-            }
-            Ok(sample) => samples.push(sample),
+            Ok(sample) => samples.extend(sample),
         }
     }
     Ok(samples)
@@ -95,17 +85,21 @@ fn is_name_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b':'
 }
 
-fn parse_line(line: &str) -> Result<Sample<'_>, &'static str> {
-    let bytes = line.as_bytes();
+/// A metric or label name at the start of `text`, and what follows it.
+fn split_name(text: &str) -> Option<(&str, &str)> {
+    let bytes = text.as_bytes();
     if !bytes.first().copied().is_some_and(is_name_start) {
-        return Err("a sample must start with a metric name");
+        return None;
     }
-    let name_end = bytes
+    let end = bytes
         .iter()
         .position(|b| !is_name_char(*b))
         .unwrap_or(bytes.len());
-    let name = &line[..name_end];
-    let mut rest = &line[name_end..];
+    Some(text.split_at(end))
+}
+
+fn parse_line(line: &str) -> Result<Sample<'_>, &'static str> {
+    let (name, mut rest) = split_name(line).ok_or("a sample must start with a metric name")?;
     let mut labels = Vec::with_capacity(8);
     if let Some(after) = rest.strip_prefix('{') {
         rest = parse_labels(after, &mut labels)?;
@@ -138,16 +132,8 @@ fn parse_labels<'a>(
         if let Some(after) = rest.strip_prefix('}') {
             return Ok(after);
         }
-        let bytes = rest.as_bytes();
-        if !bytes.first().copied().is_some_and(is_name_start) {
-            return Err("bad label name");
-        }
-        let key_end = bytes
-            .iter()
-            .position(|b| !is_name_char(*b))
-            .unwrap_or(bytes.len());
-        let key = &rest[..key_end];
-        rest = rest[key_end..]
+        let (key, after) = split_name(rest).ok_or("bad label name")?;
+        rest = after
             .strip_prefix("=\"")
             .ok_or("expected =\" after a label name")?;
         let (value, after) = parse_label_value(rest)?;

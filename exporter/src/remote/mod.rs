@@ -14,3 +14,12 @@ pub(crate) use client::{Client, ClientError};
 pub(crate) use endpoint::BaseUrl;
 pub(crate) use options::{ClientOptions, RemoteArgs, SetupError};
 pub(crate) use prometheus::PromSample;
+
+/// Wall-clock Unix time in seconds (0 before 1970): the clock of `report`'s default period and of
+/// `top`'s rates where the exporter gave none.
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

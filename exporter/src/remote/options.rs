@@ -115,16 +115,11 @@ impl RemoteArgs {
         })
     }
 
-    /// `resolve` with the password variable from the process environment.
-    pub(crate) fn resolve_from_env(&self, timeout: Duration) -> Result<ClientOptions, SetupError> {
-        self.resolve(timeout, password_env()?)
-    }
-
     fn authorization(
         &self,
         password_env: Option<String>,
     ) -> Result<Option<HeaderValue>, SetupError> {
-        let value = if let Some(user) = &self.basic_auth_user {
+        let mut value = if let Some(user) = &self.basic_auth_user {
             if user.contains(':') || user.chars().any(char::is_control) {
                 return Err(SetupError::BadUser);
             }
@@ -151,7 +146,6 @@ impl RemoteArgs {
         } else {
             return Ok(None);
         };
-        let mut value = value;
         value.set_sensitive(true);
         Ok(Some(value))
     }
@@ -214,14 +208,12 @@ fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, SetupErro
     roots.add_parsable_certificates(native.certs);
     if let Some(path) = ca_file {
         let mut added = 0;
-        for cert in CertificateDer::pem_file_iter(path).map_err(|source| SetupError::CaFile {
+        let unreadable = |source| SetupError::CaFile {
             path: path.to_path_buf(),
             source,
-        })? {
-            let cert = cert.map_err(|source| SetupError::CaFile {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        };
+        for cert in CertificateDer::pem_file_iter(path).map_err(unreadable)? {
+            let cert = cert.map_err(unreadable)?;
             roots
                 .add(cert)
                 .map_err(|source| SetupError::CaCertificate {

@@ -2,7 +2,7 @@
 //! form-encoded by `form_urlencoded`, answers decoded into `PromSample`s as they stream in (a
 //! result is never held whole). Builds no PromQL itself.
 
-use super::client::{Client, ClientError};
+use super::client::{Client, ClientError, MAX_STREAMED_BYTES};
 use super::endpoint::BaseUrl;
 use super::exposition::Sample;
 use super::series::{clean, clean_message};
@@ -84,6 +84,7 @@ impl Client {
             "/api/v1/query",
             Some(&query),
             &also,
+            MAX_STREAMED_BYTES,
             |_, url, body| decode(body, url, each),
         )
     }
@@ -102,14 +103,15 @@ pub(crate) fn decode(
         reason: clean_message(reason),
     };
     let mut count = 0;
+    let mut counted = |sample| {
+        count += 1;
+        each(sample)
+    };
     let mut reader = serde_json::Deserializer::from_reader(body);
-    let head = AnswerSeed {
-        each,
-        count: &mut count,
-    }
-    .deserialize(&mut reader)
-    .and_then(|head| reader.end().map(|()| head))
-    .map_err(|e| not_prometheus(&e.to_string()))?;
+    let head = AnswerSeed(&mut counted)
+        .deserialize(&mut reader)
+        .and_then(|head| reader.end().map(|()| head))
+        .map_err(|e| not_prometheus(&e.to_string()))?;
     if head.status != "success" {
         return Err(ClientError::Query {
             url: url.to_string(),
@@ -134,11 +136,9 @@ struct Head {
     result_type: Option<String>,
 }
 
-/// The whole answer: `{"status", "data": {"resultType", "result": [...]}, "errorType", "error"}`.
-struct AnswerSeed<'f> {
-    each: &'f mut dyn FnMut(PromSample),
-    count: &'f mut u64,
-}
+/// The whole answer: `{"status", "data": {"resultType", "result": [...]}, "errorType", "error"}`;
+/// each sample goes to the function it holds.
+struct AnswerSeed<'f>(&'f mut dyn FnMut(PromSample));
 
 impl<'de> DeserializeSeed<'de> for AnswerSeed<'_> {
     type Value = Head;
@@ -159,12 +159,7 @@ impl<'de> Visitor<'de> for AnswerSeed<'_> {
                 "status" => head.status = map.next_value()?,
                 "errorType" => head.error_type = map.next_value()?,
                 "error" => head.error = map.next_value()?,
-                "data" => {
-                    head.result_type = map.next_value_seed(DataSeed {
-                        each: &mut *self.each,
-                        count: &mut *self.count,
-                    })?
-                }
+                "data" => head.result_type = map.next_value_seed(DataSeed(&mut *self.0))?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -175,10 +170,7 @@ impl<'de> Visitor<'de> for AnswerSeed<'_> {
 }
 
 /// `data`: `{"resultType", "result": [...]}`; gives the result type (None for `null`).
-struct DataSeed<'f> {
-    each: &'f mut dyn FnMut(PromSample),
-    count: &'f mut u64,
-}
+struct DataSeed<'f>(&'f mut dyn FnMut(PromSample));
 
 impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
     type Value = Option<String>;
@@ -204,11 +196,9 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
             match key.as_str() {
                 "resultType" => result_type = Some(map.next_value()?),
                 // A result of another type (a matrix, a scalar) is skipped, then refused by its type.
-                "result" if result_type.as_deref().is_none_or(|t| t == "vector") => map
-                    .next_value_seed(ResultSeed {
-                        each: &mut *self.each,
-                        count: &mut *self.count,
-                    })?,
+                "result" if result_type.as_deref().is_none_or(|t| t == "vector") => {
+                    map.next_value_seed(ResultSeed(&mut *self.0))?
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -219,10 +209,7 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
 }
 
 /// `result`: the vector's elements, each handed over as soon as it is read.
-struct ResultSeed<'f> {
-    each: &'f mut dyn FnMut(PromSample),
-    count: &'f mut u64,
-}
+struct ResultSeed<'f>(&'f mut dyn FnMut(PromSample));
 
 impl<'de> DeserializeSeed<'de> for ResultSeed<'_> {
     type Value = ();
@@ -241,8 +228,7 @@ impl<'de> Visitor<'de> for ResultSeed<'_> {
             let value = r.value.1.parse::<f64>().map_err(|_| {
                 de::Error::custom(format!("value {:?} is not a number", clean(&r.value.1)))
             })?;
-            *self.count += 1;
-            (self.each)(PromSample {
+            (self.0)(PromSample {
                 labels: r.metric,
                 timestamp: r.value.0,
                 value,

@@ -21,6 +21,15 @@ pub(crate) fn clean_message(message: &str) -> String {
     cut(message, MAX_MESSAGE_CHARS)
 }
 
+/// `text`, or `fallback` when `text` is empty (Prometheus treats an empty label as absent).
+pub(crate) fn or_if_empty<'a>(text: &'a str, fallback: &'a str) -> &'a str {
+    if text.is_empty() {
+        fallback
+    } else {
+        text
+    }
+}
+
 /// Characters that change how a terminal shows the text after them rather than showing
 /// themselves: C0 and C1 controls (ESC starts escape sequences), and the Unicode bidirectional
 /// controls and invisible separators.

@@ -80,7 +80,7 @@ impl App {
                 push(&mut self.node_history, reading.total_watts());
                 self.reading = Some(reading);
                 self.status = Status::Ok;
-                self.rebuild_recording(true);
+                self.rebuild(true);
             }
             Err(message) => {
                 let attempts = match &self.status {
@@ -109,16 +109,12 @@ impl App {
     }
 
     pub(crate) fn selected_history(&self) -> Option<&VecDeque<f64>> {
-        let row = self.selected_row()?;
-        self.row_history.get(&row.key)
+        self.row_history.get(&self.selected_row()?.key)
     }
 
-    /// Recompute the rows, keeping the selection on the same row where it still exists.
-    fn rebuild(&mut self) {
-        self.rebuild_recording(false);
-    }
-
-    fn rebuild_recording(&mut self, record: bool) {
+    /// Recompute the rows, keeping the selection on the same row where it still exists; with
+    /// `record`, add a point to every row's history first.
+    fn rebuild(&mut self, record: bool) {
         let keep = self.selected_row().map(|r| r.key.clone());
         let mut rows = match &self.reading {
             Some(r) => table::rows(r, self.view),
@@ -141,23 +137,18 @@ impl App {
             self.view = view;
             self.selected = 0;
             self.row_history.clear();
-            self.rebuild_recording(true);
+            self.rebuild(true);
         }
     }
 
     fn set_sort(&mut self, column: Column) {
-        self.sort = if self.sort.column == column {
-            Sort {
-                column,
-                descending: !self.sort.descending,
-            }
+        let descending = if self.sort.column == column {
+            !self.sort.descending
         } else {
-            Sort {
-                column,
-                descending: column.descending_by_default(),
-            }
+            column.descending_by_default()
         };
-        self.rebuild();
+        self.sort = Sort { column, descending };
+        self.rebuild(false);
     }
 
     pub(crate) fn on_key(&mut self, key: KeyEvent) {
@@ -182,7 +173,7 @@ impl App {
                 _ => return,
             }
             self.selected = 0;
-            self.rebuild();
+            self.rebuild(false);
             return;
         }
         if self.help {
@@ -200,7 +191,7 @@ impl App {
             KeyCode::Char('/') => self.editing_filter = true,
             KeyCode::Esc => {
                 self.filter.clear();
-                self.rebuild();
+                self.rebuild(false);
             }
             KeyCode::Tab | KeyCode::Right => self.set_view(self.view.next()),
             KeyCode::BackTab | KeyCode::Left => self.set_view(self.view.previous()),
@@ -213,7 +204,7 @@ impl App {
             KeyCode::Char('s') => self.set_sort(self.sort.column.next()),
             KeyCode::Char('r') => {
                 self.sort.descending = !self.sort.descending;
-                self.rebuild();
+                self.rebuild(false);
             }
             KeyCode::Char(d @ '1'..='8') => {
                 let i = (d as usize) - ('1' as usize);

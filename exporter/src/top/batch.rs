@@ -148,30 +148,27 @@ pub(crate) fn text(view: View, reading: &Reading, rows: &[Row], note: Option<&st
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = String::new();
-    for line in node_summary(reading) {
-        out.push_str(&line);
-        out.push('\n');
-    }
+    let mut out: String = node_summary(reading)
+        .into_iter()
+        .map(|l| l + "\n")
+        .collect();
     if let Some(note) = note {
         out.push_str(note);
         out.push('\n');
         return out;
     }
     for line in &lines {
-        let mut text = String::new();
-        for ((cell, w), column) in line.iter().zip(&widths).zip(&columns) {
-            let pad = w.saturating_sub(cell.chars().count());
-            if matches!(column, Column::Name | Column::Detail | Column::Node) {
-                text.push_str(cell);
-                text.push_str(&" ".repeat(pad));
-            } else {
-                text.push_str(&" ".repeat(pad));
-                text.push_str(cell);
-            }
-            text.push_str("  ");
-        }
-        out.push_str(text.trim_end());
+        // Text left-aligned, numbers right-aligned; `fmt` pads by characters, as `widths` counts.
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .zip(&columns)
+            .map(|((cell, &width), column)| match column {
+                Column::Name | Column::Detail | Column::Node => format!("{cell:<width$}"),
+                _ => format!("{cell:>width$}"),
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
     out

@@ -5,7 +5,7 @@
 
 use crate::catalog::{self, Family, Measure, Part, Scope};
 use crate::remote::exposition::Sample;
-use crate::remote::series::clean;
+use crate::remote::series::{clean, or_if_empty};
 use std::collections::BTreeMap;
 
 /// The parts of one GPU's energy (joules) or power (watts): `total = idle + active`,
@@ -19,50 +19,18 @@ pub(crate) struct GpuParts {
     pub(crate) unattributed: f64,
 }
 
-/// Which part of a GPU's energy a counter or gauge holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum GpuPart {
-    Total,
-    Idle,
-    Active,
-    Unattributed,
-}
-
-impl GpuPart {
-    pub(crate) const ALL: [GpuPart; 4] = [
-        GpuPart::Total,
-        GpuPart::Idle,
-        GpuPart::Active,
-        GpuPart::Unattributed,
-    ];
-
-    fn of(part: Part) -> Option<GpuPart> {
-        match part {
-            Part::Total => Some(GpuPart::Total),
-            Part::Idle => Some(GpuPart::Idle),
-            Part::Active => Some(GpuPart::Active),
-            Part::Unattributed => Some(GpuPart::Unattributed),
-            _ => None,
-        }
-    }
-}
+/// The parts of a GPU's energy that `GpuParts` holds.
+pub(crate) const GPU_PARTS: [Part; 4] = [Part::Total, Part::Idle, Part::Active, Part::Unattributed];
 
 impl GpuParts {
-    pub(crate) fn get(&self, part: GpuPart) -> f64 {
+    /// The figure of `part`; None for a part a GPU does not have.
+    pub(crate) fn get_mut(&mut self, part: Part) -> Option<&mut f64> {
         match part {
-            GpuPart::Total => self.total,
-            GpuPart::Idle => self.idle,
-            GpuPart::Active => self.active,
-            GpuPart::Unattributed => self.unattributed,
-        }
-    }
-
-    pub(crate) fn get_mut(&mut self, part: GpuPart) -> &mut f64 {
-        match part {
-            GpuPart::Total => &mut self.total,
-            GpuPart::Idle => &mut self.idle,
-            GpuPart::Active => &mut self.active,
-            GpuPart::Unattributed => &mut self.unattributed,
+            Part::Total => Some(&mut self.total),
+            Part::Idle => Some(&mut self.idle),
+            Part::Active => Some(&mut self.active),
+            Part::Unattributed => Some(&mut self.unattributed),
+            _ => None,
         }
     }
 }
@@ -124,49 +92,48 @@ pub(crate) struct GpuBuilder {
 }
 
 impl GpuBuilder {
+    /// The device a series names, with its UUID and index filled from the first series that
+    /// gives them.
     fn device(&mut self, s: &Sample<'_>) -> &mut GpuDevice {
         let node = clean(s.label("node_name"));
         let id = device_id(s);
-        self.devices
+        let device = self
+            .devices
             .entry((node.clone(), id.clone()))
             .or_insert_with(|| GpuDevice {
                 node,
                 id,
                 ..GpuDevice::default()
-            })
+            });
+        if device.uuid.is_empty() {
+            device.uuid = clean(s.label("gpu_uuid"));
+        }
+        if device.index.is_empty() {
+            device.index = clean(s.label("gpu"));
+        }
+        device
     }
 
     /// Take one sample of a GPU family (`family.resource == Resource::Gpu`).
     pub(crate) fn add(&mut self, family: &Family, s: &Sample<'_>) {
         match family.scope {
             Scope::GpuDevice => {
-                let value = s.value;
                 let device = self.device(s);
                 device.has_device_series = true;
-                if device.uuid.is_empty() {
-                    device.uuid = clean(s.label("gpu_uuid"));
-                }
-                if device.index.is_empty() {
-                    device.index = clean(s.label("gpu"));
-                }
                 if device.name.is_empty() {
                     device.name = clean(s.label("gpu_name"));
                 }
-                match family.measure {
-                    Measure::Joules(part) => {
-                        if let Some(p) = GpuPart::of(part) {
-                            *device.joules.get_mut(p) += value;
-                        }
-                    }
-                    Measure::Watts(part) => {
-                        if let Some(p) = GpuPart::of(part) {
-                            *device.gauge_watts.get_mut(p) += value;
-                        }
-                    }
-                    Measure::Info if family == &catalog::NODE_GPU_INFO && value > 0.0 => {
+                let figure = match family.measure {
+                    Measure::Joules(part) => device.joules.get_mut(part),
+                    Measure::Watts(part) => device.gauge_watts.get_mut(part),
+                    Measure::Info if family == &catalog::NODE_GPU_INFO && s.value > 0.0 => {
                         device.method = clean(s.label("method"));
+                        None
                     }
-                    _ => {}
+                    _ => None,
+                };
+                if let Some(figure) = figure {
+                    *figure += s.value;
                 }
             }
             Scope::Pod => {
@@ -177,12 +144,6 @@ impl GpuBuilder {
                 };
                 // A pod series names its device: make sure it is listed, even without device series.
                 let device = self.device(s);
-                if device.index.is_empty() {
-                    device.index = clean(s.label("gpu"));
-                }
-                if device.uuid.is_empty() {
-                    device.uuid = clean(s.label("gpu_uuid"));
-                }
                 let key = (
                     device.node.clone(),
                     device.id.clone(),
@@ -225,37 +186,26 @@ impl GpuBuilder {
             }
             d.watts = d.gauge_watts;
         }
-        devices.sort_by(|a, b| {
-            (a.node.as_str(), natural_key(&a.index), a.id.as_str()).cmp(&(
-                b.node.as_str(),
-                natural_key(&b.index),
-                b.id.as_str(),
-            ))
-        });
+        devices.sort_by(|a, b| order(a).cmp(&order(b)));
         (devices, uses)
     }
 }
 
-/// NVML indices sort as numbers (`2` before `10`); anything else after them.
-fn natural_key(index: &str) -> (u64, &str) {
-    (index.parse().unwrap_or(u64::MAX), index)
+/// Devices sort by node, then index (NVML indices as numbers, `2` before `10`; anything else after
+/// them), then id.
+fn order(d: &GpuDevice) -> (&str, u64, &str, &str) {
+    (
+        &d.node,
+        d.index.parse().unwrap_or(u64::MAX),
+        &d.index,
+        &d.id,
+    )
 }
 
 impl GpuDevice {
     /// What to show: `index: product name`, with markers for what the series did not say.
     pub(crate) fn display_name(&self) -> String {
-        let index = if self.index.is_empty() {
-            "?"
-        } else {
-            &self.index
-        };
-        let name = if !self.name.is_empty() {
-            self.name.as_str()
-        } else if !self.uuid.is_empty() {
-            self.uuid.as_str()
-        } else {
-            "GPU"
-        };
-        format!("{index}: {name}")
+        let name = or_if_empty(or_if_empty(&self.name, &self.uuid), "GPU");
+        format!("{}: {name}", or_if_empty(&self.index, "?"))
     }
 }

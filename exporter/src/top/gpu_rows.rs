@@ -5,6 +5,7 @@
 use super::gpu::{GpuDevice, GpuUse};
 use super::model::{Consumer, Reading};
 use super::table::{Figures, GpuPlace, GpuRowKind, Row};
+use crate::remote::series::or_if_empty;
 use std::collections::{BTreeSet, HashMap};
 
 /// Every device of every node, each followed by what it is split into.
@@ -45,10 +46,7 @@ impl Device<'_> {
         if self.device.has_device_series {
             Figures::gpu(self.device.watts.total, self.device.joules.total)
         } else {
-            Figures::gpu(
-                self.uses.iter().map(|u| u.watts).sum(),
-                self.uses.iter().map(|u| u.joules).sum(),
-            )
+            used(self.uses.iter().copied())
         }
     }
 
@@ -141,19 +139,16 @@ impl Device<'_> {
             ));
         }
         for instance in &instances {
-            let on: Vec<&&GpuUse> = self
+            let on = self
                 .uses
                 .iter()
-                .filter(|u| u.instance == *instance)
-                .collect();
+                .copied()
+                .filter(|u| u.instance == *instance);
             out.push(self.child(
-                Figures::gpu(
-                    on.iter().map(|u| u.watts).sum(),
-                    on.iter().map(|u| u.joules).sum(),
-                ),
+                used(on.clone()),
                 format!("{key}/{instance}"),
                 instance.to_string(),
-                format!("MIG, {}", pod_count(on.len())),
+                format!("MIG, {}", pod_count(on.count())),
                 key,
                 1,
                 self.place(GpuRowKind::MigInstance, instance),
@@ -166,32 +161,29 @@ impl Device<'_> {
                 (format!("{key}/{}", u.instance), 2)
             };
             let pod = self.pods.get(&(u.node.as_str(), u.pod_id.as_str()));
-            let name = match pod {
-                Some(p) if !p.name.is_empty() => p.name.clone(),
-                _ if !u.pod_id.is_empty() => u.pod_id.clone(),
-                _ => "(no pod_id)".to_string(),
-            };
+            let pod_name = pod.map_or("", |p| p.name.as_str());
+            let name = or_if_empty(pod_name, or_if_empty(&u.pod_id, "(no pod_id)"));
             // The pod's user where it is a JupyterHub server, else its namespace.
-            let detail = pod
-                .map(|p| {
-                    if p.hub_user.is_empty() {
-                        p.namespace.clone()
-                    } else {
-                        p.hub_user.clone()
-                    }
-                })
-                .unwrap_or_default();
+            let detail = pod.map_or("", |p| or_if_empty(&p.hub_user, &p.namespace));
             out.push(self.child(
                 Figures::gpu(u.watts, u.joules),
                 format!("{parent}/{}", u.pod_id),
-                name,
-                detail,
+                name.to_string(),
+                detail.to_string(),
                 &parent,
                 depth,
                 self.place(GpuRowKind::Pod, &u.instance),
             ));
         }
     }
+}
+
+/// The GPU power and energy of `uses` together.
+fn used<'u>(uses: impl Iterator<Item = &'u GpuUse> + Clone) -> Figures {
+    Figures::gpu(
+        uses.clone().map(|u| u.watts).sum(),
+        uses.map(|u| u.joules).sum(),
+    )
 }
 
 fn pod_count(pods: usize) -> String {

@@ -12,7 +12,9 @@ pub mod table;
 pub(crate) mod terminal;
 pub mod view;
 
-use crate::remote::{BaseUrl, Client, ClientError, ClientOptions, RemoteArgs, SetupError};
+use crate::remote::{
+    unix_now, BaseUrl, Client, ClientError, ClientOptions, RemoteArgs, SetupError,
+};
 use app::App;
 use batch::Output;
 use model::Reading;
@@ -20,7 +22,7 @@ use ratatui::crossterm::event::{self, Event};
 pub(crate) use source::{FetchError, Source};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use table::{Column, Sort, View};
 
 /// Flags of `kepler-rs top`.
@@ -113,19 +115,19 @@ impl TopArgs {
             Some(url) => Source::Prometheus(BaseUrl::parse(url)?),
             None => Source::Exporter(BaseUrl::parse(&self.url)?),
         };
+        let flag = |flag, message: &str| {
+            let message = message.to_string();
+            Err(TopError::Flag { flag, message })
+        };
         if self.refresh < Duration::from_millis(100) {
-            return Err(TopError::Flag {
-                flag: "refresh",
-                message: "must be at least 100ms".into(),
-            });
+            return flag("refresh", "must be at least 100ms");
         }
         if self.timeout.is_zero() {
-            return Err(TopError::Flag {
-                flag: "timeout",
-                message: "must be more than 0".into(),
-            });
+            return flag("timeout", "must be more than 0");
         }
-        let client = self.remote.resolve_from_env(self.timeout)?;
+        let client = self
+            .remote
+            .resolve(self.timeout, crate::remote::options::password_env()?)?;
         let descending = self.sort.descending_by_default() != self.reverse;
         Ok(TopConfig {
             source,
@@ -173,13 +175,6 @@ fn once(config: &TopConfig, output: Output) -> Result<(), TopError> {
     };
     print!("{text}");
     Ok(())
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// The fetch loop, on its own thread so a slow server never freezes the keys. It stops when the

@@ -3,12 +3,12 @@
 //! `RateTracker`, which computes watts between two readings from the energy counters (resets
 //! handled). No I/O.
 
-use super::gpu::{GpuBuilder, GpuDevice, GpuPart, GpuUse};
+use super::gpu::{GpuBuilder, GpuDevice, GpuUse, GPU_PARTS};
 use crate::catalog::{
     self, counts_toward_node_total as counts_zone, Measure, Part, Resource, Scope,
 };
 use crate::remote::exposition::Sample;
-use crate::remote::series::{clean, non_finite_series};
+use crate::remote::series::{clean, non_finite_series, or_if_empty};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -115,8 +115,6 @@ pub struct Consumer {
     pub(crate) gpu_watts: f64,
 }
 
-impl Consumer {}
-
 /// Everything one fetch saw.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reading {
@@ -145,6 +143,24 @@ impl Reading {
             Family::Container => &self.containers,
             Family::Process => &self.processes,
         }
+    }
+
+    fn consumers_mut(&mut self, family: Family) -> &mut Vec<Consumer> {
+        match family {
+            Family::Pod => &mut self.pods,
+            Family::Container => &mut self.containers,
+            Family::Process => &mut self.processes,
+        }
+    }
+
+    /// The node a series names, added on first sight; keyed by the printable name, as pods and
+    /// GPUs name their node.
+    fn node_mut(&mut self, label: &str) -> &mut Node {
+        let name = clean(label);
+        self.nodes.entry(name.clone()).or_insert_with(|| Node {
+            name,
+            ..Node::default()
+        })
     }
 
     /// All nodes' CPU and GPU power.
@@ -209,18 +225,6 @@ impl Reading {
                 reading.has_gpu_series = true;
             }
             let node_name = s.label("node_name");
-            let node = || Node {
-                name: clean(node_name),
-                ..Node::default()
-            };
-            fn entry<'r>(
-                r: &'r mut Reading,
-                name: &str,
-                node: impl FnOnce() -> Node,
-            ) -> &'r mut Node {
-                // Keyed by the printable name, as pods and GPUs name their node.
-                r.nodes.entry(clean(name)).or_insert_with(node)
-            }
             if (family.scope, family.resource) == (Scope::NodeZone, Resource::Cpu) {
                 let zone_field: fn(&mut ZoneFigures) -> &mut f64 = match family.measure {
                     Measure::Joules(Part::Total) => |z| &mut z.joules,
@@ -230,7 +234,7 @@ impl Reading {
                     Measure::Watts(Part::System) => |z| &mut z.system_watts,
                     _ => continue,
                 };
-                let n = entry(&mut reading, node_name, node);
+                let n = reading.node_mut(node_name);
                 let zone = n.zones.entry(s.label("zone").to_string()).or_default();
                 *zone_field(zone) += s.value;
                 if family == &catalog::NODE_CPU_JOULES && n.energy_source.is_empty() {
@@ -239,17 +243,17 @@ impl Reading {
                 continue;
             }
             if family == &catalog::ENERGY_SOURCE_INFO && s.value > 0.0 {
-                entry(&mut reading, node_name, node).energy_source = clean(s.label("source"))
+                reading.node_mut(node_name).energy_source = clean(s.label("source"))
             } else if family == &catalog::CPU_SOURCE_INFO && s.value > 0.0 {
-                entry(&mut reading, node_name, node).cpu_source = clean(s.label("source"))
+                reading.node_mut(node_name).cpu_source = clean(s.label("source"))
             } else if family == &catalog::NODE_CPU_USAGE_RATIO {
-                entry(&mut reading, node_name, node).usage_ratio = Some(s.value)
+                reading.node_mut(node_name).usage_ratio = Some(s.value)
             } else if family == &catalog::LAST_TICK_TIMESTAMP_SECONDS
                 && s.value > 0.0
                 && s.value.is_finite()
             {
                 // A clock, not a figure: one that is not a number is no clock.
-                entry(&mut reading, node_name, node).tick_seconds = Some(s.value)
+                reading.node_mut(node_name).tick_seconds = Some(s.value)
             }
         }
         if kepler == 0 {
@@ -264,14 +268,13 @@ impl Reading {
                 .push(format!("{more} more series were NaN or infinite"));
         }
         // Pass 2: consumers, keyed by (family, node, id).
-        let psys: HashMap<&str, bool> = reading
+        let psys: HashMap<String, bool> = reading
             .nodes
             .iter()
-            .map(|(name, n)| (name.as_str(), n.zones.contains_key(catalog::PSYS_ZONE)))
+            .map(|(name, n)| (name.clone(), n.zones.contains_key(catalog::PSYS_ZONE)))
             .collect();
         let mut index: HashMap<(Family, &str, &str), usize> = HashMap::new();
         let mut info: HashMap<&str, (&str, &str, &str)> = HashMap::new();
-        let mut builder = Builders::default();
         let mut gpus = GpuBuilder::default();
         let mut last_node: (&str, bool) = ("\u{0}", false);
         for s in samples {
@@ -320,7 +323,7 @@ impl Reading {
                 Family::Container => s.label("container_id"),
                 Family::Process => s.label("pid"),
             };
-            let list = builder.list(family);
+            let list = reading.consumers_mut(family);
             let slot = *index.entry((family, node, id)).or_insert_with(|| {
                 list.push(new_consumer(family, s));
                 list.len() - 1
@@ -334,19 +337,19 @@ impl Reading {
                 (true, false) => consumer.gpu_gauge_watts += value,
             }
         }
-        for c in builder.pods.iter_mut() {
+        for c in reading.pods.iter_mut() {
             if let Some((name, namespace, user)) = info.get(c.pod_id.as_str()) {
                 fill(&mut c.name, name, &c.pod_id);
                 fill(&mut c.namespace, namespace, "");
                 fill(&mut c.hub_user, user, "");
             }
         }
-        let pod_names: HashMap<(&str, &str), &Consumer> = builder
+        let pod_names: HashMap<(&str, &str), &Consumer> = reading
             .pods
             .iter()
             .map(|p| ((p.node.as_str(), p.pod_id.as_str()), p))
             .collect();
-        for c in builder.containers.iter_mut() {
+        for c in reading.containers.iter_mut() {
             if let Some(pod) = pod_names.get(&(c.node.as_str(), c.pod_id.as_str())) {
                 c.pod = pod.name.clone();
                 c.namespace = pod.namespace.clone();
@@ -354,9 +357,9 @@ impl Reading {
             }
         }
         for list in [
-            &mut builder.pods,
-            &mut builder.containers,
-            &mut builder.processes,
+            &mut reading.pods,
+            &mut reading.containers,
+            &mut reading.processes,
         ] {
             for c in list.iter_mut() {
                 c.cpu_watts = c.cpu_gauge_watts;
@@ -366,42 +369,17 @@ impl Reading {
         for n in reading.nodes.values_mut() {
             n.cpu_watts = n.gauge_watts();
         }
-        reading.pods = builder.pods;
-        reading.containers = builder.containers;
-        reading.processes = builder.processes;
         (reading.gpus, reading.gpu_uses) = gpus.finish();
         // A node known only from its GPU series still gets a header entry.
         for g in &reading.gpus {
-            if !reading.nodes.contains_key(&g.node) {
-                let name = g.node.clone();
-                reading.nodes.insert(
-                    name.clone(),
-                    Node {
-                        name,
-                        ..Node::default()
-                    },
-                );
-            }
+            let name = || g.node.clone();
+            reading.nodes.entry(name()).or_insert_with(|| Node {
+                name: name(),
+                ..Node::default()
+            });
         }
         reading.sum_gpu_watts();
         Ok(reading)
-    }
-}
-
-#[derive(Default)]
-struct Builders {
-    pods: Vec<Consumer>,
-    containers: Vec<Consumer>,
-    processes: Vec<Consumer>,
-}
-
-impl Builders {
-    fn list(&mut self, family: Family) -> &mut Vec<Consumer> {
-        match family {
-            Family::Pod => &mut self.pods,
-            Family::Container => &mut self.containers,
-            Family::Process => &mut self.processes,
-        }
     }
 }
 
@@ -412,7 +390,7 @@ fn new_consumer(family: Family, s: &Sample<'_>) -> Consumer {
             let pod_id = clean(s.label("pod_id"));
             Consumer {
                 node,
-                name: name_or(s.label("pod_name"), &pod_id),
+                name: clean(or_if_empty(s.label("pod_name"), &pod_id)),
                 namespace: clean(s.label("pod_namespace")),
                 hub_user: clean(s.label("hub_user")),
                 id: pod_id.clone(),
@@ -426,7 +404,7 @@ fn new_consumer(family: Family, s: &Sample<'_>) -> Consumer {
             let pod_id = clean(s.label("pod_id"));
             Consumer {
                 node,
-                name: name_or(s.label("container_name"), short_id(&id)),
+                name: clean(or_if_empty(s.label("container_name"), short_id(&id))),
                 pod: pod_id.clone(),
                 pod_id,
                 id,
@@ -449,14 +427,6 @@ fn fill(target: &mut String, value: &str, unless_equal_to: &str) {
     }
 }
 
-fn name_or(name: &str, fallback: &str) -> String {
-    if name.is_empty() {
-        clean(fallback)
-    } else {
-        clean(name)
-    }
-}
-
 /// Container IDs are 64 hex digits; 12 are enough to tell them apart (as docker does).
 fn short_id(id: &str) -> &str {
     if id.len() > 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -474,31 +444,17 @@ pub(crate) struct RateTracker {
     previous: HashMap<Counter, Previous>,
 }
 
-/// One counter `top` turns into watts.
+/// One counter `top` turns into watts (a private key: the fields are named in each doc).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Counter {
-    /// A node's CPU total.
-    NodeCpu { node: String },
-    /// A consumer's CPU or GPU energy.
-    Consumer {
-        family: Family,
-        gpu: bool,
-        node: String,
-        id: String,
-    },
-    /// One part of one GPU's energy.
-    Gpu {
-        part: GpuPart,
-        node: String,
-        device: String,
-    },
-    /// A pod's energy on one GPU or MIG instance.
-    GpuUse {
-        node: String,
-        device: String,
-        instance: String,
-        pod_id: String,
-    },
+    /// A node's CPU total: (node).
+    NodeCpu(String),
+    /// A consumer's CPU or GPU energy: (family, resource, node, consumer id).
+    Consumer(Family, Resource, String, String),
+    /// One part of one GPU's energy: (part, node, device id).
+    Gpu(Part, String, String),
+    /// A pod's energy on one GPU or MIG instance: (node, device id, MIG instance, pod UID).
+    GpuUse(String, String, String, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -552,7 +508,7 @@ impl RateTracker {
         for (name, node) in reading.nodes.iter_mut() {
             let seconds = node.tick_seconds.unwrap_or(fetched_seconds);
             clocks.insert(node.name.clone(), seconds);
-            let counter = Counter::NodeCpu { node: name.clone() };
+            let counter = Counter::NodeCpu(name.clone());
             node.cpu_watts = step.watts(counter, node.total_joules(), seconds, node.gauge_watts());
         }
         let clock = |node: &str| clocks.get(node).copied().unwrap_or(fetched_seconds);
@@ -563,42 +519,33 @@ impl RateTracker {
         ] {
             for c in list.iter_mut() {
                 let seconds = clock(&c.node);
-                let counter = |gpu| Counter::Consumer {
-                    family,
-                    gpu,
-                    node: c.node.clone(),
-                    id: c.id.clone(),
-                };
-                c.cpu_watts = step.watts(counter(false), c.cpu_joules, seconds, c.cpu_gauge_watts);
+                let counter =
+                    |resource| Counter::Consumer(family, resource, c.node.clone(), c.id.clone());
+                let cpu = counter(Resource::Cpu);
+                c.cpu_watts = step.watts(cpu, c.cpu_joules, seconds, c.cpu_gauge_watts);
                 if c.gpu_joules > 0.0 || c.gpu_gauge_watts > 0.0 {
-                    c.gpu_watts =
-                        step.watts(counter(true), c.gpu_joules, seconds, c.gpu_gauge_watts);
+                    let gpu = counter(Resource::Gpu);
+                    c.gpu_watts = step.watts(gpu, c.gpu_joules, seconds, c.gpu_gauge_watts);
                 }
             }
         }
         for g in reading.gpus.iter_mut() {
             let seconds = clock(&g.node);
-            for part in GpuPart::ALL {
-                let counter = Counter::Gpu {
-                    part,
-                    node: g.node.clone(),
-                    device: g.id.clone(),
+            for part in GPU_PARTS {
+                let counter = Counter::Gpu(part, g.node.clone(), g.id.clone());
+                let (Some(&mut joules), Some(&mut gauge), Some(watts)) = (
+                    g.joules.get_mut(part),
+                    g.gauge_watts.get_mut(part),
+                    g.watts.get_mut(part),
+                ) else {
+                    continue;
                 };
-                *g.watts.get_mut(part) = step.watts(
-                    counter,
-                    g.joules.get(part),
-                    seconds,
-                    g.gauge_watts.get(part),
-                );
+                *watts = step.watts(counter, joules, seconds, gauge);
             }
         }
         for u in reading.gpu_uses.iter_mut() {
-            let counter = Counter::GpuUse {
-                node: u.node.clone(),
-                device: u.device.clone(),
-                instance: u.instance.clone(),
-                pod_id: u.pod_id.clone(),
-            };
+            let (node, device) = (u.node.clone(), u.device.clone());
+            let counter = Counter::GpuUse(node, device, u.instance.clone(), u.pod_id.clone());
             u.watts = step.watts(counter, u.joules, clock(&u.node), u.gauge_watts);
         }
         self.previous = step.new;

@@ -4,7 +4,7 @@
 //! Pure; shared by the live screen, `--once` text and JSON.
 
 use super::model::{Consumer, Family, Reading};
-use crate::remote::series::{figure, percent};
+use crate::remote::series::{figure, or_if_empty, percent};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -54,14 +54,18 @@ impl View {
     }
 
     pub(crate) fn next(self) -> View {
-        let i = View::ALL.iter().position(|v| *v == self).unwrap_or(0);
-        View::ALL[(i + 1) % View::ALL.len()]
+        step(&View::ALL, self, 1)
     }
 
     pub(crate) fn previous(self) -> View {
-        let i = View::ALL.iter().position(|v| *v == self).unwrap_or(0);
-        View::ALL[(i + View::ALL.len() - 1) % View::ALL.len()]
+        step(&View::ALL, self, View::ALL.len() - 1)
     }
+}
+
+/// The item `by` places after `current` in `all`, going round.
+fn step<T: Copy + PartialEq>(all: &[T], current: T, by: usize) -> T {
+    let i = all.iter().position(|x| *x == current).unwrap_or(0);
+    all[(i + by) % all.len()]
 }
 
 /// A sortable column.
@@ -101,8 +105,7 @@ impl Column {
     ];
 
     pub(crate) fn next(self) -> Column {
-        let i = Column::ALL.iter().position(|c| *c == self).unwrap_or(0);
-        Column::ALL[(i + 1) % Column::ALL.len()]
+        step(&Column::ALL, self, 1)
     }
 
     /// Numbers sort largest first by default, text A to Z.
@@ -401,7 +404,7 @@ fn grouped(reading: &Reading, group: impl Fn(&Consumer) -> &str, unnamed: &str) 
         .map(|(name, (figures, pods, nodes))| {
             figures.row(
                 name.to_string(),
-                if name.is_empty() { unnamed } else { name }.to_string(),
+                or_if_empty(name, unnamed).to_string(),
                 pods.to_string(),
                 match nodes.as_slice() {
                     [one] => one.to_string(),
@@ -427,34 +430,24 @@ pub(crate) fn filter(rows: &mut Vec<Row>, filter: &str) {
     }
     let needle = filter.to_lowercase();
     let by_key: HashMap<&str, &Row> = rows.iter().map(|r| (r.key.as_str(), r)).collect();
-    // The chain of parents of a row (bounded: keys are unique, but a bad chain must not loop).
-    let parents = |row: &Row| {
-        let mut chain = Vec::new();
-        let mut parent = row.parent.as_deref();
-        while let Some(key) = parent {
-            match by_key.get(key) {
-                Some(p) if chain.len() < by_key.len() => {
-                    chain.push(key.to_string());
-                    parent = p.parent.as_deref();
-                }
-                _ => break,
-            }
-        }
-        chain
-    };
     let mut keep: HashSet<String> = HashSet::new();
     for row in rows.iter() {
-        let chain = parents(row);
-        let own = matches(row, &needle);
-        if own
-            || chain
-                .iter()
-                .any(|k| by_key.get(k.as_str()).is_some_and(|p| matches(p, &needle)))
+        // The row and its chain of parents (bounded: keys are unique, but a bad chain must not loop).
+        let mut chain = vec![row];
+        while let Some(parent) = chain
+            .last()
+            .and_then(|r| r.parent.as_deref())
+            .and_then(|key| by_key.get(key))
         {
-            keep.insert(row.key.clone());
+            if chain.len() > by_key.len() {
+                break;
+            }
+            chain.push(parent);
         }
-        if own {
-            keep.extend(chain);
+        if matches(row, &needle) {
+            keep.extend(chain.iter().map(|r| r.key.clone()));
+        } else if chain.iter().any(|r| matches(r, &needle)) {
+            keep.insert(row.key.clone());
         }
     }
     rows.retain(|r| keep.contains(&r.key));
@@ -602,6 +595,40 @@ mod tests {
             ["coredns-1"]
         );
         assert!(table(&r, View::Pods, Sort::default(), "nothing-like-it").is_empty());
+    }
+
+    #[test]
+    fn filter_keeps_a_matching_row_with_its_parents_and_the_rows_under_a_matching_parent() {
+        // Named after the last part of the key, so only a parent's key names the parent.
+        let row = |key: &str, parent: Option<&str>| {
+            let name = key.rsplit('/').next().unwrap().to_string();
+            Row {
+                parent: parent.map(str::to_string),
+                ..Figures::default().row(key.into(), name, String::new(), "node".into(), 0.0)
+            }
+        };
+        let rows = vec![
+            row("gpu0", None),
+            row("gpu0/mig1", Some("gpu0")),
+            row("gpu0/mig1/alice", Some("gpu0/mig1")),
+            row("gpu0/bob", Some("gpu0")),
+            row("gpu1", None),
+            row("gpu1/carol", Some("gpu1")),
+            // A loop of parents must not hang the filter.
+            row("loop-a", Some("loop-b")),
+            row("loop-b", Some("loop-a")),
+        ];
+        let kept = |text: &str| {
+            let mut out = rows.clone();
+            filter(&mut out, text);
+            out.into_iter().map(|r| r.name).collect::<Vec<String>>()
+        };
+        assert_eq!(kept("alice"), ["gpu0", "mig1", "alice"]);
+        assert_eq!(kept("MIG1"), ["gpu0", "mig1", "alice"]);
+        assert_eq!(kept("gpu1"), ["gpu1", "carol"]);
+        assert_eq!(kept("bob"), ["gpu0", "bob"]);
+        assert_eq!(kept("loop-a"), ["loop-a", "loop-b"]);
+        assert_eq!(kept("nobody"), Vec::<String>::new());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::model::Reading;
 #[cfg(test)]
 use super::table::joules_text;
 use super::table::{self, Column, View};
-use crate::remote::series::figure;
+use crate::remote::series::{figure, or_if_empty};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -94,19 +94,14 @@ pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
     let active: f64 = nodes.iter().map(|n| n.active_watts()).sum();
     let system: f64 = nodes.iter().map(|n| n.system_watts()).sum();
     let gpus = &reading.gpus;
-    let gpu_power = if gpus.is_empty() {
-        "GPU none".to_string()
-    } else {
-        format!("GPU {} W", figure(gpu, 1))
-    };
     let cpu_split = format!(
         "CPU idle {} active {} system {}",
         figure(idle, 1),
         figure(active, 1),
         figure(system, 1)
     );
-    let gpu_split = if gpus.is_empty() {
-        String::new()
+    let (gpu_power, gpu_split) = if gpus.is_empty() {
+        ("GPU none".to_string(), String::new())
     } else {
         let idle: f64 = gpus.iter().map(|g| g.watts.idle).sum();
         let active: f64 = gpus.iter().map(|g| g.watts.active).sum();
@@ -114,13 +109,14 @@ pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
             1 => "1 GPU".to_string(),
             n => format!("{n} GPUs"),
         };
-        format!(
+        let split = format!(
             "  {count} idle {} active {}",
             figure(idle, 1),
             figure(active, 1)
-        )
+        );
+        (format!("GPU {} W", figure(gpu, 1)), split)
     };
-    match nodes.as_slice() {
+    let (who, usage, sources) = match nodes.as_slice() {
         [node] => {
             let zones: Vec<String> = node
                 .zones
@@ -134,21 +130,13 @@ pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
                 .usage_ratio
                 .map(|u| format!("  cpu {}%", figure(u * 100.0, 0)))
                 .unwrap_or_default();
-            vec![
-                format!(
-                    "{}  CPU {} W  {gpu_power}  total {} W{usage}",
-                    node.name,
-                    figure(cpu, 1),
-                    figure(total, 1)
-                ),
-                format!("{cpu_split}{gpu_split}"),
-                format!(
-                    "[{}]  energy:{}  cpu:{}",
-                    zones.join(", "),
-                    or_unknown(&node.energy_source),
-                    or_unknown(&node.cpu_source),
-                ),
-            ]
+            let sources = format!(
+                "[{}]  energy:{}  cpu:{}",
+                zones.join(", "),
+                or_if_empty(&node.energy_source, "?"),
+                or_if_empty(&node.cpu_source, "?"),
+            );
+            (node.name.clone(), usage, sources)
         }
         many => {
             let estimated = many
@@ -156,29 +144,22 @@ pub(crate) fn node_summary(reading: &Reading) -> Vec<String> {
                 .filter(|n| n.energy_source == "estimate")
                 .count();
             let with_gpus: BTreeSet<&str> = gpus.iter().map(|g| g.node.as_str()).collect();
-            vec![
-                format!(
-                    "{} nodes  CPU {} W  {gpu_power}  total {} W",
-                    many.len(),
-                    figure(cpu, 1),
-                    figure(total, 1)
-                ),
-                format!("{cpu_split}{gpu_split}"),
-                format!(
-                    "estimated: {estimated} nodes  with GPUs: {} nodes",
-                    with_gpus.len()
-                ),
-            ]
+            let sources = format!(
+                "estimated: {estimated} nodes  with GPUs: {} nodes",
+                with_gpus.len()
+            );
+            (format!("{} nodes", many.len()), String::new(), sources)
         }
-    }
-}
-
-fn or_unknown(s: &str) -> &str {
-    if s.is_empty() {
-        "?"
-    } else {
-        s
-    }
+    };
+    vec![
+        format!(
+            "{who}  CPU {} W  {gpu_power}  total {} W{usage}",
+            figure(cpu, 1),
+            figure(total, 1)
+        ),
+        format!("{cpu_split}{gpu_split}"),
+        sources,
+    ]
 }
 
 fn status_line(app: &App) -> Line<'static> {
@@ -216,45 +197,45 @@ fn status_line(app: &App) -> Line<'static> {
     }
 }
 
-fn bars(history: &VecDeque<f64>, width: u16) -> Vec<u64> {
-    let skip = history.len().saturating_sub(usize::from(width));
-    history
-        .iter()
-        .skip(skip)
-        .map(|w| (w.max(0.0) * 100.0).round() as u64)
-        .collect()
-}
-
 fn draw_sparklines(frame: &mut Frame, app: &App, area: Rect) {
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
-    let inner = left.width.saturating_sub(2);
     let now = app.node_history.back().copied().unwrap_or(0.0);
     let what = match &app.reading {
         Some(r) if !r.gpus.is_empty() => "node CPU+GPU",
         _ => "node",
     };
-    let node = Sparkline::default()
-        .block(
-            Block::new()
-                .borders(Borders::ALL)
-                .title(format!("{what} {} W", figure(now, 1))),
-        )
-        .data(bars(&app.node_history, inner))
-        .style(Style::new().fg(Color::Cyan));
-    frame.render_widget(node, left);
-    let (title, data) = match (app.selected_row(), app.selected_history()) {
-        (Some(row), Some(history)) => (
-            format!("{} {} W", row.name, figure(row.watts, 2)),
-            bars(history, right.width.saturating_sub(2)),
-        ),
-        _ => ("no row selected".to_string(), Vec::new()),
+    let title = format!("{what} {} W", figure(now, 1));
+    draw_sparkline(frame, left, title, Some(&app.node_history), Color::Cyan);
+    let (title, history) = match (app.selected_row(), app.selected_history()) {
+        (Some(row), Some(history)) => {
+            let title = format!("{} {} W", row.name, figure(row.watts, 2));
+            (title, Some(history))
+        }
+        _ => ("no row selected".to_string(), None),
     };
-    let selected = Sparkline::default()
+    draw_sparkline(frame, right, title, history, Color::Magenta);
+}
+
+/// A boxed sparkline of the latest points of `history` (watts, oldest first) that fit in `area`.
+fn draw_sparkline(
+    frame: &mut Frame,
+    area: Rect,
+    title: String,
+    history: Option<&VecDeque<f64>>,
+    color: Color,
+) {
+    let width = usize::from(area.width.saturating_sub(2));
+    let bars: Vec<u64> = history
+        .into_iter()
+        .flat_map(|h| h.iter().skip(h.len().saturating_sub(width)))
+        .map(|w| (w.max(0.0) * 100.0).round() as u64)
+        .collect();
+    let sparkline = Sparkline::default()
         .block(Block::new().borders(Borders::ALL).title(title))
-        .data(data)
-        .style(Style::new().fg(Color::Magenta));
-    frame.render_widget(selected, right);
+        .data(bars)
+        .style(Style::new().fg(color));
+    frame.render_widget(sparkline, area);
 }
 
 fn header_cell(app: &App, column: Column) -> Cell<'static> {
@@ -279,15 +260,12 @@ fn screen_columns(app: &App, width: u16) -> Vec<Column> {
         .collect()
 }
 
-/// A cell as the screen shows it: numbers right-aligned in their column.
+/// A cell as the screen shows it: numbers right-aligned in their column, one space short of it.
 fn cell_text(row: &table::Row, column: Column) -> String {
     let text = row.cell(column);
-    match column {
-        Column::Name | Column::Detail | Column::Node => text,
-        Column::Watts => format!("{text:>8}"),
-        Column::CpuWatts | Column::GpuWatts => format!("{text:>7}"),
-        Column::Joules => format!("{text:>10}"),
-        Column::Share => format!("{text:>6}"),
+    match width(column) {
+        Constraint::Length(width) => format!("{text:>0$}", usize::from(width - 1)),
+        _ => text,
     }
 }
 
