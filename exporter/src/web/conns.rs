@@ -90,17 +90,18 @@ impl Phase {
     }
 }
 
-/// Why the server closed a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseReason {
-    /// Made room for a new connection at the limit.
-    Evicted,
-    HeaderTimeout,
-    IdleTimeout,
-    WriteTimeout,
-    /// Answered 503: the waiting room was full, or a complete request found no slot within the
-    /// header-read timeout.
-    Overloaded,
+crate::issue::labelled! {
+    /// Why the server closed a connection.
+    pub(crate) enum CloseReason {
+        /// Made room for a new connection at the limit.
+        Evicted => "evicted",
+        HeaderTimeout => "header_timeout",
+        IdleTimeout => "idle_timeout",
+        WriteTimeout => "write_timeout",
+        /// Answered 503: the waiting room was full, or a complete request found no slot within the
+        /// header-read timeout.
+        Overloaded => "overloaded",
+    }
 }
 
 impl CloseReason {
@@ -111,16 +112,6 @@ impl CloseReason {
         CloseReason::WriteTimeout,
         CloseReason::Overloaded,
     ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Evicted => "evicted",
-            CloseReason::HeaderTimeout => "header_timeout",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::WriteTimeout => "write_timeout",
-            CloseReason::Overloaded => "overloaded",
-        }
-    }
 }
 
 /// One connection's state, shared by its task, its I/O wrapper and the registry.
