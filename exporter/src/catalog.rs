@@ -3,19 +3,11 @@
 //! the server's own lines, `top`, `report` and the docs test read it; no other file spells a name.
 //! Pure data and lookups: no I/O.
 
-/// Prometheus metric type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Counter,
-    Gauge,
-}
-
-impl Kind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        }
+crate::issue::labelled! {
+    /// Prometheus metric type.
+    pub(crate) enum Kind {
+        Counter => "counter",
+        Gauge => "gauge",
     }
 }
 

@@ -399,36 +399,18 @@ impl RunArgs {
                 ),
             ));
         }
-        let grace_period = match &args.grace_period {
-            Some(raw) => parse_duration("--grace-period", raw)?,
-            None => DEFAULT_GRACE,
-        };
-        if grace_period > MAX_GRACE {
-            return Err(err(
-                "--grace-period",
-                format!(
-                    "{:?} is out of range (0s to {})",
-                    args.grace_period.as_deref().unwrap_or_default(),
-                    humantime::format_duration(MAX_GRACE)
-                ),
-            ));
-        }
-
-        let stop_timeout = match &args.stop_timeout {
-            Some(raw) => parse_duration("--stop-timeout", raw)?,
-            None => DEFAULT_STOP_TIMEOUT,
-        };
-        if !STOP_TIMEOUT_RANGE.contains(&stop_timeout) {
-            return Err(err(
-                "--stop-timeout",
-                format!(
-                    "{:?} is out of range ({} to {})",
-                    args.stop_timeout.as_deref().unwrap_or_default(),
-                    humantime::format_duration(*STOP_TIMEOUT_RANGE.start()),
-                    humantime::format_duration(*STOP_TIMEOUT_RANGE.end())
-                ),
-            ));
-        }
+        let grace_period = duration_in(
+            "--grace-period",
+            args.grace_period.as_ref(),
+            DEFAULT_GRACE,
+            Duration::ZERO..=MAX_GRACE,
+        )?;
+        let stop_timeout = duration_in(
+            "--stop-timeout",
+            args.stop_timeout.as_ref(),
+            DEFAULT_STOP_TIMEOUT,
+            STOP_TIMEOUT_RANGE,
+        )?;
 
         let defaults = HostRoots::default();
         let sysfs = args.sysfs.unwrap_or(defaults.sysfs);
@@ -558,25 +540,18 @@ fn web_limits(args: &RunArgs) -> Result<Limits, ConfigError> {
         limits.max_connections = n;
         limits.max_waiting = Limits::waiting_room_for(n);
     }
-    let timeout = |flag: &'static str, raw: Option<&String>, default: Duration| match raw {
-        Some(raw) => {
-            let d = parse_duration(flag, raw)?;
-            if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
-                return Err(err(flag, format!("{raw:?} is out of range (100ms to 1h)")));
-            }
-            Ok(d)
-        }
-        None => Ok(default),
-    };
-    limits.header_read_timeout = timeout(
+    let range = || Duration::from_millis(100)..=Duration::from_secs(3600);
+    limits.header_read_timeout = duration_in(
         "--web.header-read-timeout",
         args.web_header_read_timeout.as_ref(),
         limits.header_read_timeout,
+        range(),
     )?;
-    limits.idle_timeout = timeout(
+    limits.idle_timeout = duration_in(
         "--web.idle-timeout",
         args.web_idle_timeout.as_ref(),
         limits.idle_timeout,
+        range(),
     )?;
     if let Some(n) = args.web_max_header_bytes {
         if !MAX_HEADER_BYTES_RANGE.contains(&n) {
@@ -687,6 +662,28 @@ fn parse_duration(flag: &'static str, raw: &str) -> Result<Duration, ConfigError
             format!("{raw:?} is not a duration like 3s or 500ms ({e})"),
         )
     })
+}
+
+/// `raw` as a duration (`default` where unset), refused outside `range`.
+fn duration_in(
+    flag: &'static str,
+    raw: Option<&String>,
+    default: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+) -> Result<Duration, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    let duration = parse_duration(flag, raw)?;
+    if range.contains(&duration) {
+        return Ok(duration);
+    }
+    let (lo, hi) = range.into_inner();
+    let (lo, hi) = (
+        humantime::format_duration(lo),
+        humantime::format_duration(hi),
+    );
+    Err(err(flag, format!("{raw:?} is out of range ({lo} to {hi})")))
 }
 
 fn parse_idle_watts(raw: &str) -> Result<BTreeMap<ZoneKind, Watts>, ConfigError> {

@@ -51,9 +51,7 @@ impl FileError {
     pub(crate) fn io_error(&self) -> Option<&std::io::Error> {
         match self {
             FileError::Open { source, .. } | FileError::Read { source, .. } => Some(source),
-            FileError::NotRegular { .. }
-            | FileError::TooLarge { .. }
-            | FileError::NotUtf8 { .. } => None,
+            _ => None,
         }
     }
 

@@ -190,8 +190,7 @@ impl IdleEstimator {
         IdleEstimator {
             configured_cpu: cpu,
             configured_gpu: gpu,
-            learned: BTreeMap::new(),
-            scratch: Scratch::default(),
+            ..IdleEstimator::default()
         }
     }
 

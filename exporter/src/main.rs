@@ -66,26 +66,26 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => run(*args),
+        Command::Run(args) => run(*args).unwrap_or_else(|(code, e)| fail("kepler-rs", code, &e)),
         Command::Top(args) => kepler_rs::top::run(args)
             .map_err(|e| (e.exit_code(), e.to_string()))
-            .map_or_else(|(code, e)| fail("top", code, &e), |()| ExitCode::SUCCESS),
+            .map_or_else(
+                |(c, e)| fail("kepler-rs top", c, &e),
+                |()| ExitCode::SUCCESS,
+            ),
         Command::Report(args) => kepler_rs::report::run(args)
             .map_err(|e| (e.exit_code(), e.to_string()))
-            .map_or_else(|(code, e)| fail("report", code, &e), |()| ExitCode::SUCCESS),
+            .map_or_else(
+                |(c, e)| fail("kepler-rs report", c, &e),
+                |()| ExitCode::SUCCESS,
+            ),
     }
 }
 
-/// `run` could not start: one line on stderr (not also a log line), then the exit code (2: bad
-/// flag or an input chosen by flag that cannot be used, 1: could not do it).
-fn fail_to_start(code: u8, message: &str) -> ExitCode {
-    eprintln!("kepler-rs: error: {message}");
-    ExitCode::from(code)
-}
-
-/// One line on stderr, then the exit code (2: bad flag, 1: could not do it).
+/// One line on stderr (for `run`, not also a log line), then the exit code (2: bad flag, or an
+/// input chosen by flag that cannot be used; 1: could not do it).
 fn fail(command: &str, code: u8, message: &str) -> ExitCode {
-    eprintln!("kepler-rs {command}: error: {message}");
+    eprintln!("{command}: error: {message}");
     ExitCode::from(code)
 }
 
@@ -117,21 +117,20 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn run(args: RunArgs) -> ExitCode {
+/// Why `run` could not start: the exit code and one line.
+type StartError = (u8, String);
+
+fn run(args: RunArgs) -> Result<ExitCode, StartError> {
     let config_file = args.config.clone();
-    let config = match args.resolve(std::env::var("NODE_NAME").ok(), hostname) {
-        Ok(c) => c,
-        Err(e) => return fail_to_start(2, &e.to_string()),
-    };
+    let config = args
+        .resolve(std::env::var("NODE_NAME").ok(), hostname)
+        .map_err(|e| (2, e.to_string()))?;
     init_logging(&config);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %config.node_name, listen = %config.listen, interval = ?config.interval, "starting kepler-rs");
 
     // A bad web config is a usage error, before anything is measured or bound.
     let web = match &config.web_config_file {
-        Some(path) => match WebState::load(path) {
-            Ok(web) => web,
-            Err(e) => return fail_to_start(2, &e.to_string()),
-        },
+        Some(path) => WebState::load(path).map_err(|e| (2, e.to_string()))?,
         None => WebState::plain(),
     };
     let web = Arc::new(web);
@@ -141,13 +140,10 @@ fn run(args: RunArgs) -> ExitCode {
     let fd_limit = kepler_rs::activity::cgroup::raise_open_file_limit();
     tracing::debug!(fd_limit, "open file limit");
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail_to_start(1, &format!("cannot start the runtime: {e}")),
-    };
+        .map_err(|e| (1, format!("cannot start the runtime: {e}")))?;
     // From here SIGHUP reloads (queued until the runtime runs) instead of killing the process.
     let hangup = {
         let _context = runtime.enter();
@@ -161,21 +157,14 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP; it will end the process"),
     }
     // Bind before loading any input: a busy port fails at once, before eBPF or NVML are loaded.
-    let listener = match runtime.block_on(kepler_rs::server::bind(config.listen)) {
-        Ok(l) => l,
-        Err(e) => return fail_to_start(2, &format!("--listen {}: {e}", config.listen)),
-    };
+    let listener = runtime
+        .block_on(server::bind(config.listen))
+        .map_err(|e| (2, format!("--listen {}: {e}", config.listen)))?;
     let Built {
         monitor, pod_cache, ..
-    } = match build(&config, &Probes::host()) {
-        Ok(built) => built,
-        Err(e) => return fail_to_start(2, &e.to_string()),
-    };
-
+    } = build(&config, &Probes::host()).map_err(|e| (2, e.to_string()))?;
     if let Some(cache) = &pod_cache {
-        if let Err(code) = start_pod_watch(&runtime, &config, cache) {
-            return code;
-        }
+        start_pod_watch(&runtime, &config, cache)?;
     }
     let exposition = Exposition {
         build: BuildInfo::current(),
@@ -194,15 +183,13 @@ fn run(args: RunArgs) -> ExitCode {
     let interval = config.interval;
     let stop_timeout = config.stop_timeout;
     let in_flight = monitor.in_flight();
-    let monitor_thread = match std::thread::Builder::new()
+    let monitor_thread = std::thread::Builder::new()
         .name("monitor".into())
         .spawn(move || {
             monitor::run(monitor, interval, publish, stop_rx);
             drop(stopped_tx);
-        }) {
-        Ok(t) => t,
-        Err(e) => return fail_to_start(1, &format!("cannot start the monitor thread: {e}")),
-    };
+        })
+        .map_err(|e| (1, format!("cannot start the monitor thread: {e}")))?;
     let state = Arc::new(
         ServerState::new(snapshots, exposition, config.interval).with_web(web, config.web_limits),
     );
@@ -210,23 +197,25 @@ fn run(args: RunArgs) -> ExitCode {
     runtime.block_on(server::serve(listener, state, shutdown_signal()));
     let _ = stop_monitor.send(());
     // The thread ends between reads; a read stuck in the kernel would hold it (and the exit) forever.
-    match signals::wait_for_loop(&stopped, &in_flight, stop_timeout) {
-        LoopStop::Clean => {
-            let _ = monitor_thread.join();
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        LoopStop::Stuck { input, stuck_for } => {
-            let input = input.unwrap_or("no input");
-            tracing::error!(
-                input,
-                stuck_seconds = stuck_for.as_secs_f64(),
-                stop_timeout = ?stop_timeout,
-                "the measurement loop did not stop in time: a read of {input} is stuck; exiting without it"
-            );
-            ExitCode::from(1)
-        }
-    }
+    Ok(
+        match signals::wait_for_loop(&stopped, &in_flight, stop_timeout) {
+            LoopStop::Clean => {
+                let _ = monitor_thread.join();
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            LoopStop::Stuck { input, stuck_for } => {
+                let input = input.unwrap_or("no input");
+                tracing::error!(
+                    input,
+                    stuck_seconds = stuck_for.as_secs_f64(),
+                    stop_timeout = ?stop_timeout,
+                    "the measurement loop did not stop in time: a read of {input} is stuck; exiting without it"
+                );
+                ExitCode::from(1)
+            }
+        },
+    )
 }
 
 /// On every SIGHUP: reload the web configuration and its certificates, off the event loop.
@@ -299,7 +288,7 @@ fn start_pod_watch(
     runtime: &tokio::runtime::Runtime,
     config: &Config,
     cache: &Arc<PodCache>,
-) -> Result<(), ExitCode> {
+) -> Result<(), StartError> {
     let kubeconfig = match &config.pod_metadata {
         PodMetadataSource::Kubeconfig(path) => Some(path.as_path()),
         _ => None,
@@ -320,11 +309,10 @@ fn start_pod_watch(
             ));
             Ok(())
         }
-        Err(e) if kubeconfig.is_some() => {
-            let msg = e.to_string().replace('\n', " ");
-            eprintln!("kepler-rs: error: --kubeconfig: {msg}");
-            Err(ExitCode::from(2))
-        }
+        Err(e) if kubeconfig.is_some() => Err((
+            2,
+            format!("--kubeconfig: {}", e.to_string().replace('\n', " ")),
+        )),
         Err(e) => {
             tracing::error!(error = %e, "no pod metadata: pods carry pod_id only (outside a cluster pass --kubeconfig FILE, or --no-kube)");
             cache.note_error(e.kind());

@@ -517,14 +517,6 @@ impl<const N: usize> EncodeLabelSet for HubLabels<'_, N> {
     }
 }
 
-/// `hub_user` and `hub_server` for JupyterHub user servers; nothing for other pods.
-fn hub_labels(labels: &mut Vec<(&'static str, String)>, hub: Option<&HubServer>) {
-    if let Some(hub) = hub {
-        labels.push(("hub_user", hub.user.clone()));
-        labels.push(("hub_server", hub.server.clone()));
-    }
-}
-
 /// `kepler_node_gpu_*`, `kepler_pod_gpu_*`, `kepler_container_gpu_*` (see docs/metrics.md).
 fn gpu_families(
     f: &mut Families<'_>,
@@ -532,16 +524,34 @@ fn gpu_families(
     node: &str,
     compat: MetricsCompat,
 ) -> Result<(), std::fmt::Error> {
-    use crate::gpu::ledger::{GpuDeviceSeries, GpuPodSeries};
+    use crate::gpu::ledger::{GpuDeviceSeries, GpuPodSeries, GpuSnapshot};
     let gpu = &s.gpu;
-    let device_labels = |d: &GpuDeviceSeries| {
+    let indices: Vec<String> = gpu.devices.iter().map(|d| d.index.to_string()).collect();
+    let devices = || gpu.devices.iter().zip(&indices);
+    fn device_labels<'a>(
+        node: &'a str,
+        (d, index): (&'a GpuDeviceSeries, &'a String),
+    ) -> [(&'static str, &'a str); 4] {
         [
-            ("node_name", node.to_string()),
-            ("gpu", d.index.to_string()),
-            ("gpu_uuid", d.uuid.clone()),
-            ("gpu_name", d.name.clone()),
+            ("node_name", node),
+            ("gpu", index.as_str()),
+            ("gpu_uuid", d.uuid.as_str()),
+            ("gpu_name", d.name.as_str()),
         ]
-    };
+    }
+    // `gpu`, `gpu_uuid` and `gpu_instance` of a pod's share, after its other labels.
+    fn gpu_labels<'a>(
+        gpu: &'a GpuSnapshot,
+        indices: &'a [String],
+        p: &'a GpuPodSeries,
+    ) -> [(&'static str, &'a str); 3] {
+        let d = gpu.devices.get(p.device);
+        [
+            ("gpu", indices.get(p.device).map_or("", String::as_str)),
+            ("gpu_uuid", d.map_or("", |d| d.uuid.as_str())),
+            ("gpu_instance", p.instance.as_deref().unwrap_or("")),
+        ]
+    }
     type DeviceField = fn(&GpuDeviceSeries) -> f64;
     let device_families: [(&Family, DeviceField); 8] = [
         (&catalog::NODE_GPU_JOULES, |d| d.total_joules.0),
@@ -560,25 +570,16 @@ fn gpu_families(
     for (family, field) in device_families {
         f.family(
             family,
-            gpu.devices.iter().map(|d| (device_labels(d), field(d))),
+            devices().map(|d| (device_labels(node, d), field(d.0))),
         )?;
     }
     f.family(
         &catalog::NODE_GPU_INFO,
-        gpu.devices.iter().map(|d| {
-            let [n, g, u, name] = device_labels(d);
-            ([n, g, u, name, ("method", d.method.to_string())], 1.0)
+        devices().map(|d| {
+            let [n, g, u, name] = device_labels(node, d);
+            ([n, g, u, name, ("method", d.0.method)], 1.0)
         }),
     )?;
-    let device_of = |p: &GpuPodSeries| gpu.devices.get(p.device);
-    let gpu_labels = |p: &GpuPodSeries| {
-        let d = device_of(p);
-        [
-            ("gpu", d.map(|d| d.index.to_string()).unwrap_or_default()),
-            ("gpu_uuid", d.map(|d| d.uuid.clone()).unwrap_or_default()),
-            ("gpu_instance", p.instance.clone().unwrap_or_default()),
-        ]
-    };
     for (family, watts) in [
         (&catalog::POD_GPU_JOULES, false),
         (&catalog::POD_GPU_WATTS, true),
@@ -586,15 +587,16 @@ fn gpu_families(
         f.family(
             family,
             gpu.pods.iter().map(|p| {
-                let [g, u, i] = gpu_labels(p);
-                let mut labels = vec![
-                    ("node_name", node.to_string()),
-                    ("pod_id", p.uid.to_string()),
-                    ("pod_name", p.name.clone().unwrap_or_default()),
-                    ("pod_namespace", p.namespace.clone().unwrap_or_default()),
+                let labels = [
+                    ("node_name", node),
+                    ("pod_id", p.uid.as_str()),
+                    ("pod_name", p.name.as_deref().unwrap_or("")),
+                    ("pod_namespace", p.namespace.as_deref().unwrap_or("")),
                 ];
-                hub_labels(&mut labels, p.hub.as_ref());
-                labels.extend([g, u, i]);
+                let labels = (
+                    HubLabels(labels, p.hub.as_ref()),
+                    gpu_labels(gpu, &indices, p),
+                );
                 (labels, if watts { p.watts.0 } else { p.joules.0 })
             }),
         )?;
@@ -603,30 +605,28 @@ fn gpu_families(
         (&catalog::CONTAINER_GPU_JOULES, false),
         (&catalog::CONTAINER_GPU_WATTS, true),
     ] {
+        // Kepler 0.7's container GPU family has this name: its labels join the series.
+        let kepler07 = compat == MetricsCompat::Kepler07 && !watts;
         f.family(
             family,
             gpu.pods.iter().flat_map(|p| {
+                let kepler07 = kepler07.then(|| {
+                    [
+                        ("container_namespace", p.namespace.as_deref().unwrap_or("")),
+                        ("pod_name", p.name.as_deref().unwrap_or("")),
+                        ("mode", "dynamic"),
+                    ]
+                });
+                let gpu_of = gpu_labels(gpu, &indices, p);
                 p.containers.iter().map(move |c| {
-                    let [g, u, i] = gpu_labels(p);
-                    let mut labels = vec![
-                        ("node_name", node.to_string()),
-                        ("container_id", c.id.to_string()),
-                        ("container_name", c.name.clone().unwrap_or_default()),
-                        ("pod_id", p.uid.to_string()),
+                    let labels = [
+                        ("node_name", node),
+                        ("container_id", c.id.as_str()),
+                        ("container_name", c.name.as_deref().unwrap_or("")),
+                        ("pod_id", p.uid.as_str()),
                     ];
-                    hub_labels(&mut labels, p.hub.as_ref());
-                    labels.extend([g, u, i]);
-                    // Kepler 0.7's container GPU family has this name: its labels join the series.
-                    if compat == MetricsCompat::Kepler07 && !watts {
-                        labels.extend([
-                            (
-                                "container_namespace",
-                                p.namespace.clone().unwrap_or_default(),
-                            ),
-                            ("pod_name", p.name.clone().unwrap_or_default()),
-                            ("mode", "dynamic".to_string()),
-                        ]);
-                    }
+                    let extra: Vec<_> = kepler07.into_iter().flatten().collect();
+                    let labels = (HubLabels(labels, p.hub.as_ref()), (gpu_of, extra));
                     (labels, if watts { c.watts.0 } else { c.joules.0 })
                 })
             }),

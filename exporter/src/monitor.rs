@@ -29,12 +29,8 @@ use tokio::sync::watch;
 pub struct InFlight(Mutex<Option<(&'static str, Instant)>>);
 
 impl InFlight {
-    fn begin(&self, input: &'static str) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((input, Instant::now()));
-    }
-
-    fn end(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    fn set(&self, current: Option<(&'static str, Instant)>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = current;
     }
 
     /// The input being read and for how long; `None` between reads.
@@ -47,9 +43,9 @@ impl InFlight {
 
     /// Runs `read` with `input` marked as in flight.
     fn read<T>(&self, input: &'static str, read: impl FnOnce() -> T) -> T {
-        self.begin(input);
+        self.set(Some((input, Instant::now())));
         let out = read();
-        self.end();
+        self.set(None);
         out
     }
 }
@@ -141,11 +137,7 @@ impl Monitor {
     /// logged by the caller), and reported as down (`kepler_exporter_source_up 0`) from then on.
     pub(crate) fn note_unavailable(&mut self, issue: SourceIssue) {
         self.warned.insert((issue.input, issue.kind));
-        *self
-            .health
-            .issues
-            .entry((issue.input, issue.kind))
-            .or_insert(0) += 1;
+        self.count(&issue);
         if !self.unavailable.contains(&issue.input) {
             self.unavailable.push(issue.input);
         }
@@ -314,37 +306,40 @@ impl Monitor {
             known.watts = Watts::default();
         }
         for reading in sockets {
-            let index = match self
+            let key = (reading.zone, reading.socket);
+            let found = self
                 .sockets
-                .binary_search_by(|s| (s.zone, s.socket).cmp(&(reading.zone, reading.socket)))
-            {
-                Ok(i) => i,
-                Err(i) => {
-                    self.sockets.insert(
-                        i,
-                        SocketZone {
-                            zone: reading.zone,
-                            socket: reading.socket,
-                            joules: Joules::ZERO,
-                            watts: Watts::default(),
-                        },
-                    );
-                    i
-                }
-            };
+                .binary_search_by(|s| (s.zone, s.socket).cmp(&key));
+            let index = found.unwrap_or_else(|i| {
+                let (zone, socket) = key;
+                let (joules, watts) = (Joules::ZERO, Watts::default());
+                let new = SocketZone {
+                    zone,
+                    socket,
+                    joules,
+                    watts,
+                };
+                self.sockets.insert(i, new);
+                i
+            });
             let socket = &mut self.sockets[index];
             socket.joules += reading.energy;
             socket.watts = reading.energy.per_seconds(secs);
         }
     }
 
+    /// One more issue of its input and kind, for `kepler_exporter_source_errors_total`.
+    fn count(&mut self, issue: &SourceIssue) {
+        *self
+            .health
+            .issues
+            .entry((issue.input, issue.kind))
+            .or_insert(0) += 1;
+    }
+
     fn record(&mut self, issues: Vec<SourceIssue>) {
         for issue in issues {
-            *self
-                .health
-                .issues
-                .entry((issue.input, issue.kind))
-                .or_insert(0) += 1;
+            self.count(&issue);
             let (source, kind) = (issue.input.as_str(), issue.kind.as_str());
             if self.warned.insert((issue.input, issue.kind)) {
                 tracing::warn!(

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -125,14 +125,26 @@ const INDEX_HTML: &str = "<!doctype html><html><head><title>kepler-rs</title></h
 <li><a href=\"readyz\">/readyz</a> readiness (after the first complete interval)</li>\
 </ul></body></html>\n";
 
-fn text(status: StatusCode, body: &'static str) -> Response<ScrapeBody> {
-    let mut r = Response::new(ScrapeBody::from_static(body));
+fn response(
+    status: StatusCode,
+    body: ScrapeBody,
+    content_type: &'static str,
+) -> Response<ScrapeBody> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let value = HeaderValue::from_static(content_type);
+    r.headers_mut().insert(CONTENT_TYPE, value);
     r
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ScrapeBody> {
+    let body = ScrapeBody::from_static(body);
+    response(status, body, "text/plain; charset=utf-8")
+}
+
+/// One more of a server counter.
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 fn has_body(req: &Request<Incoming>) -> bool {
@@ -179,12 +191,8 @@ pub(crate) fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<
     let mut response = match path {
         "/metrics" => match state.exposition() {
             Ok(body) => {
-                let mut r = Response::new(ScrapeBody::new([body, state.server_metrics()]));
-                r.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(metrics::CONTENT_TYPE),
-                );
-                r
+                let body = ScrapeBody::new([body, state.server_metrics()]);
+                response(StatusCode::OK, body, metrics::CONTENT_TYPE)
             }
             Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
         },
@@ -199,12 +207,8 @@ pub(crate) fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<
             "waiting for the first complete interval\n",
         ),
         _ => {
-            let mut r = Response::new(ScrapeBody::from_static(INDEX_HTML));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            r
+            let body = ScrapeBody::from_static(INDEX_HTML);
+            response(StatusCode::OK, body, "text/html; charset=utf-8")
         }
     };
     if req.method() == Method::HEAD {
@@ -271,57 +275,40 @@ impl ServerState {
     fn server_metrics(&self) -> Bytes {
         let stats = &self.registry.stats;
         let mut out = String::with_capacity(1024);
-        let mut family = |f: &Family, samples: &[(&str, u64)]| {
+        let mut family = |f: &Family, samples: Vec<(String, u64)>| {
             let (name, help, kind) = (f.name, f.help, f.kind.as_str());
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in samples {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
-        family(
-            &catalog::HTTP_CONNECTIONS,
-            &[("", self.registry.open() as u64)],
-        );
-        family(
-            &catalog::HTTP_CONNECTIONS_WAITING,
-            &[("", self.registry.waiting() as u64)],
-        );
-        family(
-            &catalog::HTTP_CONNECTIONS_ACCEPTED,
-            &[("", stats.accepted.load(Ordering::Relaxed))],
-        );
-        let closed: Vec<(String, u64)> = CloseReason::ALL
+        let unlabelled = |value: u64| vec![(String::new(), value)];
+        let load = |counter: &AtomicU64| unlabelled(counter.load(Ordering::Relaxed));
+        let open = self.registry.open() as u64;
+        family(&catalog::HTTP_CONNECTIONS, unlabelled(open));
+        let waiting = self.registry.waiting() as u64;
+        family(&catalog::HTTP_CONNECTIONS_WAITING, unlabelled(waiting));
+        family(&catalog::HTTP_CONNECTIONS_ACCEPTED, load(&stats.accepted));
+        let closed = CloseReason::ALL
             .iter()
-            .map(|r| (format!("{{reason=\"{}\"}}", r.as_str()), stats.closed(*r)))
-            .collect();
-        let closed: Vec<(&str, u64)> = closed.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        family(&catalog::HTTP_CONNECTIONS_CLOSED, &closed);
-        family(
-            &catalog::HTTP_ACCEPT_ERRORS,
-            &[("", stats.accept_errors.load(Ordering::Relaxed))],
-        );
-        family(
-            &catalog::HTTP_TLS_HANDSHAKE_FAILURES,
-            &[("", stats.tls_handshake_failures.load(Ordering::Relaxed))],
-        );
-        family(
-            &catalog::HTTP_AUTH_FAILURES,
-            &[("", stats.auth_failures.load(Ordering::Relaxed))],
-        );
+            .map(|r| (format!("{{reason=\"{}\"}}", r.as_str()), stats.closed(*r)));
+        family(&catalog::HTTP_CONNECTIONS_CLOSED, closed.collect());
+        family(&catalog::HTTP_ACCEPT_ERRORS, load(&stats.accept_errors));
+        let tls_failures = load(&stats.tls_handshake_failures);
+        family(&catalog::HTTP_TLS_HANDSHAKE_FAILURES, tls_failures);
+        family(&catalog::HTTP_AUTH_FAILURES, load(&stats.auth_failures));
         if self.web.is_file_based() {
-            family(
-                &catalog::WEB_CONFIG_RELOADS,
-                &[
-                    (
-                        "{result=\"success\"}",
-                        self.web.reloads_ok.load(Ordering::Relaxed),
-                    ),
-                    (
-                        "{result=\"failure\"}",
-                        self.web.reloads_failed.load(Ordering::Relaxed),
-                    ),
-                ],
-            );
+            let reloads = [
+                ("success", &self.web.reloads_ok),
+                ("failure", &self.web.reloads_failed),
+            ]
+            .map(|(result, n)| {
+                (
+                    format!("{{result=\"{result}\"}}"),
+                    n.load(Ordering::Relaxed),
+                )
+            });
+            family(&catalog::WEB_CONFIG_RELOADS, reloads.into());
         }
         Bytes::from(out)
     }
@@ -366,11 +353,7 @@ pub(crate) async fn handle(state: &ServerState, req: Request<Incoming>) -> Respo
     let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
     let mut response = match &web.auth {
         Some(auth) if !probe && !authorized(state, auth, &req).await => {
-            state
-                .registry
-                .stats
-                .auth_failures
-                .fetch_add(1, Ordering::Relaxed);
+            bump(&state.registry.stats.auth_failures);
             unauthorized()
         }
         _ => respond(state, &req),
@@ -524,10 +507,7 @@ async fn connection(
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => {
-                    registry
-                        .stats
-                        .tls_handshake_failures
-                        .fetch_add(1, Ordering::Relaxed);
+                    bump(&registry.stats.tls_handshake_failures);
                     Err(format!("TLS handshake: {e}"))
                 }
             },
@@ -607,11 +587,7 @@ pub async fn serve(
                 a
             }
             Err(e) => {
-                state
-                    .registry
-                    .stats
-                    .accept_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                bump(&state.registry.stats.accept_errors);
                 let delay = match backoff {
                     None => {
                         tracing::warn!(error = %e, "accept failed; backing off (logged once until it recovers; measurement goes on)");

@@ -229,14 +229,9 @@ impl ZoneKind {
             Some((base, idx)) if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) => base,
             _ => name,
         };
-        match base.trim() {
-            "package" => Some(ZoneKind::Package),
-            "core" => Some(ZoneKind::Core),
-            "uncore" => Some(ZoneKind::Uncore),
-            "dram" => Some(ZoneKind::Dram),
-            "psys" => Some(ZoneKind::Psys),
-            _ => None,
-        }
+        ZoneKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == base.trim())
     }
 }
 

@@ -54,6 +54,8 @@ pub(crate) fn check_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
             limit,
             line: number + 1,
         };
+        // What a scan of this line may still nest, and the error it reports past that.
+        let budget = |block: usize| (limit.saturating_sub(block), too_deep);
         let content = line.trim_start_matches([' ', '\t']);
         let indent = line.len() - content.len();
         let blank = content.is_empty() || content.starts_with('#');
@@ -61,30 +63,14 @@ pub(crate) fn check_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
             Carried::BlockScalar(column) if blank || indent > column => continue,
             Carried::Plain(column) if !blank && indent > column => {
                 // A continuation line of the plain scalar: text up to its end or a `: `.
-                carried = scan(
-                    content,
-                    column,
-                    false,
-                    None,
-                    &mut flow,
-                    limit.saturating_sub(block),
-                    too_deep,
-                )?;
+                carried = scan(content, column, false, None, &mut flow, budget(block))?;
                 continue;
             }
             Carried::BlockScalar(_) | Carried::Plain(_) => carried = Carried::Nothing,
             Carried::Nothing | Carried::Quoted(_) => {}
         }
         if let Carried::Quoted(open) = carried {
-            carried = scan(
-                content,
-                indent,
-                false,
-                Some(open),
-                &mut flow,
-                limit.saturating_sub(block),
-                too_deep,
-            )?;
+            carried = scan(content, indent, false, Some(open), &mut flow, budget(block))?;
             continue;
         }
         if blank {
@@ -129,15 +115,7 @@ pub(crate) fn check_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
         if block + flow > limit {
             return Err(too_deep);
         }
-        carried = scan(
-            rest,
-            node_column,
-            true,
-            None,
-            &mut flow,
-            limit.saturating_sub(block),
-            too_deep,
-        )?;
+        carried = scan(rest, node_column, true, None, &mut flow, budget(block))?;
     }
     Ok(())
 }
@@ -151,8 +129,7 @@ fn scan(
     at_node: bool,
     mut quote: Option<char>,
     flow: &mut usize,
-    limit: usize,
-    too_deep: TooDeep,
+    (limit, too_deep): (usize, TooDeep),
 ) -> Result<Carried, TooDeep> {
     // Whether a node (scalar, collection) may start here; `plain`: inside a plain scalar.
     let mut at_node = at_node && quote.is_none();

@@ -193,18 +193,14 @@ pub fn attribute_gpu(devices: &[DeviceInput]) -> GpuInterval {
     type Key = (usize, Option<usize>, PodUid, Option<ContainerId>);
     let mut merged: BTreeMap<Key, f64> = BTreeMap::new();
     for d in devices {
-        let total = if d.total.0.is_finite() && d.total.0 > 0.0 {
-            d.total.0
-        } else {
-            0.0
-        };
+        let usable = |w: f64| w.is_finite() && w > 0.0;
+        let total = if usable(d.total.0) { d.total.0 } else { 0.0 };
         let idle = if d.idle.0.is_finite() {
             d.idle.0.clamp(0.0, total)
         } else {
             0.0
         };
         let active = total - idle;
-        let usable = |w: f64| w.is_finite() && w > 0.0;
         // Weights are scaled by the largest first, so that huge weights neither overflow the sum
         // nor the product with the energy.
         let largest = d

@@ -12,21 +12,13 @@ use std::time::Duration;
 /// A delta implying more than this per device is rejected as an anomaly (no GPU draws 5 kW).
 pub(crate) const MAX_PLAUSIBLE_WATTS: f64 = 5_000.0;
 
-/// How a device's energy is measured, decided at its first reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EnergyMethod {
-    /// `nvmlDeviceGetTotalEnergyConsumption` (millijoules, Volta and newer).
-    Counter,
-    /// Power readings integrated over the interval (trapezoid), where the counter is unsupported.
-    PowerIntegral,
-}
-
-impl EnergyMethod {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            EnergyMethod::Counter => "energy_counter",
-            EnergyMethod::PowerIntegral => "power_integral",
-        }
+crate::issue::labelled! {
+    /// How a device's energy is measured, decided at its first reading.
+    pub(crate) enum EnergyMethod {
+        /// `nvmlDeviceGetTotalEnergyConsumption` (millijoules, Volta and newer).
+        Counter => "energy_counter",
+        /// Power readings integrated over the interval (trapezoid), where the counter is unsupported.
+        PowerIntegral => "power_integral",
     }
 }
 

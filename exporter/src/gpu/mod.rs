@@ -257,18 +257,14 @@ impl GpuMonitor {
         if !self.pod_uids.available() {
             return Ok(BTreeMap::new());
         }
-        match self.assignments.list() {
-            Ok(Some(list)) => Ok(exclusive_devices(&list)
-                .into_iter()
-                .filter_map(|(id, pod)| self.pod_uids.uid(&pod).map(|uid| (id, uid)))
-                .collect()),
-            Ok(None) => Ok(BTreeMap::new()),
-            Err(e) => Err(SourceIssue::new(
-                Input::PodResources,
-                e.kind(),
-                e.to_string(),
-            )),
-        }
+        let list = self
+            .assignments
+            .list()
+            .map_err(|e| SourceIssue::new(Input::PodResources, e.kind(), e.to_string()))?;
+        Ok(exclusive_devices(&list.unwrap_or_default())
+            .into_iter()
+            .filter_map(|(id, pod)| self.pod_uids.uid(&pod).map(|uid| (id, uid)))
+            .collect())
     }
 }
 

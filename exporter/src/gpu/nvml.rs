@@ -7,7 +7,7 @@ use crate::issue::IssueKind;
 use crate::units::Pid;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 /// NVML's value for "MIG mode enabled" (`NVML_DEVICE_MIG_ENABLE`).
 const MIG_ENABLED: u32 = 1;
@@ -184,7 +184,8 @@ impl GpuDriver for NvmlDriver {
     fn running_processes(&mut self, index: u32) -> Result<Vec<RunningProcess>, GpuError> {
         let call = "nvmlDeviceGetComputeRunningProcesses";
         let device = self.device(call, index)?;
-        let mut out: BTreeMap<(Option<usize>, u32), RunningProcess> = BTreeMap::new();
+        // (MIG instance, pid): one entry per process and instance, in order.
+        let mut out: BTreeSet<(Option<usize>, u32)> = BTreeSet::new();
         let handles = self.mig_handles.get(&index).cloned().unwrap_or_default();
         if handles.is_empty() {
             let compute = device
@@ -192,15 +193,7 @@ impl GpuDriver for NvmlDriver {
                 .map_err(|e| device_error(call, index, e))?;
             // Graphics contexts are rare on servers and unsupported on some boards: best effort.
             let graphics = device.running_graphics_processes().unwrap_or_default();
-            for p in compute.into_iter().chain(graphics) {
-                out.insert(
-                    (None, p.pid),
-                    RunningProcess {
-                        pid: Pid(p.pid),
-                        mig_instance: None,
-                    },
-                );
-            }
+            out.extend(compute.into_iter().chain(graphics).map(|p| (None, p.pid)));
         } else {
             // Per-instance lists come from the MIG device handles.
             for (position, mig_index) in handles.iter().enumerate() {
@@ -210,18 +203,14 @@ impl GpuDriver for NvmlDriver {
                 let procs = mig
                     .running_compute_processes()
                     .map_err(|e| device_error(call, index, e))?;
-                for p in procs {
-                    out.insert(
-                        (Some(position), p.pid),
-                        RunningProcess {
-                            pid: Pid(p.pid),
-                            mig_instance: Some(position),
-                        },
-                    );
-                }
+                out.extend(procs.into_iter().map(|p| (Some(position), p.pid)));
             }
         }
-        Ok(out.into_values().collect())
+        let process = |(mig_instance, pid)| RunningProcess {
+            pid: Pid(pid),
+            mig_instance,
+        };
+        Ok(out.into_iter().map(process).collect())
     }
 
     fn reinit(&mut self) -> Result<(), GpuError> {

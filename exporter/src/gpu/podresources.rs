@@ -8,7 +8,7 @@ use crate::units::PodUid;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A pod by name, as the PodResources API names it (it carries no UID).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct PodRef {
     pub(crate) namespace: String,
     pub(crate) name: String,
@@ -105,13 +105,8 @@ pub(crate) fn exclusive_devices(assignments: &[DeviceAssignment]) -> BTreeMap<St
     }
     holders
         .into_iter()
-        .filter_map(|(id, pods)| {
-            if pods.len() == 1 {
-                pods.into_iter().next().map(|p| (id, p.clone()))
-            } else {
-                None
-            }
-        })
+        .filter(|(_, pods)| pods.len() == 1)
+        .filter_map(|(id, pods)| pods.first().map(|p| (id, (*p).clone())))
         .collect()
 }
 
@@ -123,7 +118,7 @@ pub(crate) fn decode_list_response(
     let mut out = Vec::new();
     for field in Fields::new(bytes, 0) {
         let (number, value) = field?;
-        if let (1, Value::Bytes(pod, at)) = (number, value) {
+        if let (1, Some((pod, at))) = (number, value) {
             decode_pod(pod, at, &mut out)?;
         }
     }
@@ -135,16 +130,13 @@ fn decode_pod(
     base: usize,
     out: &mut Vec<DeviceAssignment>,
 ) -> Result<(), PodResourcesError> {
-    let mut pod = PodRef {
-        namespace: String::new(),
-        name: String::new(),
-    };
+    let mut pod = PodRef::default();
     let mut containers = Vec::new();
     for field in Fields::new(bytes, base) {
         match field? {
-            (1, Value::Bytes(b, at)) => pod.name = utf8(b, at)?,
-            (2, Value::Bytes(b, at)) => pod.namespace = utf8(b, at)?,
-            (3, Value::Bytes(b, at)) => containers.push((b, at)),
+            (1, Some((b, at))) => pod.name = utf8(b, at)?,
+            (2, Some((b, at))) => pod.namespace = utf8(b, at)?,
+            (3, Some(container)) => containers.push(container),
             _ => {}
         }
     }
@@ -153,8 +145,8 @@ fn decode_pod(
         let mut devices = Vec::new();
         for field in Fields::new(container, at) {
             match field? {
-                (1, Value::Bytes(b, at)) => name = utf8(b, at)?,
-                (2, Value::Bytes(b, at)) => devices.push((b, at)),
+                (1, Some((b, at))) => name = utf8(b, at)?,
+                (2, Some(device)) => devices.push(device),
                 _ => {}
             }
         }
@@ -163,8 +155,8 @@ fn decode_pod(
             let mut ids = Vec::new();
             for field in Fields::new(device, at) {
                 match field? {
-                    (1, Value::Bytes(b, at)) => resource = utf8(b, at)?,
-                    (2, Value::Bytes(b, at)) => ids.push(utf8(b, at)?),
+                    (1, Some((b, at))) => resource = utf8(b, at)?,
+                    (2, Some((b, at))) => ids.push(utf8(b, at)?),
                     _ => {}
                 }
             }
@@ -188,12 +180,9 @@ fn utf8(bytes: &[u8], offset: usize) -> Result<String, PodResourcesError> {
     })
 }
 
-/// A decoded protobuf field value; length-delimited values carry their absolute offset.
-enum Value<'a> {
-    Varint,
-    Fixed,
-    Bytes(&'a [u8], usize),
-}
+/// A decoded protobuf field value: a length-delimited one with its absolute offset; `None` for the
+/// others (varints and fixed-size numbers), which are skipped.
+type Field<'a> = Option<(&'a [u8], usize)>;
 
 /// Iterator over the fields of one protobuf message.
 struct Fields<'a> {
@@ -247,35 +236,25 @@ impl<'a> Fields<'a> {
         Ok((slice, at))
     }
 
-    fn next_field(&mut self) -> Result<(u64, Value<'a>), PodResourcesError> {
+    fn next_field(&mut self) -> Result<(u64, Field<'a>), PodResourcesError> {
         let key = self.varint()?;
-        let value = match key & 7 {
-            0 => {
-                self.varint()?;
-                Value::Varint
-            }
-            1 => {
-                self.take(8)?;
-                Value::Fixed
-            }
+        match key & 7 {
+            0 => self.varint().map(drop)?,
+            1 => self.take(8).map(drop)?,
             2 => {
                 let len = usize::try_from(self.varint()?)
                     .map_err(|_| self.error("length does not fit in memory"))?;
-                let (b, at) = self.take(len)?;
-                Value::Bytes(b, at)
+                return Ok((key >> 3, Some(self.take(len)?)));
             }
-            5 => {
-                self.take(4)?;
-                Value::Fixed
-            }
+            5 => self.take(4).map(drop)?,
             _ => return Err(self.error("unsupported wire type")),
-        };
-        Ok((key >> 3, value))
+        }
+        Ok((key >> 3, None))
     }
 }
 
 impl<'a> Iterator for Fields<'a> {
-    type Item = Result<(u64, Value<'a>), PodResourcesError>;
+    type Item = Result<(u64, Field<'a>), PodResourcesError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos >= self.bytes.len() {

@@ -26,26 +26,21 @@ pub(crate) const TERMINATED_PODS: &str = "terminated_pods";
 
 /// The node and container families of one zone.
 fn zone_families(zone: ZoneKind) -> (&'static Family, &'static Family) {
+    use catalog::*;
     match zone {
         ZoneKind::Package => (
-            &catalog::KEPLER07_NODE_PACKAGE_JOULES,
-            &catalog::KEPLER07_CONTAINER_PACKAGE_JOULES,
+            &KEPLER07_NODE_PACKAGE_JOULES,
+            &KEPLER07_CONTAINER_PACKAGE_JOULES,
         ),
-        ZoneKind::Core => (
-            &catalog::KEPLER07_NODE_CORE_JOULES,
-            &catalog::KEPLER07_CONTAINER_CORE_JOULES,
-        ),
+        ZoneKind::Core => (&KEPLER07_NODE_CORE_JOULES, &KEPLER07_CONTAINER_CORE_JOULES),
         ZoneKind::Uncore => (
-            &catalog::KEPLER07_NODE_UNCORE_JOULES,
-            &catalog::KEPLER07_CONTAINER_UNCORE_JOULES,
+            &KEPLER07_NODE_UNCORE_JOULES,
+            &KEPLER07_CONTAINER_UNCORE_JOULES,
         ),
-        ZoneKind::Dram => (
-            &catalog::KEPLER07_NODE_DRAM_JOULES,
-            &catalog::KEPLER07_CONTAINER_DRAM_JOULES,
-        ),
+        ZoneKind::Dram => (&KEPLER07_NODE_DRAM_JOULES, &KEPLER07_CONTAINER_DRAM_JOULES),
         ZoneKind::Psys => (
-            &catalog::KEPLER07_NODE_PLATFORM_JOULES,
-            &catalog::KEPLER07_CONTAINER_PLATFORM_JOULES,
+            &KEPLER07_NODE_PLATFORM_JOULES,
+            &KEPLER07_CONTAINER_PLATFORM_JOULES,
         ),
     }
 }

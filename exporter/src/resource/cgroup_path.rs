@@ -4,26 +4,17 @@
 
 use crate::units::{ContainerId, PodUid};
 
-/// The container runtime a container cgroup's name shows (Kepler's `runtime` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ContainerRuntime {
-    Containerd,
-    CriO,
-    Docker,
-    Podman,
+crate::issue::labelled! {
+    /// The container runtime a container cgroup's name shows; `as_str` is Kepler's `runtime` label.
+    pub enum ContainerRuntime {
+        Containerd => "containerd",
+        CriO => "cri-o",
+        Docker => "docker",
+        Podman => "podman",
+    }
 }
 
 impl ContainerRuntime {
-    /// The `runtime` label value, as Kepler spells it.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ContainerRuntime::Containerd => "containerd",
-            ContainerRuntime::CriO => "cri-o",
-            ContainerRuntime::Docker => "docker",
-            ContainerRuntime::Podman => "podman",
-        }
-    }
-
     /// The runtime of a cgroup-name prefix (`cri-containerd-`) or colon-form runtime field
     /// (`cri-containerd`, `crio`, `docker`, `libpod`).
     fn of_prefix(prefix: &str) -> Option<ContainerRuntime> {

@@ -245,11 +245,12 @@ pub async fn connect(
         }
     };
     let builder = ClientBuilder::try_from(config).map_err(KubeError::Client)?;
-    Ok(builder
-        .with_layer(&ObserveLayer {
-            cache: cache.clone(),
-        })
-        .build())
+    let cache = cache.clone();
+    let observe = tower_layer::layer_fn(move |inner| Observe {
+        inner,
+        cache: cache.clone(),
+    });
+    Ok(builder.with_layer(&observe).build())
 }
 
 /// Keep `cache` in sync with this node's pods until the task is dropped. Errors are counted and
@@ -331,21 +332,7 @@ impl Backoff for Doubling {
     }
 }
 
-/// Tower layer that reports each API response's success to the cache.
-struct ObserveLayer {
-    cache: Arc<PodCache>,
-}
-
-impl<S> tower_layer::Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe {
-            inner,
-            cache: self.cache.clone(),
-        }
-    }
-}
-
+/// Reports each API response's success to the cache (the client's tower layer).
 struct Observe<S> {
     inner: S,
     cache: Arc<PodCache>,

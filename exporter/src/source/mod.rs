@@ -10,19 +10,11 @@ use crate::issue::{Input, SourceIssue};
 use crate::units::{Joules, ZoneKind};
 use std::time::Duration;
 
-/// Which kind of measurement produced the node's energy: the `source` label of node energy series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EnergySourceKind {
-    Rapl,
-    Estimate,
-}
-
-impl EnergySourceKind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            EnergySourceKind::Rapl => "rapl",
-            EnergySourceKind::Estimate => "estimate",
-        }
+crate::issue::labelled! {
+    /// Which kind of measurement produced the node's energy: the `source` label of node energy series.
+    pub enum EnergySourceKind {
+        Rapl => "rapl",
+        Estimate => "estimate",
     }
 }
 

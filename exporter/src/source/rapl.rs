@@ -75,11 +75,6 @@ impl Error {
 /// Opens an `energy_uj` file; a seam so tests can simulate EACCES even when they run as root.
 type Opener = fn(&Path) -> Result<File, FileError>;
 
-/// `energy_uj` must be a regular file (a sysfs attribute): a FIFO or a device is refused unread.
-fn open_read_only(path: &Path) -> Result<File, FileError> {
-    open_regular(path)
-}
-
 /// Longest zone `name` read ("package-0", "dram", "psys"; longer is not a zone we know).
 const MAX_NAME_BYTES: usize = 64;
 /// Longest `max_energy_range_uj` read (a u64 in decimal with a newline fits).
@@ -96,7 +91,8 @@ pub(crate) struct Rapl {
 
 /// Discovers the RAPL zones under `<sysfs_root>/class/powercap` and checks that they can be read.
 pub(crate) fn discover(sysfs_root: &Path) -> Result<Rapl> {
-    discover_with(sysfs_root, open_read_only)
+    // `energy_uj` must be a regular file (a sysfs attribute): a FIFO or a device is refused unread.
+    discover_with(sysfs_root, open_regular)
 }
 
 impl Rapl {
@@ -403,10 +399,7 @@ impl ZoneId {
         };
         let mut parts = rest.split(':');
         let socket = parts.next()?.parse().ok()?;
-        let subzone = match parts.next() {
-            Some(m) => Some(m.parse().ok()?),
-            None => None,
-        };
+        let subzone = parts.next().map(str::parse).transpose().ok()?;
         if parts.next().is_some() {
             return None;
         }
@@ -529,20 +522,11 @@ fn discover_with(sysfs_root: &Path, open: Opener) -> Result<Rapl> {
 
 /// Lists the zone directories of `powercap` whose directory name and `name` file are understood.
 fn list_candidates(powercap: &Path) -> Result<Vec<Candidate>> {
-    let entries = match fs::read_dir(powercap) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            return Err(Error::NotFound {
-                path: powercap.to_path_buf(),
-            })
-        }
-        Err(err) => {
-            return Err(Error::Io {
-                path: powercap.to_path_buf(),
-                source: err,
-            })
-        }
-    };
+    let path = powercap.to_path_buf();
+    let entries = fs::read_dir(powercap).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => Error::NotFound { path },
+        _ => Error::Io { path, source },
+    })?;
     let mut candidates = Vec::new();
     for entry in entries {
         let entry = match entry {
@@ -585,14 +569,11 @@ fn read_max_range(zone_dir: &Path) -> u64 {
     let parsed = read_small_file(&path, MAX_RANGE_BYTES)
         .map_err(|err| err.to_string())
         .and_then(|raw| parse_uj(&raw));
-    match parsed {
-        Ok(max) => max,
-        Err(detail) => {
-            tracing::warn!(path = %path.display(), %detail,
-                "unusable RAPL max_energy_range_uj; treating the counter range as unknown");
-            0
-        }
-    }
+    parsed.unwrap_or_else(|detail| {
+        tracing::warn!(path = %path.display(), %detail,
+            "unusable RAPL max_energy_range_uj; treating the counter range as unknown");
+        0
+    })
 }
 
 #[cfg(test)]

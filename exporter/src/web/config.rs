@@ -278,19 +278,32 @@ fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> 
     Ok((name, value))
 }
 
-fn tls_version(key: &'static str, raw: &str) -> Result<TlsVersion, (&'static str, String)> {
-    match raw {
+/// A TLS settings error: the key and what is wrong with it.
+type TlsError = (&'static str, String);
+
+fn refuse<T>(key: &'static str, message: impl Into<String>) -> Result<T, TlsError> {
+    Err((key, message.into()))
+}
+
+/// `raw` as a TLS version; `default` where unset or empty.
+fn tls_version(
+    key: &'static str,
+    raw: Option<&str>,
+    default: TlsVersion,
+) -> Result<TlsVersion, TlsError> {
+    match raw.unwrap_or_default() {
+        "" => Ok(default),
         "TLS12" => Ok(TlsVersion::Tls12),
         "TLS13" => Ok(TlsVersion::Tls13),
-        "TLS10" | "TLS11" => Err((
+        raw @ ("TLS10" | "TLS11") => refuse(
             key,
             format!("{raw} is not supported: kepler-rs speaks TLS 1.2 and 1.3 only"),
-        )),
-        other => Err((key, format!("{other:?} is not one of TLS12, TLS13"))),
+        ),
+        other => refuse(key, format!("{other:?} is not one of TLS12, TLS13")),
     }
 }
 
-fn tls_settings(t: RawTls, dir: &Path) -> Result<Option<TlsSettings>, (&'static str, String)> {
+fn tls_settings(t: RawTls, dir: &Path) -> Result<Option<TlsSettings>, TlsError> {
     let resolve = |p: String| {
         let p = PathBuf::from(p);
         if p.is_absolute() {
@@ -301,105 +314,79 @@ fn tls_settings(t: RawTls, dir: &Path) -> Result<Option<TlsSettings>, (&'static 
     };
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let (cert_file, key_file) = match (nonempty(t.cert_file), nonempty(t.key_file)) {
-        (None, None) => {
-            // exporter-toolkit serves plain HTTP then; anything else set here would be ignored.
-            if t.client_ca_file.is_some() || t.client_auth_type.is_some() {
-                return Err((
-                    "tls_server_config",
-                    "client certificate settings without cert_file and key_file".into(),
-                ));
-            }
-            return Ok(None);
+        // exporter-toolkit serves plain HTTP then; anything else set here would be ignored.
+        (None, None) if t.client_ca_file.is_some() || t.client_auth_type.is_some() => {
+            let message = "client certificate settings without cert_file and key_file";
+            return refuse("tls_server_config", message);
         }
+        (None, None) => return Ok(None),
         (Some(_), None) => {
-            return Err((
-                "tls_server_config.key_file",
-                "missing (cert_file is set)".into(),
-            ))
+            return refuse("tls_server_config.key_file", "missing (cert_file is set)")
         }
         (None, Some(_)) => {
-            return Err((
-                "tls_server_config.cert_file",
-                "missing (key_file is set)".into(),
-            ))
+            return refuse("tls_server_config.cert_file", "missing (key_file is set)")
         }
         (Some(c), Some(k)) => (resolve(c), resolve(k)),
     };
-    for (key, set) in [
-        (
-            "tls_server_config.cipher_suites",
-            t.cipher_suites.is_some_and(|v| !v.is_empty()),
-        ),
-        (
-            "tls_server_config.curve_preferences",
-            t.curve_preferences.is_some_and(|v| !v.is_empty()),
-        ),
+    for (key, list) in [
+        ("tls_server_config.cipher_suites", t.cipher_suites),
+        ("tls_server_config.curve_preferences", t.curve_preferences),
         (
             "tls_server_config.client_allowed_sans",
-            t.client_allowed_sans.is_some_and(|v| !v.is_empty()),
+            t.client_allowed_sans,
         ),
     ] {
-        if set {
-            return Err((
+        if list.is_some_and(|v| !v.is_empty()) {
+            return refuse(
                 key,
-                "is not supported by kepler-rs (rustls offers only modern suites and curves); remove it"
-                    .into(),
-            ));
+                "is not supported by kepler-rs (rustls offers only modern suites and curves); remove it",
+            );
         }
     }
     let _ = t.prefer_server_cipher_suites; // rustls always prefers the server's order.
     let client_ca_file = nonempty(t.client_ca_file).map(resolve);
+    let auth_key = "tls_server_config.client_auth_type";
     let client_auth = match t.client_auth_type.as_deref().unwrap_or("NoClientCert") {
         "" | "NoClientCert" => ClientAuth::NoClientCert,
         "VerifyClientCertIfGiven" => ClientAuth::VerifyClientCertIfGiven,
         "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerifyClientCert,
         mode @ ("RequestClientCert" | "RequireAnyClientCert") => {
-            return Err((
-                "tls_server_config.client_auth_type",
+            return refuse(
+                auth_key,
                 format!(
                     "{mode} accepts client certificates without verifying them, which kepler-rs \
                      never does; use VerifyClientCertIfGiven or RequireAndVerifyClientCert with client_ca_file"
                 ),
-            ))
+            )
         }
         other => {
-            return Err((
-                "tls_server_config.client_auth_type",
+            return refuse(
+                auth_key,
                 format!(
                     "{other:?} is not one of NoClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"
                 ),
-            ))
+            )
         }
     };
+    let ca_key = "tls_server_config.client_ca_file";
     match (client_auth, &client_ca_file) {
         (ClientAuth::NoClientCert, Some(_)) => {
-            return Err((
-                "tls_server_config.client_ca_file",
-                "set, but client_auth_type is NoClientCert (set it to RequireAndVerifyClientCert)"
-                    .into(),
-            ))
+            let message =
+                "set, but client_auth_type is NoClientCert (set it to RequireAndVerifyClientCert)";
+            return refuse(ca_key, message);
         }
         (ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert, None) => {
-            return Err((
-                "tls_server_config.client_ca_file",
-                "missing: client certificates cannot be verified without a CA".into(),
-            ))
+            let message = "missing: client certificates cannot be verified without a CA";
+            return refuse(ca_key, message);
         }
         _ => {}
     }
-    let min_version = match t.min_version.as_deref() {
-        None | Some("") => TlsVersion::Tls12,
-        Some(v) => tls_version("tls_server_config.min_version", v)?,
-    };
-    let max_version = match t.max_version.as_deref() {
-        None | Some("") => TlsVersion::Tls13,
-        Some(v) => tls_version("tls_server_config.max_version", v)?,
-    };
+    let min_key = "tls_server_config.min_version";
+    let min_version = tls_version(min_key, t.min_version.as_deref(), TlsVersion::Tls12)?;
+    let max_key = "tls_server_config.max_version";
+    let max_version = tls_version(max_key, t.max_version.as_deref(), TlsVersion::Tls13)?;
     if max_version < min_version {
-        return Err((
-            "tls_server_config.max_version",
-            "is below min_version".into(),
-        ));
+        return refuse(max_key, "is below min_version");
     }
     Ok(Some(TlsSettings {
         cert_file,

@@ -90,17 +90,18 @@ impl Phase {
     }
 }
 
-/// Why the server closed a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseReason {
-    /// Made room for a new connection at the limit.
-    Evicted,
-    HeaderTimeout,
-    IdleTimeout,
-    WriteTimeout,
-    /// Answered 503: the waiting room was full, or a complete request found no slot within the
-    /// header-read timeout.
-    Overloaded,
+crate::issue::labelled! {
+    /// Why the server closed a connection.
+    pub(crate) enum CloseReason {
+        /// Made room for a new connection at the limit.
+        Evicted => "evicted",
+        HeaderTimeout => "header_timeout",
+        IdleTimeout => "idle_timeout",
+        WriteTimeout => "write_timeout",
+        /// Answered 503: the waiting room was full, or a complete request found no slot within the
+        /// header-read timeout.
+        Overloaded => "overloaded",
+    }
 }
 
 impl CloseReason {
@@ -111,16 +112,6 @@ impl CloseReason {
         CloseReason::WriteTimeout,
         CloseReason::Overloaded,
     ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Evicted => "evicted",
-            CloseReason::HeaderTimeout => "header_timeout",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::WriteTimeout => "write_timeout",
-            CloseReason::Overloaded => "overloaded",
-        }
-    }
 }
 
 /// One connection's state, shared by its task, its I/O wrapper and the registry.
@@ -234,26 +225,28 @@ struct Slots {
 }
 
 impl Slots {
-    /// The oldest connection of `map` in one of the `wanted` phases, in it for at least `min_age`,
-    /// with no bytes waiting unread in the kernel (a client with unread bytes waits on us).
+    /// The oldest connection of `map` in the first `(phase, min_age)` of `tries` that has one: in
+    /// that phase for at least `min_age`, with no bytes waiting unread in the kernel (a client with
+    /// unread bytes waits on us).
     fn victim(
         map: &HashMap<u64, Arc<Conn>>,
         now: Duration,
-        wanted: &[Phase],
-        min_age: Duration,
+        tries: [(Phase, Duration); 2],
     ) -> Option<u64> {
-        let mut candidates: Vec<(Duration, u64, &Arc<Conn>)> = map
-            .iter()
-            .filter(|(_, c)| wanted.contains(&c.phase()))
-            .map(|(id, c)| (c.since(), *id, c))
-            .filter(|(since, _, _)| now.saturating_sub(*since) >= min_age)
-            .collect();
-        candidates.sort_unstable_by_key(|(since, id, _)| (*since, *id));
-        // Oldest first; the kernel is asked about unread bytes only until one qualifies.
-        candidates
-            .into_iter()
-            .find(|(_, _, c)| !c.has_unread_bytes())
-            .map(|(_, id, _)| id)
+        tries.into_iter().find_map(|(wanted, min_age)| {
+            let mut candidates: Vec<(Duration, u64, &Arc<Conn>)> = map
+                .iter()
+                .filter(|(_, c)| c.phase() == wanted)
+                .map(|(id, c)| (c.since(), *id, c))
+                .filter(|(since, _, _)| now.saturating_sub(*since) >= min_age)
+                .collect();
+            candidates.sort_unstable_by_key(|(since, id, _)| (*since, *id));
+            // Oldest first; the kernel is asked about unread bytes only until one qualifies.
+            candidates
+                .into_iter()
+                .find(|(_, _, c)| !c.has_unread_bytes())
+                .map(|(_, id, _)| id)
+        })
     }
 }
 
@@ -319,17 +312,11 @@ impl Waiting {
             return Err(self);
         }
         if slots.open.len() >= registry.limits.max_connections {
-            let now_ms = Duration::from_millis(ms(registry.epoch, now));
-            let victim = Slots::victim(&slots.open, now_ms, &[Phase::Idle], Duration::ZERO)
-                .or_else(|| {
-                    Slots::victim(
-                        &slots.open,
-                        now_ms,
-                        &[Phase::Reading],
-                        registry.limits.eviction_grace,
-                    )
-                });
-            let Some(id) = victim else {
+            let tries = [
+                (Phase::Idle, Duration::ZERO),
+                (Phase::Reading, registry.limits.eviction_grace),
+            ];
+            let Some(id) = Slots::victim(&slots.open, registry.since_epoch(now), tries) else {
                 drop(slots);
                 return Err(self);
             };
@@ -372,12 +359,14 @@ impl Registry {
         self.lock().open.len()
     }
 
+    /// `now` as the registry's clock reads it (milliseconds since its epoch).
+    fn since_epoch(&self, now: Instant) -> Duration {
+        Duration::from_millis(ms(self.epoch, now))
+    }
+
     fn close(&self, slots: &mut Slots, id: u64, reason: CloseReason) {
-        let conn = match slots.open.remove(&id) {
-            Some(conn) => Some(conn),
-            None => slots.waiting.remove(&id),
-        };
-        if let Some(conn) = conn {
+        let conn = slots.open.remove(&id);
+        if let Some(conn) = conn.or_else(|| slots.waiting.remove(&id)) {
             conn.kill.notify_one();
             self.stats.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
         }
@@ -390,21 +379,11 @@ impl Registry {
     pub(crate) fn arrive(self: &Arc<Self>, now: Instant) -> Option<Waiting> {
         let mut slots = self.lock();
         if slots.waiting.len() >= self.limits.max_waiting {
-            let now_ms = Duration::from_millis(ms(self.epoch, now));
-            let id = Slots::victim(
-                &slots.waiting,
-                now_ms,
-                &[Phase::Reading],
-                self.limits.eviction_grace,
-            )
-            .or_else(|| {
-                Slots::victim(
-                    &slots.waiting,
-                    now_ms,
-                    &[Phase::Opening],
-                    self.limits.silent_grace,
-                )
-            })?;
+            let tries = [
+                (Phase::Reading, self.limits.eviction_grace),
+                (Phase::Opening, self.limits.silent_grace),
+            ];
+            let id = Slots::victim(&slots.waiting, self.since_epoch(now), tries)?;
             self.close(&mut slots, id, CloseReason::Evicted);
         }
         let id = slots.next_id;
@@ -442,7 +421,7 @@ impl Registry {
     /// answers 503).
     pub(crate) fn reap(&self, now: Instant) -> (usize, bool) {
         let mut slots = self.lock();
-        let now = Duration::from_millis(ms(self.epoch, now));
+        let now = self.since_epoch(now);
         let limits = &self.limits;
         let expired_in = |map: &HashMap<u64, Arc<Conn>>, waiting: bool| {
             map.iter()

@@ -58,10 +58,8 @@ impl ActiveWeb {
     }
 
     fn build(config: WebConfig) -> Result<ActiveWeb, WebError> {
-        let tls = match &config.tls {
-            Some(settings) => Some(TlsAcceptor::from(tls::server_config(settings)?)),
-            None => None,
-        };
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let tls = tls.map(TlsAcceptor::from);
         // No users, no Authenticator: its decoy hash costs a bcrypt round.
         let auth = (!config.users.is_empty()).then(|| Arc::new(Authenticator::new(config.users)));
         Ok(ActiveWeb {

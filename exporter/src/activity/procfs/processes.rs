@@ -46,12 +46,11 @@ pub(crate) fn parse_pid_stat(content: &str) -> Result<PidStat, &'static str> {
             .parse::<u64>()
             .map_err(|_| "non-numeric stat field")
     };
-    let utime = field(14)?;
-    let stime = field(15)?;
+    let cpu_ticks = field(14)?.saturating_add(field(15)?); // utime + stime
     let start_time = field(22)?;
     Ok(PidStat {
         comm,
-        cpu_ticks: utime.saturating_add(stime),
+        cpu_ticks,
         start_time,
     })
 }
@@ -59,10 +58,8 @@ pub(crate) fn parse_pid_stat(content: &str) -> Result<PidStat, &'static str> {
 /// `<dir>/exe`'s target, or empty where it cannot be read (a kernel thread has none; another user's
 /// process needs CAP_SYS_PTRACE).
 fn executable(dir: &Path) -> Arc<str> {
-    match fs::read_link(dir.join("exe")) {
-        Ok(path) => path.to_string_lossy().into(),
-        Err(_) => "".into(),
-    }
+    let target = fs::read_link(dir.join("exe"));
+    target.map_or_else(|_| "".into(), |path| path.to_string_lossy().into())
 }
 
 #[derive(Debug, Clone)]
