@@ -182,23 +182,31 @@ pub fn kernel_ids<const N: usize, const M: usize>(
 ) -> Result<([u32; N], [u32; M]), BtfError> {
     let file = files::open_regular(path)?;
     let (found_typedefs, found_members) = find(&file, typedefs, members).map_err(|e| e.at(path))?;
-    let mut ids = [0u32; N];
-    for ((id, found), name) in ids.iter_mut().zip(found_typedefs).zip(typedefs) {
-        *id = found.ok_or_else(|| BtfError::MissingTypedef {
-            path: path.to_path_buf(),
-            name: name.to_string(),
-        })?;
-    }
-    let mut offsets = [0u32; M];
-    for ((offset, found), (structure, member)) in offsets.iter_mut().zip(found_members).zip(members)
-    {
-        *offset = found.ok_or_else(|| BtfError::MissingMember {
+    let ids = all_found(found_typedefs, typedefs, |name| BtfError::MissingTypedef {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+    })?;
+    let offsets = all_found(found_members, members, |(structure, member)| {
+        BtfError::MissingMember {
             path: path.to_path_buf(),
             structure: structure.to_string(),
             member: member.to_string(),
-        })?;
-    }
+        }
+    })?;
     Ok((ids, offsets))
+}
+
+/// Every value of `found`, or the error `missing` makes of the first thing `asked` that was not.
+fn all_found<T: Copy, const K: usize>(
+    found: [Option<u32>; K],
+    asked: [T; K],
+    missing: impl Fn(T) -> BtfError,
+) -> Result<[u32; K], BtfError> {
+    let mut values = [0u32; K];
+    for ((value, found), asked) in values.iter_mut().zip(found).zip(asked) {
+        *value = found.ok_or_else(|| missing(asked))?;
+    }
+    Ok(values)
 }
 
 /// The header fields the walk needs, in the file's byte order.
